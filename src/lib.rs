@@ -1,0 +1,10 @@
+//! nfsentry: a port-scan detector that sits inline on an NFQUEUE and blocks scanners in nftables.
+//!
+//! Data flows one way: packet → [`packet`] (parse, classify) → [`tracker`] (per-source state) →
+//! [`engine`] (decision) → verdict + response ([`respond`]). The edges that touch the kernel
+//! ([`queue`], [`nflog`], [`nft`]) are kept apart from the core, which does no I/O.
+
+pub mod config;
+pub mod nflog;
+pub mod nft;
+pub mod packet;

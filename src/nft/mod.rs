@@ -1,0 +1,4 @@
+//! Everything nfsentry says to nftables: the ruleset it owns and the set elements it changes.
+
+pub mod netlink;
+pub mod ruleset;
