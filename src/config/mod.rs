@@ -1,0 +1,456 @@
+//! Loads nfsentry's TOML configuration into a validated [`Config`] whose every error names file,
+//! line, key and value; it only describes settings and never acts on them (no sockets, no nft).
+//!
+//! Loading happens in two stages: [`raw`] mirrors the file with serde (unknown keys refused,
+//! positions kept), then [`validate`] checks ranges and meaning and builds the types below.
+//! Defaults live here, once, as constants; the shipped `config/nfsentry.toml` spells out the
+//! same values and a test keeps the two equal.
+
+mod duration;
+mod error;
+mod ignore;
+mod ports;
+mod raw;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
+pub use duration::format_duration;
+pub use error::ConfigError;
+pub use ignore::parse_ignore_list;
+pub use ports::{PortRanges, PortSet, Ports};
+
+use error::SourceText;
+
+/// Where the daemon looks for its configuration when not told otherwise.
+pub const DEFAULT_PATH: &str = "/etc/nfsentry/nfsentry.toml";
+
+const DEFAULT_QUEUE: u16 = 0;
+const DEFAULT_TABLE: &str = "nfsentry";
+const DEFAULT_STATE_DIR: &str = "/var/lib/nfsentry";
+const DEFAULT_NFLOG_GROUP: u16 = 7219;
+
+/// PortSentry's shipped TCP_PORTS: trojans, backdoors and services scanners probe first.
+const DEFAULT_TCP_PORTS: [u16; 26] = [
+    1, 11, 15, 79, 111, 119, 143, 540, 635, 1080, 1524, 2000, 5742, 6667, 12345, 12346, 20034,
+    27665, 31337, 32771, 32772, 32773, 32774, 40421, 49724, 54320,
+];
+/// PortSentry's shipped UDP_PORTS.
+const DEFAULT_UDP_PORTS: [u16; 21] = [
+    1, 7, 9, 69, 161, 162, 513, 635, 640, 641, 700, 37444, 34555, 31335, 32770, 32771, 32772,
+    32773, 32774, 31337, 54321,
+];
+/// PortSentry's ADVANCED_EXCLUDE_TCP: ident and NetBIOS, which innocent peers touch all day.
+const DEFAULT_EXCLUDE_TCP: [u16; 2] = [113, 139];
+/// PortSentry's ADVANCED_EXCLUDE_UDP: RIP, NetBIOS and DHCP broadcasts.
+const DEFAULT_EXCLUDE_UDP: [u16; 4] = [520, 138, 137, 67];
+
+const DEFAULT_SCAN_TRIGGER: u32 = 0;
+/// Long enough to catch a slow sequential scan, short enough that a forgotten counter does not
+/// punish a later, innocent connection from the same address.
+const DEFAULT_WINDOW: Duration = Duration::from_secs(600);
+/// The host itself must never be counted or blocked.
+const DEFAULT_IGNORE: [IpNet; 2] = [
+    IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::new(127, 0, 0, 0), 8)),
+    IpNet::V6(Ipv6Net::new_assert(Ipv6Addr::LOCALHOST, 128)),
+];
+const DEFAULT_MAX_SOURCES: usize = 65_536;
+const DEFAULT_MAX_BLOCKS: usize = 65_536;
+/// Upper bound for `max_sources` and `max_blocks`: keeps memory bounded whatever the file says.
+const MAX_TABLE_ENTRIES: usize = 16 * 1024 * 1024;
+
+const DEFAULT_HOSTS_DENY: &str = "/etc/hosts.deny";
+const DEFAULT_HOSTS_DENY_LINE: &str = "ALL: $TARGET$";
+/// The placeholder replaced by the blocked address in `hosts_deny_line` and `command`.
+const TARGET_PLACEHOLDER: &str = "$TARGET$";
+const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The whole validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Where the values came from, for logs and error messages.
+    pub origin: Origin,
+    pub daemon: Daemon,
+    pub monitor: Monitor,
+    pub detect: Detect,
+    pub respond: Respond,
+}
+
+/// Where a [`Config`] came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Built in; no file was read.
+    Defaults,
+    /// Read from this file.
+    File(PathBuf),
+}
+
+/// Where log lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    Stderr,
+    /// The local syslog, facility daemon.
+    Syslog,
+    /// Appended to this file (an absolute path).
+    File(PathBuf),
+}
+
+/// How packets are sent to the NFQUEUE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QueueMode {
+    /// Native nft `queue` if the kernel has it, else the xt NFQUEUE target through nft compat.
+    Auto,
+    /// The nft `queue` expression only (needs CONFIG_NFT_QUEUE).
+    Native,
+    /// The xt NFQUEUE target through nft compat only.
+    Compat,
+}
+
+/// The inline answer to the kernel for a queued packet to a watched port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    Drop,
+    Accept,
+}
+
+/// One way of blocking a scanner. `Display` gives the word used in the config file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Add the address to nfsentry's own nft set.
+    NftSet,
+    /// Add a blackhole route, or a route through `respond.route`.
+    Route,
+    /// Append `respond.hosts_deny_line` to `respond.hosts_deny`.
+    HostsDeny,
+    /// Run `respond.command`.
+    Command,
+    Iptables,
+    Ipchains,
+    Ipfwadm,
+    Ipfw,
+    Ipfilter,
+}
+
+/// Where the `route` action sends a blocked address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RouteTarget {
+    /// A kernel blackhole route: packets to the scanner vanish.
+    Blackhole,
+    /// A route through this gateway (PortSentry's "dead host" trick).
+    Gateway(IpAddr),
+}
+
+/// `[daemon]`: how nfsentry hooks into the kernel and where it keeps things.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Daemon {
+    /// NFQUEUE number.
+    pub queue: u16,
+    /// Name of the nft tables nfsentry owns.
+    pub table: String,
+    pub state_dir: PathBuf,
+    pub log: LogTarget,
+    /// Devices for the netdev ingress chain that catches IPv4 headers shorter than 5 words
+    /// (the kernel drops those before any inet hook). Empty means every non-loopback interface
+    /// present at start; resolving that is the daemon's job.
+    pub interfaces: Vec<String>,
+    /// NFLOG group the short-header packets are logged to.
+    pub nflog_group: u16,
+    pub queue_mode: QueueMode,
+}
+
+/// `[monitor]`: the final watched sets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Monitor {
+    /// Listed TCP ports, plus 1..advanced_tcp minus exclude_tcp. Excludes apply to the advanced
+    /// range only: a port listed explicitly is watched even if it is also excluded.
+    pub tcp: PortSet,
+    /// The same for UDP.
+    pub udp: PortSet,
+}
+
+/// `[detect]`: when a source counts as a scanner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Detect {
+    /// React on hit number `scan_trigger + 1` (PortSentry's meaning: 0 reacts at once).
+    pub scan_trigger: u32,
+    /// A source's counter is forgotten after this much silence; never zero.
+    pub window: Duration,
+    /// Never counted or blocked: the `ignore` list followed by the `ignore_file` entries.
+    pub ignore: Vec<IpNet>,
+    /// Bound on tracked sources; the oldest is evicted first.
+    pub max_sources: usize,
+}
+
+/// `[respond]`: what happens to a scanner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Respond {
+    pub verdict: Verdict,
+    /// How long a block lasts; `None` means until removed.
+    pub block_timeout: Option<Duration>,
+    /// Bound on simultaneous blocks.
+    pub max_blocks: usize,
+    /// The responses to run, in order, without duplicates; may be empty (alert only).
+    pub actions: Vec<Action>,
+    pub hosts_deny: PathBuf,
+    /// Contains `$TARGET$`; a single line.
+    pub hosts_deny_line: String,
+    pub route: RouteTarget,
+    /// argv with `$TARGET$`, `$PORT$`, `$MODE$` placeholders; argv\[0\] is an absolute path.
+    /// Never empty when `actions` has [`Action::Command`].
+    pub command: Vec<String>,
+    /// Run the command before the other actions rather than after.
+    pub command_first: bool,
+    /// The command is killed after this long; never zero.
+    pub command_timeout: Duration,
+    pub ipfilter_interface: Option<String>,
+    pub port_banner: Option<String>,
+}
+
+impl Config {
+    /// The built-in configuration, identical to the shipped example file.
+    pub fn defaults() -> Config {
+        Config {
+            origin: Origin::Defaults,
+            daemon: Daemon {
+                queue: DEFAULT_QUEUE,
+                table: DEFAULT_TABLE.to_owned(),
+                state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+                log: LogTarget::Stderr,
+                interfaces: Vec::new(),
+                nflog_group: DEFAULT_NFLOG_GROUP,
+                queue_mode: QueueMode::Auto,
+            },
+            monitor: Monitor {
+                tcp: DEFAULT_TCP_PORTS.into_iter().collect(),
+                udp: DEFAULT_UDP_PORTS.into_iter().collect(),
+            },
+            detect: Detect {
+                scan_trigger: DEFAULT_SCAN_TRIGGER,
+                window: DEFAULT_WINDOW,
+                ignore: DEFAULT_IGNORE.to_vec(),
+                max_sources: DEFAULT_MAX_SOURCES,
+            },
+            respond: Respond {
+                verdict: Verdict::Drop,
+                block_timeout: None,
+                max_blocks: DEFAULT_MAX_BLOCKS,
+                actions: vec![Action::NftSet],
+                hosts_deny: PathBuf::from(DEFAULT_HOSTS_DENY),
+                hosts_deny_line: DEFAULT_HOSTS_DENY_LINE.to_owned(),
+                route: RouteTarget::Blackhole,
+                command: Vec::new(),
+                command_first: false,
+                command_timeout: DEFAULT_COMMAND_TIMEOUT,
+                ipfilter_interface: None,
+                port_banner: None,
+            },
+        }
+    }
+
+    /// Reads and validates the file at `path`, and the `ignore_file` it names, if any.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = read_text(path)?;
+        Config::from_toml(&text, path)
+    }
+
+    /// Validates `text` as if it had been read from `origin`, which errors name. A relative
+    /// `ignore_file` is resolved against the directory of `origin`, and that file is read.
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        let source = SourceText { file: origin, text };
+        let raw: raw::RawConfig =
+            toml::from_str(text).map_err(|error| source.toml_error(&error))?;
+        validate::validate(raw, source)
+    }
+
+    /// One line for the start-up log, e.g. `/etc/x.toml: 26 TCP and 21 UDP ports watched,
+    /// trigger 0, window 10m, 2 ignore ranges, actions nft-set, verdict drop, block_timeout
+    /// forever, queue 0, table nfsentry`.
+    pub fn summary(&self) -> String {
+        let actions = if self.respond.actions.is_empty() {
+            "none (alert only)".to_owned()
+        } else {
+            let words: Vec<&str> = self.respond.actions.iter().map(|a| a.as_str()).collect();
+            words.join(",")
+        };
+        let block_timeout = match self.respond.block_timeout {
+            Some(timeout) => format_duration(timeout),
+            None => "forever".to_owned(),
+        };
+        let ignore_count = self.detect.ignore.len();
+        let ignore_noun = if ignore_count == 1 { "range" } else { "ranges" };
+        format!(
+            "{}: {} TCP and {} UDP ports watched, trigger {}, window {}, {ignore_count} ignore \
+             {ignore_noun}, actions {actions}, verdict {}, block_timeout {block_timeout}, \
+             queue {}, table {}",
+            self.origin,
+            self.monitor.tcp.len(),
+            self.monitor.udp.len(),
+            self.detect.scan_trigger,
+            format_duration(self.detect.window),
+            self.respond.verdict,
+            self.daemon.queue,
+            self.daemon.table,
+        )
+    }
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config::defaults()
+    }
+}
+
+/// Reads a whole file as UTF-8; a bad byte is reported with its line.
+pub(crate) fn read_text(path: &Path) -> Result<String, ConfigError> {
+    let bytes = std::fs::read(path).map_err(|cause| ConfigError::unreadable(path, cause))?;
+    String::from_utf8(bytes).map_err(|error| {
+        let valid = error.utf8_error().valid_up_to();
+        let bytes = error.as_bytes();
+        let line = bytes
+            .get(..valid)
+            .unwrap_or(bytes)
+            .iter()
+            .filter(|byte| **byte == b'\n')
+            .count()
+            + 1;
+        ConfigError::new(path, Some(line), "is not valid UTF-8 text".to_owned())
+    })
+}
+
+/// The config-file words of a closed set of choices, in one place for parsing, display and
+/// error messages.
+pub(crate) trait ConfigWord: Copy + 'static {
+    /// Every choice, in the order error messages list them.
+    const ALL: &'static [Self];
+    /// What the choices are called in error messages ("a verdict").
+    const WHAT: &'static str;
+    fn as_str(self) -> &'static str;
+
+    fn from_word(word: &str) -> Option<Self> {
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|choice| choice.as_str() == word)
+    }
+
+    /// "drop, accept"
+    fn listing() -> String {
+        let words: Vec<&str> = Self::ALL.iter().map(|choice| choice.as_str()).collect();
+        words.join(", ")
+    }
+}
+
+impl ConfigWord for QueueMode {
+    const ALL: &'static [QueueMode] = &[QueueMode::Auto, QueueMode::Native, QueueMode::Compat];
+    const WHAT: &'static str = "a queue mode";
+    fn as_str(self) -> &'static str {
+        match self {
+            QueueMode::Auto => "auto",
+            QueueMode::Native => "native",
+            QueueMode::Compat => "compat",
+        }
+    }
+}
+
+impl ConfigWord for Verdict {
+    const ALL: &'static [Verdict] = &[Verdict::Drop, Verdict::Accept];
+    const WHAT: &'static str = "a verdict";
+    fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Drop => "drop",
+            Verdict::Accept => "accept",
+        }
+    }
+}
+
+impl ConfigWord for Action {
+    const ALL: &'static [Action] = &[
+        Action::NftSet,
+        Action::Route,
+        Action::HostsDeny,
+        Action::Command,
+        Action::Iptables,
+        Action::Ipchains,
+        Action::Ipfwadm,
+        Action::Ipfw,
+        Action::Ipfilter,
+    ];
+    const WHAT: &'static str = "an action";
+    fn as_str(self) -> &'static str {
+        match self {
+            Action::NftSet => "nft-set",
+            Action::Route => "route",
+            Action::HostsDeny => "hosts-deny",
+            Action::Command => "command",
+            Action::Iptables => "iptables",
+            Action::Ipchains => "ipchains",
+            Action::Ipfwadm => "ipfwadm",
+            Action::Ipfw => "ipfw",
+            Action::Ipfilter => "ipfilter",
+        }
+    }
+}
+
+impl Action {
+    /// Every action, in the order the config documentation lists them.
+    pub const ALL: &'static [Action] = <Action as ConfigWord>::ALL;
+
+    /// The word used for this action in the config file ("nft-set").
+    pub fn as_str(self) -> &'static str {
+        ConfigWord::as_str(self)
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(ConfigWord::as_str(*self))
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for QueueMode {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for LogTarget {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LogTarget::Stderr => formatter.write_str("stderr"),
+            LogTarget::Syslog => formatter.write_str("syslog"),
+            LogTarget::File(path) => write!(formatter, "file:{}", path.display()),
+        }
+    }
+}
+
+impl fmt::Display for RouteTarget {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RouteTarget::Blackhole => formatter.write_str("blackhole"),
+            RouteTarget::Gateway(gateway) => write!(formatter, "{gateway}"),
+        }
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Defaults => formatter.write_str("built-in defaults"),
+            Origin::File(path) => write!(formatter, "{}", path.display()),
+        }
+    }
+}

@@ -1,0 +1,1009 @@
+//! Tests of the whole loading path: defaults, the shipped examples, every class of error with
+//! its file, line, key and value, port arithmetic and the ignore file.
+
+use std::error::Error as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::*;
+
+const FILE: &str = "/tmp/x.toml";
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::from_toml(text, Path::new(FILE))
+}
+
+/// The config, or the test fails showing the error's own text.
+fn parse_ok(text: &str) -> Config {
+    match parse(text) {
+        Ok(config) => config,
+        Err(error) => panic!("expected {text:?} to load, got: {error}"),
+    }
+}
+
+/// The error's one-line display, or the test fails if the text loaded.
+fn parse_err(text: &str) -> String {
+    match parse(text) {
+        Ok(config) => panic!("expected {text:?} to fail, got {config:?}"),
+        Err(error) => error.to_string(),
+    }
+}
+
+fn net(text: &str) -> IpNet {
+    match text.parse() {
+        Ok(network) => network,
+        Err(error) => panic!("test network {text:?}: {error}"),
+    }
+}
+
+fn without_origin(mut config: Config) -> Config {
+    config.origin = Origin::Defaults;
+    config
+}
+
+fn shipped_config_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("config")
+}
+
+/// A directory removed when the test ends, pass or fail.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(label: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!(
+            "nfsentry-config-test-{label}-{}",
+            std::process::id()
+        ));
+        // A leftover from an earlier killed run would make the test lie.
+        let _ = fs::remove_dir_all(&path);
+        if let Err(error) = fs::create_dir_all(&path) {
+            panic!("creating {}: {error}", path.display());
+        }
+        TempDir(path)
+    }
+
+    fn write(&self, name: &str, contents: &[u8]) -> PathBuf {
+        let path = self.0.join(name);
+        if let Err(error) = fs::write(&path, contents) {
+            panic!("writing {}: {error}", path.display());
+        }
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+// ---------------------------------------------------------------- defaults and examples
+
+#[test]
+fn defaults_have_the_documented_values() {
+    let config = Config::defaults();
+    assert_eq!(config.origin, Origin::Defaults);
+    assert_eq!(config.daemon.queue, 0);
+    assert_eq!(config.daemon.table, "nfsentry");
+    assert_eq!(config.daemon.state_dir, PathBuf::from("/var/lib/nfsentry"));
+    assert_eq!(config.daemon.log, LogTarget::Stderr);
+    assert!(config.daemon.interfaces.is_empty());
+    assert_eq!(config.daemon.nflog_group, 7219);
+    assert_eq!(config.daemon.queue_mode, QueueMode::Auto);
+    assert_eq!(config.monitor.tcp.len(), 26);
+    assert_eq!(config.monitor.udp.len(), 21);
+    assert!(config.monitor.tcp.contains(31337) && config.monitor.tcp.contains(54320));
+    assert!(config.monitor.udp.contains(37444) && !config.monitor.udp.contains(113));
+    assert!(
+        !config.monitor.tcp.contains(113),
+        "excludes alone add nothing"
+    );
+    assert_eq!(config.detect.scan_trigger, 0);
+    assert_eq!(config.detect.window, Duration::from_secs(600));
+    assert_eq!(
+        config.detect.ignore,
+        vec![net("127.0.0.0/8"), net("::1/128")]
+    );
+    assert_eq!(config.detect.max_sources, 65_536);
+    assert_eq!(config.respond.verdict, Verdict::Drop);
+    assert_eq!(config.respond.block_timeout, None);
+    assert_eq!(config.respond.max_blocks, 65_536);
+    assert_eq!(config.respond.actions, vec![Action::NftSet]);
+    assert_eq!(config.respond.hosts_deny, PathBuf::from("/etc/hosts.deny"));
+    assert_eq!(config.respond.hosts_deny_line, "ALL: $TARGET$");
+    assert_eq!(config.respond.route, RouteTarget::Blackhole);
+    assert!(config.respond.command.is_empty());
+    assert!(!config.respond.command_first);
+    assert_eq!(config.respond.command_timeout, Duration::from_secs(10));
+    assert_eq!(config.respond.ipfilter_interface, None);
+    assert_eq!(config.respond.port_banner, None);
+}
+
+#[test]
+fn empty_file_is_the_defaults() {
+    let config = parse_ok("");
+    assert_eq!(config.origin, Origin::File(PathBuf::from(FILE)));
+    assert_eq!(without_origin(config), Config::defaults());
+    assert_eq!(
+        without_origin(parse_ok("[daemon]\n[monitor]\n[detect]\n[respond]\n")),
+        Config::defaults()
+    );
+}
+
+#[test]
+fn shipped_example_is_exactly_the_defaults() {
+    let path = shipped_config_dir().join("nfsentry.toml");
+    let config = match Config::load(&path) {
+        Ok(config) => config,
+        Err(error) => panic!("{error}"),
+    };
+    assert_eq!(config.origin, Origin::File(path));
+    assert_eq!(without_origin(config), Config::defaults());
+}
+
+/// The key names are a contract with admins; the example must show each one.
+#[test]
+fn shipped_example_sets_every_key() {
+    let contract: [(&str, &[&str]); 4] = [
+        (
+            "daemon",
+            &[
+                "queue",
+                "table",
+                "state_dir",
+                "log",
+                "interfaces",
+                "nflog_group",
+                "queue_mode",
+            ],
+        ),
+        (
+            "monitor",
+            &[
+                "tcp_ports",
+                "udp_ports",
+                "advanced_tcp",
+                "advanced_udp",
+                "exclude_tcp",
+                "exclude_udp",
+            ],
+        ),
+        (
+            "detect",
+            &[
+                "scan_trigger",
+                "window",
+                "ignore",
+                "ignore_file",
+                "max_sources",
+            ],
+        ),
+        (
+            "respond",
+            &[
+                "verdict",
+                "block_timeout",
+                "max_blocks",
+                "actions",
+                "hosts_deny",
+                "hosts_deny_line",
+                "route",
+                "command",
+                "command_first",
+                "command_timeout",
+                "ipfilter_interface",
+                "port_banner",
+            ],
+        ),
+    ];
+    let text = read_text(&shipped_config_dir().join("nfsentry.toml"));
+    let text = text.map_err(|error| error.to_string());
+    let table: Result<toml::Table, String> = text
+        .and_then(|text| toml::from_str(&text).map_err(|error: toml::de::Error| error.to_string()));
+    let table = match table {
+        Ok(table) => table,
+        Err(error) => panic!("{error}"),
+    };
+    let mut sections: Vec<&String> = table.keys().collect();
+    sections.sort();
+    let mut expected_sections: Vec<&str> = contract.iter().map(|(name, _)| *name).collect();
+    expected_sections.sort();
+    assert_eq!(sections, expected_sections);
+    for (section, keys) in contract {
+        let present = table.get(section).and_then(toml::Value::as_table);
+        let mut present: Vec<&str> = present
+            .map(|keys| keys.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        let mut keys = keys.to_vec();
+        present.sort_unstable();
+        keys.sort_unstable();
+        assert_eq!(present, keys, "[{section}]");
+    }
+}
+
+/// Every file shipped under config/ must load, so the examples cannot rot.
+#[test]
+fn every_shipped_config_file_parses() {
+    let entries = match fs::read_dir(shipped_config_dir()) {
+        Ok(entries) => entries,
+        Err(error) => panic!("config/: {error}"),
+    };
+    let mut checked = 0;
+    for entry in entries {
+        let path = match entry {
+            Ok(entry) => entry.path(),
+            Err(error) => panic!("config/: {error}"),
+        };
+        let name = path
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name.ends_with(".toml") {
+            if let Err(error) = Config::load(&path) {
+                panic!("{error}");
+            }
+        } else if name.starts_with("ignore") {
+            let text = match read_text(&path) {
+                Ok(text) => text,
+                Err(error) => panic!("{error}"),
+            };
+            match parse_ignore_list(&text, &path) {
+                Ok(entries) => assert!(!entries.is_empty(), "{name} shows no entry"),
+                Err(error) => panic!("{error}"),
+            }
+        } else {
+            panic!("config/{name}: no test knows how to check this file; add one");
+        }
+        checked += 1;
+    }
+    assert!(checked >= 2, "only {checked} files under config/");
+}
+
+#[test]
+fn summary_line() {
+    assert_eq!(
+        parse_ok("").summary(),
+        "/tmp/x.toml: 26 TCP and 21 UDP ports watched, trigger 0, window 10m, 2 ignore ranges, \
+         actions nft-set, verdict drop, block_timeout forever, queue 0, table nfsentry"
+    );
+    let config = parse_ok(
+        "[daemon]\nqueue = 3\ntable = \"t1\"\n[monitor]\ntcp_ports = [\"1-10\"]\nudp_ports = []\n\
+         [detect]\nscan_trigger = 2\nwindow = 5400\nignore = [\"192.0.2.1\"]\n\
+         [respond]\nverdict = \"accept\"\nblock_timeout = \"1d12h\"\nactions = [\"route\", \"hosts-deny\"]\n",
+    );
+    assert_eq!(
+        config.summary(),
+        "/tmp/x.toml: 10 TCP and 0 UDP ports watched, trigger 2, window 1h30m, 1 ignore range, \
+         actions route,hosts-deny, verdict accept, block_timeout 1d12h, queue 3, table t1"
+    );
+    assert!(Config::defaults()
+        .summary()
+        .starts_with("built-in defaults: 26 TCP"));
+    let alert_only = parse_ok("[respond]\nactions = []\n");
+    assert!(alert_only.summary().contains("actions none (alert only),"));
+}
+
+// ---------------------------------------------------------------- values that load
+
+#[test]
+fn every_key_set_to_a_non_default_value() {
+    let config = parse_ok(
+        r#"
+[daemon]
+queue = 65535
+table = "fw-Sentry_2"
+state_dir = "/run/nfsentry"
+log = "file:/var/log/nfsentry.log"
+interfaces = ["eth0", "wlp2s0", "br-lan.10"]
+nflog_group = 0
+queue_mode = "compat"
+
+[monitor]
+tcp_ports = [22]
+udp_ports = ["5000-5002"]
+advanced_tcp = 0
+advanced_udp = 0
+exclude_tcp = []
+exclude_udp = []
+
+[detect]
+scan_trigger = 4294967295
+window = "1h30m"
+ignore = ["192.0.2.7/24", "2001:db8::1"]
+ignore_file = ""
+max_sources = 16777216
+
+[respond]
+verdict = "accept"
+block_timeout = 3600
+max_blocks = 1
+actions = ["command", "ipfilter", "route", "hosts-deny", "nft-set", "iptables", "ipchains", "ipfwadm", "ipfw"]
+hosts_deny = "/etc/hosts.evil"
+hosts_deny_line = "ALL: $TARGET$ : DENY"
+route = "2001:db8::dead"
+command = ["/usr/local/sbin/notify-admin", "$TARGET$", "$PORT$", "$MODE$"]
+command_first = true
+command_timeout = "250ms"
+ipfilter_interface = "em0"
+port_banner = "** UNAUTHORIZED ACCESS PROHIBITED **"
+"#,
+    );
+    assert_eq!(config.daemon.queue, 65535);
+    assert_eq!(config.daemon.table, "fw-Sentry_2");
+    assert_eq!(config.daemon.state_dir, PathBuf::from("/run/nfsentry"));
+    assert_eq!(
+        config.daemon.log,
+        LogTarget::File(PathBuf::from("/var/log/nfsentry.log"))
+    );
+    assert_eq!(config.daemon.interfaces, ["eth0", "wlp2s0", "br-lan.10"]);
+    assert_eq!(config.daemon.nflog_group, 0);
+    assert_eq!(config.daemon.queue_mode, QueueMode::Compat);
+    assert_eq!(config.monitor.tcp.iter().collect::<Vec<_>>(), [22]);
+    assert_eq!(
+        config.monitor.udp.iter().collect::<Vec<_>>(),
+        [5000, 5001, 5002]
+    );
+    assert_eq!(config.detect.scan_trigger, u32::MAX);
+    assert_eq!(config.detect.window, Duration::from_secs(5400));
+    assert_eq!(
+        config.detect.ignore,
+        [net("192.0.2.0/24"), net("2001:db8::1/128")]
+    );
+    assert_eq!(config.detect.max_sources, 16 * 1024 * 1024);
+    assert_eq!(config.respond.verdict, Verdict::Accept);
+    assert_eq!(
+        config.respond.block_timeout,
+        Some(Duration::from_secs(3600))
+    );
+    assert_eq!(config.respond.max_blocks, 1);
+    assert_eq!(
+        config.respond.actions,
+        [
+            Action::Command,
+            Action::Ipfilter,
+            Action::Route,
+            Action::HostsDeny,
+            Action::NftSet,
+            Action::Iptables,
+            Action::Ipchains,
+            Action::Ipfwadm,
+            Action::Ipfw
+        ]
+    );
+    assert_eq!(config.respond.hosts_deny, PathBuf::from("/etc/hosts.evil"));
+    assert_eq!(config.respond.hosts_deny_line, "ALL: $TARGET$ : DENY");
+    assert_eq!(
+        config.respond.route,
+        RouteTarget::Gateway("2001:db8::dead".parse().unwrap_or(IpAddr::from([0; 4])))
+    );
+    assert_eq!(config.respond.route.to_string(), "2001:db8::dead");
+    assert_eq!(
+        config.respond.command,
+        [
+            "/usr/local/sbin/notify-admin",
+            "$TARGET$",
+            "$PORT$",
+            "$MODE$"
+        ]
+    );
+    assert!(config.respond.command_first);
+    assert_eq!(config.respond.command_timeout, Duration::from_millis(250));
+    assert_eq!(config.respond.ipfilter_interface.as_deref(), Some("em0"));
+    assert_eq!(
+        config.respond.port_banner.as_deref(),
+        Some("** UNAUTHORIZED ACCESS PROHIBITED **")
+    );
+}
+
+#[test]
+fn action_words_round_trip_through_display() {
+    for action in Action::ALL {
+        let config = parse_ok(&format!(
+            "[respond]\nactions = [\"{action}\"]\ncommand = [\"/bin/true\"]\n"
+        ));
+        assert_eq!(config.respond.actions, [*action]);
+    }
+    assert_eq!(Action::NftSet.to_string(), "nft-set");
+    assert_eq!(Action::HostsDeny.to_string(), "hosts-deny");
+}
+
+#[test]
+fn log_targets_and_queue_modes() {
+    let log = |value: &str| parse(&format!("[daemon]\nlog = {value:?}\n")).map(|c| c.daemon.log);
+    assert_eq!(log("syslog").ok(), Some(LogTarget::Syslog));
+    assert_eq!(log("stderr").ok(), Some(LogTarget::Stderr));
+    assert_eq!(
+        log("file:/var/log/x").ok(),
+        Some(LogTarget::File(PathBuf::from("/var/log/x")))
+    );
+    assert_eq!(
+        LogTarget::File(PathBuf::from("/var/log/x")).to_string(),
+        "file:/var/log/x"
+    );
+    for mode in [QueueMode::Auto, QueueMode::Native, QueueMode::Compat] {
+        let config = parse_ok(&format!("[daemon]\nqueue_mode = \"{mode}\"\n"));
+        assert_eq!(config.daemon.queue_mode, mode);
+    }
+}
+
+#[test]
+fn durations_as_strings_and_integers() {
+    let window = |value: &str| {
+        parse(&format!("[detect]\nwindow = {value}\n")).map(|config| config.detect.window)
+    };
+    assert_eq!(window("\"90s\"").ok(), Some(Duration::from_secs(90)));
+    assert_eq!(window("\"7d\"").ok(), Some(Duration::from_secs(7 * 86_400)));
+    assert_eq!(window("\"250ms\"").ok(), Some(Duration::from_millis(250)));
+    assert_eq!(window("45").ok(), Some(Duration::from_secs(45)));
+    let timeout = |value: &str| {
+        parse(&format!("[respond]\nblock_timeout = {value}\n"))
+            .map(|config| config.respond.block_timeout)
+    };
+    assert_eq!(timeout("\"0\"").ok(), Some(None));
+    assert_eq!(timeout("0").ok(), Some(None));
+    assert_eq!(
+        timeout("\"24h\"").ok(),
+        Some(Some(Duration::from_secs(86_400)))
+    );
+}
+
+// ---------------------------------------------------------------- ports
+
+#[test]
+fn port_lists_take_numbers_and_ranges() {
+    let config = parse_ok("[monitor]\ntcp_ports = [1, 11, \"32771-32774\", \"80\", 11]\n");
+    assert_eq!(
+        config.monitor.tcp.iter().collect::<Vec<_>>(),
+        [1, 11, 80, 32771, 32772, 32773, 32774]
+    );
+    assert_eq!(
+        config.monitor.tcp.ranges().collect::<Vec<_>>(),
+        [(1, 1), (11, 11), (80, 80), (32771, 32774)]
+    );
+    assert_eq!(config.monitor.udp.len(), 21, "udp keeps its default");
+}
+
+#[test]
+fn advanced_mode_adds_the_range_minus_excludes() {
+    let config = parse_ok(
+        "[monitor]\ntcp_ports = [113, 5000]\nadvanced_tcp = 1024\nexclude_tcp = [113, 139]\n",
+    );
+    let tcp = &config.monitor.tcp;
+    // 1..=1023 is 1023 ports; 139 is excluded; 113 is excluded from the range but listed.
+    assert_eq!(tcp.len(), 1023 - 1 + 1);
+    assert!(tcp.contains(1) && tcp.contains(1023) && tcp.contains(5000));
+    assert!(tcp.contains(113), "a listed port beats an exclude");
+    assert!(!tcp.contains(139));
+    assert!(!tcp.contains(0) && !tcp.contains(1024));
+    assert_eq!(
+        tcp.ranges().collect::<Vec<_>>(),
+        [(1, 138), (140, 1023), (5000, 5000)]
+    );
+}
+
+#[test]
+fn advanced_mode_uses_the_default_excludes() {
+    let config = parse_ok("[monitor]\nudp_ports = []\nadvanced_udp = 1024\n");
+    let udp = &config.monitor.udp;
+    assert_eq!(udp.len(), 1023 - 4);
+    for excluded in [520, 138, 137, 67] {
+        assert!(!udp.contains(excluded), "{excluded}");
+    }
+    assert!(udp.contains(68) && udp.contains(519) && udp.contains(521));
+}
+
+#[test]
+fn advanced_mode_edges() {
+    let tcp = |advanced: u32| {
+        parse(&format!(
+            "[monitor]\ntcp_ports = []\nexclude_tcp = []\nadvanced_tcp = {advanced}\n"
+        ))
+        .map(|config| config.monitor.tcp)
+    };
+    assert_eq!(tcp(0).map(|set| set.len()).ok(), Some(0));
+    assert_eq!(tcp(1).map(|set| set.len()).ok(), Some(0), "1..1 is empty");
+    assert_eq!(
+        tcp(2).map(|set| set.iter().collect::<Vec<_>>()).ok(),
+        Some(vec![1])
+    );
+    let every = tcp(65536).map(|set| set.ranges().collect::<Vec<_>>()).ok();
+    assert_eq!(
+        every,
+        Some(vec![(1, 65535)]),
+        "65536 watches every port but 0"
+    );
+    assert_eq!(
+        parse_err("[monitor]\nadvanced_tcp = 65537\n"),
+        "/tmp/x.toml:2: monitor.advanced_tcp: \"65537\" is out of range (0-65536: 0 is off, \
+         N watches ports 1 to N-1, 65536 every port)"
+    );
+    assert_eq!(
+        parse_err("[monitor]\nadvanced_udp = -1\n"),
+        "/tmp/x.toml:2: monitor.advanced_udp: \"-1\" is out of range (0-65536: 0 is off, \
+         N watches ports 1 to N-1, 65536 every port)"
+    );
+}
+
+// ---------------------------------------------------------------- errors
+
+/// One representative of each error class, with the exact line each must produce.
+#[test]
+fn every_error_names_file_line_key_and_value() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "[daemon]\nqueue = 1\n[respond]\nverdic = \"drop\"\n",
+            "/tmp/x.toml:4: unknown key \"verdic\" in [respond] (expected one of: verdict, \
+             block_timeout, max_blocks, actions, hosts_deny, hosts_deny_line, route, command, \
+             command_first, command_timeout, ipfilter_interface, port_banner)",
+        ),
+        (
+            "\n[deamon]\nqueue = 1\n",
+            "/tmp/x.toml:2: unknown key \"deamon\" at the top level (expected one of: daemon, \
+             monitor, detect, respond)",
+        ),
+        (
+            "respond.verdic = 1\n",
+            "/tmp/x.toml:1: unknown key \"verdic\" in [respond] (expected one of: verdict, \
+             block_timeout, max_blocks, actions, hosts_deny, hosts_deny_line, route, command, \
+             command_first, command_timeout, ipfilter_interface, port_banner)",
+        ),
+        (
+            "detect = { window = \"1m\", widow = 3 }\n",
+            "/tmp/x.toml:1: unknown key \"widow\" in [detect] (expected one of: scan_trigger, \
+             window, ignore, ignore_file, max_sources)",
+        ),
+        (
+            "[daemon]\nqueue = \"abc\"\n",
+            "/tmp/x.toml:2: daemon.queue: \"abc\" is a string, expected an integer",
+        ),
+        (
+            "[respond]\ncommand_first = 1\n",
+            "/tmp/x.toml:2: respond.command_first: \"1\" is an integer, expected a boolean",
+        ),
+        (
+            "[daemon]\ninterfaces = \"eth0\"\n",
+            "/tmp/x.toml:2: daemon.interfaces: \"eth0\" is a string, expected an array",
+        ),
+        (
+            "[[daemon]]\nqueue = 1\n",
+            "/tmp/x.toml:1: daemon: \"[[daemon]]\" is an array, expected a table",
+        ),
+        (
+            "[daemon]\nqueue = 1979-05-27\n",
+            "/tmp/x.toml:2: daemon.queue: \"1979-05-27\" is a date-time, expected an integer",
+        ),
+        (
+            "[detect]\nignore = [\"192.0.2.1\", 3]\n",
+            "/tmp/x.toml:2: detect.ignore: \"3\" is an integer, expected a string",
+        ),
+        (
+            "[respond.extra]\nx = 1\n",
+            "/tmp/x.toml:1: unknown key \"extra\" in [respond] (expected one of: verdict, \
+             block_timeout, max_blocks, actions, hosts_deny, hosts_deny_line, route, command, \
+             command_first, command_timeout, ipfilter_interface, port_banner)",
+        ),
+        (
+            "daemon = 3\n",
+            "/tmp/x.toml:1: daemon: \"3\" is an integer, expected a table",
+        ),
+        (
+            "[detect]\nwindow = 1.5\n",
+            "/tmp/x.toml:2: detect.window: \"1.5\" is a float, expected a duration such as \
+             \"10m\" or a number of seconds",
+        ),
+        (
+            "[daemon]\nqueue = 99999999999999999999\n",
+            "/tmp/x.toml:2: daemon.queue: \"99999999999999999999\" is too large",
+        ),
+        (
+            "[monitor]\ntcp_ports = [\n  1,\n  true,\n]\n",
+            "/tmp/x.toml:4: monitor.tcp_ports: \"true\" is a boolean, expected a port number or \
+             a \"first-last\" range string",
+        ),
+        (
+            "[monitor]\ntcp_ports = [1, 0]\n",
+            "/tmp/x.toml:2: monitor.tcp_ports: \"0\" is not a port (1-65535)",
+        ),
+        (
+            "[monitor]\ntcp_ports = [\n  1,\n  70000,\n]\n",
+            "/tmp/x.toml:4: monitor.tcp_ports: \"70000\" is not a port (1-65535)",
+        ),
+        (
+            "[monitor]\ntcp_ports = [\"70000\"]\n",
+            "/tmp/x.toml:2: monitor.tcp_ports: \"70000\" is not a port (1-65535)",
+        ),
+        (
+            "[monitor]\nudp_ports = [\"9-3\"]\n",
+            "/tmp/x.toml:2: monitor.udp_ports: \"9-3\" is not a port range (first port 9 is \
+             above last port 3)",
+        ),
+        (
+            "[monitor]\nexclude_udp = [\"1-65536\"]\n",
+            "/tmp/x.toml:2: monitor.exclude_udp: \"1-65536\" is not a port range (both ends \
+             must be ports, 1-65535)",
+        ),
+        (
+            "[monitor]\nexclude_tcp = [\"ssh\"]\n",
+            "/tmp/x.toml:2: monitor.exclude_tcp: \"ssh\" is neither a port nor a \"first-last\" \
+             range",
+        ),
+        (
+            "[detect]\nignore = [\"192.0.2.0/24\",\n  \"10.0.0.0/33\"]\n",
+            "/tmp/x.toml:3: detect.ignore: \"10.0.0.0/33\" is not an IP address or CIDR (e.g. \
+             \"192.0.2.7\", \"198.51.100.0/24\", \"2001:db8::/32\")",
+        ),
+        (
+            "[detect]\nwindow = \"10 parsecs\"\n",
+            "/tmp/x.toml:2: detect.window: \"10 parsecs\" is not a duration (unknown unit \
+             \" parsecs\"; use d, h, m, s, ms, us or ns)",
+        ),
+        (
+            "[detect]\nwindow = \"0\"\n",
+            "/tmp/x.toml:2: detect.window: \"0\" must be longer than zero",
+        ),
+        (
+            "[detect]\nwindow = 0\n",
+            "/tmp/x.toml:2: detect.window: \"0\" must be longer than zero",
+        ),
+        (
+            "[respond]\ncommand_timeout = \"0s\"\n",
+            "/tmp/x.toml:2: respond.command_timeout: \"0s\" must be longer than zero",
+        ),
+        (
+            "[respond]\nblock_timeout = -5\n",
+            "/tmp/x.toml:2: respond.block_timeout: \"-5\" is not a duration (a number of \
+             seconds cannot be negative)",
+        ),
+        (
+            "[respond]\nblock_timeout = \"30m1h\"\n",
+            "/tmp/x.toml:2: respond.block_timeout: \"30m1h\" is not a duration (units must go \
+             from largest to smallest, each once, e.g. \"1h30m\")",
+        ),
+        (
+            "[respond]\nhosts_deny_line = \"ALL: $HOST$\"\n",
+            "/tmp/x.toml:2: respond.hosts_deny_line: \"ALL: $HOST$\" must contain $TARGET$",
+        ),
+        (
+            "[respond]\nhosts_deny_line = \"ALL: $TARGET$\\nALL: ALL\"\n",
+            "/tmp/x.toml:2: respond.hosts_deny_line: \"ALL: $TARGET$\\nALL: ALL\" must be a \
+             single line (no control characters)",
+        ),
+        (
+            "[respond]\nactions = [\"nft-set\",\n\"route\",\n\"nft-set\"]\n",
+            "/tmp/x.toml:4: respond.actions: \"nft-set\" is listed twice",
+        ),
+        (
+            "[respond]\nactions = [\"nft-set\", \"email\"]\n",
+            "/tmp/x.toml:2: respond.actions: \"email\" is not an action (expected one of: \
+             nft-set, route, hosts-deny, command, iptables, ipchains, ipfwadm, ipfw, ipfilter)",
+        ),
+        (
+            "[respond]\nverdict = \"reject\"\n",
+            "/tmp/x.toml:2: respond.verdict: \"reject\" is not a verdict (expected one of: \
+             drop, accept)",
+        ),
+        (
+            "[daemon]\nqueue_mode = \"kernel\"\n",
+            "/tmp/x.toml:2: daemon.queue_mode: \"kernel\" is not a queue mode (expected one of: \
+             auto, native, compat)",
+        ),
+        (
+            "[respond]\nactions = [\"command\"]\n",
+            "/tmp/x.toml:2: respond.actions: \"command\" needs respond.command, the program and \
+             its arguments",
+        ),
+        (
+            "[respond]\nactions = [\"command\"]\ncommand = []\n",
+            "/tmp/x.toml:3: respond.command: \"[]\" must name a program when respond.actions has \
+             \"command\"",
+        ),
+        (
+            "[respond]\ncommand = [\"notify-admin\", \"$TARGET$\"]\n",
+            "/tmp/x.toml:2: respond.command: \"notify-admin\" is not an absolute path (the \
+             program is run directly, without a shell or PATH)",
+        ),
+        (
+            "[respond]\nroute = \"10.0.0.300\"\n",
+            "/tmp/x.toml:2: respond.route: \"10.0.0.300\" is neither \"blackhole\" nor a gateway \
+             IP address",
+        ),
+        (
+            "[respond]\nhosts_deny = \"hosts.deny\"\n",
+            "/tmp/x.toml:2: respond.hosts_deny: \"hosts.deny\" is not an absolute path",
+        ),
+        (
+            "[respond]\nmax_blocks = 0\n",
+            "/tmp/x.toml:2: respond.max_blocks: \"0\" is out of range (1-16777216)",
+        ),
+        (
+            "[detect]\nmax_sources = 16777217\n",
+            "/tmp/x.toml:2: detect.max_sources: \"16777217\" is out of range (1-16777216)",
+        ),
+        (
+            "[detect]\nscan_trigger = -1\n",
+            "/tmp/x.toml:2: detect.scan_trigger: \"-1\" is out of range (0-4294967295)",
+        ),
+        (
+            "[daemon]\nqueue = 70000\n",
+            "/tmp/x.toml:2: daemon.queue: \"70000\" is not a queue number (0-65535)",
+        ),
+        (
+            "[daemon]\nnflog_group = 65536\n",
+            "/tmp/x.toml:2: daemon.nflog_group: \"65536\" is not an NFLOG group (0-65535)",
+        ),
+        (
+            "[daemon]\ntable = \"1nfsentry\"\n",
+            "/tmp/x.toml:2: daemon.table: \"1nfsentry\" is not a table name (1-64 characters of \
+             A-Z, a-z, 0-9, '_' and '-', starting with a letter)",
+        ),
+        (
+            "[daemon]\nstate_dir = \"var/lib/nfsentry\"\n",
+            "/tmp/x.toml:2: daemon.state_dir: \"var/lib/nfsentry\" is not an absolute path",
+        ),
+        (
+            "[daemon]\nlog = \"file:nfsentry.log\"\n",
+            "/tmp/x.toml:2: daemon.log: \"file:nfsentry.log\" is not a log target (\"stderr\", \
+             \"syslog\" or \"file:/absolute/path\")",
+        ),
+        (
+            "[daemon]\ninterfaces = [\"eth0\", \"eth0/1\"]\n",
+            "/tmp/x.toml:2: daemon.interfaces: \"eth0/1\" is not an interface name (1-15 bytes, \
+             no '/', ':' or blanks, not \".\" or \"..\")",
+        ),
+        (
+            "[daemon]\ninterfaces = [\"eth0\", \"eth0\"]\n",
+            "/tmp/x.toml:2: daemon.interfaces: \"eth0\" is listed twice",
+        ),
+        (
+            "[respond]\nipfilter_interface = \"a very long name\"\n",
+            "/tmp/x.toml:2: respond.ipfilter_interface: \"a very long name\" is not an interface \
+             name (1-15 bytes, no '/', ':' or blanks, not \".\" or \"..\")",
+        ),
+    ];
+    for (text, expected) in cases {
+        assert_eq!(parse_err(text), *expected, "input: {text:?}");
+    }
+}
+
+#[test]
+fn error_fields_are_set() {
+    let error = match parse("# comment\n\n[monitor]\ntcp_ports = [70000]\n") {
+        Ok(_) => panic!("70000 was accepted"),
+        Err(error) => error,
+    };
+    assert_eq!(error.file, PathBuf::from(FILE));
+    assert_eq!(error.line, Some(4));
+    assert_eq!(
+        error.message,
+        "monitor.tcp_ports: \"70000\" is not a port (1-65535)"
+    );
+}
+
+#[test]
+fn syntax_errors_carry_the_line() {
+    let cases = [
+        ("[daemon]\nqueue = 1\nqueue = 2\n", 3),
+        ("[daemon]\n\n[monitor\n", 3),
+        ("[daemon]\ntable = \"abc\n", 2),
+        ("[daemon]\n[daemon]\n", 2),
+        ("\n\n\nwindow = = 3\n", 4),
+    ];
+    for (text, line) in cases {
+        let error = parse(text).err();
+        let error = error.map(|error| (error.line, error.to_string()));
+        let Some((found_line, display)) = error else {
+            panic!("{text:?} was accepted");
+        };
+        assert_eq!(found_line, Some(line), "{text:?}: {display}");
+        assert!(
+            display.starts_with(&format!("/tmp/x.toml:{line}: not valid TOML: ")),
+            "{display}"
+        );
+    }
+}
+
+#[test]
+fn long_and_odd_values_are_quoted_on_one_line() {
+    let long_table = "t".repeat(200);
+    let display = parse_err(&format!("[daemon]\ntable = \"{long_table}\"\n"));
+    assert!(
+        display.contains(&format!("\"{}\"...", "t".repeat(60))),
+        "{display}"
+    );
+    assert!(!display.contains(&"t".repeat(61)));
+    let display = parse_err("[daemon]\ntable = \"a\\tb\\u0000\"\n");
+    assert_eq!(display.lines().count(), 1, "{display}");
+    assert!(display.contains("\"a\\tb\\0\""), "{display}");
+}
+
+// ---------------------------------------------------------------- files
+
+#[test]
+fn load_reads_the_file_and_names_it() {
+    let dir = TempDir::new("load");
+    let path = dir.write("nfsentry.toml", b"[daemon]\nqueue = 9\n");
+    let config = Config::load(&path);
+    let config = config.map_err(|error| error.to_string());
+    assert_eq!(config.as_ref().map(|c| c.daemon.queue), Ok(9));
+    assert_eq!(config.map(|c| c.origin), Ok(Origin::File(path.clone())));
+
+    let bad = dir.write("bad.toml", b"[daemon]\n\nqueue = -1\n");
+    let display = Config::load(&bad).err().map(|error| error.to_string());
+    assert_eq!(
+        display,
+        Some(format!(
+            "{}:3: daemon.queue: \"-1\" is not a queue number (0-65535)",
+            bad.display()
+        ))
+    );
+}
+
+#[test]
+fn missing_file_error_has_no_line_and_keeps_the_cause() {
+    let dir = TempDir::new("missing");
+    let path = dir.0.join("absent.toml");
+    let Err(error) = Config::load(&path) else {
+        panic!("a missing file loaded");
+    };
+    assert_eq!(error.line, None);
+    assert_eq!(error.file, path);
+    let display = error.to_string();
+    assert!(
+        display.starts_with(&format!("{}: cannot read the file: ", path.display())),
+        "{display}"
+    );
+    let cause = error
+        .source()
+        .and_then(|cause| cause.downcast_ref::<std::io::Error>());
+    assert_eq!(
+        cause.map(std::io::Error::kind),
+        Some(std::io::ErrorKind::NotFound)
+    );
+}
+
+#[test]
+fn non_utf8_file_names_the_line() {
+    let dir = TempDir::new("utf8");
+    let path = dir.write("latin1.toml", b"[daemon]\n# caf\xe9\nqueue = 1\n");
+    let display = Config::load(&path).err().map(|error| error.to_string());
+    assert_eq!(
+        display,
+        Some(format!("{}:2: is not valid UTF-8 text", path.display()))
+    );
+}
+
+#[test]
+fn ignore_file_entries_follow_the_ignore_list() {
+    let dir = TempDir::new("ignore");
+    dir.write(
+        "ignore",
+        b"# trusted\n198.51.100.0/24\n\n2001:db8::/32 # lab\n192.0.2.9\n",
+    );
+    // Relative: taken from the config file's directory.
+    let relative = dir.write(
+        "relative.toml",
+        b"[detect]\nignore = [\"127.0.0.0/8\"]\nignore_file = \"ignore\"\n",
+    );
+    let absolute_text = format!(
+        "[detect]\nignore_file = {:?}\n",
+        dir.0.join("ignore").display().to_string()
+    );
+    let absolute = dir.write("absolute.toml", absolute_text.as_bytes());
+    let expected_from_file = [
+        net("198.51.100.0/24"),
+        net("2001:db8::/32"),
+        net("192.0.2.9/32"),
+    ];
+
+    let config = Config::load(&relative).map_err(|error| error.to_string());
+    let mut expected = vec![net("127.0.0.0/8")];
+    expected.extend(expected_from_file);
+    assert_eq!(config.map(|c| c.detect.ignore), Ok(expected));
+
+    let config = Config::load(&absolute).map_err(|error| error.to_string());
+    let mut expected = vec![net("127.0.0.0/8"), net("::1/128")];
+    expected.extend(expected_from_file);
+    assert_eq!(config.map(|c| c.detect.ignore), Ok(expected));
+}
+
+#[test]
+fn ignore_file_errors_name_the_ignore_file_and_its_line() {
+    let dir = TempDir::new("ignore-bad");
+    let ignore = dir.write("ignore", b"192.0.2.1\n# fine so far\n\n10.0.0.0/33\n");
+    let config = dir.write("nfsentry.toml", b"[detect]\nignore_file = \"ignore\"\n");
+    let Err(error) = Config::load(&config) else {
+        panic!("a bad ignore file was accepted");
+    };
+    assert_eq!(error.file, ignore);
+    assert_eq!(error.line, Some(4));
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "{}:4: \"10.0.0.0/33\" is not an IP address or CIDR (e.g. \"192.0.2.7\", \
+             \"198.51.100.0/24\", \"2001:db8::/32\")",
+            ignore.display()
+        )
+    );
+}
+
+#[test]
+fn unreadable_ignore_file_is_reported_at_the_key() {
+    let dir = TempDir::new("ignore-missing");
+    let config = dir.write(
+        "nfsentry.toml",
+        b"[detect]\nwindow = \"1m\"\nignore_file = \"nowhere\"\n",
+    );
+    let Err(error) = Config::load(&config) else {
+        panic!("a missing ignore file was accepted");
+    };
+    assert_eq!(error.file, config);
+    assert_eq!(error.line, Some(3));
+    assert!(
+        error.message.starts_with(&format!(
+            "detect.ignore_file: \"nowhere\" cannot be used: {}: cannot read the file: ",
+            dir.0.join("nowhere").display()
+        )),
+        "{}",
+        error.message
+    );
+    assert!(error.source().is_some(), "the I/O error is attached");
+}
+
+// ---------------------------------------------------------------- robustness
+
+/// Truncations and byte flips of the shipped example: loading must return, never panic, and
+/// every error must point inside the file it names.
+#[test]
+fn mangled_input_never_panics() {
+    let text = match read_text(&shipped_config_dir().join("nfsentry.toml")) {
+        Ok(text) => text,
+        Err(error) => panic!("{error}"),
+    };
+    let line_count = text.lines().count() + 1;
+    let mut variants: Vec<String> = Vec::new();
+    for cut in (0..text.len()).step_by(7) {
+        if let Some(head) = text.get(..cut) {
+            variants.push(head.to_owned());
+        }
+    }
+    let replacements = [
+        "\"", "[", "]", "=", "\n", "-", "0", "x", "'", "{", ",", "#", "\u{e9}",
+    ];
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    for _ in 0..3_000 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let at = usize::try_from(state % text.len() as u64).unwrap_or(0);
+        let replacement = replacements
+            .get(usize::try_from(state >> 40).unwrap_or(0) % replacements.len())
+            .copied()
+            .unwrap_or("x");
+        if !text.is_char_boundary(at) || !text.is_char_boundary(at + 1) {
+            continue;
+        }
+        let mut variant = text.clone();
+        variant.replace_range(at..at + 1, replacement);
+        variants.push(variant);
+    }
+    variants.push("[[daemon]]\nqueue = 1\n".to_owned());
+    variants.push(format!("a = {}{}", "[".repeat(10_000), "]".repeat(10_000)));
+    variants.push("\u{feff}[daemon]\n".to_owned());
+    let mut failures = 0;
+    for variant in &variants {
+        if let Err(error) = parse(variant) {
+            failures += 1;
+            assert_eq!(error.file, PathBuf::from(FILE));
+            if let Some(line) = error.line {
+                assert!(
+                    (1..=line_count.max(variant.lines().count() + 1)).contains(&line),
+                    "line {line} outside the input: {error}"
+                );
+            }
+            assert!(!error.message.is_empty());
+            assert_eq!(error.to_string().lines().count(), 1, "{error}");
+        }
+    }
+    assert!(failures > 0, "no mangled variant was refused");
+}

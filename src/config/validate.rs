@@ -1,0 +1,620 @@
+//! Turns the raw file into a [`Config`]: fills defaults, checks every range and word, and reads
+//! the ignore file; errors point at the key, line and value. It never touches the system
+//! beyond reading that one file.
+
+use std::net::IpAddr;
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use toml::Spanned;
+
+use super::duration::{duration_from_seconds, parse_duration};
+use super::error::{ConfigError, SourceText};
+use super::ignore::{parse_ignore_list, parse_network};
+use super::ports::{port_from_number, port_range_from_text, PortSet};
+use super::raw::{
+    Field, ListField, RawConfig, RawDaemon, RawDetect, RawDuration, RawMonitor, RawPortItem,
+    RawRespond,
+};
+use super::{
+    read_text, Action, Config, ConfigWord, Daemon, Detect, LogTarget, Monitor, Origin, QueueMode,
+    Respond, RouteTarget, Verdict, DEFAULT_COMMAND_TIMEOUT, DEFAULT_EXCLUDE_TCP,
+    DEFAULT_EXCLUDE_UDP, DEFAULT_HOSTS_DENY, DEFAULT_HOSTS_DENY_LINE, DEFAULT_IGNORE,
+    DEFAULT_MAX_BLOCKS, DEFAULT_MAX_SOURCES, DEFAULT_NFLOG_GROUP, DEFAULT_QUEUE,
+    DEFAULT_SCAN_TRIGGER, DEFAULT_STATE_DIR, DEFAULT_TABLE, DEFAULT_TCP_PORTS, DEFAULT_UDP_PORTS,
+    DEFAULT_WINDOW, MAX_TABLE_ENTRIES, TARGET_PLACEHOLDER,
+};
+
+/// Longest nft table name accepted; nft allows more, but a name this long is already a typo.
+const TABLE_NAME_MAX_CHARS: usize = 64;
+/// IFNAMSIZ is 16 including the terminating NUL.
+const INTERFACE_NAME_MAX_BYTES: usize = 15;
+/// `advanced_tcp = 65536` means every port: the range is 1..advanced, exclusive.
+const ADVANCED_LIMIT: i64 = 65_536;
+
+pub(super) fn validate(raw: RawConfig, source: SourceText<'_>) -> Result<Config, ConfigError> {
+    Ok(Config {
+        origin: Origin::File(source.file.to_path_buf()),
+        daemon: daemon(&raw.daemon, source)?,
+        monitor: monitor(&raw.monitor, source)?,
+        detect: detect(&raw.detect, source)?,
+        respond: respond(&raw.respond, source)?,
+    })
+}
+
+fn daemon(raw: &RawDaemon, source: SourceText<'_>) -> Result<Daemon, ConfigError> {
+    let table = match &raw.table {
+        None => DEFAULT_TABLE.to_owned(),
+        Some(table) => {
+            check(source, table, "daemon.table", is_table_name, || {
+                format!(
+                    "is not a table name (1-{TABLE_NAME_MAX_CHARS} characters of A-Z, a-z, \
+                     0-9, '_' and '-', starting with a letter)"
+                )
+            })?;
+            table.get_ref().clone()
+        }
+    };
+    let log = match &raw.log {
+        None => LogTarget::Stderr,
+        Some(log) => log_target(log.get_ref()).ok_or_else(|| {
+            source.value_error(
+                &log.span(),
+                "daemon.log",
+                log.get_ref(),
+                "is not a log target (\"stderr\", \"syslog\" or \"file:/absolute/path\")",
+            )
+        })?,
+    };
+    let mut interfaces = Vec::new();
+    for name in list(&raw.interfaces) {
+        check(source, name, "daemon.interfaces", is_interface_name, || {
+            INTERFACE_NAME_PROBLEM.to_owned()
+        })?;
+        if interfaces.contains(name.get_ref()) {
+            return Err(source.value_error(
+                &name.span(),
+                "daemon.interfaces",
+                name.get_ref(),
+                "is listed twice",
+            ));
+        }
+        interfaces.push(name.get_ref().clone());
+    }
+    Ok(Daemon {
+        queue: integer(
+            source,
+            &raw.queue,
+            "daemon.queue",
+            0..=u16::MAX.into(),
+            "is not a queue number (0-65535)",
+            DEFAULT_QUEUE,
+        )?,
+        table,
+        state_dir: absolute_path(
+            source,
+            &raw.state_dir,
+            "daemon.state_dir",
+            DEFAULT_STATE_DIR,
+        )?,
+        log,
+        interfaces,
+        nflog_group: integer(
+            source,
+            &raw.nflog_group,
+            "daemon.nflog_group",
+            0..=u16::MAX.into(),
+            "is not an NFLOG group (0-65535)",
+            DEFAULT_NFLOG_GROUP,
+        )?,
+        queue_mode: word(
+            source,
+            &raw.queue_mode,
+            "daemon.queue_mode",
+            QueueMode::Auto,
+        )?,
+    })
+}
+
+fn monitor(raw: &RawMonitor, source: SourceText<'_>) -> Result<Monitor, ConfigError> {
+    let tcp = watched_ports(
+        port_list(
+            source,
+            &raw.tcp_ports,
+            "monitor.tcp_ports",
+            &DEFAULT_TCP_PORTS,
+        )?,
+        advanced_limit(source, &raw.advanced_tcp, "monitor.advanced_tcp")?,
+        &port_list(
+            source,
+            &raw.exclude_tcp,
+            "monitor.exclude_tcp",
+            &DEFAULT_EXCLUDE_TCP,
+        )?,
+    );
+    let udp = watched_ports(
+        port_list(
+            source,
+            &raw.udp_ports,
+            "monitor.udp_ports",
+            &DEFAULT_UDP_PORTS,
+        )?,
+        advanced_limit(source, &raw.advanced_udp, "monitor.advanced_udp")?,
+        &port_list(
+            source,
+            &raw.exclude_udp,
+            "monitor.exclude_udp",
+            &DEFAULT_EXCLUDE_UDP,
+        )?,
+    );
+    Ok(Monitor { tcp, udp })
+}
+
+/// Listed ports, plus every port from 1 to `advanced_limit - 1` that is not excluded. The
+/// excludes only thin out the advanced range: listing a port is the stronger statement.
+fn watched_ports(listed: PortSet, advanced_limit: u32, exclude: &PortSet) -> PortSet {
+    let mut watched = listed;
+    let advanced = (1..=u16::MAX).take_while(|port| u32::from(*port) < advanced_limit);
+    watched.extend(advanced.filter(|port| !exclude.contains(*port)));
+    watched
+}
+
+fn advanced_limit(
+    source: SourceText<'_>,
+    field: &Field<i64>,
+    key: &str,
+) -> Result<u32, ConfigError> {
+    integer(
+        source,
+        field,
+        key,
+        0..=ADVANCED_LIMIT,
+        "is out of range (0-65536: 0 is off, N watches ports 1 to N-1, 65536 every port)",
+        0,
+    )
+}
+
+fn port_list(
+    source: SourceText<'_>,
+    field: &ListField<RawPortItem>,
+    key: &str,
+    default: &[u16],
+) -> Result<PortSet, ConfigError> {
+    let Some(items) = field else {
+        return Ok(default.iter().copied().collect());
+    };
+    let mut ports = PortSet::new();
+    for item in items.get_ref() {
+        match item.get_ref() {
+            RawPortItem::Number(number) => {
+                let port = port_from_number(*number).map_err(|problem| {
+                    source.value_error(&item.span(), key, &number.to_string(), problem)
+                })?;
+                ports.insert(port);
+            }
+            RawPortItem::Text(text) => {
+                let (first, last) = port_range_from_text(text)
+                    .map_err(|problem| source.value_error(&item.span(), key, text, problem))?;
+                ports.insert_range(first, last);
+            }
+        }
+    }
+    Ok(ports)
+}
+
+fn detect(raw: &RawDetect, source: SourceText<'_>) -> Result<Detect, ConfigError> {
+    let window = duration(source, &raw.window, "detect.window", DEFAULT_WINDOW)?;
+    if window.is_zero() {
+        return Err(zero_duration_error(source, &raw.window, "detect.window"));
+    }
+    let mut ignore = match &raw.ignore {
+        None => DEFAULT_IGNORE.to_vec(),
+        Some(entries) => {
+            let mut networks = Vec::with_capacity(entries.get_ref().len());
+            for entry in entries.get_ref() {
+                let network = parse_network(entry.get_ref()).map_err(|problem| {
+                    source.value_error(&entry.span(), "detect.ignore", entry.get_ref(), problem)
+                })?;
+                networks.push(network);
+            }
+            networks
+        }
+    };
+    ignore.extend(ignore_file(source, &raw.ignore_file)?);
+    Ok(Detect {
+        scan_trigger: integer(
+            source,
+            &raw.scan_trigger,
+            "detect.scan_trigger",
+            0..=u32::MAX.into(),
+            "is out of range (0-4294967295)",
+            DEFAULT_SCAN_TRIGGER,
+        )?,
+        window,
+        ignore,
+        max_sources: table_bound(source, &raw.max_sources, "detect.max_sources")
+            .map(|bound| bound.unwrap_or(DEFAULT_MAX_SOURCES))?,
+    })
+}
+
+/// The entries of `ignore_file`, or none when it is unset or "". A relative path is taken
+/// from the directory of the config file, so a config and its ignore file can move together.
+fn ignore_file(source: SourceText<'_>, field: &Field<String>) -> Result<Vec<IpNet>, ConfigError> {
+    let Some(field) = field else {
+        return Ok(Vec::new());
+    };
+    let written = field.get_ref();
+    if written.is_empty() {
+        return Ok(Vec::new());
+    }
+    let path = match source.file.parent() {
+        Some(directory) => directory.join(written),
+        None => PathBuf::from(written),
+    };
+    let text = read_text(&path).map_err(|error| {
+        // Point at the key that names the file, so the admin sees why it was read at all.
+        let mut from_key = source.value_error(
+            &field.span(),
+            "detect.ignore_file",
+            written,
+            format_args!("cannot be used: {error}"),
+        );
+        from_key.cause = error.cause;
+        from_key
+    })?;
+    parse_ignore_list(&text, &path)
+}
+
+fn respond(raw: &RawRespond, source: SourceText<'_>) -> Result<Respond, ConfigError> {
+    let block_timeout = duration(
+        source,
+        &raw.block_timeout,
+        "respond.block_timeout",
+        Duration::ZERO,
+    )?;
+    let command_timeout = duration(
+        source,
+        &raw.command_timeout,
+        "respond.command_timeout",
+        DEFAULT_COMMAND_TIMEOUT,
+    )?;
+    if command_timeout.is_zero() {
+        return Err(zero_duration_error(
+            source,
+            &raw.command_timeout,
+            "respond.command_timeout",
+        ));
+    }
+    let actions = actions(source, &raw.actions)?;
+    let hosts_deny_line = match &raw.hosts_deny_line {
+        None => DEFAULT_HOSTS_DENY_LINE.to_owned(),
+        Some(line) => {
+            let text = line.get_ref();
+            if !text.contains(TARGET_PLACEHOLDER) {
+                return Err(source.value_error(
+                    &line.span(),
+                    "respond.hosts_deny_line",
+                    text,
+                    format_args!("must contain {TARGET_PLACEHOLDER}"),
+                ));
+            }
+            // A newline would let one block write several hosts.deny rules.
+            if text.chars().any(char::is_control) {
+                return Err(source.value_error(
+                    &line.span(),
+                    "respond.hosts_deny_line",
+                    text,
+                    "must be a single line (no control characters)",
+                ));
+            }
+            text.clone()
+        }
+    };
+    let route = match &raw.route {
+        None => RouteTarget::Blackhole,
+        Some(route) => route_target(route.get_ref()).ok_or_else(|| {
+            source.value_error(
+                &route.span(),
+                "respond.route",
+                route.get_ref(),
+                "is neither \"blackhole\" nor a gateway IP address",
+            )
+        })?,
+    };
+    let command = command(source, &raw.command, &raw.actions, &actions)?;
+    let ipfilter_interface = match non_empty(&raw.ipfilter_interface) {
+        None => None,
+        Some(name) => {
+            check(
+                source,
+                name,
+                "respond.ipfilter_interface",
+                is_interface_name,
+                || INTERFACE_NAME_PROBLEM.to_owned(),
+            )?;
+            Some(name.get_ref().clone())
+        }
+    };
+    Ok(Respond {
+        verdict: word(source, &raw.verdict, "respond.verdict", Verdict::Drop)?,
+        block_timeout: Some(block_timeout).filter(|timeout| !timeout.is_zero()),
+        max_blocks: table_bound(source, &raw.max_blocks, "respond.max_blocks")
+            .map(|bound| bound.unwrap_or(DEFAULT_MAX_BLOCKS))?,
+        actions,
+        hosts_deny: absolute_path(
+            source,
+            &raw.hosts_deny,
+            "respond.hosts_deny",
+            DEFAULT_HOSTS_DENY,
+        )?,
+        hosts_deny_line,
+        route,
+        command,
+        command_first: raw
+            .command_first
+            .as_ref()
+            .is_some_and(|first| *first.get_ref()),
+        command_timeout,
+        ipfilter_interface,
+        port_banner: non_empty(&raw.port_banner).map(|banner| banner.get_ref().clone()),
+    })
+}
+
+fn actions(source: SourceText<'_>, field: &ListField<String>) -> Result<Vec<Action>, ConfigError> {
+    let Some(words) = field else {
+        return Ok(vec![Action::NftSet]);
+    };
+    let mut actions = Vec::with_capacity(words.get_ref().len());
+    for written in words.get_ref() {
+        let action = Action::from_word(written.get_ref())
+            .ok_or_else(|| unknown_word_error::<Action>(source, written, "respond.actions"))?;
+        if actions.contains(&action) {
+            return Err(source.value_error(
+                &written.span(),
+                "respond.actions",
+                written.get_ref(),
+                "is listed twice",
+            ));
+        }
+        actions.push(action);
+    }
+    Ok(actions)
+}
+
+/// The argv; required when the `command` action is on, checked whenever it is set so that a
+/// mistake shows up before someone turns the action on.
+fn command(
+    source: SourceText<'_>,
+    field: &ListField<String>,
+    action_words: &ListField<String>,
+    actions: &[Action],
+) -> Result<Vec<String>, ConfigError> {
+    let argv: Vec<String> = list(field).map(|arg| arg.get_ref().clone()).collect();
+    if let Some(program) = list(field).next() {
+        if !Path::new(program.get_ref()).is_absolute() {
+            return Err(source.value_error(
+                &program.span(),
+                "respond.command",
+                program.get_ref(),
+                "is not an absolute path (the program is run directly, without a shell or PATH)",
+            ));
+        }
+    }
+    if let Some(argument) = list(field).find(|argument| argument.get_ref().contains('\0')) {
+        return Err(source.value_error(
+            &argument.span(),
+            "respond.command",
+            argument.get_ref(),
+            "contains a NUL character",
+        ));
+    }
+    if argv.is_empty() && actions.contains(&Action::Command) {
+        return Err(match field {
+            Some(empty) => source.value_error(
+                &empty.span(),
+                "respond.command",
+                "[]",
+                "must name a program when respond.actions has \"command\"",
+            ),
+            None => {
+                let word = list(action_words)
+                    .find(|word| word.get_ref() == Action::Command.as_str())
+                    .map_or(0..0, Spanned::span);
+                source.value_error(
+                    &word,
+                    "respond.actions",
+                    Action::Command.as_str(),
+                    "needs respond.command, the program and its arguments",
+                )
+            }
+        });
+    }
+    Ok(argv)
+}
+
+/// The elements of a list field; nothing when the key is absent.
+fn list<T>(field: &ListField<T>) -> impl Iterator<Item = &Spanned<T>> {
+    field.iter().flat_map(|items| items.get_ref().iter())
+}
+
+/// A string field, unless it is absent or "" (both mean "not set").
+fn non_empty(field: &Field<String>) -> Option<&Spanned<String>> {
+    field.as_ref().filter(|value| !value.get_ref().is_empty())
+}
+
+/// An integer field within `bounds`, converted to its Rust type.
+fn integer<T: TryFrom<i64>>(
+    source: SourceText<'_>,
+    field: &Field<i64>,
+    key: &str,
+    bounds: RangeInclusive<i64>,
+    problem: &str,
+    default: T,
+) -> Result<T, ConfigError> {
+    let Some(field) = field else {
+        return Ok(default);
+    };
+    let value = *field.get_ref();
+    if !bounds.contains(&value) {
+        return Err(source.value_error(&field.span(), key, &value.to_string(), problem));
+    }
+    T::try_from(value)
+        .map_err(|_| source.value_error(&field.span(), key, &value.to_string(), problem))
+}
+
+/// `max_sources` / `max_blocks`: 1 to 16M entries; `None` when unset.
+fn table_bound(
+    source: SourceText<'_>,
+    field: &Field<i64>,
+    key: &str,
+) -> Result<Option<usize>, ConfigError> {
+    let limit = i64::try_from(MAX_TABLE_ENTRIES).unwrap_or(i64::MAX);
+    if field.is_none() {
+        return Ok(None);
+    }
+    integer(
+        source,
+        field,
+        key,
+        1..=limit,
+        &format!("is out of range (1-{MAX_TABLE_ENTRIES})"),
+        0,
+    )
+    .map(Some)
+}
+
+fn duration(
+    source: SourceText<'_>,
+    field: &Field<RawDuration>,
+    key: &str,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    let Some(field) = field else {
+        return Ok(default);
+    };
+    let (parsed, written) = match field.get_ref() {
+        RawDuration::Seconds(seconds) => (duration_from_seconds(*seconds), seconds.to_string()),
+        RawDuration::Text(text) => (parse_duration(text), text.clone()),
+    };
+    parsed.map_err(|problem| source.value_error(&field.span(), key, &written, problem))
+}
+
+fn zero_duration_error(
+    source: SourceText<'_>,
+    field: &Field<RawDuration>,
+    key: &str,
+) -> ConfigError {
+    let (span, written) = match field {
+        Some(field) => (
+            field.span(),
+            match field.get_ref() {
+                RawDuration::Seconds(seconds) => seconds.to_string(),
+                RawDuration::Text(text) => text.clone(),
+            },
+        ),
+        // Only reachable if a default were zero; keep the message honest anyway.
+        None => (0..0, "0".to_owned()),
+    };
+    source.value_error(&span, key, &written, "must be longer than zero")
+}
+
+fn word<T: ConfigWord>(
+    source: SourceText<'_>,
+    field: &Field<String>,
+    key: &str,
+    default: T,
+) -> Result<T, ConfigError> {
+    match field {
+        None => Ok(default),
+        Some(written) => T::from_word(written.get_ref())
+            .ok_or_else(|| unknown_word_error::<T>(source, written, key)),
+    }
+}
+
+fn unknown_word_error<T: ConfigWord>(
+    source: SourceText<'_>,
+    written: &Spanned<String>,
+    key: &str,
+) -> ConfigError {
+    source.value_error(
+        &written.span(),
+        key,
+        written.get_ref(),
+        format_args!("is not {} (expected one of: {})", T::WHAT, T::listing()),
+    )
+}
+
+fn absolute_path(
+    source: SourceText<'_>,
+    field: &Field<String>,
+    key: &str,
+    default: &str,
+) -> Result<PathBuf, ConfigError> {
+    match field {
+        None => Ok(PathBuf::from(default)),
+        Some(path) if Path::new(path.get_ref()).is_absolute() => Ok(PathBuf::from(path.get_ref())),
+        Some(path) => {
+            Err(source.value_error(&path.span(), key, path.get_ref(), "is not an absolute path"))
+        }
+    }
+}
+
+/// Fails with `problem` unless `is_valid` accepts the string.
+fn check(
+    source: SourceText<'_>,
+    field: &Spanned<String>,
+    key: &str,
+    is_valid: fn(&str) -> bool,
+    problem: impl FnOnce() -> String,
+) -> Result<(), ConfigError> {
+    if is_valid(field.get_ref()) {
+        Ok(())
+    } else {
+        Err(source.value_error(&field.span(), key, field.get_ref(), problem()))
+    }
+}
+
+fn is_table_name(name: &str) -> bool {
+    let mut characters = name.chars();
+    let starts_with_letter = characters
+        .next()
+        .is_some_and(|first| first.is_ascii_alphabetic());
+    starts_with_letter
+        && name.len() <= TABLE_NAME_MAX_CHARS
+        && characters.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+const INTERFACE_NAME_PROBLEM: &str =
+    "is not an interface name (1-15 bytes, no '/', ':' or blanks, not \".\" or \"..\")";
+
+/// The kernel's own rule (`dev_valid_name`): up to 15 bytes, none of '/', ':' or whitespace.
+fn is_interface_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= INTERFACE_NAME_MAX_BYTES
+        && name != "."
+        && name != ".."
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c == '\0' || c.is_whitespace())
+}
+
+fn log_target(written: &str) -> Option<LogTarget> {
+    match written {
+        "stderr" => Some(LogTarget::Stderr),
+        "syslog" => Some(LogTarget::Syslog),
+        _ => {
+            let path = Path::new(written.strip_prefix("file:")?);
+            path.is_absolute()
+                .then(|| LogTarget::File(path.to_path_buf()))
+        }
+    }
+}
+
+fn route_target(written: &str) -> Option<RouteTarget> {
+    if written == "blackhole" {
+        return Some(RouteTarget::Blackhole);
+    }
+    written.parse::<IpAddr>().ok().map(RouteTarget::Gateway)
+}
