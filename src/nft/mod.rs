@@ -2,3 +2,6 @@
 
 pub mod netlink;
 pub mod ruleset;
+
+pub use netlink::{Nft, NftError};
+pub use ruleset::{render, QueueMode, RulesetSpec};

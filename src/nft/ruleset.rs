@@ -1,1 +1,937 @@
-//! placeholder
+//! The nftables ruleset nfsentry owns, as plain data and as `nft` text; it does no I/O and does
+//! not know how the ruleset reaches the kernel (that is [`super::netlink`]).
+//!
+//! The rule list, the set names and the interval-set encoding are defined here once, so the text
+//! an admin reads (`nfsentry --print-ruleset`, `nft -f`) and the netlink batch cannot drift apart.
+
+use std::fmt::{self, Write as _};
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::ops::RangeInclusive;
+
+use ipnet::{Ipv4Net, Ipv6Net};
+
+/// How the queue statement reaches the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QueueMode {
+    /// The `queue` expression (module `nft_queue`), present on distribution kernels.
+    Native,
+    /// The xtables `NFQUEUE` target run through `nft_compat`, for kernels built without
+    /// `nft_queue`. `nft list` shows both forms as `queue num N bypass`.
+    Compat,
+}
+
+impl fmt::Display for QueueMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            QueueMode::Native => "native nft queue",
+            QueueMode::Compat => "xt NFQUEUE via nft compat",
+        })
+    }
+}
+
+/// Everything the ruleset depends on, as plain data so this module needs no config types.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RulesetSpec {
+    /// Name of both the `inet` table and the `netdev` table.
+    pub table: String,
+    /// NFQUEUE number the detector reads.
+    pub queue: u16,
+    /// Inclusive TCP port ranges to watch; overlapping or adjacent ranges are merged.
+    pub tcp_ports: Vec<(u16, u16)>,
+    /// Inclusive UDP port ranges to watch; overlapping or adjacent ranges are merged.
+    pub udp_ports: Vec<(u16, u16)>,
+    /// IPv4 sources never sent to the detector; may overlap and come in any order.
+    pub ignore_v4: Vec<Ipv4Net>,
+    /// IPv6 sources never sent to the detector; may overlap and come in any order.
+    pub ignore_v6: Vec<Ipv6Net>,
+    /// Devices whose ingress hook reports IPv4 headers shorter than 20 bytes; empty means no
+    /// `netdev` table at all.
+    pub ingress_devices: Vec<String>,
+    /// NFLOG group the short-header reports go to.
+    pub nflog_group: u16,
+}
+
+impl RulesetSpec {
+    /// The `ignore_v4` set contents, merged.
+    pub fn ignore_v4_intervals(&self) -> IntervalList<Ipv4Addr> {
+        IntervalList::from_ranges(
+            self.ignore_v4
+                .iter()
+                .map(|net| net.network()..=net.broadcast()),
+        )
+    }
+
+    /// The `ignore_v6` set contents, merged.
+    pub fn ignore_v6_intervals(&self) -> IntervalList<Ipv6Addr> {
+        IntervalList::from_ranges(
+            self.ignore_v6
+                .iter()
+                .map(|net| net.network()..=net.broadcast()),
+        )
+    }
+
+    /// The set of watched ports for `transport`, merged.
+    pub fn port_intervals(&self, transport: Transport) -> IntervalList<u16> {
+        let ports = match transport {
+            Transport::Tcp => &self.tcp_ports,
+            Transport::Udp => &self.udp_ports,
+        };
+        IntervalList::from_ranges(ports.iter().map(|&(first, last)| first..=last))
+    }
+}
+
+/// Address family of a per-family set or rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IpFamily {
+    V4,
+    V6,
+}
+
+impl IpFamily {
+    /// The `nft` payload keyword: `ip` or `ip6`.
+    pub fn nft_keyword(self) -> &'static str {
+        match self {
+            IpFamily::V4 => "ip",
+            IpFamily::V6 => "ip6",
+        }
+    }
+}
+
+/// Transport protocol of a port set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Tcp,
+    Udp,
+}
+
+impl Transport {
+    /// The `nft` payload keyword: `tcp` or `udp`.
+    pub fn nft_keyword(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+        }
+    }
+}
+
+/// Name of the set holding blocked sources of `family`.
+pub fn blocked_set(family: IpFamily) -> &'static str {
+    match family {
+        IpFamily::V4 => "blocked_v4",
+        IpFamily::V6 => "blocked_v6",
+    }
+}
+
+/// Name of the set holding ignored sources of `family`.
+pub fn ignore_set(family: IpFamily) -> &'static str {
+    match family {
+        IpFamily::V4 => "ignore_v4",
+        IpFamily::V6 => "ignore_v6",
+    }
+}
+
+/// Name of the set holding watched ports of `transport`.
+pub fn port_set(transport: Transport) -> &'static str {
+    match transport {
+        Transport::Tcp => "tcp_ports",
+        Transport::Udp => "udp_ports",
+    }
+}
+
+/// The chain in the `inet` table that picks packets for the detector.
+pub const PREROUTING_CHAIN: &str = "prerouting";
+/// `mangle` (-150): after conntrack (-200), so `ct state` is known, and after defragmentation
+/// (-400), so the chain sees whole packets.
+pub const PREROUTING_PRIORITY: i32 = -150;
+/// The chain in the `netdev` table that reports runt IPv4 headers.
+pub const SHORT_HEADER_CHAIN: &str = "short_header";
+/// Ingress chains run before any IP processing whatever their priority; -500 only puts this
+/// chain ahead of other ingress chains an admin may have.
+pub const SHORT_HEADER_PRIORITY: i32 = -500;
+
+/// TCP header flag bits, as in the TCP header's 14th byte.
+pub mod tcp_flag {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const ACK: u8 = 0x10;
+}
+
+/// Flag combinations no real TCP stack sends to open or continue a connection, so they are
+/// queued whatever the port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TcpFlagProbe {
+    /// None of FIN, SYN, RST, ACK: the NULL scan, and PSH or URG alone.
+    NoControlFlags,
+    /// FIN without ACK: the FIN scan and the XMAS scan (FIN+PSH+URG).
+    FinWithoutAck,
+    /// SYN and FIN together.
+    SynFin,
+    /// SYN and RST together.
+    SynRst,
+}
+
+impl TcpFlagProbe {
+    /// The flags looked at.
+    pub fn mask(self) -> u8 {
+        use tcp_flag::*;
+        match self {
+            TcpFlagProbe::NoControlFlags => FIN | SYN | RST | ACK,
+            TcpFlagProbe::FinWithoutAck => FIN | ACK,
+            TcpFlagProbe::SynFin => FIN | SYN,
+            TcpFlagProbe::SynRst => SYN | RST,
+        }
+    }
+
+    /// The value the masked flags must have.
+    pub fn expected(self) -> u8 {
+        use tcp_flag::*;
+        match self {
+            TcpFlagProbe::NoControlFlags => 0,
+            TcpFlagProbe::FinWithoutAck => FIN,
+            TcpFlagProbe::SynFin => FIN | SYN,
+            TcpFlagProbe::SynRst => SYN | RST,
+        }
+    }
+
+    fn nft_match(self) -> &'static str {
+        match self {
+            TcpFlagProbe::NoControlFlags => "tcp flags & (fin|syn|rst|ack) == 0x0",
+            TcpFlagProbe::FinWithoutAck => "tcp flags & (fin|ack) == fin",
+            TcpFlagProbe::SynFin => "tcp flags & (fin|syn) == fin|syn",
+            TcpFlagProbe::SynRst => "tcp flags & (syn|rst) == syn|rst",
+        }
+    }
+
+    fn reason(self) -> &'static str {
+        match self {
+            TcpFlagProbe::NoControlFlags => "NULL scan, and PSH/URG alone",
+            TcpFlagProbe::FinWithoutAck => "FIN and XMAS scans: FIN without ACK",
+            TcpFlagProbe::SynFin => "SYN+FIN: never part of a real handshake",
+            TcpFlagProbe::SynRst => "SYN+RST: never part of a real handshake",
+        }
+    }
+}
+
+/// One rule of the prerouting chain. The chain is [`PREROUTING_RULES`], first match wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PreroutingRule {
+    /// Count and drop sources in the blocked set.
+    DropBlocked(IpFamily),
+    /// Accept packets of known connections.
+    AcceptEstablished,
+    /// Accept sources in the ignore set.
+    AcceptIgnored(IpFamily),
+    /// Accept packets a local socket will receive (`socket transparent 0`).
+    AcceptOwnedBySocket,
+    /// Queue IPv4 packets carrying options (IHL > 5).
+    QueueIpOptions,
+    /// Queue TCP packets with a flag combination no connection uses.
+    QueueTcpFlags(TcpFlagProbe),
+    /// Queue packets to a watched port.
+    QueueWatchedPort(Transport),
+}
+
+/// The prerouting chain, in order. Blocked sources go first so a blocked scanner costs nothing
+/// more; conntrack, ignore list and live sockets come before any queue rule so the detector only
+/// sees traffic nobody expects.
+pub const PREROUTING_RULES: [PreroutingRule; 13] = [
+    PreroutingRule::DropBlocked(IpFamily::V4),
+    PreroutingRule::DropBlocked(IpFamily::V6),
+    PreroutingRule::AcceptEstablished,
+    PreroutingRule::AcceptIgnored(IpFamily::V4),
+    PreroutingRule::AcceptIgnored(IpFamily::V6),
+    PreroutingRule::AcceptOwnedBySocket,
+    PreroutingRule::QueueIpOptions,
+    PreroutingRule::QueueTcpFlags(TcpFlagProbe::NoControlFlags),
+    PreroutingRule::QueueTcpFlags(TcpFlagProbe::FinWithoutAck),
+    PreroutingRule::QueueTcpFlags(TcpFlagProbe::SynFin),
+    PreroutingRule::QueueTcpFlags(TcpFlagProbe::SynRst),
+    PreroutingRule::QueueWatchedPort(Transport::Tcp),
+    PreroutingRule::QueueWatchedPort(Transport::Udp),
+];
+
+impl PreroutingRule {
+    /// Whether the rule ends in the queue statement.
+    pub fn queues(self) -> bool {
+        matches!(
+            self,
+            PreroutingRule::QueueIpOptions
+                | PreroutingRule::QueueTcpFlags(_)
+                | PreroutingRule::QueueWatchedPort(_)
+        )
+    }
+
+    /// Whether the rule counts the packets it matches.
+    pub fn counts(self) -> bool {
+        !matches!(
+            self,
+            PreroutingRule::AcceptEstablished
+                | PreroutingRule::AcceptIgnored(_)
+                | PreroutingRule::AcceptOwnedBySocket
+        )
+    }
+
+    /// The rule in `nft` syntax, without comment.
+    pub fn nft_text(self, queue: u16) -> String {
+        let matcher = match self {
+            PreroutingRule::DropBlocked(family) => {
+                format!("{} saddr @{}", family.nft_keyword(), blocked_set(family))
+            }
+            PreroutingRule::AcceptEstablished => "ct state established,related".to_owned(),
+            PreroutingRule::AcceptIgnored(family) => {
+                format!("{} saddr @{}", family.nft_keyword(), ignore_set(family))
+            }
+            PreroutingRule::AcceptOwnedBySocket => "socket transparent 0".to_owned(),
+            PreroutingRule::QueueIpOptions => "ip hdrlength > 5".to_owned(),
+            PreroutingRule::QueueTcpFlags(probe) => probe.nft_match().to_owned(),
+            PreroutingRule::QueueWatchedPort(transport) => {
+                format!("{} dport @{}", transport.nft_keyword(), port_set(transport))
+            }
+        };
+        let counter = if self.counts() { " counter" } else { "" };
+        let verdict = match self {
+            PreroutingRule::DropBlocked(_) => "drop".to_owned(),
+            _ if self.queues() => format!("queue num {queue} bypass"),
+            _ => "accept".to_owned(),
+        };
+        format!("{matcher}{counter} {verdict}")
+    }
+
+    /// Why the rule is there, for the `#` comment in the rendered ruleset.
+    pub fn reason(self) -> &'static str {
+        match self {
+            PreroutingRule::DropBlocked(_) => "a blocked scanner: nothing else looks at it",
+            PreroutingRule::AcceptEstablished => {
+                "real connections and their replies (a lone ACK is new to conntrack and goes on)"
+            }
+            PreroutingRule::AcceptIgnored(_) => "a source the admin trusts",
+            PreroutingRule::AcceptOwnedBySocket => {
+                "a local socket owns the packet: the port is in use"
+            }
+            PreroutingRule::QueueIpOptions => "IPv4 options, any port",
+            PreroutingRule::QueueTcpFlags(probe) => probe.reason(),
+            PreroutingRule::QueueWatchedPort(Transport::Tcp) => "a watched TCP port",
+            PreroutingRule::QueueWatchedPort(Transport::Udp) => "a watched UDP port",
+        }
+    }
+}
+
+/// The `netdev` rule, in `nft` syntax.
+pub fn short_header_rule_text(nflog_group: u16) -> String {
+    format!("ip hdrlength < 5 counter log group {nflog_group}")
+}
+
+/// A key type of an interval set: ports and addresses.
+pub trait IntervalKey: Copy + Ord + fmt::Debug {
+    /// The smallest key.
+    const MIN: Self;
+
+    /// The next key, `None` at the largest.
+    fn successor(self) -> Option<Self>;
+
+    /// The range as `nft` writes it (and lists it): one key, `first-last`, or a CIDR prefix.
+    fn nft_text(range: &RangeInclusive<Self>) -> String;
+}
+
+impl IntervalKey for u16 {
+    const MIN: Self = 0;
+
+    fn successor(self) -> Option<Self> {
+        self.checked_add(1)
+    }
+
+    fn nft_text(range: &RangeInclusive<Self>) -> String {
+        if range.start() == range.end() {
+            range.start().to_string()
+        } else {
+            format!("{}-{}", range.start(), range.end())
+        }
+    }
+}
+
+impl IntervalKey for Ipv4Addr {
+    const MIN: Self = Ipv4Addr::UNSPECIFIED;
+
+    fn successor(self) -> Option<Self> {
+        u32::from(self).checked_add(1).map(Ipv4Addr::from)
+    }
+
+    fn nft_text(range: &RangeInclusive<Self>) -> String {
+        let prefix = prefix_len(
+            u128::from(u32::from(*range.start())),
+            u128::from(u32::from(*range.end())),
+            32,
+        );
+        address_range_text(range, prefix, 32)
+    }
+}
+
+impl IntervalKey for Ipv6Addr {
+    const MIN: Self = Ipv6Addr::UNSPECIFIED;
+
+    fn successor(self) -> Option<Self> {
+        u128::from(self).checked_add(1).map(Ipv6Addr::from)
+    }
+
+    fn nft_text(range: &RangeInclusive<Self>) -> String {
+        let prefix = prefix_len(u128::from(*range.start()), u128::from(*range.end()), 128);
+        address_range_text(range, prefix, 128)
+    }
+}
+
+/// The prefix length if `first..=last` is exactly one CIDR block of a `bits`-wide address.
+fn prefix_len(first: u128, last: u128, bits: u32) -> Option<u32> {
+    let host_mask = last.checked_sub(first)?;
+    // A block spans 2^k addresses (host_mask is k one-bits) starting on a 2^k boundary.
+    let is_block = host_mask & host_mask.wrapping_add(1) == 0 && first & host_mask == 0;
+    is_block.then(|| bits - host_mask.count_ones())
+}
+
+fn address_range_text<A: fmt::Display>(
+    range: &RangeInclusive<A>,
+    prefix: Option<u32>,
+    bits: u32,
+) -> String {
+    match prefix {
+        Some(len) if len == bits => range.start().to_string(),
+        Some(len) => format!("{}/{len}", range.start()),
+        None => format!("{}-{}", range.start(), range.end()),
+    }
+}
+
+/// The contents of an interval set: sorted ranges, none overlapping or touching another. The
+/// only way to build one is by merging, so the kernel encoding below can rely on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntervalList<K> {
+    ranges: Vec<RangeInclusive<K>>,
+}
+
+/// What an element of the kernel's interval encoding marks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IntervalBoundary {
+    /// The first key of a range.
+    Start,
+    /// The first key of a range that runs to the largest key, so no end element follows.
+    /// `nft` tags these with the "interval open" element flag in the element's user data.
+    StartOpen,
+    /// One past the last key of a range (sent with `NFT_SET_ELEM_INTERVAL_END`).
+    End,
+}
+
+/// One element of the kernel's interval encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IntervalElement<K> {
+    pub key: K,
+    pub boundary: IntervalBoundary,
+}
+
+impl<K: IntervalKey> IntervalList<K> {
+    /// Merges overlapping and adjacent ranges, in any order. An empty range (start after end)
+    /// contributes nothing.
+    pub fn from_ranges(ranges: impl IntoIterator<Item = RangeInclusive<K>>) -> Self {
+        let mut sorted: Vec<RangeInclusive<K>> =
+            ranges.into_iter().filter(|r| !r.is_empty()).collect();
+        sorted.sort_by_key(|r| *r.start());
+        let mut merged: Vec<RangeInclusive<K>> = Vec::with_capacity(sorted.len());
+        for range in sorted {
+            if let Some(last) = merged.last_mut() {
+                // `None` means `last` already reaches the largest key: everything joins it.
+                let touches = match last.end().successor() {
+                    Some(next) => *range.start() <= next,
+                    None => true,
+                };
+                if touches {
+                    let end = (*last.end()).max(*range.end());
+                    *last = *last.start()..=end;
+                    continue;
+                }
+            }
+            merged.push(range);
+        }
+        IntervalList { ranges: merged }
+    }
+
+    /// The merged ranges, ascending.
+    pub fn ranges(&self) -> &[RangeInclusive<K>] {
+        &self.ranges
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+
+    /// The elements `nft` sends for this set, in the order it sends them: a range is a start
+    /// element and an end element at one past its last key; the gap before the first range is
+    /// closed by an end element at the smallest key; a range reaching the largest key has no end
+    /// element and an open start instead.
+    pub fn kernel_elements(&self) -> Vec<IntervalElement<K>> {
+        let mut elements = Vec::with_capacity(self.ranges.len() * 2 + 1);
+        if let Some(first) = self.ranges.first() {
+            if *first.start() != K::MIN {
+                elements.push(IntervalElement {
+                    key: K::MIN,
+                    boundary: IntervalBoundary::End,
+                });
+            }
+        }
+        for range in &self.ranges {
+            match range.end().successor() {
+                Some(after) => {
+                    elements.push(IntervalElement {
+                        key: *range.start(),
+                        boundary: IntervalBoundary::Start,
+                    });
+                    elements.push(IntervalElement {
+                        key: after,
+                        boundary: IntervalBoundary::End,
+                    });
+                }
+                None => elements.push(IntervalElement {
+                    key: *range.start(),
+                    boundary: IntervalBoundary::StartOpen,
+                }),
+            }
+        }
+        elements
+    }
+
+    /// The elements in `nft` syntax, comma separated: `1, 11, 32771-32774`.
+    pub fn nft_text(&self) -> String {
+        self.ranges
+            .iter()
+            .map(K::nft_text)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Renders the ruleset in `nft` syntax, loadable with `nft -f` on a kernel that has `nft_queue`.
+/// The text is the same for both modes apart from the header comment: the compat target has no
+/// `nft` syntax of its own and lists as `queue`.
+///
+/// Names are written as given; checking them is the caller's job (the netlink side refuses names
+/// the kernel would).
+pub fn render(spec: &RulesetSpec, mode: QueueMode) -> String {
+    let mut out = String::new();
+    // `writeln!` into a String cannot fail; the results are ignored on purpose throughout.
+    let _ = writeln!(
+        out,
+        "# nfsentry ruleset; the queue statements are installed as {mode}."
+    );
+    let _ = writeln!(out, "table inet {} {{", spec.table);
+    for family in [IpFamily::V4, IpFamily::V6] {
+        let _ = writeln!(
+            out,
+            "\tset {} {{ type {}; flags timeout; }}\t# blocked scanners; an element's timeout releases it",
+            blocked_set(family),
+            address_type(family),
+        );
+    }
+    let ignore_v4 = spec.ignore_v4_intervals();
+    let ignore_v6 = spec.ignore_v6_intervals();
+    write_interval_set(
+        &mut out,
+        ignore_set(IpFamily::V4),
+        address_type(IpFamily::V4),
+        &ignore_v4.nft_text(),
+        "sources never sent to the detector",
+    );
+    write_interval_set(
+        &mut out,
+        ignore_set(IpFamily::V6),
+        address_type(IpFamily::V6),
+        &ignore_v6.nft_text(),
+        "sources never sent to the detector",
+    );
+    for transport in [Transport::Tcp, Transport::Udp] {
+        write_interval_set(
+            &mut out,
+            port_set(transport),
+            "inet_service",
+            &spec.port_intervals(transport).nft_text(),
+            "watched ports",
+        );
+    }
+    let _ = writeln!(out, "\tchain {PREROUTING_CHAIN} {{");
+    let _ = writeln!(
+        out,
+        "\t\ttype filter hook prerouting priority mangle; policy accept;\t# {PREROUTING_PRIORITY}: after conntrack (-200) so ct state is known"
+    );
+    for rule in PREROUTING_RULES {
+        let _ = writeln!(
+            out,
+            "\t\t{}\t# {}",
+            rule.nft_text(spec.queue),
+            rule.reason()
+        );
+    }
+    let _ = writeln!(out, "\t}}");
+    let _ = writeln!(out, "}}");
+
+    if !spec.ingress_devices.is_empty() {
+        let devices = spec
+            .ingress_devices
+            .iter()
+            .map(|device| nft_quoted_if_needed(device))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = writeln!(out, "table netdev {} {{", spec.table);
+        let _ = writeln!(out, "\tchain {SHORT_HEADER_CHAIN} {{");
+        let _ = writeln!(
+            out,
+            "\t\ttype filter hook ingress devices = {{ {devices} }} priority {SHORT_HEADER_PRIORITY}; policy accept;\t# ingress runs before IPv4 header checks"
+        );
+        let _ = writeln!(
+            out,
+            "\t\t{}\t# IPv4 header under 20 bytes: the kernel drops these before any IP hook",
+            short_header_rule_text(spec.nflog_group)
+        );
+        let _ = writeln!(out, "\t}}");
+        let _ = writeln!(out, "}}");
+    }
+    out
+}
+
+fn address_type(family: IpFamily) -> &'static str {
+    match family {
+        IpFamily::V4 => "ipv4_addr",
+        IpFamily::V6 => "ipv6_addr",
+    }
+}
+
+fn write_interval_set(out: &mut String, name: &str, key_type: &str, elements: &str, why: &str) {
+    let elements = if elements.is_empty() {
+        String::new()
+    } else {
+        format!(" elements = {{ {elements} }}")
+    };
+    let _ = writeln!(
+        out,
+        "\tset {name} {{ type {key_type}; flags interval;{elements} }}\t# {why}"
+    );
+}
+
+/// Device names may contain characters the `nft` lexer reads as syntax; quote those.
+fn nft_quoted_if_needed(name: &str) -> String {
+    let mut chars = name.chars();
+    let plain = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if plain {
+        name.to_owned()
+    } else {
+        format!("\"{}\"", name.replace('"', ""))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> RulesetSpec {
+        RulesetSpec {
+            table: "nfsentry".to_owned(),
+            queue: 0,
+            tcp_ports: vec![(1, 1), (11, 11), (32771, 32774)],
+            udp_ports: vec![],
+            ignore_v4: vec!["127.0.0.0/8".parse().unwrap()],
+            ignore_v6: vec!["::1/128".parse().unwrap()],
+            ingress_devices: vec!["eth0".to_owned(), "eth1".to_owned()],
+            nflog_group: 7219,
+        }
+    }
+
+    fn v4(list: &[&str]) -> IntervalList<Ipv4Addr> {
+        let spec = RulesetSpec {
+            ignore_v4: list.iter().map(|s| s.parse().unwrap()).collect(),
+            ..spec()
+        };
+        spec.ignore_v4_intervals()
+    }
+
+    fn v6(list: &[&str]) -> IntervalList<Ipv6Addr> {
+        let spec = RulesetSpec {
+            ignore_v6: list.iter().map(|s| s.parse().unwrap()).collect(),
+            ..spec()
+        };
+        spec.ignore_v6_intervals()
+    }
+
+    /// The rendered line of the set called `name`.
+    fn set_line(text: &str, name: &str) -> String {
+        let prefix = format!("\tset {name} {{");
+        text.lines()
+            .find(|line| line.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no set {name} in\n{text}"))
+            .to_owned()
+    }
+
+    #[test]
+    fn overlapping_and_contained_cidrs_merge() {
+        let merged = v4(&["10.0.0.0/8", "10.1.2.0/24", "192.0.2.0/25", "192.0.2.64/26"]);
+        assert_eq!(merged.nft_text(), "10.0.0.0/8, 192.0.2.0/25");
+    }
+
+    #[test]
+    fn adjacent_cidrs_merge_into_a_prefix_or_a_range() {
+        assert_eq!(
+            v4(&["198.51.100.0/25", "198.51.100.128/25"]).nft_text(),
+            "198.51.100.0/24"
+        );
+        assert_eq!(
+            v4(&["10.0.0.0/24", "10.0.1.0/24", "10.0.2.0/24"]).nft_text(),
+            "10.0.0.0-10.0.2.255"
+        );
+    }
+
+    #[test]
+    fn unsorted_input_comes_out_sorted_and_host_bits_are_dropped() {
+        assert_eq!(
+            v4(&["192.0.2.7/32", "127.0.0.1/8", "10.0.0.0/8"]).nft_text(),
+            "10.0.0.0/8, 127.0.0.0/8, 192.0.2.7"
+        );
+    }
+
+    #[test]
+    fn ipv6_prefixes_single_addresses_and_merges() {
+        assert_eq!(
+            v6(&["2001:db8::/33", "2001:db8:8000::/33", "::1/128", "::1/128"]).nft_text(),
+            "::1, 2001:db8::/32"
+        );
+        assert_eq!(v6(&["::/0", "2001:db8::/32"]).nft_text(), "::/0");
+    }
+
+    #[test]
+    fn port_ranges_merge_when_they_overlap_or_touch() {
+        let spec = RulesetSpec {
+            udp_ports: vec![(700, 700), (1, 1), (7, 9), (9, 12), (13, 13), (640, 641)],
+            ..spec()
+        };
+        let udp = spec.port_intervals(Transport::Udp);
+        assert_eq!(udp.nft_text(), "1, 7-13, 640-641, 700");
+        assert_eq!(
+            spec.port_intervals(Transport::Tcp).nft_text(),
+            "1, 11, 32771-32774"
+        );
+    }
+
+    #[test]
+    fn empty_and_inverted_ranges_contribute_nothing() {
+        let list = IntervalList::from_ranges([
+            #[allow(clippy::reversed_empty_ranges)]
+            (10u16..=5),
+            3..=3,
+        ]);
+        assert_eq!(list.ranges(), &[3..=3]);
+        assert!(IntervalList::<u16>::from_ranges([]).is_empty());
+    }
+
+    #[test]
+    fn a_range_reaching_the_top_swallows_everything_after_it() {
+        let list = IntervalList::from_ranges([65000u16..=65535, 65535..=65535, 1..=2]);
+        assert_eq!(list.nft_text(), "1-2, 65000-65535");
+    }
+
+    #[test]
+    fn kernel_encoding_matches_what_nft_sends() {
+        // `nft --debug=netlink` for { 1, 11, 32771-32774 }: 0 end, 1, 2 end, 11, 12 end,
+        // 32771, 32775 end.
+        let ports = spec().port_intervals(Transport::Tcp);
+        let got: Vec<(u16, IntervalBoundary)> = ports
+            .kernel_elements()
+            .into_iter()
+            .map(|e| (e.key, e.boundary))
+            .collect();
+        use IntervalBoundary::*;
+        assert_eq!(
+            got,
+            vec![
+                (0, End),
+                (1, Start),
+                (2, End),
+                (11, Start),
+                (12, End),
+                (32771, Start),
+                (32775, End)
+            ]
+        );
+    }
+
+    #[test]
+    fn kernel_encoding_at_both_ends_of_the_key_space() {
+        use IntervalBoundary::*;
+        // { 0-10, 65000-65535 }: no leading end element, no end after the open range.
+        let ports = IntervalList::from_ranges([0u16..=10, 65000..=65535]);
+        let got: Vec<(u16, IntervalBoundary)> = ports
+            .kernel_elements()
+            .into_iter()
+            .map(|e| (e.key, e.boundary))
+            .collect();
+        assert_eq!(got, vec![(0, Start), (11, End), (65000, StartOpen)]);
+
+        let everything = v4(&["0.0.0.0/0"]);
+        assert_eq!(everything.nft_text(), "0.0.0.0/0");
+        assert_eq!(
+            everything.kernel_elements(),
+            vec![IntervalElement {
+                key: Ipv4Addr::UNSPECIFIED,
+                boundary: StartOpen
+            }]
+        );
+        assert!(IntervalList::<u16>::from_ranges([])
+            .kernel_elements()
+            .is_empty());
+    }
+
+    #[test]
+    fn rendered_sets_show_merged_elements() {
+        let spec = RulesetSpec {
+            ignore_v4: vec![
+                "127.0.0.1/8".parse().unwrap(),
+                "192.0.2.0/24".parse().unwrap(),
+                "192.0.2.128/25".parse().unwrap(),
+            ],
+            ..spec()
+        };
+        let text = render(&spec, QueueMode::Native);
+        assert!(set_line(&text, "ignore_v4").starts_with(
+            "\tset ignore_v4 { type ipv4_addr; flags interval; elements = { 127.0.0.0/8, 192.0.2.0/24 } }"
+        ));
+        assert!(set_line(&text, "ignore_v6")
+            .starts_with("\tset ignore_v6 { type ipv6_addr; flags interval; elements = { ::1 } }"));
+        assert!(set_line(&text, "tcp_ports").starts_with(
+            "\tset tcp_ports { type inet_service; flags interval; elements = { 1, 11, 32771-32774 } }"
+        ));
+    }
+
+    #[test]
+    fn empty_sets_are_declared_without_elements() {
+        let spec = RulesetSpec {
+            ignore_v4: vec![],
+            ignore_v6: vec![],
+            tcp_ports: vec![],
+            ..spec()
+        };
+        let text = render(&spec, QueueMode::Native);
+        for (name, key) in [
+            ("ignore_v4", "ipv4_addr"),
+            ("ignore_v6", "ipv6_addr"),
+            ("tcp_ports", "inet_service"),
+            ("udp_ports", "inet_service"),
+        ] {
+            let line = set_line(&text, name);
+            assert!(
+                line.starts_with(&format!(
+                    "\tset {name} {{ type {key}; flags interval; }}\t#"
+                )),
+                "{line}"
+            );
+        }
+        assert!(set_line(&text, "blocked_v4")
+            .starts_with("\tset blocked_v4 { type ipv4_addr; flags timeout; }"));
+        assert!(set_line(&text, "blocked_v6")
+            .starts_with("\tset blocked_v6 { type ipv6_addr; flags timeout; }"));
+    }
+
+    #[test]
+    fn rendered_chain_has_every_rule_in_order_with_a_comment() {
+        let spec = RulesetSpec { queue: 3, ..spec() };
+        let text = render(&spec, QueueMode::Compat);
+        let body: Vec<(&str, &str)> = text
+            .lines()
+            .skip_while(|line| !line.starts_with("\tchain prerouting {"))
+            .skip(2)
+            .take_while(|line| *line != "\t}")
+            .map(|line| {
+                line.trim()
+                    .split_once("\t# ")
+                    .expect("every rule has a comment")
+            })
+            .collect();
+        let rules: Vec<&str> = body.iter().map(|(rule, _)| *rule).collect();
+        assert_eq!(
+            rules,
+            [
+                "ip saddr @blocked_v4 counter drop",
+                "ip6 saddr @blocked_v6 counter drop",
+                "ct state established,related accept",
+                "ip saddr @ignore_v4 accept",
+                "ip6 saddr @ignore_v6 accept",
+                "socket transparent 0 accept",
+                "ip hdrlength > 5 counter queue num 3 bypass",
+                "tcp flags & (fin|syn|rst|ack) == 0x0 counter queue num 3 bypass",
+                "tcp flags & (fin|ack) == fin counter queue num 3 bypass",
+                "tcp flags & (fin|syn) == fin|syn counter queue num 3 bypass",
+                "tcp flags & (syn|rst) == syn|rst counter queue num 3 bypass",
+                "tcp dport @tcp_ports counter queue num 3 bypass",
+                "udp dport @udp_ports counter queue num 3 bypass",
+            ]
+        );
+        assert!(body.iter().all(|(_, why)| !why.is_empty()));
+        assert!(text.contains("\t\ttype filter hook prerouting priority mangle; policy accept;\t#"));
+        assert!(text.starts_with(
+            "# nfsentry ruleset; the queue statements are installed as xt NFQUEUE via nft compat."
+        ));
+    }
+
+    #[test]
+    fn netdev_table_lists_devices_and_the_log_group() {
+        let text = render(&spec(), QueueMode::Native);
+        let netdev = text
+            .split_once("table netdev nfsentry {\n")
+            .expect("netdev table present")
+            .1;
+        assert!(netdev.starts_with(
+            "\tchain short_header {\n\t\ttype filter hook ingress devices = { eth0, eth1 } priority -500; policy accept;\t# ingress runs before IPv4 header checks\n\t\tip hdrlength < 5 counter log group 7219\t# "
+        ), "{netdev}");
+    }
+
+    #[test]
+    fn no_devices_means_no_netdev_table() {
+        let spec = RulesetSpec {
+            ingress_devices: vec![],
+            ..spec()
+        };
+        let text = render(&spec, QueueMode::Native);
+        assert!(!text.contains("netdev"));
+        assert_eq!(text.matches("table ").count(), 1);
+    }
+
+    #[test]
+    fn odd_device_names_are_quoted() {
+        assert_eq!(nft_quoted_if_needed("eth0.100"), "eth0.100");
+        assert_eq!(nft_quoted_if_needed("veth-a"), "veth-a");
+        assert_eq!(nft_quoted_if_needed("0wire"), "\"0wire\"");
+        assert_eq!(nft_quoted_if_needed("we:ird"), "\"we:ird\"");
+    }
+
+    #[test]
+    fn tcp_flag_probes_match_the_scans_they_name() {
+        use tcp_flag::*;
+        const PSH: u8 = 0x08;
+        const URG: u8 = 0x20;
+        let hits = |probe: TcpFlagProbe, flags: u8| flags & probe.mask() == probe.expected();
+        assert!(hits(TcpFlagProbe::NoControlFlags, 0));
+        assert!(hits(TcpFlagProbe::NoControlFlags, PSH | URG));
+        assert!(hits(TcpFlagProbe::FinWithoutAck, FIN | PSH | URG));
+        assert!(!hits(TcpFlagProbe::FinWithoutAck, FIN | ACK));
+        assert!(hits(TcpFlagProbe::SynFin, SYN | FIN));
+        assert!(hits(TcpFlagProbe::SynRst, SYN | RST));
+        // A normal SYN or a SYN-ACK must pass every probe.
+        for probe in [
+            TcpFlagProbe::NoControlFlags,
+            TcpFlagProbe::FinWithoutAck,
+            TcpFlagProbe::SynFin,
+            TcpFlagProbe::SynRst,
+        ] {
+            assert!(!hits(probe, SYN), "{probe:?}");
+            assert!(!hits(probe, SYN | ACK), "{probe:?}");
+        }
+    }
+
+    #[test]
+    fn queue_mode_names() {
+        assert_eq!(QueueMode::Native.to_string(), "native nft queue");
+        assert_eq!(QueueMode::Compat.to_string(), "xt NFQUEUE via nft compat");
+    }
+}
