@@ -1,1 +1,825 @@
-//! placeholder
+//! Reads packets that an nftables `log group N` rule hands to NFLOG, over a raw netfilter netlink
+//! socket; it does not install the rule, decide anything about the packets, or use libnetfilter_log.
+//!
+//! nfsentry needs this for IPv4 packets whose header length field is below 5 words: the kernel
+//! drops them in `ip_rcv` before any IP hook, so only a `netdev` ingress chain sees them, and a
+//! netdev chain cannot queue, only log.
+//!
+//! Everything that arrives on the socket is treated as untrusted bytes: every length is checked
+//! against the bytes actually present, messages that do not come from the kernel are dropped, and
+//! anything not understood is skipped rather than reported as an error.
+
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::sys::socket::{
+    bind, recvfrom, send, setsockopt, socket, sockopt, AddressFamily, MsgFlags, NetlinkAddr,
+    SockFlag, SockProtocol, SockType,
+};
+use nix::sys::time::TimeVal;
+
+/// Asked of the kernel so that a burst of logged packets waits in the socket instead of being
+/// dropped while the daemon is busy elsewhere (8 MiB measured lossless for NFQUEUE here).
+const RECEIVE_BUFFER_BYTES: usize = 8 << 20;
+
+/// One datagram holds at most one packet of up to 64 KiB plus its attributes, or several small
+/// packets batched up to the kernel's (default, page-sized) buffer; 128 KiB holds either.
+const DATAGRAM_BUFFER_BYTES: usize = 128 << 10;
+
+/// How long the kernel may hold logged packets to batch them into one datagram. Short enough that
+/// a scanner is seen promptly; the kernel default is one second.
+const FLUSH_TIMEOUT_HUNDREDTHS_OF_SECOND: u32 = 10;
+
+/// How many packets the kernel batches before sending a datagram even if the timeout has not run
+/// out, so a flood costs one receive per many packets.
+const FLUSH_THRESHOLD_PACKETS: u32 = 64;
+
+/// How long `bind` waits for the kernel to answer the configuration request.
+const CONFIG_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Datagrams read in one `recv_batch` call at most, so a flood of logged packets cannot starve the
+/// other file descriptors the daemon polls; poll() reports the socket readable again if more wait.
+const MAX_DATAGRAMS_PER_BATCH: usize = 256;
+
+/// Netlink layout (include/uapi/linux/netlink.h, netfilter/nfnetlink.h, nfnetlink_log.h).
+const NETLINK_HEADER_BYTES: usize = 16;
+const NFGENMSG_BYTES: usize = 4;
+const ATTRIBUTE_HEADER_BYTES: usize = 4;
+/// The top two bits of an attribute type are the nested and byte-order flags, not the type.
+const ATTRIBUTE_TYPE_MASK: u16 = 0x3fff;
+const NFULNL_PACKET_HDR_BYTES: usize = 4;
+const IFINDEX_BYTES: usize = 4;
+
+const NLMSG_ERROR: u16 = libc::NLMSG_ERROR as u16;
+const NLMSG_DONE: u16 = libc::NLMSG_DONE as u16;
+const NFULNL_MSG_TYPE_PACKET: u16 =
+    ((libc::NFNL_SUBSYS_ULOG as u16) << 8) | libc::NFULNL_MSG_PACKET as u16;
+const NFULNL_MSG_TYPE_CONFIG: u16 =
+    ((libc::NFNL_SUBSYS_ULOG as u16) << 8) | libc::NFULNL_MSG_CONFIG as u16;
+
+/// The stage of talking to NFLOG that failed, so an error message says what was being attempted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NflogStep {
+    OpenSocket,
+    BindSocket,
+    SizeReceiveBuffer,
+    SetConfigTimeout,
+    SendConfig,
+    /// The kernel answered the configuration with an error, for example EPERM when another
+    /// socket already owns the group.
+    ConfigureGroup,
+    AwaitConfigAnswer,
+    SetNonBlocking,
+    Receive,
+}
+
+impl fmt::Display for NflogStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NflogStep::OpenSocket => "opening the netfilter netlink socket",
+            NflogStep::BindSocket => "binding the netlink socket",
+            NflogStep::SizeReceiveBuffer => "sizing the socket receive buffer",
+            NflogStep::SetConfigTimeout => "setting the configuration answer timeout",
+            NflogStep::SendConfig => "sending the log group configuration",
+            NflogStep::ConfigureGroup => "binding the log group (kernel refused)",
+            NflogStep::AwaitConfigAnswer => "waiting for the kernel's configuration answer",
+            NflogStep::SetNonBlocking => "making the socket non-blocking",
+            NflogStep::Receive => "receiving logged packets",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NflogError {
+    #[error("nflog group {group}: {step} failed")]
+    Io {
+        group: u16,
+        step: NflogStep,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl NflogError {
+    fn io(group: u16, step: NflogStep, errno: Errno) -> NflogError {
+        NflogError::Io {
+            group,
+            step,
+            source: io::Error::from(errno),
+        }
+    }
+
+    /// The stage that failed.
+    pub fn step(&self) -> NflogStep {
+        match self {
+            NflogError::Io { step, .. } => *step,
+        }
+    }
+}
+
+/// One packet handed over by an nftables `log group` rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoggedPacket<'a> {
+    /// The packet from its network header on, cut to the copy range; empty if the kernel sent no
+    /// payload.
+    pub payload: &'a [u8],
+    /// The link-layer protocol (an EtherType such as 0x0800), in host byte order; 0 if absent.
+    pub hw_protocol: u16,
+    /// Index of the interface the packet came in on, if it came in at all.
+    pub in_ifindex: Option<u32>,
+}
+
+/// A socket bound to one NFLOG group, copying packets up to a chosen length.
+pub struct NflogSocket {
+    fd: OwnedFd,
+    group: u16,
+    datagram: Vec<u8>,
+    overruns: u64,
+}
+
+impl fmt::Debug for NflogSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NflogSocket")
+            .field("fd", &self.fd)
+            .field("group", &self.group)
+            .field("overruns", &self.overruns)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NflogSocket {
+    /// Opens a netfilter netlink socket (non-blocking, close-on-exec) in the calling thread's
+    /// network namespace and binds it to NFLOG `group`, copying up to `copy_range` bytes of each
+    /// packet from the network header (0 means as much as the kernel allows).
+    ///
+    /// Fails with `ConfigureGroup` / EPERM if another socket already owns the group. Needs
+    /// CAP_NET_ADMIN.
+    pub fn bind(group: u16, copy_range: u32) -> Result<NflogSocket, NflogError> {
+        let fail = |step| move |errno| NflogError::io(group, step, errno);
+        // Blocking at first, so the configuration answer can be awaited with a timeout.
+        let fd = socket(
+            AddressFamily::Netlink,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::NetlinkNetFilter,
+        )
+        .map_err(fail(NflogStep::OpenSocket))?;
+        bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0)).map_err(fail(NflogStep::BindSocket))?;
+        size_receive_buffer(&fd).map_err(fail(NflogStep::SizeReceiveBuffer))?;
+        setsockopt(
+            &fd,
+            sockopt::ReceiveTimeout,
+            &TimeVal::from(libc::timeval {
+                tv_sec: CONFIG_ANSWER_TIMEOUT.as_secs() as libc::time_t,
+                tv_usec: 0,
+            }),
+        )
+        .map_err(fail(NflogStep::SetConfigTimeout))?;
+
+        let mut socket = NflogSocket {
+            fd,
+            group,
+            datagram: vec![0; DATAGRAM_BUFFER_BYTES],
+            overruns: 0,
+        };
+        // The bind and the copy mode go in one message: the kernel applies them together, so no
+        // packet is ever delivered with the default copy range (the whole packet).
+        const CONFIG_SEQUENCE: u32 = 1;
+        let request = config_request(group, copy_range, CONFIG_SEQUENCE);
+        send(socket.fd.as_raw_fd(), &request, MsgFlags::empty())
+            .map_err(fail(NflogStep::SendConfig))?;
+        socket.await_config_answer(CONFIG_SEQUENCE)?;
+
+        let flags =
+            fcntl(&socket.fd, FcntlArg::F_GETFL).map_err(fail(NflogStep::SetNonBlocking))?;
+        let flags = OFlag::from_bits_retain(flags) | OFlag::O_NONBLOCK;
+        fcntl(&socket.fd, FcntlArg::F_SETFL(flags)).map_err(fail(NflogStep::SetNonBlocking))?;
+        Ok(socket)
+    }
+
+    /// Waits for the kernel's acknowledgement of request `sequence`. A packet logged in the instant
+    /// between the bind and the acknowledgement can arrive first; it is dropped, since the caller
+    /// has no callback yet.
+    fn await_config_answer(&mut self, sequence: u32) -> Result<(), NflogError> {
+        let group = self.group;
+        // The socket's receive timeout bounds each wait; this bounds the whole exchange, in case
+        // other datagrams keep arriving and no answer does.
+        let deadline = Instant::now() + CONFIG_ANSWER_TIMEOUT;
+        while Instant::now() < deadline {
+            let length = match self.receive_from_kernel() {
+                Ok(Some(length)) => length,
+                Ok(None) | Err(Errno::EINTR) => continue,
+                Err(Errno::ENOBUFS) => {
+                    self.overruns += 1;
+                    continue;
+                }
+                // The receive timeout surfaces as EAGAIN on a blocking socket.
+                Err(Errno::EAGAIN) => {
+                    return Err(NflogError::io(
+                        group,
+                        NflogStep::AwaitConfigAnswer,
+                        Errno::ETIMEDOUT,
+                    ))
+                }
+                Err(errno) => {
+                    return Err(NflogError::io(group, NflogStep::AwaitConfigAnswer, errno))
+                }
+            };
+            let datagram = self.datagram.get(..length).unwrap_or_default();
+            for message in NetlinkMessages::new(datagram) {
+                match message {
+                    NetlinkMessage::Ack { sequence: acked } if acked == sequence => return Ok(()),
+                    NetlinkMessage::Error {
+                        sequence: refused,
+                        errno,
+                    } if refused == sequence => {
+                        return Err(NflogError::io(
+                            group,
+                            NflogStep::ConfigureGroup,
+                            Errno::from_raw(errno),
+                        ))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Err(NflogError::io(
+            group,
+            NflogStep::AwaitConfigAnswer,
+            Errno::ETIMEDOUT,
+        ))
+    }
+
+    /// Drains the datagrams available now (at most `MAX_DATAGRAMS_PER_BATCH`), calling `on_packet`
+    /// for each packet logged to this socket's group; returns how many were delivered. Nothing
+    /// waiting is `Ok(0)`. A receive-buffer overrun (ENOBUFS: the kernel dropped packets) is
+    /// counted in [`overruns`](Self::overruns), not returned as an error.
+    pub fn recv_batch(
+        &mut self,
+        mut on_packet: impl FnMut(LoggedPacket<'_>),
+    ) -> Result<usize, NflogError> {
+        let mut delivered = 0;
+        let mut datagrams_read = 0;
+        while datagrams_read < MAX_DATAGRAMS_PER_BATCH {
+            let length = match self.receive_from_kernel() {
+                Ok(Some(length)) => length,
+                Ok(None) => continue,
+                Err(Errno::EAGAIN) => break,
+                Err(Errno::EINTR) => continue,
+                Err(Errno::ENOBUFS) => {
+                    self.overruns += 1;
+                    continue;
+                }
+                Err(errno) => return Err(NflogError::io(self.group, NflogStep::Receive, errno)),
+            };
+            datagrams_read += 1;
+            let datagram = self.datagram.get(..length).unwrap_or_default();
+            for message in NetlinkMessages::new(datagram) {
+                if let NetlinkMessage::Packet { group, packet } = message {
+                    if group == self.group {
+                        on_packet(packet);
+                        delivered += 1;
+                    }
+                }
+            }
+        }
+        Ok(delivered)
+    }
+
+    /// How many times the kernel reported that the receive buffer overflowed and logged packets
+    /// were lost.
+    pub fn overruns(&self) -> u64 {
+        self.overruns
+    }
+
+    /// Reads one datagram into the buffer. `Ok(None)` means it came from a user-space process
+    /// rather than the kernel (anyone may send to our port) and must be ignored.
+    fn receive_from_kernel(&mut self) -> Result<Option<usize>, Errno> {
+        let (length, sender) = recvfrom::<NetlinkAddr>(self.fd.as_raw_fd(), &mut self.datagram)?;
+        match sender {
+            Some(sender) if sender.pid() == 0 => Ok(Some(length.min(self.datagram.len()))),
+            _ => Ok(None),
+        }
+    }
+}
+
+impl AsFd for NflogSocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl AsRawFd for NflogSocket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// SO_RCVBUFFORCE passes the rmem_max limit but needs CAP_NET_ADMIN; without it SO_RCVBUF still
+/// gets as much as rmem_max allows.
+fn size_receive_buffer(fd: &OwnedFd) -> Result<(), Errno> {
+    setsockopt(fd, sockopt::RcvBufForce, &RECEIVE_BUFFER_BYTES)
+        .or_else(|_| setsockopt(fd, sockopt::RcvBuf, &RECEIVE_BUFFER_BYTES))
+}
+
+/// Builds the NFULNL_MSG_CONFIG request that binds `group`, sets the packet copy mode and range
+/// and the batching limits, and asks for an acknowledgement.
+fn config_request(group: u16, copy_range: u32, sequence: u32) -> Vec<u8> {
+    let mut copy_mode = Vec::with_capacity(6);
+    // struct nfulnl_msg_config_mode is packed: __be32 copy_range, u8 copy_mode, u8 pad.
+    copy_mode.extend_from_slice(&copy_range.to_be_bytes());
+    copy_mode.push(libc::NFULNL_COPY_PACKET as u8);
+    copy_mode.push(0);
+
+    let mut body = Vec::with_capacity(64);
+    body.push(libc::AF_UNSPEC as u8);
+    body.push(libc::NFNETLINK_V0 as u8);
+    body.extend_from_slice(&group.to_be_bytes());
+    push_attribute(
+        &mut body,
+        libc::NFULA_CFG_CMD as u16,
+        &[libc::NFULNL_CFG_CMD_BIND as u8],
+    );
+    push_attribute(&mut body, libc::NFULA_CFG_MODE as u16, &copy_mode);
+    push_attribute(
+        &mut body,
+        libc::NFULA_CFG_TIMEOUT as u16,
+        &FLUSH_TIMEOUT_HUNDREDTHS_OF_SECOND.to_be_bytes(),
+    );
+    push_attribute(
+        &mut body,
+        libc::NFULA_CFG_QTHRESH as u16,
+        &FLUSH_THRESHOLD_PACKETS.to_be_bytes(),
+    );
+
+    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16;
+    let mut message = Vec::with_capacity(NETLINK_HEADER_BYTES + body.len());
+    // The request is a few dozen bytes, so the length always fits.
+    message.extend_from_slice(&((NETLINK_HEADER_BYTES + body.len()) as u32).to_ne_bytes());
+    message.extend_from_slice(&NFULNL_MSG_TYPE_CONFIG.to_ne_bytes());
+    message.extend_from_slice(&flags.to_ne_bytes());
+    message.extend_from_slice(&sequence.to_ne_bytes());
+    // Port id 0 addresses the kernel.
+    message.extend_from_slice(&0u32.to_ne_bytes());
+    message.extend_from_slice(&body);
+    message
+}
+
+fn push_attribute(buffer: &mut Vec<u8>, attribute_type: u16, data: &[u8]) {
+    let length = (ATTRIBUTE_HEADER_BYTES + data.len()) as u16;
+    buffer.extend_from_slice(&length.to_ne_bytes());
+    buffer.extend_from_slice(&attribute_type.to_ne_bytes());
+    buffer.extend_from_slice(data);
+    buffer.resize(buffer.len() + padding_to_align4(data.len()), 0);
+}
+
+fn padding_to_align4(length: usize) -> usize {
+    (4 - length % 4) % 4
+}
+
+fn read_u16_ne(bytes: &[u8], at: usize) -> Option<u16> {
+    let field = bytes.get(at..at.checked_add(2)?)?;
+    Some(u16::from_ne_bytes(field.try_into().ok()?))
+}
+
+fn read_u32_ne(bytes: &[u8], at: usize) -> Option<u32> {
+    let field = bytes.get(at..at.checked_add(4)?)?;
+    Some(u32::from_ne_bytes(field.try_into().ok()?))
+}
+
+/// One netlink message, as far as this reader cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NetlinkMessage<'a> {
+    Packet {
+        group: u16,
+        packet: LoggedPacket<'a>,
+    },
+    /// NLMSG_ERROR with error 0: the request with this sequence number succeeded.
+    Ack { sequence: u32 },
+    /// NLMSG_ERROR: the request with this sequence number failed with this (positive) errno.
+    Error { sequence: u32, errno: i32 },
+    /// NLMSG_DONE, which ends a batch of several packets.
+    Done,
+    /// A message of a kind this reader does not use, or one whose contents do not add up.
+    Skipped,
+}
+
+/// Walks the netlink messages of one datagram. Stops at the first header whose length cannot be
+/// right, because the boundary of whatever follows is then unknown.
+struct NetlinkMessages<'a> {
+    remaining: &'a [u8],
+}
+
+impl<'a> NetlinkMessages<'a> {
+    fn new(datagram: &'a [u8]) -> Self {
+        NetlinkMessages {
+            remaining: datagram,
+        }
+    }
+}
+
+impl<'a> Iterator for NetlinkMessages<'a> {
+    type Item = NetlinkMessage<'a>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let bytes = self.remaining;
+        let declared_length = usize::try_from(read_u32_ne(bytes, 0)?).ok()?;
+        let message_type = read_u16_ne(bytes, 4)?;
+        let sequence = read_u32_ne(bytes, 8)?;
+        if declared_length < NETLINK_HEADER_BYTES || declared_length > bytes.len() {
+            self.remaining = &[];
+            return None;
+        }
+        let body = bytes.get(NETLINK_HEADER_BYTES..declared_length)?;
+        let next_start = declared_length
+            .saturating_add(padding_to_align4(declared_length))
+            .min(bytes.len());
+        self.remaining = bytes.get(next_start..).unwrap_or_default();
+
+        Some(match message_type {
+            NFULNL_MSG_TYPE_PACKET => parse_packet_message(body).unwrap_or(NetlinkMessage::Skipped),
+            NLMSG_ERROR => match read_u32_ne(body, 0) {
+                // struct nlmsgerr starts with a negative errno, 0 for an acknowledgement.
+                Some(0) => NetlinkMessage::Ack { sequence },
+                Some(error) => NetlinkMessage::Error {
+                    sequence,
+                    errno: (error as i32).saturating_neg(),
+                },
+                None => NetlinkMessage::Skipped,
+            },
+            NLMSG_DONE => NetlinkMessage::Done,
+            _ => NetlinkMessage::Skipped,
+        })
+    }
+}
+
+/// Parses the body of an NFULNL_MSG_PACKET message (nfgenmsg, then attributes). Returns `None`
+/// if any attribute's length does not fit, or an attribute this reader uses has the wrong size:
+/// a half-understood packet is not delivered.
+fn parse_packet_message(body: &[u8]) -> Option<NetlinkMessage<'_>> {
+    let nfgenmsg = body.get(..NFGENMSG_BYTES)?;
+    let group = u16::from_be_bytes([*nfgenmsg.get(2)?, *nfgenmsg.get(3)?]);
+    let mut attributes = body.get(NFGENMSG_BYTES..)?;
+    let mut packet = LoggedPacket {
+        payload: &[],
+        hw_protocol: 0,
+        in_ifindex: None,
+    };
+    while !attributes.is_empty() {
+        let declared_length = usize::from(read_u16_ne(attributes, 0)?);
+        let attribute_type = read_u16_ne(attributes, 2)? & ATTRIBUTE_TYPE_MASK;
+        if declared_length < ATTRIBUTE_HEADER_BYTES {
+            return None;
+        }
+        let data = attributes.get(ATTRIBUTE_HEADER_BYTES..declared_length)?;
+        match i32::from(attribute_type) {
+            libc::NFULA_PACKET_HDR => {
+                // struct nfulnl_msg_packet_hdr: __be16 hw_protocol, u8 hook, u8 pad.
+                if data.len() != NFULNL_PACKET_HDR_BYTES {
+                    return None;
+                }
+                packet.hw_protocol = u16::from_be_bytes([*data.first()?, *data.get(1)?]);
+            }
+            libc::NFULA_IFINDEX_INDEV => {
+                let index: [u8; IFINDEX_BYTES] = data.try_into().ok()?;
+                packet.in_ifindex = Some(u32::from_be_bytes(index));
+            }
+            libc::NFULA_PAYLOAD => packet.payload = data,
+            _ => {}
+        }
+        let next_start = declared_length
+            .saturating_add(padding_to_align4(declared_length))
+            .min(attributes.len());
+        attributes = attributes.get(next_start..)?;
+    }
+    Some(NetlinkMessage::Packet { group, packet })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GROUP: u16 = 7;
+    /// An IPv4/TCP header with IHL 4 from 192.0.2.1 to 192.0.2.2, as a scanner would send it.
+    const IHL4_PACKET: [u8; 24] = [
+        0x44, 0x00, 0x00, 0x28, 0x00, 0x01, 0x00, 0x00, 0x40, 0x06, 0xf7, 0xcb, 0xc0, 0x00, 0x02,
+        0x01, 0xc0, 0x00, 0x02, 0x02, 0x00, 0x14, 0x00, 0x50,
+    ];
+
+    fn attribute(attribute_type: u16, data: &[u8]) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        push_attribute(&mut bytes, attribute_type, data);
+        bytes
+    }
+
+    fn netlink_message(message_type: u16, flags: u16, sequence: u32, body: &[u8]) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&((NETLINK_HEADER_BYTES + body.len()) as u32).to_ne_bytes());
+        bytes.extend_from_slice(&message_type.to_ne_bytes());
+        bytes.extend_from_slice(&flags.to_ne_bytes());
+        bytes.extend_from_slice(&sequence.to_ne_bytes());
+        bytes.extend_from_slice(&0u32.to_ne_bytes());
+        bytes.extend_from_slice(body);
+        bytes.resize(bytes.len() + padding_to_align4(body.len()), 0);
+        bytes
+    }
+
+    fn packet_body(group: u16, attributes: &[Vec<u8>]) -> Vec<u8> {
+        // NFPROTO_NETDEV is what a netdev ingress chain logs with.
+        let mut body = vec![5, 0];
+        body.extend_from_slice(&group.to_be_bytes());
+        for attribute in attributes {
+            body.extend_from_slice(attribute);
+        }
+        body
+    }
+
+    /// The attributes the kernel sends for a packet logged on ingress, in its order.
+    fn kernel_like_attributes(payload: &[u8], ifindex: u32) -> Vec<Vec<u8>> {
+        vec![
+            attribute(libc::NFULA_PACKET_HDR as u16, &[0x08, 0x00, 0x00, 0x00]),
+            attribute(libc::NFULA_PREFIX as u16, b"\0"),
+            attribute(libc::NFULA_IFINDEX_INDEV as u16, &ifindex.to_be_bytes()),
+            attribute(libc::NFULA_HWTYPE as u16, &1u16.to_be_bytes()),
+            attribute(libc::NFULA_PAYLOAD as u16, payload),
+        ]
+    }
+
+    fn packet_message(group: u16, attributes: &[Vec<u8>]) -> Vec<u8> {
+        netlink_message(
+            NFULNL_MSG_TYPE_PACKET,
+            0,
+            0,
+            &packet_body(group, attributes),
+        )
+    }
+
+    fn error_message(sequence: u32, negative_errno: i32) -> Vec<u8> {
+        let mut body = negative_errno.to_ne_bytes().to_vec();
+        body.extend_from_slice(&[0; NETLINK_HEADER_BYTES]);
+        netlink_message(NLMSG_ERROR, 0, sequence, &body)
+    }
+
+    fn packets(datagram: &[u8]) -> Vec<(u16, LoggedPacket<'_>)> {
+        NetlinkMessages::new(datagram)
+            .filter_map(|message| match message {
+                NetlinkMessage::Packet { group, packet } => Some((group, packet)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_kernel_like_packet_message_yields_payload_protocol_and_interface() {
+        let datagram = packet_message(GROUP, &kernel_like_attributes(&IHL4_PACKET, 3));
+        let messages: Vec<_> = NetlinkMessages::new(&datagram).collect();
+        assert_eq!(
+            messages,
+            vec![NetlinkMessage::Packet {
+                group: GROUP,
+                packet: LoggedPacket {
+                    payload: &IHL4_PACKET,
+                    hw_protocol: 0x0800,
+                    in_ifindex: Some(3),
+                },
+            }]
+        );
+    }
+
+    #[test]
+    fn a_packet_without_optional_attributes_is_still_delivered() {
+        let datagram = packet_message(GROUP, &[]);
+        assert_eq!(
+            packets(&datagram),
+            vec![(
+                GROUP,
+                LoggedPacket {
+                    payload: &[],
+                    hw_protocol: 0,
+                    in_ifindex: None
+                }
+            )]
+        );
+    }
+
+    #[test]
+    fn flag_bits_in_the_attribute_type_are_ignored() {
+        let nested_payload = attribute(libc::NFULA_PAYLOAD as u16 | 0x8000, &IHL4_PACKET);
+        let datagram = packet_message(GROUP, &[nested_payload]);
+        let delivered = packets(&datagram);
+        assert_eq!(delivered.len(), 1);
+        assert_eq!(
+            delivered.first().map(|(_, p)| p.payload),
+            Some(&IHL4_PACKET[..])
+        );
+    }
+
+    #[test]
+    fn several_messages_in_one_datagram_are_all_read_and_done_is_recognised() {
+        let multi = libc::NLM_F_MULTI as u16;
+        let first = packet_body(GROUP, &kernel_like_attributes(&IHL4_PACKET, 3));
+        // An odd payload length makes the next message start after padding.
+        let second = packet_body(GROUP, &kernel_like_attributes(&IHL4_PACKET[..21], 4));
+        let mut datagram = netlink_message(NFULNL_MSG_TYPE_PACKET, multi, 0, &first);
+        datagram.extend(netlink_message(NFULNL_MSG_TYPE_PACKET, multi, 0, &second));
+        datagram.extend(netlink_message(NLMSG_DONE, multi, 0, &0u32.to_ne_bytes()));
+
+        let messages: Vec<_> = NetlinkMessages::new(&datagram).collect();
+        assert_eq!(messages.len(), 3);
+        assert_eq!(messages.last(), Some(&NetlinkMessage::Done));
+        let delivered = packets(&datagram);
+        let interfaces: Vec<_> = delivered.iter().map(|(_, p)| p.in_ifindex).collect();
+        assert_eq!(interfaces, vec![Some(3), Some(4)]);
+        assert_eq!(
+            delivered.get(1).map(|(_, p)| p.payload),
+            Some(&IHL4_PACKET[..21])
+        );
+    }
+
+    #[test]
+    fn an_attribute_longer_than_its_message_drops_that_message_only() {
+        let mut bad_attribute = attribute(libc::NFULA_PAYLOAD as u16, &IHL4_PACKET);
+        // Claims 40 more bytes than the message holds.
+        let claimed = (ATTRIBUTE_HEADER_BYTES + IHL4_PACKET.len() + 40) as u16;
+        bad_attribute.splice(0..2, claimed.to_ne_bytes());
+        let mut datagram = packet_message(GROUP, &[bad_attribute]);
+        datagram.extend(packet_message(
+            GROUP,
+            &kernel_like_attributes(&IHL4_PACKET, 9),
+        ));
+
+        let messages: Vec<_> = NetlinkMessages::new(&datagram).collect();
+        assert_eq!(messages.first(), Some(&NetlinkMessage::Skipped));
+        let delivered = packets(&datagram);
+        assert_eq!(delivered.len(), 1);
+        assert_eq!(delivered.first().map(|(_, p)| p.in_ifindex), Some(Some(9)));
+    }
+
+    #[test]
+    fn an_attribute_shorter_than_its_own_header_drops_the_message() {
+        let mut bad_attribute = attribute(libc::NFULA_PREFIX as u16, b"abc\0");
+        bad_attribute.splice(0..2, 2u16.to_ne_bytes());
+        let mut attributes = kernel_like_attributes(&IHL4_PACKET, 3);
+        attributes.insert(1, bad_attribute);
+        assert!(packets(&packet_message(GROUP, &attributes)).is_empty());
+    }
+
+    #[test]
+    fn a_truncated_attribute_header_drops_the_message() {
+        let mut body = packet_body(GROUP, &kernel_like_attributes(&IHL4_PACKET, 3));
+        body.extend_from_slice(&[8, 0]);
+        let datagram = netlink_message(NFULNL_MSG_TYPE_PACKET, 0, 0, &body);
+        assert!(packets(&datagram).is_empty());
+    }
+
+    #[test]
+    fn known_attributes_of_the_wrong_size_drop_the_message() {
+        let short_header = attribute(libc::NFULA_PACKET_HDR as u16, &[0x08]);
+        let long_ifindex = attribute(libc::NFULA_IFINDEX_INDEV as u16, &[0, 0, 0, 0, 3]);
+        assert!(packets(&packet_message(GROUP, &[short_header])).is_empty());
+        assert!(packets(&packet_message(GROUP, &[long_ifindex])).is_empty());
+    }
+
+    #[test]
+    fn a_body_too_short_for_nfgenmsg_is_skipped() {
+        let datagram = netlink_message(NFULNL_MSG_TYPE_PACKET, 0, 0, &[5, 0]);
+        let messages: Vec<_> = NetlinkMessages::new(&datagram).collect();
+        assert_eq!(messages, vec![NetlinkMessage::Skipped]);
+    }
+
+    #[test]
+    fn bogus_message_lengths_end_the_datagram_without_panicking() {
+        let good = packet_message(GROUP, &kernel_like_attributes(&IHL4_PACKET, 3));
+        for bogus_length in [0u32, 1, 15, u32::MAX, (good.len() * 2 + 4) as u32] {
+            let mut bogus = good.clone();
+            bogus.splice(0..4, bogus_length.to_ne_bytes());
+            let mut datagram = good.clone();
+            datagram.extend(&bogus);
+            datagram.extend(&good);
+            // Only the message before the bogus header is read.
+            assert_eq!(packets(&datagram).len(), 1, "length {bogus_length}");
+        }
+    }
+
+    #[test]
+    fn a_datagram_shorter_than_a_header_yields_nothing() {
+        let good = packet_message(GROUP, &kernel_like_attributes(&IHL4_PACKET, 3));
+        for cut in 0..NETLINK_HEADER_BYTES {
+            assert_eq!(NetlinkMessages::new(&good[..cut]).count(), 0);
+        }
+    }
+
+    #[test]
+    fn errors_and_acknowledgements_carry_their_sequence_number() {
+        let mut datagram = error_message(41, 0);
+        datagram.extend(error_message(42, -libc::EPERM));
+        datagram.extend(netlink_message(NLMSG_ERROR, 0, 43, &[0, 0]));
+        let messages: Vec<_> = NetlinkMessages::new(&datagram).collect();
+        assert_eq!(
+            messages,
+            vec![
+                NetlinkMessage::Ack { sequence: 41 },
+                NetlinkMessage::Error {
+                    sequence: 42,
+                    errno: libc::EPERM
+                },
+                NetlinkMessage::Skipped,
+            ]
+        );
+    }
+
+    #[test]
+    fn the_group_comes_from_the_message_so_other_groups_can_be_filtered() {
+        let datagram = packet_message(GROUP + 1, &kernel_like_attributes(&IHL4_PACKET, 3));
+        let groups: Vec<_> = packets(&datagram).iter().map(|(g, _)| *g).collect();
+        assert_eq!(groups, vec![GROUP + 1]);
+    }
+
+    #[test]
+    fn other_netfilter_messages_are_skipped() {
+        let queue_packet_type = (libc::NFNL_SUBSYS_QUEUE as u16) << 8;
+        let body = packet_body(GROUP, &kernel_like_attributes(&IHL4_PACKET, 3));
+        let datagram = netlink_message(queue_packet_type, 0, 0, &body);
+        let messages: Vec<_> = NetlinkMessages::new(&datagram).collect();
+        assert_eq!(messages, vec![NetlinkMessage::Skipped]);
+    }
+
+    /// Every prefix and many corrupted variants of a real-looking datagram parse without panic,
+    /// and never yield a payload that is not a slice of the input.
+    #[test]
+    fn truncated_and_corrupted_datagrams_never_panic() {
+        let mut datagram = packet_message(GROUP, &kernel_like_attributes(&IHL4_PACKET, 3));
+        datagram.extend(error_message(1, -libc::EPERM));
+        datagram.extend(packet_message(
+            GROUP,
+            &kernel_like_attributes(&IHL4_PACKET, 4),
+        ));
+        for cut in 0..=datagram.len() {
+            let prefix = &datagram[..cut];
+            for message in NetlinkMessages::new(prefix) {
+                if let NetlinkMessage::Packet { packet, .. } = message {
+                    assert!(packet.payload.len() <= prefix.len());
+                }
+            }
+        }
+        // xorshift: deterministic corruption without a random-number dependency.
+        let mut state: u32 = 0x2545_f491;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state
+        };
+        for _ in 0..20_000 {
+            let mut corrupted = datagram.clone();
+            for _ in 0..(next() % 4 + 1) {
+                let at = next() as usize % corrupted.len();
+                if let Some(byte) = corrupted.get_mut(at) {
+                    *byte = next() as u8;
+                }
+            }
+            let messages = NetlinkMessages::new(&corrupted).count();
+            assert!(messages <= corrupted.len() / NETLINK_HEADER_BYTES);
+        }
+    }
+
+    #[test]
+    fn the_config_request_binds_the_group_with_packet_copy_and_asks_for_an_ack() {
+        let request = config_request(0x0102, 128, 9);
+        assert_eq!(read_u32_ne(&request, 0), Some(request.len() as u32));
+        assert_eq!(read_u16_ne(&request, 4), Some(0x0401));
+        let flags = read_u16_ne(&request, 6).unwrap_or_default();
+        assert_eq!(
+            flags,
+            (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16,
+            "flags {flags:#x}"
+        );
+        assert_eq!(read_u32_ne(&request, 8), Some(9));
+        // nfgenmsg: AF_UNSPEC, version 0, the group in network byte order.
+        assert_eq!(request.get(16..20), Some(&[0, 0, 0x01, 0x02][..]));
+
+        let mut attributes = Vec::new();
+        let mut rest = request.get(20..).unwrap_or_default();
+        while let (Some(length), Some(kind)) = (read_u16_ne(rest, 0), read_u16_ne(rest, 2)) {
+            let length = usize::from(length);
+            let data = rest.get(4..length).unwrap_or_default().to_vec();
+            attributes.push((i32::from(kind), data));
+            rest = rest
+                .get((length + padding_to_align4(length)).min(rest.len())..)
+                .unwrap_or_default();
+        }
+        assert_eq!(
+            attributes,
+            vec![
+                (libc::NFULA_CFG_CMD, vec![libc::NFULNL_CFG_CMD_BIND as u8]),
+                (libc::NFULA_CFG_MODE, vec![0, 0, 0, 128, 2, 0]),
+                (libc::NFULA_CFG_TIMEOUT, 10u32.to_be_bytes().to_vec()),
+                (libc::NFULA_CFG_QTHRESH, 64u32.to_be_bytes().to_vec()),
+            ]
+        );
+    }
+}
