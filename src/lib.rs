@@ -4,7 +4,16 @@
 //! [`engine`] (decision) → verdict + response ([`respond`]). The edges that touch the kernel
 //! ([`queue`], [`nflog`], [`nft`]) are kept apart from the core, which does no I/O.
 
+pub mod addrset;
 pub mod config;
+pub mod daemon;
+pub mod engine;
+pub mod logging;
 pub mod nflog;
 pub mod nft;
 pub mod packet;
+pub mod queue;
+pub mod report;
+pub mod respond;
+pub mod store;
+pub mod tracker;

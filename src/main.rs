@@ -1,1 +1,125 @@
-fn main() {}
+//! The `nfsentry` command: parses the command line, loads the config, and hands over to the
+//! daemon or prints what was asked. Exit codes are decided here and nowhere else.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use log::{error, LevelFilter};
+
+use nfsentry::config::{self, Config};
+use nfsentry::nft::ruleset::{self, QueueMode};
+use nfsentry::{daemon, logging};
+
+/// Port-scan detector and inline blocker for nftables/NFQUEUE.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install the rules and watch for scans, in the foreground, until SIGINT or SIGTERM.
+    Run {
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// Log debug detail too.
+        #[arg(long)]
+        verbose: bool,
+    },
+    /// Validate the configuration: a one-line summary, or the error with file and line.
+    CheckConfig {
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
+    /// Print the nft ruleset that `run` would install.
+    Rules {
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
+}
+
+/// sysexits' EX_CONFIG: systemd units stop restarting on it.
+const EXIT_BAD_CONFIG_RUN: u8 = 78;
+/// The documented exit status of `check-config` for a bad file.
+const EXIT_BAD_CONFIG_CHECK: u8 = 2;
+const EXIT_FAILURE: u8 = 1;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config, verbose } => {
+            let config = match load(config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("nfsentry: {e}");
+                    return ExitCode::from(EXIT_BAD_CONFIG_RUN);
+                }
+            };
+            let level = if verbose {
+                LevelFilter::Debug
+            } else {
+                LevelFilter::Info
+            };
+            if let Err(e) = logging::init(&config.daemon.log, level) {
+                eprintln!("nfsentry: {e}");
+                return ExitCode::from(EXIT_BAD_CONFIG_RUN);
+            }
+            let result = daemon::run(config);
+            let code = match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    error!("{e}");
+                    ExitCode::from(EXIT_FAILURE)
+                }
+            };
+            logging::flush();
+            code
+        }
+        Command::CheckConfig { config } => match load(config) {
+            Ok(c) => {
+                println!("{}", c.summary());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("nfsentry: {e}");
+                ExitCode::from(EXIT_BAD_CONFIG_CHECK)
+            }
+        },
+        Command::Rules { config } => match load(config) {
+            Ok(c) => {
+                let devices = daemon::ingress_devices(&c);
+                let spec = daemon::ruleset_spec(&c, devices);
+                println!(
+                    "# The ruleset `nfsentry run` installs (as one netlink transaction).\n\
+                     # Kernels without nft_queue get the xt NFQUEUE target through nft compat\n\
+                     # instead of `queue`; `nft list ruleset` shows both as `queue ... bypass`."
+                );
+                print!("{}", ruleset::render(&spec, QueueMode::Native));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("nfsentry: {e}");
+                ExitCode::from(EXIT_BAD_CONFIG_CHECK)
+            }
+        },
+    }
+}
+
+/// An explicit path must exist; the default path may be absent, and then the built-in
+/// defaults apply (the daemon says so in its first log line).
+fn load(path: Option<PathBuf>) -> Result<Config, config::ConfigError> {
+    match path {
+        Some(path) => Config::load(&path),
+        None => {
+            let default = PathBuf::from(config::DEFAULT_PATH);
+            if default.exists() {
+                Config::load(&default)
+            } else {
+                Ok(Config::defaults())
+            }
+        }
+    }
+}

@@ -1,0 +1,565 @@
+//! `nfsentry run`: owns the process — start-up order, privileges, signals, threads and the
+//! packet loop that joins the kernel edges to the decision core.
+//!
+//! Start-up order matters: bind the queue before the rules that feed it exist (nfq discards
+//! packets that arrive during its handshake), drop capabilities before any thread exists
+//! (capabilities are per thread), and install the ruleset and restore blocks before the first
+//! packet is decided.
+
+use std::net::IpAddr;
+use std::num::NonZeroUsize;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime};
+
+use ipnet::IpNet;
+use log::{debug, error, info, warn};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use thiserror::Error;
+
+use crate::addrset::AddrSet;
+use crate::config::{self, Config, Origin};
+use crate::engine::{Detection, Engine, EngineSettings, Event, PacketVerdict};
+use crate::nflog::NflogSocket;
+use crate::nft::ruleset::{QueueMode, RulesetSpec};
+use crate::packet;
+use crate::queue::PacketQueue;
+use crate::report;
+use crate::respond::{self, Order, ResponderSetup};
+use crate::store::{self, BlockRecord, BlockStore};
+
+#[derive(Debug, Error)]
+pub enum DaemonError {
+    #[error("{0}")]
+    Store(#[from] store::StoreError),
+    #[error("{0}")]
+    Queue(#[from] crate::queue::QueueError),
+    #[error("cannot read short-header packets from NFLOG group {group}: {source}")]
+    Nflog {
+        group: u16,
+        source: crate::nflog::NflogError,
+    },
+    #[error("{0}")]
+    Firewall(String),
+    #[error("{what}: {source}")]
+    System {
+        what: &'static str,
+        source: std::io::Error,
+    },
+}
+
+/// IPv4 header + the first bytes of the transport header are all a short-header report needs.
+const NFLOG_COPY_BYTES: u32 = 128;
+/// A status line this often, so an admin tailing the log sees the daemon is alive.
+const STATUS_EVERY: Duration = Duration::from_secs(600);
+/// Most alert lines written per second; a spoofed flood must not flood the log too.
+const ALERT_LINES_PER_SECOND: u32 = 200;
+
+pub fn run(config: Config) -> Result<(), DaemonError> {
+    match &config.origin {
+        Origin::File(path) => info!("nfsentry starting with config {}", path.display()),
+        Origin::Defaults => info!(
+            "nfsentry starting on built-in defaults: no config file at {}",
+            config::DEFAULT_PATH
+        ),
+    }
+    info!("{}", config.summary());
+
+    let local = local_addresses();
+    let devices = ingress_devices(&config);
+    let spec = ruleset_spec(&config, devices.clone());
+
+    let (store, skipped) = BlockStore::open(&config.daemon.state_dir)?;
+    for line in skipped {
+        warn!(
+            "{}/blocks:{}: unreadable line skipped: {:?}",
+            config.daemon.state_dir.display(),
+            line.line,
+            line.text
+        );
+    }
+    let restored: Vec<BlockRecord> = store.live().cloned().collect();
+
+    let signals = block_signals()?;
+    let mut queue = PacketQueue::open(config.daemon.queue)?;
+    let mut nflog = match devices.is_empty() {
+        true => None,
+        false => Some(
+            NflogSocket::bind(config.daemon.nflog_group, NFLOG_COPY_BYTES).map_err(|source| {
+                DaemonError::Nflog {
+                    group: config.daemon.nflog_group,
+                    source,
+                }
+            })?,
+        ),
+    };
+    drop_capabilities();
+
+    let (order_tx, order_rx) = mpsc::channel();
+    let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+    let responder = respond::spawn(
+        ResponderSetup {
+            spec,
+            prefer: match config.daemon.queue_mode {
+                config::QueueMode::Auto => None,
+                config::QueueMode::Native => Some(QueueMode::Native),
+                config::QueueMode::Compat => Some(QueueMode::Compat),
+            },
+            store,
+        },
+        order_rx,
+        ready_tx,
+    )
+    .map_err(|source| DaemonError::System {
+        what: "cannot start the responder thread",
+        source,
+    })?;
+    let mode = ready_rx
+        .recv()
+        .map_err(|_| DaemonError::Firewall("the responder thread died during set-up".into()))?
+        .map_err(DaemonError::Firewall)?;
+    info!(
+        "nft ruleset installed: table inet {table} queues to NFQUEUE {queue} using {mode}{why}",
+        table = config.daemon.table,
+        queue = config.daemon.queue,
+        why = match mode {
+            QueueMode::Compat => " (this kernel has no nft_queue)",
+            QueueMode::Native => "",
+        }
+    );
+    if devices.is_empty() {
+        warn!("no network interface for the netdev ingress chain: short IPv4 headers go unseen");
+    } else {
+        info!(
+            "short IPv4 headers are caught on {} via NFLOG group {}",
+            devices.join(", "),
+            config.daemon.nflog_group
+        );
+    }
+
+    let mut pipeline = Pipeline::new(&config, &local, order_tx.clone());
+    let now_instant = Instant::now();
+    let now_system = SystemTime::now();
+    for block in &restored {
+        let until = block.remaining(now_system).map(|left| now_instant + left);
+        pipeline.engine.restore_blocked(block.source, until);
+    }
+    info!("watching; {} blocks in place", restored.len());
+
+    let result = pipeline.run(&mut queue, nflog.as_mut(), &signals);
+    pipeline.log_status("stopping");
+    let _ = order_tx.send(Order::Shutdown);
+    if responder.join().is_err() {
+        error!("the responder thread panicked");
+    }
+    result
+}
+
+/// The packet loop and its counters.
+struct Pipeline {
+    engine: Engine,
+    orders: mpsc::Sender<Order>,
+    block_timeout: Option<Duration>,
+    default_verdict: PacketVerdict,
+    alerts: AlertLimiter,
+    stats: Stats,
+}
+
+#[derive(Default)]
+struct Stats {
+    queued: u64,
+    logged_short: u64,
+    malformed: u64,
+    detections: u64,
+    blocks: u64,
+    refused: u64,
+}
+
+impl Pipeline {
+    fn new(config: &Config, local: &[IpAddr], orders: mpsc::Sender<Order>) -> Self {
+        let mut ignore: Vec<IpNet> = config.detect.ignore.clone();
+        ignore.extend(local.iter().map(|&a| IpNet::from(a)));
+        let default_verdict = match config.respond.verdict {
+            config::Verdict::Drop => PacketVerdict::Drop,
+            config::Verdict::Accept => PacketVerdict::Accept,
+        };
+        let settings = EngineSettings {
+            scan_trigger: config.detect.scan_trigger,
+            window: config.detect.window,
+            max_sources: NonZeroUsize::new(config.detect.max_sources).unwrap_or(NonZeroUsize::MIN),
+            max_blocks: config.respond.max_blocks,
+            block_timeout: config.respond.block_timeout,
+            verdict: default_verdict,
+            ignore: AddrSet::new(&ignore),
+            block: !config.respond.actions.is_empty(),
+        };
+        Pipeline {
+            engine: Engine::new(settings),
+            orders,
+            block_timeout: config.respond.block_timeout,
+            default_verdict,
+            alerts: AlertLimiter::new(ALERT_LINES_PER_SECOND),
+            stats: Stats::default(),
+        }
+    }
+
+    fn run(
+        &mut self,
+        queue: &mut PacketQueue,
+        mut nflog: Option<&mut NflogSocket>,
+        signals: &SignalFd,
+    ) -> Result<(), DaemonError> {
+        let mut next_status = Instant::now() + STATUS_EVERY;
+        // Without the queue's descriptor there is nothing to sleep on: poll briefly instead.
+        let timeout = match queue.fd() {
+            Some(_) => PollTimeout::from(1000u16),
+            None => PollTimeout::from(10u16),
+        };
+        loop {
+            let (queue_ready, nflog_ready, signal_ready) = {
+                let mut fds: Vec<PollFd> = Vec::with_capacity(3);
+                fds.push(PollFd::new(signals.as_fd(), PollFlags::POLLIN));
+                let queue_fd: Option<BorrowedFd> = queue.fd();
+                if let Some(fd) = queue_fd {
+                    fds.push(PollFd::new(fd, PollFlags::POLLIN));
+                }
+                if let Some(n) = nflog.as_deref() {
+                    fds.push(PollFd::new(n.as_fd(), PollFlags::POLLIN));
+                }
+                match poll(&mut fds, timeout) {
+                    Ok(_) => {}
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => {
+                        return Err(DaemonError::System {
+                            what: "poll failed",
+                            source: e.into(),
+                        })
+                    }
+                }
+                let readable = |i: usize| {
+                    fds.get(i)
+                        .and_then(|f| f.revents())
+                        .is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLERR))
+                };
+                let queue_index = 1;
+                let nflog_index = if queue_fd.is_some() { 2 } else { 1 };
+                (
+                    queue_fd.is_none() || readable(queue_index),
+                    nflog.is_some() && readable(nflog_index),
+                    readable(0),
+                )
+            };
+
+            if queue_ready {
+                queue.drain(|bytes| self.decide_queued(bytes))?;
+            }
+            if nflog_ready {
+                if let Some(n) = nflog.as_deref_mut() {
+                    let result = n.recv_batch(|logged| self.note_short_header(logged.payload));
+                    if let Err(e) = result {
+                        error!("NFLOG receive failed: {e}");
+                    }
+                }
+            }
+            if signal_ready {
+                match signals.read_signal() {
+                    Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32) {
+                        Ok(Signal::SIGUSR1) => self.log_status("status"),
+                        Ok(Signal::SIGHUP) => {
+                            warn!("SIGHUP: configuration reload is not supported; restart nfsentry to apply changes")
+                        }
+                        Ok(signal) => {
+                            info!("{signal} received, shutting down");
+                            return Ok(());
+                        }
+                        Err(_) => {}
+                    },
+                    Ok(None) => {}
+                    Err(e) => warn!("reading signals failed: {e}"),
+                }
+            }
+            self.alerts.roll_over(Instant::now());
+            if Instant::now() >= next_status {
+                self.log_status("status");
+                next_status = Instant::now() + STATUS_EVERY;
+            }
+        }
+    }
+
+    fn decide_queued(&mut self, bytes: &[u8]) -> PacketVerdict {
+        self.stats.queued += 1;
+        match packet::parse(bytes) {
+            Ok(parsed) => {
+                let kind = packet::classify(&parsed);
+                let outcome = self.engine.observe(&parsed, kind, Instant::now());
+                self.act_on(outcome.event);
+                outcome.verdict
+            }
+            Err(e) => {
+                self.stats.malformed += 1;
+                debug!("malformed queued packet ({} bytes): {e}", bytes.len());
+                self.default_verdict
+            }
+        }
+    }
+
+    /// Short-header packets reach nfsentry through NFLOG: the kernel drops them anyway, so there
+    /// is no verdict to give, only a source to count.
+    fn note_short_header(&mut self, bytes: &[u8]) {
+        self.stats.logged_short += 1;
+        match packet::parse(bytes) {
+            Ok(parsed) => {
+                let kind = packet::classify(&parsed);
+                let outcome = self.engine.observe(&parsed, kind, Instant::now());
+                self.act_on(outcome.event);
+            }
+            Err(e) => {
+                self.stats.malformed += 1;
+                debug!("short-header packet without a readable source: {e}");
+            }
+        }
+    }
+
+    fn act_on(&mut self, event: Event) {
+        match event {
+            Event::Ignored | Event::AlreadyBlocked => {}
+            Event::Detected(d) => {
+                self.stats.detections += 1;
+                self.alert(&d);
+            }
+            Event::Block(d) => {
+                self.stats.detections += 1;
+                self.stats.blocks += 1;
+                self.alert(&d);
+                self.order_block(&d);
+            }
+            Event::BlockRefused(d) => {
+                self.stats.detections += 1;
+                self.stats.refused += 1;
+                self.alert(&d);
+                if self.alerts.allow(Instant::now()) {
+                    error!(
+                        "block table full: {} is not blocked (raise respond.max_blocks?)",
+                        d.source
+                    );
+                }
+            }
+        }
+    }
+
+    fn alert(&mut self, d: &Detection) {
+        if self.alerts.allow(Instant::now()) {
+            warn!("{}", report::detection_line(d));
+        }
+    }
+
+    fn order_block(&mut self, d: &Detection) {
+        let now = SystemTime::now();
+        let added = store::unix_seconds(now);
+        let record = BlockRecord {
+            source: d.source,
+            added,
+            expires: self
+                .block_timeout
+                .map(|t| added.saturating_add(t.as_secs().max(1))),
+            protocol: d.protocol.to_string(),
+            port: d.port,
+            kind: d.kind.word().to_string(),
+        };
+        let history_line = report::history_line(now, d.source, d.protocol, d.port);
+        if self
+            .orders
+            .send(Order::Block {
+                record,
+                history_line,
+            })
+            .is_err()
+        {
+            error!(
+                "the responder thread is gone: {} is dropped inline but not blocked",
+                d.source
+            );
+        }
+    }
+
+    fn log_status(&self, what: &str) {
+        let s = &self.stats;
+        info!(
+            "{what}: {} packets queued, {} short headers logged, {} malformed, {} detections, \
+             {} blocks ordered, {} refused (table full), {} blocked now, {} sources tracked, \
+             {} evicted, {} alert lines suppressed",
+            s.queued,
+            s.logged_short,
+            s.malformed,
+            s.detections,
+            s.blocks,
+            s.refused,
+            self.engine.blocked_count(),
+            self.engine.tracked_sources(),
+            self.engine.evicted_sources(),
+            self.alerts.suppressed_total
+        );
+    }
+}
+
+/// At most `per_second` lines a second; what is held back is counted and said once a second.
+struct AlertLimiter {
+    per_second: u32,
+    second_start: Instant,
+    used: u32,
+    suppressed: u64,
+    suppressed_total: u64,
+}
+
+impl AlertLimiter {
+    fn new(per_second: u32) -> Self {
+        AlertLimiter {
+            per_second,
+            second_start: Instant::now(),
+            used: 0,
+            suppressed: 0,
+            suppressed_total: 0,
+        }
+    }
+
+    fn allow(&mut self, now: Instant) -> bool {
+        self.roll_over(now);
+        if self.used < self.per_second {
+            self.used += 1;
+            true
+        } else {
+            self.suppressed += 1;
+            self.suppressed_total += 1;
+            false
+        }
+    }
+
+    fn roll_over(&mut self, now: Instant) {
+        if now.duration_since(self.second_start) < Duration::from_secs(1) {
+            return;
+        }
+        if self.suppressed > 0 {
+            warn!(
+                "{} alert lines suppressed in the last second (flood of sources?)",
+                self.suppressed
+            );
+        }
+        self.second_start = now;
+        self.used = 0;
+        self.suppressed = 0;
+    }
+}
+
+pub fn ruleset_spec(config: &Config, ingress_devices: Vec<String>) -> RulesetSpec {
+    let (ignore_v4, ignore_v6) = config.detect.ignore.iter().fold(
+        (Vec::new(), Vec::new()),
+        |(mut v4, mut v6), net| {
+            match net {
+                IpNet::V4(n) => v4.push(*n),
+                IpNet::V6(n) => v6.push(*n),
+            }
+            (v4, v6)
+        },
+    );
+    RulesetSpec {
+        table: config.daemon.table.clone(),
+        queue: config.daemon.queue,
+        tcp_ports: config.monitor.tcp.ranges().collect(),
+        udp_ports: config.monitor.udp.ranges().collect(),
+        ignore_v4,
+        ignore_v6,
+        ingress_devices,
+        nflog_group: config.daemon.nflog_group,
+    }
+}
+
+/// The configured devices, or every non-loopback interface present now.
+pub fn ingress_devices(config: &Config) -> Vec<String> {
+    if !config.daemon.interfaces.is_empty() {
+        return config.daemon.interfaces.clone();
+    }
+    let mut names: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .map(|dir| {
+            dir.filter_map(|entry| entry.ok())
+                .filter_map(|entry| entry.file_name().into_string().ok())
+                .filter(|name| name != "lo")
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// The host's own addresses: never counted nor blocked, so spoofing them cannot make nfsentry
+/// shut the host out of itself.
+fn local_addresses() -> Vec<IpAddr> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        warn!("cannot list local addresses; only the configured ignore list protects them");
+        return Vec::new();
+    };
+    let mut found: Vec<IpAddr> = addrs
+        .filter_map(|ifa| ifa.address)
+        .filter_map(|a| {
+            a.as_sockaddr_in()
+                .map(|s| IpAddr::V4(s.ip()))
+                .or_else(|| a.as_sockaddr_in6().map(|s| IpAddr::V6(s.ip())))
+        })
+        .collect();
+    found.sort();
+    found.dedup();
+    found
+}
+
+/// Signals are read from a signalfd in the packet loop; blocked here, before any thread
+/// starts, so that every thread inherits the mask and none is interrupted.
+fn block_signals() -> Result<SignalFd, DaemonError> {
+    let mut mask = SigSet::empty();
+    for signal in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGUSR1,
+    ] {
+        mask.add(signal);
+    }
+    mask.thread_block().map_err(|e| DaemonError::System {
+        what: "cannot block signals",
+        source: e.into(),
+    })?;
+    SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).map_err(|e| {
+        DaemonError::System {
+            what: "cannot create a signalfd",
+            source: e.into(),
+        }
+    })
+}
+
+/// Keeps only CAP_NET_ADMIN (queue, NFLOG, nftables) once the sockets and files are open.
+fn drop_capabilities() {
+    use caps::{CapSet, Capability, CapsHashSet};
+    let keep: CapsHashSet = [Capability::CAP_NET_ADMIN].into_iter().collect();
+    let has_admin = caps::has_cap(None, CapSet::Effective, Capability::CAP_NET_ADMIN).unwrap_or(false);
+    if !has_admin {
+        warn!("running without CAP_NET_ADMIN: nftables changes will fail");
+        return;
+    }
+    let bounding = caps::read(None, CapSet::Bounding).unwrap_or_default();
+    for cap in bounding.difference(&keep) {
+        if let Err(e) = caps::drop(None, CapSet::Bounding, *cap) {
+            debug!("cannot drop {cap} from the bounding set: {e}");
+        }
+    }
+    let targets = [
+        (CapSet::Inheritable, CapsHashSet::new()),
+        (CapSet::Effective, keep.clone()),
+        (CapSet::Permitted, keep),
+    ];
+    for (set, target) in targets {
+        if let Err(e) = caps::set(None, set, &target) {
+            warn!("cannot reduce {set:?} capabilities: {e}");
+        }
+    }
+    debug!("capabilities reduced to CAP_NET_ADMIN");
+}

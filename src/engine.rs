@@ -1,0 +1,310 @@
+//! The decision core: one classified packet and the current time in, a verdict and what to do
+//! about its source out.
+//!
+//! No I/O, no clock, no kernel: the daemon feeds it, and tests drive it on a fake clock. It
+//! remembers which sources it has ordered blocked so that packets already queued behind the
+//! triggering one are dropped without waiting for the firewall, and so that one scanner yields
+//! one block order, not one per packet.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::num::NonZeroUsize;
+use std::time::{Duration, Instant};
+
+use crate::addrset::AddrSet;
+use crate::packet::{Packet, ScanKind, Transport};
+use crate::tracker::{Target, Tracker};
+
+/// The answer to the kernel for one queued packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PacketVerdict {
+    Accept,
+    Drop,
+}
+
+/// How the engine is tuned; built by the daemon from the validated config.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// React on hit number `scan_trigger + 1` (PortSentry's meaning).
+    pub scan_trigger: u32,
+    pub window: Duration,
+    pub max_sources: NonZeroUsize,
+    pub max_blocks: usize,
+    pub block_timeout: Option<Duration>,
+    /// Verdict for queued packets from sources that are watched but not (yet) blocked.
+    pub verdict: PacketVerdict,
+    /// Sources never counted nor blocked: the configured ignore list plus the host's own
+    /// addresses.
+    pub ignore: AddrSet,
+    /// When false, detections are reported but nothing is blocked (alert-only).
+    pub block: bool,
+}
+
+/// One detection: what a source did, for the log line and the block order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Detection {
+    pub source: IpAddr,
+    pub kind: ScanKind,
+    pub protocol: &'static str,
+    /// Destination port, or for portless detections the IP protocol number.
+    pub port: u16,
+    /// The source's hit count including this packet.
+    pub hits: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The source is on the ignore list: nothing is counted.
+    Ignored,
+    /// The source is already blocked: the packet is dropped, nothing new is reported.
+    AlreadyBlocked,
+    /// Counted, below the trigger.
+    Detected(Detection),
+    /// Counted and past the trigger: block the source.
+    Block(Detection),
+    /// Past the trigger, but `max_blocks` sources are blocked already.
+    BlockRefused(Detection),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub verdict: PacketVerdict,
+    pub event: Event,
+}
+
+pub struct Engine {
+    settings: EngineSettings,
+    tracker: Tracker,
+    /// Blocked sources and when their block ends (None: never).
+    blocked: HashMap<IpAddr, Option<Instant>>,
+}
+
+impl Engine {
+    pub fn new(settings: EngineSettings) -> Self {
+        Engine {
+            tracker: Tracker::new(settings.window, settings.max_sources),
+            blocked: HashMap::new(),
+            settings,
+        }
+    }
+
+    /// Marks sources blocked by an earlier run (or by another path) so they are not reported
+    /// and ordered blocked again.
+    pub fn restore_blocked(&mut self, source: IpAddr, until: Option<Instant>) {
+        self.blocked.insert(source, until);
+    }
+
+    /// Forgets a block that was lifted outside the engine (expiry handled by the responder).
+    pub fn release(&mut self, source: &IpAddr) {
+        self.blocked.remove(source);
+    }
+
+    pub fn blocked_count(&self) -> usize {
+        self.blocked.len()
+    }
+
+    pub fn tracked_sources(&self) -> usize {
+        self.tracker.len()
+    }
+
+    pub fn evicted_sources(&self) -> u64 {
+        self.tracker.evicted()
+    }
+
+    /// Decides about one classified packet.
+    pub fn observe(&mut self, packet: &Packet, kind: ScanKind, now: Instant) -> Outcome {
+        let source = packet.src;
+        if self.settings.ignore.contains(source) || source.is_unspecified() {
+            return Outcome {
+                verdict: PacketVerdict::Accept,
+                event: Event::Ignored,
+            };
+        }
+        if self.is_blocked(&source, now) {
+            return Outcome {
+                verdict: PacketVerdict::Drop,
+                event: Event::AlreadyBlocked,
+            };
+        }
+
+        let (protocol, protocol_number, port) = match packet.transport {
+            Transport::Tcp { dport, .. } => ("TCP", 6, dport),
+            Transport::Udp { dport, .. } => ("UDP", 17, dport),
+            Transport::Other { protocol } => ("IP", protocol, u16::from(protocol)),
+        };
+        let target = Target {
+            protocol: protocol_number,
+            port,
+        };
+        let hits = self.tracker.record(source, target, now);
+        let detection = Detection {
+            source,
+            kind,
+            protocol,
+            port,
+            hits,
+        };
+
+        if hits <= self.settings.scan_trigger || !self.settings.block {
+            return Outcome {
+                verdict: self.settings.verdict,
+                event: Event::Detected(detection),
+            };
+        }
+        if self.blocked.len() >= self.settings.max_blocks {
+            return Outcome {
+                verdict: PacketVerdict::Drop,
+                event: Event::BlockRefused(detection),
+            };
+        }
+        let until = self.settings.block_timeout.map(|t| now + t);
+        self.blocked.insert(source, until);
+        self.tracker.forget(&source);
+        Outcome {
+            verdict: PacketVerdict::Drop,
+            event: Event::Block(detection),
+        }
+    }
+
+    fn is_blocked(&mut self, source: &IpAddr, now: Instant) -> bool {
+        match self.blocked.get(source) {
+            None => false,
+            Some(Some(until)) if *until <= now => {
+                self.blocked.remove(source);
+                false
+            }
+            Some(_) => true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::{IpOptions, TcpFlags};
+    use ipnet::IpNet;
+
+    fn settings(trigger: u32) -> EngineSettings {
+        let ignore: Vec<IpNet> = vec!["127.0.0.0/8".parse().unwrap(), "192.0.2.0/24".parse().unwrap()];
+        EngineSettings {
+            scan_trigger: trigger,
+            window: Duration::from_secs(600),
+            max_sources: NonZeroUsize::new(1024).unwrap(),
+            max_blocks: 4,
+            block_timeout: None,
+            verdict: PacketVerdict::Drop,
+            ignore: AddrSet::new(&ignore),
+            block: true,
+        }
+    }
+
+    fn syn(src: &str, dport: u16) -> Packet {
+        Packet {
+            src: src.parse().unwrap(),
+            dst: "203.0.113.1".parse().unwrap(),
+            transport: Transport::Tcp {
+                sport: 40000,
+                dport,
+                flags: TcpFlags(TcpFlags::SYN),
+                connect_like: false,
+            },
+            ip_options: IpOptions::default(),
+            header_words: 5,
+        }
+    }
+
+    fn observe(engine: &mut Engine, packet: &Packet, now: Instant) -> Outcome {
+        let kind = crate::packet::classify(packet);
+        engine.observe(packet, kind, now)
+    }
+
+    #[test]
+    fn trigger_zero_blocks_on_the_first_hit_and_drops_it() {
+        let mut e = Engine::new(settings(0));
+        let now = Instant::now();
+        let out = observe(&mut e, &syn("198.51.100.7", 23), now);
+        assert_eq!(out.verdict, PacketVerdict::Drop);
+        match out.event {
+            Event::Block(d) => {
+                assert_eq!(d.kind, ScanKind::SynNormal);
+                assert_eq!(d.protocol, "TCP");
+                assert_eq!(d.port, 23);
+                assert_eq!(d.hits, 1);
+            }
+            other => panic!("expected a block, got {other:?}"),
+        }
+        let again = observe(&mut e, &syn("198.51.100.7", 24), now);
+        assert_eq!(again.event, Event::AlreadyBlocked);
+        assert_eq!(again.verdict, PacketVerdict::Drop);
+    }
+
+    #[test]
+    fn trigger_two_blocks_on_the_third_distinct_port() {
+        let mut e = Engine::new(settings(2));
+        let now = Instant::now();
+        let src = "198.51.100.7";
+        assert!(matches!(observe(&mut e, &syn(src, 1), now).event, Event::Detected(_)));
+        assert!(matches!(observe(&mut e, &syn(src, 1), now).event, Event::Detected(_)));
+        assert!(matches!(observe(&mut e, &syn(src, 2), now).event, Event::Detected(_)));
+        assert!(matches!(observe(&mut e, &syn(src, 3), now).event, Event::Block(_)));
+    }
+
+    #[test]
+    fn ignored_sources_are_accepted_and_never_counted() {
+        let mut e = Engine::new(settings(0));
+        let now = Instant::now();
+        for port in 1..100 {
+            let out = observe(&mut e, &syn("192.0.2.50", port), now);
+            assert_eq!(out.event, Event::Ignored);
+            assert_eq!(out.verdict, PacketVerdict::Accept);
+        }
+        assert_eq!(e.tracked_sources(), 0);
+        assert_eq!(e.blocked_count(), 0);
+    }
+
+    #[test]
+    fn a_block_with_a_timeout_ends_and_the_source_is_watched_again() {
+        let mut s = settings(0);
+        s.block_timeout = Some(Duration::from_secs(60));
+        let mut e = Engine::new(s);
+        let start = Instant::now();
+        assert!(matches!(observe(&mut e, &syn("198.51.100.7", 1), start).event, Event::Block(_)));
+        let during = start + Duration::from_secs(59);
+        assert_eq!(observe(&mut e, &syn("198.51.100.7", 2), during).event, Event::AlreadyBlocked);
+        let after = start + Duration::from_secs(61);
+        assert!(matches!(observe(&mut e, &syn("198.51.100.7", 3), after).event, Event::Block(_)));
+    }
+
+    #[test]
+    fn the_block_table_is_bounded() {
+        let mut e = Engine::new(settings(0));
+        let now = Instant::now();
+        for i in 0..4 {
+            let out = observe(&mut e, &syn(&format!("198.51.100.{i}"), 1), now);
+            assert!(matches!(out.event, Event::Block(_)));
+        }
+        let out = observe(&mut e, &syn("198.51.100.200", 1), now);
+        assert!(matches!(out.event, Event::BlockRefused(_)));
+        assert_eq!(out.verdict, PacketVerdict::Drop);
+        assert_eq!(e.blocked_count(), 4);
+    }
+
+    #[test]
+    fn alert_only_reports_but_never_blocks() {
+        let mut s = settings(0);
+        s.block = false;
+        s.verdict = PacketVerdict::Accept;
+        let mut e = Engine::new(s);
+        let out = observe(&mut e, &syn("198.51.100.7", 1), Instant::now());
+        assert!(matches!(out.event, Event::Detected(_)));
+        assert_eq!(out.verdict, PacketVerdict::Accept);
+    }
+
+    #[test]
+    fn restored_blocks_are_not_ordered_again() {
+        let mut e = Engine::new(settings(0));
+        e.restore_blocked("198.51.100.7".parse().unwrap(), None);
+        let out = observe(&mut e, &syn("198.51.100.7", 1), Instant::now());
+        assert_eq!(out.event, Event::AlreadyBlocked);
+    }
+}

@@ -1,0 +1,181 @@
+//! The NFQUEUE edge: receive queued packets and give the kernel its verdict for each.
+//!
+//! It knows nothing of scans; the caller's closure decides. Every message received is answered,
+//! even when the closure cannot make sense of the packet, because an unanswered packet holds
+//! its queue slot in the kernel until the queue overflows.
+
+use std::io;
+use std::os::fd::{BorrowedFd, RawFd};
+
+use log::warn;
+use nfq::{Queue, Verdict};
+use thiserror::Error;
+
+use crate::engine::PacketVerdict;
+
+/// Enough for an IPv4 header with options (60) plus a TCP header with options (60), or an IPv6
+/// header with a few extension headers: classification never needs the payload.
+pub const COPY_RANGE_BYTES: u16 = 256;
+/// Kernel-side queue length. Overflow is dropped (fail closed): everything queued is addressed
+/// to a port with no service, or is malformed, so dropping it under a flood costs nobody.
+pub const QUEUE_MAX_LEN: u32 = 16384;
+/// The default socket buffer holds ~500 packets; a short stall then loses packets.
+pub const RECV_BUFFER_BYTES: usize = 8 << 20;
+
+#[derive(Debug, Error)]
+pub enum QueueError {
+    #[error("cannot open the NFQUEUE netlink socket: {0}")]
+    Open(io::Error),
+    #[error("cannot bind NFQUEUE {queue} (is another nfsentry or NFQUEUE reader running?): {source}")]
+    Bind { queue: u16, source: io::Error },
+    #[error("cannot configure NFQUEUE {queue} ({what}): {source}")]
+    Configure {
+        queue: u16,
+        what: &'static str,
+        source: io::Error,
+    },
+    #[error("NFQUEUE {queue} receive failed: {source}")]
+    Receive { queue: u16, source: io::Error },
+}
+
+pub struct PacketQueue {
+    queue: Queue,
+    fd: Option<RawFd>,
+    number: u16,
+}
+
+impl PacketQueue {
+    /// Binds queue `number`. Call before the nft rules that feed it exist: the binding
+    /// handshake discards packet messages that arrive while it waits for acks.
+    pub fn open(number: u16) -> Result<PacketQueue, QueueError> {
+        let expected_fd = lowest_free_fd();
+        let mut queue = Queue::open().map_err(QueueError::Open)?;
+        let fd = expected_fd.filter(|&fd| is_netfilter_socket(fd));
+        match fd {
+            Some(fd) => {
+                if let Err(e) = set_receive_buffer(fd, RECV_BUFFER_BYTES) {
+                    warn!("NFQUEUE socket buffer stays at the default size: {e}");
+                }
+            }
+            None => warn!("cannot find the NFQUEUE socket; its buffer stays at the default size"),
+        }
+        let configure = |what, source| QueueError::Configure {
+            queue: number,
+            what,
+            source,
+        };
+        queue.bind(number).map_err(|source| QueueError::Bind {
+            queue: number,
+            source,
+        })?;
+        queue
+            .set_copy_range(number, COPY_RANGE_BYTES)
+            .map_err(|e| configure("copy range", e))?;
+        queue
+            .set_queue_max_len(number, QUEUE_MAX_LEN)
+            .map_err(|e| configure("queue length", e))?;
+        queue
+            .set_fail_open(number, false)
+            .map_err(|e| configure("fail-closed", e))?;
+        queue.set_nonblocking(true);
+        Ok(PacketQueue { queue, fd, number })
+    }
+
+    /// The socket to poll for readability, when it could be identified.
+    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
+        // SAFETY: the fd belongs to `self.queue`, which outlives the borrow.
+        self.fd.map(|fd| unsafe { BorrowedFd::borrow_raw(fd) })
+    }
+
+    /// Answers every packet waiting now; returns how many. `decide` sees the packet from its
+    /// IP header on.
+    pub fn drain(
+        &mut self,
+        mut decide: impl FnMut(&[u8]) -> PacketVerdict,
+    ) -> Result<usize, QueueError> {
+        let mut answered = 0;
+        loop {
+            let mut message = match self.queue.recv() {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(answered),
+                // A verdict for a packet the kernel already let go (e.g. the queue was
+                // flushed) comes back as an error message; it is not ours to stop for.
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(source) => {
+                    return Err(QueueError::Receive {
+                        queue: self.number,
+                        source,
+                    })
+                }
+            };
+            let verdict = match decide(message.get_payload()) {
+                PacketVerdict::Accept => Verdict::Accept,
+                PacketVerdict::Drop => Verdict::Drop,
+            };
+            message.set_verdict(verdict);
+            self.queue
+                .verdict(message)
+                .map_err(|source| QueueError::Receive {
+                    queue: self.number,
+                    source,
+                })?;
+            answered += 1;
+        }
+    }
+}
+
+/// nfq does not expose its socket. It is created by the next `socket()` call, which takes the
+/// lowest free descriptor; this runs before any other thread exists, so nothing can race it.
+/// The result is checked with [`is_netfilter_socket`] before it is used.
+fn lowest_free_fd() -> Option<RawFd> {
+    // SAFETY: plain dup/close of a descriptor we own.
+    unsafe {
+        let probe = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if probe < 0 {
+            return None;
+        }
+        libc::close(probe);
+        Some(probe)
+    }
+}
+
+fn is_netfilter_socket(fd: RawFd) -> bool {
+    let get = |opt| -> Option<libc::c_int> {
+        let mut value: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into `value`.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&mut value as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        (rc == 0).then_some(value)
+    };
+    get(libc::SO_DOMAIN) == Some(libc::AF_NETLINK)
+        && get(libc::SO_PROTOCOL) == Some(libc::NETLINK_NETFILTER)
+}
+
+fn set_receive_buffer(fd: RawFd, bytes: usize) -> io::Result<()> {
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+        // SAFETY: setsockopt reads one c_int.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+    }
+    Err(io::Error::last_os_error())
+}

@@ -1,0 +1,386 @@
+//! What nfsentry must not forget across a crash or restart: the blocks in place (`blocks`, an
+//! append-only journal) and PortSentry's `history` file.
+//!
+//! The journal is appended and fsync'd once per batch of changes, so a burst of blocks costs one
+//! disk flush, and a crash can at worst tear the last line, which is skipped on load. It is
+//! rewritten compactly (write, fsync, rename, fsync the directory) at start-up. This module
+//! knows files only; it neither decides nor talks to the firewall.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use thiserror::Error;
+
+const JOURNAL: &str = "blocks";
+const HISTORY: &str = "history";
+const JOURNAL_HEADER: &str = "# nfsentry blocks journal: '+ ADDR ADDED EXPIRES PROTO PORT KIND' \
+adds, '- ADDR' removes; EXPIRES is a unix time or 'never'. Rewritten at start.";
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("cannot create state directory {path}: {source}")]
+    CreateDir { path: PathBuf, source: io::Error },
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+}
+
+/// One block as remembered on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockRecord {
+    pub source: IpAddr,
+    /// Unix seconds.
+    pub added: u64,
+    /// Unix seconds; None = until released by hand.
+    pub expires: Option<u64>,
+    pub protocol: String,
+    pub port: u16,
+    /// The scan type word that triggered the block (`SYN/Normal`, ...).
+    pub kind: String,
+}
+
+impl BlockRecord {
+    /// Time left at `now`; None when the block never expires, zero when it is due.
+    pub fn remaining(&self, now: SystemTime) -> Option<Duration> {
+        let expires = self.expires?;
+        let now = unix_seconds(now);
+        Some(Duration::from_secs(expires.saturating_sub(now)))
+    }
+
+    pub fn is_expired(&self, now: SystemTime) -> bool {
+        self.remaining(now).is_some_and(|left| left.is_zero())
+    }
+
+    fn journal_line(&self) -> String {
+        let expires = self
+            .expires
+            .map_or_else(|| "never".to_string(), |e| e.to_string());
+        format!(
+            "+ {} {} {} {} {} {}",
+            self.source, self.added, expires, self.protocol, self.port, self.kind
+        )
+    }
+
+    fn parse(fields: &[&str]) -> Option<BlockRecord> {
+        let [source, added, expires, protocol, port, kind] = fields else {
+            return None;
+        };
+        Some(BlockRecord {
+            source: source.parse().ok()?,
+            added: added.parse().ok()?,
+            expires: match *expires {
+                "never" => None,
+                e => Some(e.parse().ok()?),
+            },
+            protocol: (*protocol).to_string(),
+            port: port.parse().ok()?,
+            kind: (*kind).to_string(),
+        })
+    }
+}
+
+pub fn unix_seconds(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The live blocks, backed by the journal in the state directory.
+pub struct BlockStore {
+    dir: PathBuf,
+    journal: File,
+    live: HashMap<IpAddr, BlockRecord>,
+    history: File,
+    dirty: bool,
+}
+
+/// Lines of the journal that could not be read back (a torn last line after a crash, or a hand
+/// edit), reported by the daemon rather than failing the start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedLine {
+    pub line: usize,
+    pub text: String,
+}
+
+impl BlockStore {
+    /// Opens (creating if needed) the state directory, replays the journal and rewrites it.
+    pub fn open(dir: &Path) -> Result<(BlockStore, Vec<SkippedLine>), StoreError> {
+        fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let journal_path = dir.join(JOURNAL);
+        let (live, skipped) = replay(&journal_path)?;
+        rewrite(dir, &live)?;
+        let journal = open_append(&journal_path)?;
+        let history = open_append(&dir.join(HISTORY))?;
+        Ok((
+            BlockStore {
+                dir: dir.to_path_buf(),
+                journal,
+                live,
+                history,
+                dirty: false,
+            },
+            skipped,
+        ))
+    }
+
+    pub fn live(&self) -> impl Iterator<Item = &BlockRecord> {
+        self.live.values()
+    }
+
+    pub fn get(&self, source: &IpAddr) -> Option<&BlockRecord> {
+        self.live.get(source)
+    }
+
+    pub fn len(&self) -> usize {
+        self.live.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.live.is_empty()
+    }
+
+    /// Records a block and its history line; durable after the next [`BlockStore::sync`].
+    pub fn add(&mut self, record: BlockRecord, history_line: &str) -> Result<(), StoreError> {
+        let line = record.journal_line();
+        self.append_journal(&line)?;
+        writeln!(self.history, "{history_line}").map_err(|source| StoreError::Write {
+            path: self.dir.join(HISTORY),
+            source,
+        })?;
+        self.live.insert(record.source, record);
+        Ok(())
+    }
+
+    /// Forgets a block; durable after the next [`BlockStore::sync`].
+    pub fn remove(&mut self, source: &IpAddr) -> Result<Option<BlockRecord>, StoreError> {
+        let Some(record) = self.live.remove(source) else {
+            return Ok(None);
+        };
+        self.append_journal(&format!("- {source}"))?;
+        Ok(Some(record))
+    }
+
+    /// The blocks whose time is up at `now`.
+    pub fn expired(&self, now: SystemTime) -> Vec<IpAddr> {
+        self.live
+            .values()
+            .filter(|r| r.is_expired(now))
+            .map(|r| r.source)
+            .collect()
+    }
+
+    /// Flushes everything written since the last sync to disk.
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        if !self.dirty {
+            return Ok(());
+        }
+        for (file, name) in [(&self.journal, JOURNAL), (&self.history, HISTORY)] {
+            file.sync_data().map_err(|source| StoreError::Write {
+                path: self.dir.join(name),
+                source,
+            })?;
+        }
+        self.dirty = false;
+        Ok(())
+    }
+
+    fn append_journal(&mut self, line: &str) -> Result<(), StoreError> {
+        self.dirty = true;
+        writeln!(self.journal, "{line}").map_err(|source| StoreError::Write {
+            path: self.dir.join(JOURNAL),
+            source,
+        })
+    }
+}
+
+fn open_append(path: &Path) -> Result<File, StoreError> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|source| StoreError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+fn replay(path: &Path) -> Result<(HashMap<IpAddr, BlockRecord>, Vec<SkippedLine>), StoreError> {
+    let mut live = HashMap::new();
+    let mut skipped = Vec::new();
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((live, skipped)),
+        Err(source) => {
+            return Err(StoreError::Read {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    for (index, line) in BufReader::new(file).split(b'\n').enumerate() {
+        let line = line.map_err(|source| StoreError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let text = String::from_utf8_lossy(&line);
+        let fields: Vec<&str> = text.split_whitespace().collect();
+        match fields.split_first() {
+            None => {}
+            Some((first, _)) if first.starts_with('#') => {}
+            Some((&"+", rest)) => match BlockRecord::parse(rest) {
+                Some(record) => {
+                    live.insert(record.source, record);
+                }
+                None => skipped.push(SkippedLine {
+                    line: index + 1,
+                    text: text.to_string(),
+                }),
+            },
+            Some((&"-", [addr])) => match addr.parse::<IpAddr>() {
+                Ok(addr) => {
+                    live.remove(&addr);
+                }
+                Err(_) => skipped.push(SkippedLine {
+                    line: index + 1,
+                    text: text.to_string(),
+                }),
+            },
+            Some(_) => skipped.push(SkippedLine {
+                line: index + 1,
+                text: text.to_string(),
+            }),
+        }
+    }
+    Ok((live, skipped))
+}
+
+/// Replaces the journal with one `+` line per live block, crash-safely.
+fn rewrite(dir: &Path, live: &HashMap<IpAddr, BlockRecord>) -> Result<(), StoreError> {
+    let path = dir.join(JOURNAL);
+    let tmp = dir.join(format!("{JOURNAL}.tmp"));
+    let write_err = |source| StoreError::Write {
+        path: tmp.clone(),
+        source,
+    };
+    let mut records: Vec<&BlockRecord> = live.values().collect();
+    records.sort_by_key(|r| (r.added, r.source));
+    let mut text = String::with_capacity(64 * (records.len() + 1));
+    text.push_str(JOURNAL_HEADER);
+    text.push('\n');
+    for record in records {
+        text.push_str(&record.journal_line());
+        text.push('\n');
+    }
+    let mut file = File::create(&tmp).map_err(write_err)?;
+    file.write_all(text.as_bytes()).map_err(write_err)?;
+    file.sync_all().map_err(write_err)?;
+    fs::rename(&tmp, &path).map_err(|source| StoreError::Write {
+        path: path.clone(),
+        source,
+    })?;
+    // The rename is only durable once the directory entry is.
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| StoreError::Write {
+            path: dir.to_path_buf(),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("nfsentry-store-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn record(addr: &str, expires: Option<u64>) -> BlockRecord {
+        BlockRecord {
+            source: addr.parse().unwrap(),
+            added: 1_700_000_000,
+            expires,
+            protocol: "TCP".into(),
+            port: 23,
+            kind: "SYN/Normal".into(),
+        }
+    }
+
+    #[test]
+    fn blocks_survive_reopen_and_removals_stick() {
+        let dir = temp_dir("reopen");
+        {
+            let (mut store, skipped) = BlockStore::open(&dir).unwrap();
+            assert!(skipped.is_empty());
+            store.add(record("198.51.100.7", None), "h1").unwrap();
+            store.add(record("2001:db8::7", Some(1_900_000_000)), "h2").unwrap();
+            store.add(record("198.51.100.8", None), "h3").unwrap();
+            store.remove(&"198.51.100.8".parse().unwrap()).unwrap();
+            store.sync().unwrap();
+        }
+        let (store, _) = BlockStore::open(&dir).unwrap();
+        let mut live: Vec<String> = store.live().map(|r| r.source.to_string()).collect();
+        live.sort();
+        assert_eq!(live, vec!["198.51.100.7", "2001:db8::7"]);
+        assert_eq!(
+            store.get(&"2001:db8::7".parse().unwrap()).unwrap(),
+            &record("2001:db8::7", Some(1_900_000_000))
+        );
+        let history = fs::read_to_string(dir.join(HISTORY)).unwrap();
+        assert_eq!(history, "h1\nh2\nh3\n");
+        let journal = fs::read_to_string(dir.join(JOURNAL)).unwrap();
+        assert_eq!(journal.lines().filter(|l| l.starts_with('+')).count(), 2, "{journal}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_torn_last_line_is_skipped_not_fatal() {
+        let dir = temp_dir("torn");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(
+            dir.join(JOURNAL),
+            "+ 198.51.100.7 1700000000 never TCP 23 SYN/Normal\n+ 198.51.100.9 17000",
+        )
+        .unwrap();
+        let (store, skipped) = BlockStore::open(&dir).unwrap();
+        assert_eq!(store.len(), 1);
+        assert_eq!(skipped.len(), 1);
+        assert_eq!(skipped[0].line, 2);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn expiry_is_computed_from_unix_time() {
+        let r = record("198.51.100.7", Some(1_000));
+        assert!(r.is_expired(UNIX_EPOCH + Duration::from_secs(1_000)));
+        assert!(!r.is_expired(UNIX_EPOCH + Duration::from_secs(999)));
+        assert_eq!(
+            r.remaining(UNIX_EPOCH + Duration::from_secs(400)),
+            Some(Duration::from_secs(600))
+        );
+        assert_eq!(record("198.51.100.7", None).remaining(SystemTime::now()), None);
+    }
+
+    #[test]
+    fn the_history_file_is_appended_never_truncated() {
+        let dir = temp_dir("history");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join(HISTORY), "old line from PortSentry\n").unwrap();
+        let (mut store, _) = BlockStore::open(&dir).unwrap();
+        store.add(record("198.51.100.7", None), "new line").unwrap();
+        store.sync().unwrap();
+        assert_eq!(
+            fs::read_to_string(dir.join(HISTORY)).unwrap(),
+            "old line from PortSentry\nnew line\n"
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
