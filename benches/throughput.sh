@@ -5,7 +5,7 @@
 #   bash benches/throughput.sh [SECONDS]
 #
 # Traffic: hping3 --flood from a scanner namespace to a target namespace over a veth pair.
-#  1. one scanner, SYNs to ever-changing monitored ports; nfsentry in alert-only mode
+#  1. one scanner, SYNs to a monitored port; nfsentry in alert-only mode
 #     (actions = []) so every packet goes through parse, classify, state and verdict;
 #  2. a spoofed flood (--rand-source) with blocking on: every packet is a new source, so every
 #     packet is a detection plus a block order (nft set insert, journal, history line).
@@ -39,7 +39,7 @@ for ns in "$SCAN" "$TGT"; do ip -n "$ns" link set lo up; done
 ip -n "$SCAN" link set "$TAG-a" up; ip -n "$TGT" link set "$TAG-b" up
 
 flood() { # extra hping3 args...
-  ip netns exec "$SCAN" hping3 -q --flood -S -p ++1 "$@" 10.213.0.2 >/dev/null 2>&1 &
+  ip netns exec "$SCAN" hping3 -q --flood -S -p 23 "$@" 10.213.0.2 >/dev/null 2>&1 &
   echo $!
 }
 
@@ -59,7 +59,7 @@ ip netns exec "$TGT" nft add chain inet base pre '{ type filter hook prerouting 
 ip netns exec "$TGT" iptables-nft -t mangle -A PREROUTING -p tcp --dport 1:1023 -j NFQUEUE --queue-num 0 --queue-bypass
 ip netns exec "$TGT" "$BIN/examples/accept_all" 0 > "$WORK/base.out" &
 BASE=$!; PIDS+=("$BASE")
-until grep -q ready "$WORK/base.out"; do sleep 0.1; done
+until grep -qs ready "$WORK/base.out"; do sleep 0.1; done
 base_total() { kill -USR1 "$BASE"; sleep 0.2; grep count "$WORK/base.out" | tail -1 | awk '{print $2}'; }
 FLOOD=$(flood); PIDS+=("$FLOOD")
 BASE_PPS=$(measure base_total)
@@ -79,20 +79,22 @@ tcp_ports = ["1-1023"]
 max_sources = 65536
 $2
 CONF
-  ip netns exec "$TGT" "$BIN/nfsentry" run --config "$WORK/nfsentry.toml" 2> "$WORK/$1.log" &
+  ip netns exec "$TGT" "$BIN/nfsentry" run --config "$WORK/nfsentry.toml" >/dev/null 2> "$WORK/$1.log" &
   echo $!
 }
 daemon_total() { # pid log
   kill -USR1 "$1"; sleep 0.2
   grep -o '[0-9]* packets queued' "$2" | tail -1 | awk '{print $1}'
 }
-wait_ready() { until grep -q "watching;" "$1"; do sleep 0.1; done; }
+wait_ready() { until grep -qs "watching;" "$1"; do sleep 0.1; done; }
+# The daemon is not this shell's child (it was started in a command substitution).
+stop_daemon() { kill -TERM "$1"; while kill -0 "$1" 2>/dev/null; do sleep 0.1; done; }
 
 D=$(run_nfsentry alert $'[respond]\nactions = []'); PIDS+=("$D")
 wait_ready "$WORK/alert.log"
 FLOOD=$(flood); PIDS+=("$FLOOD")
 ALERT_PPS=$(measure "daemon_total $D $WORK/alert.log")
-kill "$FLOOD"; kill -TERM "$D"; wait "$D" 2>/dev/null || true
+kill "$FLOOD"; stop_daemon "$D"
 
 D=$(run_nfsentry spoofed $'[respond]\nmax_blocks = 1000000\n'); PIDS+=("$D")
 wait_ready "$WORK/spoofed.log"
@@ -101,7 +103,7 @@ SPOOF_PPS=$(measure "daemon_total $D $WORK/spoofed.log")
 kill "$FLOOD"; sleep 0.5
 BLOCKED=$(ip netns exec "$TGT" nft -j list set inet nfsentry blocked_v4 | grep -o '"elem": \[[^]]*' | tr ',' '\n' | wc -l)
 RSS_KB=$(awk '/VmHWM/ {print $2}' /proc/"$D"/status)
-kill -TERM "$D"; wait "$D" 2>/dev/null || true
+stop_daemon "$D"
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.2f", a / b }'; }
 echo "throughput over ${SECONDS_PER_RUN}s windows (packets answered per second):"

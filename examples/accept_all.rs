@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use nfq::{Queue, Verdict};
-use nix::sys::signal::{self, SigHandler, Signal};
+use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
 
 static REPORT: AtomicBool = AtomicBool::new(false);
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -25,8 +25,14 @@ fn main() -> std::io::Result<()> {
         .and_then(|a| a.parse().ok())
         .unwrap_or(0);
     for sig in [Signal::SIGUSR1, Signal::SIGTERM, Signal::SIGINT] {
+        // No SA_RESTART: a blocked recv() must return EINTR so the loop sees the flags.
+        let action = SigAction::new(
+            SigHandler::Handler(on_signal),
+            SaFlags::empty(),
+            SigSet::empty(),
+        );
         // SAFETY: the handler only stores to atomics.
-        unsafe { signal::signal(sig, SigHandler::Handler(on_signal)) }.map_err(std::io::Error::from)?;
+        unsafe { signal::sigaction(sig, &action) }.map_err(std::io::Error::from)?;
     }
     let mut queue = Queue::open()?;
     queue.bind(number)?;
