@@ -54,6 +54,8 @@ pub enum DaemonError {
 const NFLOG_COPY_BYTES: u32 = 128;
 /// A status line this often, so an admin tailing the log sees the daemon is alive.
 const STATUS_EVERY: Duration = Duration::from_secs(600);
+/// Packets answered before the loop looks at signals, NFLOG and timers again.
+const DRAIN_BATCH: usize = 1024;
 /// Most alert lines written per second; a spoofed flood must not flood the log too.
 const ALERT_LINES_PER_SECOND: u32 = 200;
 
@@ -95,7 +97,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
             })?,
         ),
     };
-    drop_capabilities();
+    drop_capabilities(&config.respond.actions);
 
     let (order_tx, order_rx) = mpsc::channel();
     let (ready_tx, ready_rx) = mpsc::sync_channel(1);
@@ -108,6 +110,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
                 config::QueueMode::Compat => Some(QueueMode::Compat),
             },
             store,
+            respond: config.respond.clone(),
         },
         order_rx,
         ready_tx,
@@ -253,7 +256,7 @@ impl Pipeline {
             };
 
             if queue_ready {
-                queue.drain(|bytes| self.decide_queued(bytes))?;
+                queue.drain(DRAIN_BATCH, |bytes| self.decide_queued(bytes))?;
             }
             if nflog_ready {
                 if let Some(n) = nflog.as_deref_mut() {
@@ -453,16 +456,18 @@ impl AlertLimiter {
 }
 
 pub fn ruleset_spec(config: &Config, ingress_devices: Vec<String>) -> RulesetSpec {
-    let (ignore_v4, ignore_v6) = config.detect.ignore.iter().fold(
-        (Vec::new(), Vec::new()),
-        |(mut v4, mut v6), net| {
-            match net {
-                IpNet::V4(n) => v4.push(*n),
-                IpNet::V6(n) => v6.push(*n),
-            }
-            (v4, v6)
-        },
-    );
+    let (ignore_v4, ignore_v6) =
+        config
+            .detect
+            .ignore
+            .iter()
+            .fold((Vec::new(), Vec::new()), |(mut v4, mut v6), net| {
+                match net {
+                    IpNet::V4(n) => v4.push(*n),
+                    IpNet::V6(n) => v6.push(*n),
+                }
+                (v4, v6)
+            });
     RulesetSpec {
         table: config.daemon.table.clone(),
         queue: config.daemon.queue,
@@ -536,11 +541,36 @@ fn block_signals() -> Result<SignalFd, DaemonError> {
     })
 }
 
-/// Keeps only CAP_NET_ADMIN (queue, NFLOG, nftables) once the sockets and files are open.
-fn drop_capabilities() {
+/// Keeps only what the configured actions need once the sockets and files are open:
+/// CAP_NET_ADMIN always (queue, NFLOG, nftables, routes); CAP_NET_RAW for programs that nfsentry
+/// starts (iptables-legacy needs it); file-ownership overrides for a hosts.deny that is not
+/// root's. Children inherit the bounding set, so it is reduced too.
+fn drop_capabilities(actions: &[config::Action]) {
     use caps::{CapSet, Capability, CapsHashSet};
-    let keep: CapsHashSet = [Capability::CAP_NET_ADMIN].into_iter().collect();
-    let has_admin = caps::has_cap(None, CapSet::Effective, Capability::CAP_NET_ADMIN).unwrap_or(false);
+    use config::Action;
+    let mut keep: CapsHashSet = [Capability::CAP_NET_ADMIN].into_iter().collect();
+    if actions.iter().any(|a| {
+        matches!(
+            a,
+            Action::Command
+                | Action::Iptables
+                | Action::Ipchains
+                | Action::Ipfwadm
+                | Action::Ipfw
+                | Action::Ipfilter
+        )
+    }) {
+        keep.insert(Capability::CAP_NET_RAW);
+    }
+    if actions.contains(&Action::HostsDeny) {
+        keep.extend([
+            Capability::CAP_DAC_OVERRIDE,
+            Capability::CAP_CHOWN,
+            Capability::CAP_FOWNER,
+        ]);
+    }
+    let has_admin =
+        caps::has_cap(None, CapSet::Effective, Capability::CAP_NET_ADMIN).unwrap_or(false);
     if !has_admin {
         warn!("running without CAP_NET_ADMIN: nftables changes will fail");
         return;
@@ -551,6 +581,9 @@ fn drop_capabilities() {
             debug!("cannot drop {cap} from the bounding set: {e}");
         }
     }
+    let mut keep_names: Vec<String> = keep.iter().map(|c| c.to_string()).collect();
+    keep_names.sort();
+    let keep_names = keep_names.join(", ");
     let targets = [
         (CapSet::Inheritable, CapsHashSet::new()),
         (CapSet::Effective, keep.clone()),
@@ -561,5 +594,5 @@ fn drop_capabilities() {
             warn!("cannot reduce {set:?} capabilities: {e}");
         }
     }
-    debug!("capabilities reduced to CAP_NET_ADMIN");
+    debug!("capabilities reduced to {keep_names}");
 }

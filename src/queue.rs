@@ -26,7 +26,9 @@ pub const RECV_BUFFER_BYTES: usize = 8 << 20;
 pub enum QueueError {
     #[error("cannot open the NFQUEUE netlink socket: {0}")]
     Open(io::Error),
-    #[error("cannot bind NFQUEUE {queue} (is another nfsentry or NFQUEUE reader running?): {source}")]
+    #[error(
+        "cannot bind NFQUEUE {queue} (is another nfsentry or NFQUEUE reader running?): {source}"
+    )]
     Bind { queue: u16, source: io::Error },
     #[error("cannot configure NFQUEUE {queue} ({what}): {source}")]
     Configure {
@@ -87,14 +89,16 @@ impl PacketQueue {
         self.fd.map(|fd| unsafe { BorrowedFd::borrow_raw(fd) })
     }
 
-    /// Answers every packet waiting now; returns how many. `decide` sees the packet from its
-    /// IP header on.
+    /// Answers the packets waiting now, at most `limit` of them, so that under a flood the
+    /// caller still gets to its signals and timers; returns how many. `decide` sees the packet
+    /// from its IP header on.
     pub fn drain(
         &mut self,
+        limit: usize,
         mut decide: impl FnMut(&[u8]) -> PacketVerdict,
     ) -> Result<usize, QueueError> {
         let mut answered = 0;
-        loop {
+        while answered < limit {
             let mut message = match self.queue.recv() {
                 Ok(m) => m,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(answered),
@@ -122,6 +126,7 @@ impl PacketQueue {
                 })?;
             answered += 1;
         }
+        Ok(answered)
     }
 }
 
