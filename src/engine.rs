@@ -185,7 +185,10 @@ mod tests {
     use ipnet::IpNet;
 
     fn settings(trigger: u32) -> EngineSettings {
-        let ignore: Vec<IpNet> = vec!["127.0.0.0/8".parse().unwrap(), "192.0.2.0/24".parse().unwrap()];
+        let ignore: Vec<IpNet> = vec![
+            "127.0.0.0/8".parse().unwrap(),
+            "192.0.2.0/24".parse().unwrap(),
+        ];
         EngineSettings {
             scan_trigger: trigger,
             window: Duration::from_secs(600),
@@ -243,10 +246,22 @@ mod tests {
         let mut e = Engine::new(settings(2));
         let now = Instant::now();
         let src = "198.51.100.7";
-        assert!(matches!(observe(&mut e, &syn(src, 1), now).event, Event::Detected(_)));
-        assert!(matches!(observe(&mut e, &syn(src, 1), now).event, Event::Detected(_)));
-        assert!(matches!(observe(&mut e, &syn(src, 2), now).event, Event::Detected(_)));
-        assert!(matches!(observe(&mut e, &syn(src, 3), now).event, Event::Block(_)));
+        assert!(matches!(
+            observe(&mut e, &syn(src, 1), now).event,
+            Event::Detected(_)
+        ));
+        assert!(matches!(
+            observe(&mut e, &syn(src, 1), now).event,
+            Event::Detected(_)
+        ));
+        assert!(matches!(
+            observe(&mut e, &syn(src, 2), now).event,
+            Event::Detected(_)
+        ));
+        assert!(matches!(
+            observe(&mut e, &syn(src, 3), now).event,
+            Event::Block(_)
+        ));
     }
 
     #[test]
@@ -268,11 +283,20 @@ mod tests {
         s.block_timeout = Some(Duration::from_secs(60));
         let mut e = Engine::new(s);
         let start = Instant::now();
-        assert!(matches!(observe(&mut e, &syn("198.51.100.7", 1), start).event, Event::Block(_)));
+        assert!(matches!(
+            observe(&mut e, &syn("198.51.100.7", 1), start).event,
+            Event::Block(_)
+        ));
         let during = start + Duration::from_secs(59);
-        assert_eq!(observe(&mut e, &syn("198.51.100.7", 2), during).event, Event::AlreadyBlocked);
+        assert_eq!(
+            observe(&mut e, &syn("198.51.100.7", 2), during).event,
+            Event::AlreadyBlocked
+        );
         let after = start + Duration::from_secs(61);
-        assert!(matches!(observe(&mut e, &syn("198.51.100.7", 3), after).event, Event::Block(_)));
+        assert!(matches!(
+            observe(&mut e, &syn("198.51.100.7", 3), after).event,
+            Event::Block(_)
+        ));
     }
 
     #[test]

@@ -26,13 +26,10 @@ pub fn init(target: &LogTarget, level: LevelFilter) -> Result<(), String> {
         builder.build()
     };
     match target {
-        LogTarget::Stderr => TermLogger::init(
-            level,
-            config(),
-            TerminalMode::Stderr,
-            ColorChoice::Never,
-        )
-        .map_err(|e| e.to_string()),
+        LogTarget::Stderr => {
+            TermLogger::init(level, config(), TerminalMode::Stderr, ColorChoice::Never)
+                .map_err(|e| e.to_string())
+        }
         LogTarget::File(path) => {
             let file = OpenOptions::new()
                 .create(true)

@@ -321,7 +321,9 @@ mod tests {
             let (mut store, skipped) = BlockStore::open(&dir).unwrap();
             assert!(skipped.is_empty());
             store.add(record("198.51.100.7", None), "h1").unwrap();
-            store.add(record("2001:db8::7", Some(1_900_000_000)), "h2").unwrap();
+            store
+                .add(record("2001:db8::7", Some(1_900_000_000)), "h2")
+                .unwrap();
             store.add(record("198.51.100.8", None), "h3").unwrap();
             store.remove(&"198.51.100.8".parse().unwrap()).unwrap();
             store.sync().unwrap();
@@ -337,7 +339,11 @@ mod tests {
         let history = fs::read_to_string(dir.join(HISTORY)).unwrap();
         assert_eq!(history, "h1\nh2\nh3\n");
         let journal = fs::read_to_string(dir.join(JOURNAL)).unwrap();
-        assert_eq!(journal.lines().filter(|l| l.starts_with('+')).count(), 2, "{journal}");
+        assert_eq!(
+            journal.lines().filter(|l| l.starts_with('+')).count(),
+            2,
+            "{journal}"
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -366,7 +372,10 @@ mod tests {
             r.remaining(UNIX_EPOCH + Duration::from_secs(400)),
             Some(Duration::from_secs(600))
         );
-        assert_eq!(record("198.51.100.7", None).remaining(SystemTime::now()), None);
+        assert_eq!(
+            record("198.51.100.7", None).remaining(SystemTime::now()),
+            None
+        );
     }
 
     #[test]

@@ -152,10 +152,21 @@ mod tests {
         let now = Instant::now();
         let src = addr("198.51.100.7");
         assert_eq!(t.record(src, tcp(23), now), 1);
-        assert_eq!(t.record(src, tcp(23), now), 1, "a retransmission counts once");
+        assert_eq!(
+            t.record(src, tcp(23), now),
+            1,
+            "a retransmission counts once"
+        );
         assert_eq!(t.record(src, tcp(25), now), 2);
         assert_eq!(
-            t.record(src, Target { protocol: 17, port: 25 }, now),
+            t.record(
+                src,
+                Target {
+                    protocol: 17,
+                    port: 25
+                },
+                now
+            ),
             3,
             "UDP 25 is another target than TCP 25"
         );
