@@ -1,0 +1,848 @@
+//! The `route` action: a host route for each blocked source (/32 or /128), a blackhole or one via
+//! the configured gateway, added and removed over rtnetlink so that this host's replies to the
+//! scanner go nowhere. It does not filter incoming packets (the nft set does), never runs `ip`,
+//! and never removes a route it did not tag with [`ROUTE_PROTOCOL`].
+//!
+//! Why a route is added without `NLM_F_REPLACE`: the kernel keys a route by destination, tos and
+//! metric, not by protocol, so a replace would take over a route the admin put there by hand,
+//! and the release would then delete it. Added with `NLM_F_CREATE` alone, an IPv4 route is put
+//! in front of any admin route for the same address (ours is the one used, theirs stays), and
+//! re-adding our identical route is refused with `EEXIST`, which is what makes a repeated block
+//! or a restore place nothing twice. IPv6 refuses a second route with the same next hop at the
+//! same metric with `EEXIST` whoever owns it; such a route already sends the replies where ours
+//! would, so that counts as blocked too.
+//!
+//! The kernel cannot route an IPv6 destination through an IPv4 gateway, and a host route that
+//! sends an IPv4 scanner to an IPv6 "dead host" serves no purpose a blackhole does not; when the
+//! gateway's family differs from the scanner's, the route is a blackhole.
+//!
+//! Needs CAP_NET_ADMIN, and nothing else: no child process is started.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::errno::Errno;
+use nix::sys::socket::{
+    bind, recvfrom, sendto, setsockopt, socket, sockopt, AddressFamily, MsgFlags, NetlinkAddr,
+    SockFlag, SockProtocol, SockType,
+};
+use nix::sys::time::TimeVal;
+use thiserror::Error;
+
+use super::{Backend, BackendError};
+use crate::config::RouteTarget;
+use crate::store::BlockRecord;
+
+/// The `rtm_protocol` every nfsentry route carries, and the only one its release deletes.
+/// 254 is free in iproute2's `rt_protos` (names end at 192, `eigrp`), above the values the
+/// kernel itself interprets (< 4), and not used by the routing daemons we know of (FRR, BIRD,
+/// babeld, keepalived, systemd-networkd). `ip route show proto 254` lists nfsentry's routes; a
+/// line `254 nfsentry` in `/etc/iproute2/rt_protos.d/nfsentry.conf` names them in `ip` output.
+pub const ROUTE_PROTOCOL: u8 = 0xfe;
+
+const BACKEND_NAME: &str = "route";
+/// How long the kernel may take to acknowledge one route change. It normally answers in
+/// microseconds; the bound only keeps a wedged socket from stalling the responder.
+const ACK_TIMEOUT: Duration = Duration::from_secs(2);
+/// A release deletes our routes for an address one at a time until none is left. More than one
+/// exists only when the route target changed between runs; the bound makes a kernel that keeps
+/// answering "deleted" unable to hold the responder.
+const MAX_OWN_ROUTES_PER_SOURCE: usize = 16;
+/// Room for any acknowledgement; with NETLINK_CAP_ACK they are a few dozen bytes.
+const RECEIVE_BUFFER_BYTES: usize = 8192;
+
+// Wire layout (include/uapi/linux/netlink.h, rtnetlink.h).
+const NLMSG_HEADER_LEN: usize = 16;
+const RTMSG_LEN: usize = 12;
+const NLMSGERR_ERROR_LEN: usize = 4;
+const NLA_HEADER_LEN: usize = 4;
+const NLMSG_ERROR: u16 = libc::NLMSG_ERROR as u16;
+const NLM_F_REQUEST: u16 = libc::NLM_F_REQUEST as u16;
+const NLM_F_ACK: u16 = libc::NLM_F_ACK as u16;
+const NLM_F_CREATE: u16 = libc::NLM_F_CREATE as u16;
+const NLM_F_CAPPED: u16 = libc::NLM_F_CAPPED as u16;
+const NLM_F_ACK_TLVS: u16 = libc::NLM_F_ACK_TLVS as u16;
+/// `enum nlmsgerr_attrs` in netlink.h; not exported by libc.
+const NLMSGERR_ATTR_MSG: u16 = 1;
+const RTA_DST: u16 = libc::RTA_DST;
+const RTA_GATEWAY: u16 = libc::RTA_GATEWAY;
+
+/// Why a route change did not happen. Every variant names the change that was attempted, in
+/// `ip route` words.
+#[derive(Debug, Error)]
+pub enum RouteError {
+    #[error("cannot open a route netlink socket")]
+    Open(#[source] Errno),
+    #[error("cannot set {option} on the route netlink socket")]
+    SocketOption {
+        option: &'static str,
+        #[source]
+        source: Errno,
+    },
+    #[error("sending `{change}` to the kernel failed")]
+    Send {
+        change: RouteChange,
+        #[source]
+        source: Errno,
+    },
+    #[error("reading the kernel's answer to `{change}` failed")]
+    Receive {
+        change: RouteChange,
+        #[source]
+        source: Errno,
+    },
+    #[error("the kernel did not answer `{change}` within {timeout:?}")]
+    Unanswered {
+        change: RouteChange,
+        timeout: Duration,
+    },
+    #[error("the kernel refused `{change}`{}", kernel_says(.kernel_message))]
+    Refused {
+        change: RouteChange,
+        /// The kernel's extended-ack text, e.g. "Nexthop has invalid gateway".
+        kernel_message: Option<String>,
+        #[source]
+        errno: Errno,
+    },
+}
+
+impl RouteError {
+    /// The errno behind the failure, when there is one.
+    pub fn errno(&self) -> Option<Errno> {
+        match self {
+            RouteError::Open(errno)
+            | RouteError::SocketOption { source: errno, .. }
+            | RouteError::Send { source: errno, .. }
+            | RouteError::Receive { source: errno, .. }
+            | RouteError::Refused { errno, .. } => Some(*errno),
+            RouteError::Unanswered { .. } => None,
+        }
+    }
+}
+
+fn kernel_says(message: &Option<String>) -> String {
+    message
+        .as_ref()
+        .map_or_else(String::new, |text| format!(" ({text})"))
+}
+
+impl From<RouteError> for BackendError {
+    fn from(error: RouteError) -> BackendError {
+        BackendError::Failed {
+            backend: BACKEND_NAME,
+            message: error_chain(&error),
+        }
+    }
+}
+
+/// The error and its causes on one line, since [`BackendError`] carries text only.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
+}
+
+/// Where a host route sends the scanner's packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteKind {
+    Blackhole,
+    Via(IpAddr),
+}
+
+impl RouteKind {
+    /// The route for `destination` under `target`, falling back to a blackhole when the gateway
+    /// belongs to the other address family (see the module notes).
+    pub fn for_destination(target: &RouteTarget, destination: IpAddr) -> RouteKind {
+        match target {
+            RouteTarget::Gateway(gateway) if gateway.is_ipv4() == destination.is_ipv4() => {
+                RouteKind::Via(*gateway)
+            }
+            RouteTarget::Gateway(_) | RouteTarget::Blackhole => RouteKind::Blackhole,
+        }
+    }
+}
+
+/// One route change as sent to the kernel; displayed in `ip route` words for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteChange {
+    Add {
+        destination: IpAddr,
+        kind: RouteKind,
+    },
+    /// Deletes one route to `destination` carrying [`ROUTE_PROTOCOL`], whatever its kind.
+    DeleteOwn { destination: IpAddr },
+}
+
+impl RouteChange {
+    fn destination(&self) -> IpAddr {
+        match self {
+            RouteChange::Add { destination, .. } | RouteChange::DeleteOwn { destination } => {
+                *destination
+            }
+        }
+    }
+
+    /// The complete RTM_NEWROUTE / RTM_DELROUTE message with sequence number `sequence`.
+    pub fn encode(&self, sequence: u32) -> Vec<u8> {
+        let destination = self.destination();
+        let (family, prefix_len) = match destination {
+            IpAddr::V4(_) => (libc::AF_INET as u8, 32),
+            IpAddr::V6(_) => (libc::AF_INET6 as u8, 128),
+        };
+        let (message_type, flags, scope, route_type, gateway) = match self {
+            RouteChange::Add { kind, .. } => {
+                let (route_type, gateway) = match kind {
+                    RouteKind::Blackhole => (libc::RTN_BLACKHOLE, None),
+                    RouteKind::Via(gateway) => (libc::RTN_UNICAST, Some(*gateway)),
+                };
+                (
+                    libc::RTM_NEWROUTE,
+                    NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE,
+                    libc::RT_SCOPE_UNIVERSE,
+                    route_type,
+                    gateway,
+                )
+            }
+            // Type unspecified and scope "nowhere" are the kernel's wildcards: a delete then
+            // matches on destination, table and protocol only.
+            RouteChange::DeleteOwn { .. } => (
+                libc::RTM_DELROUTE,
+                NLM_F_REQUEST | NLM_F_ACK,
+                libc::RT_SCOPE_NOWHERE,
+                libc::RTN_UNSPEC,
+                None,
+            ),
+        };
+
+        let mut message = Vec::with_capacity(NLMSG_HEADER_LEN + RTMSG_LEN + 2 * 20);
+        // nlmsghdr; the length is patched in once the attributes are written.
+        message.extend_from_slice(&0u32.to_ne_bytes());
+        message.extend_from_slice(&message_type.to_ne_bytes());
+        message.extend_from_slice(&flags.to_ne_bytes());
+        message.extend_from_slice(&sequence.to_ne_bytes());
+        message.extend_from_slice(&0u32.to_ne_bytes());
+        // rtmsg
+        message.extend_from_slice(&[
+            family,
+            prefix_len,
+            0, // rtm_src_len
+            0, // rtm_tos
+            libc::RT_TABLE_MAIN,
+            ROUTE_PROTOCOL,
+            scope,
+            route_type,
+        ]);
+        message.extend_from_slice(&0u32.to_ne_bytes()); // rtm_flags
+        push_address_attribute(&mut message, RTA_DST, destination);
+        if let Some(gateway) = gateway {
+            push_address_attribute(&mut message, RTA_GATEWAY, gateway);
+        }
+        let total = u32::try_from(message.len()).unwrap_or(u32::MAX);
+        message[..4].copy_from_slice(&total.to_ne_bytes());
+        message
+    }
+}
+
+fn push_address_attribute(message: &mut Vec<u8>, attribute: u16, address: IpAddr) {
+    let octets = match address {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    };
+    // 4 + 16 at most: always fits.
+    let length = (NLA_HEADER_LEN + octets.len()) as u16;
+    message.extend_from_slice(&length.to_ne_bytes());
+    message.extend_from_slice(&attribute.to_ne_bytes());
+    message.extend_from_slice(&octets);
+    message.resize(align4(message.len()), 0);
+}
+
+impl fmt::Display for RouteChange {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let family = if self.destination().is_ipv6() {
+            "-6 "
+        } else {
+            ""
+        };
+        let prefix_len = if self.destination().is_ipv6() {
+            128
+        } else {
+            32
+        };
+        match self {
+            RouteChange::Add {
+                destination,
+                kind: RouteKind::Blackhole,
+            } => write!(
+                formatter,
+                "ip {family}route add blackhole {destination}/{prefix_len} proto {ROUTE_PROTOCOL}"
+            ),
+            RouteChange::Add {
+                destination,
+                kind: RouteKind::Via(gateway),
+            } => write!(
+                formatter,
+                "ip {family}route add {destination}/{prefix_len} via {gateway} proto {ROUTE_PROTOCOL}"
+            ),
+            RouteChange::DeleteOwn { destination } => write!(
+                formatter,
+                "ip {family}route del {destination}/{prefix_len} proto {ROUTE_PROTOCOL}"
+            ),
+        }
+    }
+}
+
+/// What the kernel said about one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    Acknowledged,
+    Refused {
+        errno: Errno,
+        kernel_message: Option<String>,
+    },
+}
+
+/// The answer to request `sequence` in one datagram from the kernel, if it holds one. Anything
+/// malformed, truncated or about another request is skipped, never trusted.
+pub fn find_answer(datagram: &[u8], sequence: u32) -> Option<Answer> {
+    let mut offset = 0;
+    while let Some(header) = datagram.get(offset..offset + NLMSG_HEADER_LEN) {
+        let length = read_u32(header, 0)? as usize;
+        if length < NLMSG_HEADER_LEN {
+            return None;
+        }
+        let message = datagram.get(offset..offset.checked_add(length)?)?;
+        let message_type = read_u16(header, 4)?;
+        let flags = read_u16(header, 6)?;
+        if message_type == NLMSG_ERROR && read_u32(header, 8)? == sequence {
+            return parse_error_message(message.get(NLMSG_HEADER_LEN..)?, flags);
+        }
+        offset = offset.checked_add(align4(length))?;
+    }
+    None
+}
+
+/// Reads the payload of an NLMSG_ERROR: `struct nlmsgerr`, then the extended-ack attributes
+/// when the kernel flagged them.
+fn parse_error_message(payload: &[u8], flags: u16) -> Option<Answer> {
+    let error = i32::from_ne_bytes(payload.get(..NLMSGERR_ERROR_LEN)?.try_into().ok()?);
+    if error == 0 {
+        return Some(Answer::Acknowledged);
+    }
+    let errno = Errno::from_raw(error.saturating_neg());
+    let mut kernel_message = None;
+    if flags & NLM_F_ACK_TLVS != 0 {
+        // The echoed request is its header alone when capped, else the whole request.
+        let echoed = payload.get(NLMSGERR_ERROR_LEN..)?;
+        let echoed_len = if flags & NLM_F_CAPPED != 0 {
+            NLMSG_HEADER_LEN
+        } else {
+            read_u32(echoed, 0).map_or(usize::MAX, |len| len as usize)
+        };
+        if let Some(attributes) = echoed.get(align4(echoed_len)..) {
+            kernel_message = extended_ack_message(attributes);
+        }
+    }
+    Some(Answer::Refused {
+        errno,
+        kernel_message,
+    })
+}
+
+fn extended_ack_message(mut attributes: &[u8]) -> Option<String> {
+    while attributes.len() >= NLA_HEADER_LEN {
+        let length = usize::from(read_u16(attributes, 0)?);
+        let kind = read_u16(attributes, 2)?;
+        if length < NLA_HEADER_LEN {
+            return None;
+        }
+        let value = attributes.get(NLA_HEADER_LEN..length)?;
+        if kind == NLMSGERR_ATTR_MSG {
+            let text = value.split(|&byte| byte == 0).next().unwrap_or_default();
+            let text = String::from_utf8_lossy(text);
+            let printable: String = text.chars().filter(|c| !c.is_control()).collect();
+            return (!printable.is_empty()).then_some(printable);
+        }
+        attributes = attributes.get(align4(length).min(attributes.len())..)?;
+    }
+    None
+}
+
+fn read_u16(bytes: &[u8], offset: usize) -> Option<u16> {
+    Some(u16::from_ne_bytes(
+        bytes.get(offset..offset + 2)?.try_into().ok()?,
+    ))
+}
+
+fn read_u32(bytes: &[u8], offset: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(
+        bytes.get(offset..offset + 4)?.try_into().ok()?,
+    ))
+}
+
+fn align4(length: usize) -> usize {
+    length.saturating_add(3) & !3
+}
+
+/// Places and lifts host routes for blocked sources over one rtnetlink socket.
+pub struct RouteBackend {
+    socket: OwnedFd,
+    target: RouteTarget,
+    sequence: u32,
+    receive_buffer: Vec<u8>,
+}
+
+impl RouteBackend {
+    /// Opens the rtnetlink socket in the calling thread's network namespace. Routes go to the
+    /// main table.
+    pub fn new(target: RouteTarget) -> Result<RouteBackend, BackendError> {
+        Ok(RouteBackend::open(target)?)
+    }
+
+    fn open(target: RouteTarget) -> Result<RouteBackend, RouteError> {
+        let socket = socket(
+            AddressFamily::Netlink,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::NetlinkRoute,
+        )
+        .map_err(RouteError::Open)?;
+        bind(socket.as_raw_fd(), &NetlinkAddr::new(0, 0)).map_err(RouteError::Open)?;
+        setsockopt(
+            &socket,
+            sockopt::ReceiveTimeout,
+            &TimeVal::from(libc::timeval {
+                tv_sec: ACK_TIMEOUT.as_secs() as libc::time_t,
+                tv_usec: 0,
+            }),
+        )
+        .map_err(|source| RouteError::SocketOption {
+            option: "SO_RCVTIMEO",
+            source,
+        })?;
+        // Both only improve error messages (kernel text, short acks); the parser copes without
+        // them, so a kernel that lacks them is no reason to fail.
+        let _ = set_netlink_flag(&socket, libc::NETLINK_EXT_ACK);
+        let _ = set_netlink_flag(&socket, libc::NETLINK_CAP_ACK);
+        Ok(RouteBackend {
+            socket,
+            target,
+            sequence: 0,
+            receive_buffer: vec![0; RECEIVE_BUFFER_BYTES],
+        })
+    }
+
+    /// Adds the host route for `source`; present already (ours, identical) counts as done.
+    fn add(&mut self, source: IpAddr) -> Result<(), RouteError> {
+        let change = RouteChange::Add {
+            destination: source,
+            kind: RouteKind::for_destination(&self.target, source),
+        };
+        match self.apply(change) {
+            Err(RouteError::Refused {
+                errno: Errno::EEXIST,
+                ..
+            }) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Deletes every route to `source` tagged with [`ROUTE_PROTOCOL`]; none at all is fine.
+    fn remove(&mut self, source: IpAddr) -> Result<(), RouteError> {
+        for _ in 0..MAX_OWN_ROUTES_PER_SOURCE {
+            match self.apply(RouteChange::DeleteOwn {
+                destination: source,
+            }) {
+                Ok(()) => {}
+                Err(RouteError::Refused {
+                    errno: Errno::ESRCH,
+                    ..
+                }) => return Ok(()),
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends one change and waits for the kernel's acknowledgement of it.
+    fn apply(&mut self, change: RouteChange) -> Result<(), RouteError> {
+        self.sequence = self.sequence.wrapping_add(1);
+        let sequence = self.sequence;
+        let message = change.encode(sequence);
+        match sendto(
+            self.socket.as_raw_fd(),
+            &message,
+            &NetlinkAddr::new(0, 0),
+            MsgFlags::empty(),
+        ) {
+            Ok(sent) if sent == message.len() => {}
+            Ok(_) => {
+                return Err(RouteError::Send {
+                    change,
+                    source: Errno::EMSGSIZE,
+                })
+            }
+            Err(source) => return Err(RouteError::Send { change, source }),
+        }
+
+        let deadline = Instant::now() + ACK_TIMEOUT;
+        while Instant::now() < deadline {
+            let received =
+                recvfrom::<NetlinkAddr>(self.socket.as_raw_fd(), &mut self.receive_buffer);
+            let (length, sender) = match received {
+                Ok(received) => received,
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => break,
+                Err(source) => return Err(RouteError::Receive { change, source }),
+            };
+            // Only the kernel (port 0) answers requests; anything else is not ours to read.
+            if sender.map(|address| address.pid()) != Some(0) {
+                continue;
+            }
+            let datagram = self.receive_buffer.get(..length).unwrap_or_default();
+            match find_answer(datagram, sequence) {
+                Some(Answer::Acknowledged) => return Ok(()),
+                Some(Answer::Refused {
+                    errno,
+                    kernel_message,
+                }) => {
+                    return Err(RouteError::Refused {
+                        change,
+                        kernel_message,
+                        errno,
+                    })
+                }
+                // A late answer to an earlier request that timed out.
+                None => continue,
+            }
+        }
+        Err(RouteError::Unanswered {
+            change,
+            timeout: ACK_TIMEOUT,
+        })
+    }
+}
+
+/// Sets a SOL_NETLINK boolean option, which nix has no wrapper for.
+fn set_netlink_flag(socket: &impl AsFd, option: libc::c_int) -> Result<(), Errno> {
+    let enabled: libc::c_int = 1;
+    // SAFETY: the descriptor is open for the call (borrowed), and the value pointer and length
+    // describe `enabled`, which outlives the call; the kernel only reads it.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_fd().as_raw_fd(),
+            libc::SOL_NETLINK,
+            option,
+            std::ptr::from_ref(&enabled).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    Errno::result(rc).map(drop)
+}
+
+impl Backend for RouteBackend {
+    fn name(&self) -> &'static str {
+        BACKEND_NAME
+    }
+
+    fn block(&mut self, block: &BlockRecord, _now: SystemTime) -> Result<(), BackendError> {
+        Ok(self.add(block.source)?)
+    }
+
+    fn release(&mut self, block: &BlockRecord) -> Result<(), BackendError> {
+        Ok(self.remove(block.source)?)
+    }
+
+    /// Tries every block, so one refused route (say, IPv6 switched off) does not leave the
+    /// others unrouted, and reports how many failed with the first reason.
+    fn restore(&mut self, blocks: &[&BlockRecord], _now: SystemTime) -> Result<(), BackendError> {
+        let mut failures = 0usize;
+        let mut first_failure = None;
+        for block in blocks {
+            if let Err(error) = self.add(block.source) {
+                failures += 1;
+                first_failure.get_or_insert(error);
+            }
+        }
+        match first_failure {
+            None => Ok(()),
+            Some(error) => Err(BackendError::Failed {
+                backend: BACKEND_NAME,
+                message: format!(
+                    "{failures} of {} routes not restored; first: {}",
+                    blocks.len(),
+                    error_chain(&error)
+                ),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    const SCANNER_V4: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
+    const SCANNER_V6: IpAddr = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7));
+    const GATEWAY_V4: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1));
+    const GATEWAY_V6: IpAddr = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1));
+
+    fn header(message: &[u8]) -> (u32, u16, u16, u32) {
+        (
+            read_u32(message, 0).unwrap_or_default(),
+            read_u16(message, 4).unwrap_or_default(),
+            read_u16(message, 6).unwrap_or_default(),
+            read_u32(message, 8).unwrap_or_default(),
+        )
+    }
+
+    #[test]
+    fn blackhole_v4_add_is_a_tagged_host_route_without_replace() {
+        let message = RouteChange::Add {
+            destination: SCANNER_V4,
+            kind: RouteKind::Blackhole,
+        }
+        .encode(41);
+        let (length, kind, flags, sequence) = header(&message);
+        assert_eq!(length as usize, message.len());
+        assert_eq!(message.len(), 16 + 12 + 8);
+        assert_eq!(kind, libc::RTM_NEWROUTE);
+        assert_eq!(flags, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE);
+        assert_eq!(flags & libc::NLM_F_REPLACE as u16, 0);
+        assert_eq!(sequence, 41);
+        assert_eq!(
+            &message[16..24],
+            &[
+                libc::AF_INET as u8,
+                32,
+                0,
+                0,
+                libc::RT_TABLE_MAIN,
+                ROUTE_PROTOCOL,
+                libc::RT_SCOPE_UNIVERSE,
+                libc::RTN_BLACKHOLE
+            ]
+        );
+        assert_eq!(read_u16(&message, 28), Some(8));
+        assert_eq!(read_u16(&message, 30), Some(RTA_DST));
+        assert_eq!(&message[32..36], &[192, 0, 2, 7]);
+    }
+
+    #[test]
+    fn gateway_v6_add_carries_destination_and_gateway() {
+        let message = RouteChange::Add {
+            destination: SCANNER_V6,
+            kind: RouteKind::Via(GATEWAY_V6),
+        }
+        .encode(1);
+        assert_eq!(message.len(), 16 + 12 + 20 + 20);
+        assert_eq!(message[16], libc::AF_INET6 as u8);
+        assert_eq!(message[17], 128);
+        assert_eq!(message[23], libc::RTN_UNICAST);
+        assert_eq!(read_u16(&message, 30), Some(RTA_DST));
+        let IpAddr::V6(scanner) = SCANNER_V6 else {
+            unreachable!()
+        };
+        assert_eq!(&message[32..48], &scanner.octets());
+        assert_eq!(read_u16(&message, 48), Some(20));
+        assert_eq!(read_u16(&message, 50), Some(RTA_GATEWAY));
+        let IpAddr::V6(gateway) = GATEWAY_V6 else {
+            unreachable!()
+        };
+        assert_eq!(&message[52..68], &gateway.octets());
+    }
+
+    #[test]
+    fn delete_matches_only_on_protocol_with_kernel_wildcards() {
+        let message = RouteChange::DeleteOwn {
+            destination: SCANNER_V4,
+        }
+        .encode(9);
+        let (_, kind, flags, _) = header(&message);
+        assert_eq!(kind, libc::RTM_DELROUTE);
+        assert_eq!(flags, NLM_F_REQUEST | NLM_F_ACK);
+        assert_eq!(message[21], ROUTE_PROTOCOL);
+        assert_eq!(message[22], libc::RT_SCOPE_NOWHERE);
+        assert_eq!(message[23], libc::RTN_UNSPEC);
+        assert_eq!(message.len(), 16 + 12 + 8, "no gateway attribute");
+    }
+
+    #[test]
+    fn gateway_of_the_other_family_falls_back_to_blackhole() {
+        let v4_gateway = RouteTarget::Gateway(GATEWAY_V4);
+        assert_eq!(
+            RouteKind::for_destination(&v4_gateway, SCANNER_V4),
+            RouteKind::Via(GATEWAY_V4)
+        );
+        assert_eq!(
+            RouteKind::for_destination(&v4_gateway, SCANNER_V6),
+            RouteKind::Blackhole
+        );
+        assert_eq!(
+            RouteKind::for_destination(&RouteTarget::Gateway(GATEWAY_V6), SCANNER_V4),
+            RouteKind::Blackhole
+        );
+        assert_eq!(
+            RouteKind::for_destination(&RouteTarget::Blackhole, SCANNER_V6),
+            RouteKind::Blackhole
+        );
+    }
+
+    #[test]
+    fn changes_read_like_ip_route_commands() {
+        let add = RouteChange::Add {
+            destination: SCANNER_V6,
+            kind: RouteKind::Via(GATEWAY_V6),
+        };
+        assert_eq!(
+            add.to_string(),
+            "ip -6 route add 2001:db8::7/128 via 2001:db8:1::1 proto 254"
+        );
+        let delete = RouteChange::DeleteOwn {
+            destination: SCANNER_V4,
+        };
+        assert_eq!(delete.to_string(), "ip route del 192.0.2.7/32 proto 254");
+    }
+
+    /// An NLMSG_ERROR as the kernel builds it: capped echo, optional extended-ack message.
+    fn error_datagram(sequence: u32, error: i32, kernel_message: Option<&str>) -> Vec<u8> {
+        let mut flags = NLM_F_CAPPED;
+        let mut attributes = Vec::new();
+        if let Some(text) = kernel_message {
+            flags |= NLM_F_ACK_TLVS;
+            let mut value = text.as_bytes().to_vec();
+            value.push(0);
+            let length = (NLA_HEADER_LEN + value.len()) as u16;
+            attributes.extend_from_slice(&length.to_ne_bytes());
+            attributes.extend_from_slice(&NLMSGERR_ATTR_MSG.to_ne_bytes());
+            attributes.extend_from_slice(&value);
+            attributes.resize(align4(attributes.len()), 0);
+        }
+        let echoed = RouteChange::DeleteOwn {
+            destination: SCANNER_V4,
+        }
+        .encode(sequence);
+        let length = NLMSG_HEADER_LEN + 4 + NLMSG_HEADER_LEN + attributes.len();
+        let mut datagram = Vec::new();
+        datagram.extend_from_slice(&(length as u32).to_ne_bytes());
+        datagram.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
+        datagram.extend_from_slice(&flags.to_ne_bytes());
+        datagram.extend_from_slice(&sequence.to_ne_bytes());
+        datagram.extend_from_slice(&4242u32.to_ne_bytes());
+        datagram.extend_from_slice(&error.to_ne_bytes());
+        datagram.extend_from_slice(&echoed[..NLMSG_HEADER_LEN]);
+        datagram.extend_from_slice(&attributes);
+        datagram
+    }
+
+    #[test]
+    fn zero_error_is_an_acknowledgement() {
+        let datagram = error_datagram(5, 0, None);
+        assert_eq!(find_answer(&datagram, 5), Some(Answer::Acknowledged));
+    }
+
+    #[test]
+    fn refusal_carries_errno_and_kernel_text() {
+        let datagram = error_datagram(6, -libc::ENETUNREACH, Some("Nexthop has invalid gateway"));
+        assert_eq!(
+            find_answer(&datagram, 6),
+            Some(Answer::Refused {
+                errno: Errno::ENETUNREACH,
+                kernel_message: Some("Nexthop has invalid gateway".into()),
+            })
+        );
+    }
+
+    #[test]
+    fn answers_to_other_requests_are_skipped() {
+        let mut datagram = error_datagram(3, -libc::EEXIST, None);
+        datagram.extend(error_datagram(4, 0, None));
+        assert_eq!(find_answer(&datagram, 4), Some(Answer::Acknowledged));
+        assert_eq!(find_answer(&datagram, 99), None);
+    }
+
+    #[test]
+    fn malformed_datagrams_yield_nothing_and_do_not_panic() {
+        let whole = error_datagram(7, -libc::ESRCH, Some("x"));
+        assert!(find_answer(&whole, 7).is_some());
+        for cut in 0..whole.len() {
+            let answer = find_answer(&whole[..cut], 7);
+            assert_eq!(answer, None, "cut at {cut}");
+        }
+        let mut lying_length = whole.clone();
+        lying_length[..4].copy_from_slice(&u32::MAX.to_ne_bytes());
+        assert_eq!(find_answer(&lying_length, 7), None);
+        let mut short_length = whole.clone();
+        short_length[..4].copy_from_slice(&3u32.to_ne_bytes());
+        assert_eq!(find_answer(&short_length, 7), None);
+        let mut bad_attribute = whole;
+        let attribute_at = NLMSG_HEADER_LEN + 4 + NLMSG_HEADER_LEN;
+        bad_attribute[attribute_at..attribute_at + 2].copy_from_slice(&2u16.to_ne_bytes());
+        assert_eq!(
+            find_answer(&bad_attribute, 7),
+            Some(Answer::Refused {
+                errno: Errno::ESRCH,
+                kernel_message: None
+            })
+        );
+    }
+
+    #[test]
+    fn uncapped_echo_is_skipped_to_reach_the_kernel_text() {
+        let request = RouteChange::Add {
+            destination: SCANNER_V6,
+            kind: RouteKind::Blackhole,
+        }
+        .encode(8);
+        let text = b"IPv6 is disabled\0";
+        let attribute_len = NLA_HEADER_LEN + text.len();
+        let length = NLMSG_HEADER_LEN + 4 + request.len() + align4(attribute_len);
+        let mut datagram = Vec::new();
+        datagram.extend_from_slice(&(length as u32).to_ne_bytes());
+        datagram.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
+        datagram.extend_from_slice(&NLM_F_ACK_TLVS.to_ne_bytes());
+        datagram.extend_from_slice(&8u32.to_ne_bytes());
+        datagram.extend_from_slice(&0u32.to_ne_bytes());
+        datagram.extend_from_slice(&(-libc::EAFNOSUPPORT).to_ne_bytes());
+        datagram.extend_from_slice(&request);
+        datagram.extend_from_slice(&(attribute_len as u16).to_ne_bytes());
+        datagram.extend_from_slice(&NLMSGERR_ATTR_MSG.to_ne_bytes());
+        datagram.extend_from_slice(text);
+        datagram.resize(length, 0);
+        assert_eq!(
+            find_answer(&datagram, 8),
+            Some(Answer::Refused {
+                errno: Errno::EAFNOSUPPORT,
+                kernel_message: Some("IPv6 is disabled".into()),
+            })
+        );
+    }
+
+    #[test]
+    fn backend_error_names_the_change_and_the_errno() {
+        let error = RouteError::Refused {
+            change: RouteChange::Add {
+                destination: SCANNER_V4,
+                kind: RouteKind::Via(GATEWAY_V4),
+            },
+            kernel_message: Some("Nexthop has invalid gateway".into()),
+            errno: Errno::ENETUNREACH,
+        };
+        assert_eq!(error.errno(), Some(Errno::ENETUNREACH));
+        let BackendError::Failed { backend, message } = BackendError::from(error);
+        assert_eq!(backend, "route");
+        assert!(
+            message.contains("ip route add 192.0.2.7/32 via 198.51.100.1 proto 254"),
+            "{message}"
+        );
+        assert!(message.contains("Nexthop has invalid gateway"), "{message}");
+        assert!(message.contains("ENETUNREACH"), "{message}");
+    }
+}
