@@ -1,0 +1,1205 @@
+//! The `hosts-deny` action: one TCP-wrappers rule per blocked source in hosts.deny, added and
+//! removed without ever changing a byte of the admin's own lines. It knows that one file only:
+//! it does not decide who is blocked and reloads nothing (libwrap re-reads the file on every
+//! connection).
+//!
+//! # What nfsentry writes
+//!
+//! Each block is two lines, a marker comment and the rule made from `hosts_deny_line`:
+//!
+//! ```text
+//! # nfsentry block 192.0.2.7
+//! ALL: 192.0.2.7
+//! # nfsentry block 2001:db8::7
+//! ALL: [2001:db8::7]
+//! ```
+//!
+//! The marker has a line of its own because TCP wrappers 7.6 (Venema's release, still the base
+//! of every libwrap) treat `#` as a comment only at the start of a line; some patched builds also
+//! cut a line at an unescaped `#`, but not all. Unpatched, in
+//! `ALL: 192.0.2.7 # nfsentry` the words `#` and `nfsentry` become client patterns, `nfsentry` a
+//! host name to resolve and match (checked against libwrap 0.7.6 through `hosts_ctl`: a client
+//! named `nfsentry` is denied by such a line), and with `ALL: $TARGET$ : DENY` they would land in the option
+//! field. Only a rule line directly under a marker that names the marker's address as one of its
+//! words is ever removed, so an admin's line is never taken for ours; a marker whose rule line was
+//! edited away is dropped alone. The rule text is left as written, so changing `hosts_deny_line`
+//! does not orphan entries of an earlier run.
+//!
+//! A marker ending in `newline-added` records that the file did not end in a newline and nfsentry
+//! added one to start its own line; it goes again with the last entry after it, so the admin's
+//! bytes come back exactly. (While entries follow it, that last admin line, which libwrap ignores
+//! while it lacks a newline, takes effect; there is no other way to start a line after it.)
+//! `# nfsentry released` lines are entries released in place (below); they block nothing.
+//!
+//! # How the file is changed
+//!
+//! Every change holds flock(2) on the file, so two nfsentry backends, or any other tool that
+//! locks it, never lose each other's changes. A waiter re-checks after getting the lock that the
+//! inode it locked is still the one at the path: a writer that replaced the file leaves waiters
+//! holding a lock on the old one.
+//!
+//! The normal way is replacement: the new content goes to a temporary file in the same directory,
+//! with the file's permissions and owner, which is fsync'd, renamed over the file, and the
+//! directory fsync'd, so readers and crashes see the old file or the new one.
+//!
+//! A hardened unit may allow writing the file but not creating files next to it
+//! (`ReadWritePaths=/etc/hosts.deny` under `ProtectSystem=strict`: /etc is read-only and the file
+//! a bind mount that cannot be renamed over). When the temporary file cannot be created, owned
+//! like the file, or renamed into place, the file is changed in place instead, only ever where
+//! nfsentry's own bytes are:
+//! - a block is written after the last byte and fsync'd; a crash can tear only that entry. A
+//!   marker followed by an unterminated last line is recognised as such a torn entry and cut off
+//!   by the next change; a tear inside the marker leaves a comment line, harmless, that is left
+//!   alone because it cannot be told from the admin's;
+//! - a release overwrites the entry's own bytes with a `# nfsentry released` comment line of the
+//!   same length (torn front to back, that write leaves the old entry or a line starting with
+//!   `#`), and the file is cut short only where everything after the cut is nfsentry's released
+//!   or torn lines.
+//!
+//! The admin's bytes are never moved, so no crash can lose them. The price is released-entry
+//! comment lines that stay wherever something still wanted follows them, until a replacement
+//! (when one works again) drops them.
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions, Permissions};
+use std::io::{self, Read, Write};
+use std::net::IpAddr;
+use std::ops::Range;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use log::{debug, info, warn};
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+use thiserror::Error;
+
+use super::{Backend, BackendError};
+use crate::store::BlockRecord;
+
+const BACKEND_NAME: &str = "hosts-deny";
+const TARGET_PLACEHOLDER: &str = "$TARGET$";
+const MARKER_PREFIX: &str = "# nfsentry block ";
+const RELEASED_PREFIX: &str = "# nfsentry released";
+/// Suffix of a marker or released line whose preceding newline nfsentry wrote.
+const NEWLINE_ADDED: &str = " newline-added";
+/// Temporary files are `.<name><TEMP_INFIX><pid>-<sequence>` next to the file.
+const TEMP_INFIX: &str = ".nfsentry-";
+/// Permissions of a hosts.deny that nfsentry has to create; libwrap runs as every daemon's user.
+const NEW_FILE_MODE: u32 = 0o644;
+/// Each retry means another writer replaced the file while we waited for its lock; this many in
+/// a row is a writer that never releases, not bad luck.
+const LOCK_ATTEMPTS: usize = 64;
+
+static TEMP_SEQUENCE: AtomicU64 = AtomicU64::new(0);
+
+#[derive(Debug, Error)]
+pub enum HostsDenyError {
+    #[error("hosts_deny_line {template:?} {problem}")]
+    Template {
+        template: String,
+        problem: &'static str,
+    },
+    #[error("cannot open {path}: {source}")]
+    Open { path: PathBuf, source: io::Error },
+    #[error("cannot lock {path}: {source}")]
+    Lock { path: PathBuf, source: Errno },
+    #[error("{path} was replaced {LOCK_ATTEMPTS} times in a row while waiting for its lock")]
+    LockRace { path: PathBuf },
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+}
+
+/// The hosts.deny writer. Single-threaded by design (the responder owns it); other writers,
+/// including other instances on the same file, are kept apart by flock(2).
+pub struct HostsDenyBackend {
+    path: PathBuf,
+    line_template: String,
+    /// Leftover temporary files are removed once per process, under the lock, before the first
+    /// replacement.
+    temps_swept: bool,
+    in_place_reported: bool,
+    /// Lets the tests take the in-place path without a read-only mount.
+    force_in_place: bool,
+}
+
+/// What one change did to the file.
+#[derive(Debug, Default)]
+struct Changed {
+    added: Vec<NewEntry>,
+    released: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct NewEntry {
+    source: IpAddr,
+    /// The rule line, without its newline.
+    rule: String,
+}
+
+impl HostsDenyBackend {
+    pub fn new(path: PathBuf, line_template: String) -> HostsDenyBackend {
+        HostsDenyBackend {
+            path,
+            line_template,
+            temps_swept: false,
+            in_place_reported: false,
+            force_in_place: false,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The rule line written for `source` (without the marker), e.g. `ALL: [2001:db8::7]`.
+    pub fn line_for(&self, source: IpAddr) -> Result<String, HostsDenyError> {
+        rule_line(&self.line_template, source)
+    }
+
+    /// Sources that nfsentry's entries in the file block now, in file order; lets the caller
+    /// release entries that its own records no longer know about.
+    pub fn sources(&self) -> Result<Vec<IpAddr>, HostsDenyError> {
+        let path = self.resolved_path();
+        let Some(file) = lock(&path, false)? else {
+            return Ok(Vec::new());
+        };
+        let text = read_all(&file, &path)?;
+        let document = Document::parse(&text);
+        let mut seen = HashSet::new();
+        Ok(document
+            .entries()
+            .filter(|source| seen.insert(*source))
+            .collect())
+    }
+
+    /// Writes entries for the sources in `block` that have none and removes every entry for
+    /// `release`, as one change under the lock.
+    fn change(
+        &mut self,
+        block: &[IpAddr],
+        release: Option<IpAddr>,
+    ) -> Result<Changed, HostsDenyError> {
+        // Every line is made before the file is touched: a bad template changes nothing.
+        let wanted = block
+            .iter()
+            .map(|source| {
+                Ok(NewEntry {
+                    source: *source,
+                    rule: self.line_for(*source)?,
+                })
+            })
+            .collect::<Result<Vec<_>, HostsDenyError>>()?;
+        let path = self.resolved_path();
+        let Some(file) = lock(&path, !wanted.is_empty())? else {
+            return Ok(Changed::default());
+        };
+        let text = read_all(&file, &path)?;
+        let document = Document::parse(&text);
+        let present: HashSet<IpAddr> = document.entries().collect();
+        let mut queued = HashSet::new();
+        let added: Vec<NewEntry> = wanted
+            .into_iter()
+            .filter(|entry| !present.contains(&entry.source) && queued.insert(entry.source))
+            .collect();
+        let release = release.filter(|source| present.contains(source));
+        if added.is_empty() && release.is_none() {
+            return Ok(Changed::default());
+        }
+        if !added.is_empty() && text.last().is_some_and(|byte| *byte != b'\n') {
+            warn!(
+                "{} does not end in a newline; nfsentry adds one before its entries, which makes \
+                 the last line effective until they are released",
+                path.display()
+            );
+        }
+
+        let replaced = if self.force_in_place {
+            Err(Unavailable::Forced)
+        } else {
+            if !self.temps_swept {
+                sweep_temps(&path);
+                self.temps_swept = true;
+            }
+            replace(&path, &file, &document.render(release, &added))
+        };
+        match replaced {
+            Ok(()) => {}
+            Err(Unavailable::Failed(e)) => return Err(e),
+            Err(why) => {
+                if !self.in_place_reported {
+                    self.in_place_reported = true;
+                    warn!(
+                        "cannot replace {} ({why}); changing it in place from now on",
+                        path.display()
+                    );
+                }
+                change_in_place(&file, &path, &document, release, &added)?;
+            }
+        }
+        Ok(Changed {
+            added,
+            released: release.is_some(),
+        })
+    }
+
+    /// Symlinks are followed so that replacement swaps the real file, not the admin's link.
+    fn resolved_path(&self) -> PathBuf {
+        fs::canonicalize(&self.path).unwrap_or_else(|_| self.path.clone())
+    }
+
+    fn report_added(&self, changed: &Changed) {
+        for entry in &changed.added {
+            // PortSentry's wording: admins' log watchers look for it.
+            info!(
+                "attackalert: Host {} has been blocked via wrappers with string: \"{}\"",
+                entry.source, entry.rule
+            );
+        }
+    }
+
+    #[cfg(test)]
+    fn in_place_only(mut self) -> Self {
+        self.force_in_place = true;
+        self
+    }
+}
+
+fn failed(e: HostsDenyError) -> BackendError {
+    BackendError::Failed {
+        backend: BACKEND_NAME,
+        message: e.to_string(),
+    }
+}
+
+impl Backend for HostsDenyBackend {
+    fn name(&self) -> &'static str {
+        BACKEND_NAME
+    }
+
+    fn block(&mut self, block: &BlockRecord, _now: SystemTime) -> Result<(), BackendError> {
+        let changed = self.change(&[block.source], None).map_err(failed)?;
+        if changed.added.is_empty() {
+            debug!(
+                "{} already has an entry for {}",
+                self.path.display(),
+                block.source
+            );
+        }
+        self.report_added(&changed);
+        Ok(())
+    }
+
+    fn release(&mut self, block: &BlockRecord) -> Result<(), BackendError> {
+        let changed = self.change(&[], Some(block.source)).map_err(failed)?;
+        if changed.released {
+            info!(
+                "removed the entry for {} from {}",
+                block.source,
+                self.path.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// One change for all blocks; sources that already have an entry are left as they are.
+    fn restore(&mut self, blocks: &[&BlockRecord], _now: SystemTime) -> Result<(), BackendError> {
+        let sources: Vec<IpAddr> = blocks.iter().map(|block| block.source).collect();
+        let changed = self.change(&sources, None).map_err(failed)?;
+        self.report_added(&changed);
+        Ok(())
+    }
+}
+
+/// How libwrap names a client address: IPv6 in brackets.
+fn target_text(source: IpAddr) -> String {
+    match source {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+    }
+}
+
+/// `template` with every `$TARGET$` replaced, checked to be one rule line that the file parser
+/// will recognise as belonging to `source`.
+fn rule_line(template: &str, source: IpAddr) -> Result<String, HostsDenyError> {
+    let problem = |problem| HostsDenyError::Template {
+        template: template.to_string(),
+        problem,
+    };
+    if !template.contains(TARGET_PLACEHOLDER) {
+        // Without it every block would write the same line, for instance `ALL: ALL`.
+        return Err(problem("does not contain $TARGET$"));
+    }
+    let line = template.replace(TARGET_PLACEHOLDER, &target_text(source));
+    if line.contains(['\n', '\r', '\0']) {
+        return Err(problem("must be a single line"));
+    }
+    if line.ends_with('\\') {
+        // libwrap would join the next line onto it.
+        return Err(problem("must not end in a backslash"));
+    }
+    if line.trim_start().starts_with('#') {
+        return Err(problem("is a comment"));
+    }
+    if !line.contains(':') {
+        return Err(problem(
+            "lacks the ':' between daemons and clients that TCP wrappers require",
+        ));
+    }
+    if !is_rule_for(line.as_bytes(), source) {
+        return Err(problem("must have $TARGET$ as a word of its own"));
+    }
+    Ok(line)
+}
+
+/// Whether `line` (without its newline) is a rule naming `source` as one of its words.
+fn is_rule_for(line: &[u8], source: IpAddr) -> bool {
+    let Ok(line) = std::str::from_utf8(line) else {
+        return false;
+    };
+    if line.trim_start().starts_with('#') {
+        return false;
+    }
+    let target = target_text(source);
+    match source {
+        // Brackets delimit an IPv6 address already; colons inside it forbid splitting at ':'.
+        IpAddr::V6(_) => line.contains(&target),
+        IpAddr::V4(_) => line
+            .split(|c: char| c.is_whitespace() || c == ',' || c == ':')
+            .any(|word| {
+                word.strip_prefix(target.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            }),
+    }
+}
+
+fn marker_line(source: IpAddr, newline_added: bool) -> String {
+    let suffix = if newline_added { NEWLINE_ADDED } else { "" };
+    format!("{MARKER_PREFIX}{source}{suffix}\n")
+}
+
+/// A comment line of exactly `len` bytes (newline included) that takes a released entry's place.
+fn released_line(len: usize, newline_added: bool) -> Vec<u8> {
+    let mut line = RELEASED_PREFIX.as_bytes().to_vec();
+    if newline_added {
+        line.extend_from_slice(NEWLINE_ADDED.as_bytes());
+    }
+    if line.len() + 1 > len {
+        // Unreachable for real entries (a marker alone is longer); still a comment line.
+        line = b"#".to_vec();
+    }
+    line.resize(len.saturating_sub(1), b' ');
+    line.push(b'\n');
+    line.truncate(len);
+    line
+}
+
+/// nfsentry's own kinds of line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OwnLine {
+    Marker { source: IpAddr, newline_added: bool },
+    Released { newline_added: bool },
+}
+
+/// Recognises only the exact forms nfsentry writes, so an admin's comment that merely mentions
+/// nfsentry stays the admin's.
+fn own_line(content: &[u8]) -> Option<OwnLine> {
+    let text = std::str::from_utf8(content).ok()?;
+    if let Some(rest) = text.strip_prefix(MARKER_PREFIX) {
+        let (address, newline_added) = match rest.strip_suffix(NEWLINE_ADDED) {
+            Some(address) => (address, true),
+            None => (rest, false),
+        };
+        let source = address.parse().ok()?;
+        return Some(OwnLine::Marker {
+            source,
+            newline_added,
+        });
+    }
+    let rest = text.strip_prefix(RELEASED_PREFIX)?.trim_end_matches(' ');
+    match rest {
+        "" => Some(OwnLine::Released {
+            newline_added: false,
+        }),
+        NEWLINE_ADDED => Some(OwnLine::Released {
+            newline_added: true,
+        }),
+        _ => None,
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PieceKind {
+    /// One of the admin's lines, byte for byte, with its newline if it has one.
+    Admin,
+    /// A block in force: marker plus `rule`, the rule line with its newline.
+    Entry { source: IpAddr, rule: Range<usize> },
+    /// nfsentry's lines that block nothing: released in place, a marker without its rule, or a
+    /// torn append.
+    Dead,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Piece {
+    span: Range<usize>,
+    /// The span starts with a newline nfsentry added after an unterminated admin line.
+    newline_added: bool,
+    kind: PieceKind,
+}
+
+/// hosts.deny split into the admin's lines and nfsentry's pieces; spans cover the text exactly.
+#[derive(Debug)]
+struct Document<'a> {
+    text: &'a [u8],
+    pieces: Vec<Piece>,
+}
+
+/// One line: `start..end` includes the newline, `content_end` excludes it.
+#[derive(Debug, Clone, Copy)]
+struct Line {
+    start: usize,
+    content_end: usize,
+    end: usize,
+}
+
+impl Line {
+    fn terminated(&self) -> bool {
+        self.end > self.content_end
+    }
+}
+
+fn split_lines(text: &[u8]) -> Vec<Line> {
+    let mut lines = Vec::new();
+    let mut start = 0;
+    while start < text.len() {
+        let line = match text
+            .get(start..)
+            .and_then(|rest| rest.iter().position(|b| *b == b'\n'))
+        {
+            Some(offset) => Line {
+                start,
+                content_end: start + offset,
+                end: start + offset + 1,
+            },
+            None => Line {
+                start,
+                content_end: text.len(),
+                end: text.len(),
+            },
+        };
+        start = line.end;
+        lines.push(line);
+    }
+    lines
+}
+
+impl<'a> Document<'a> {
+    fn parse(text: &'a [u8]) -> Document<'a> {
+        let lines = split_lines(text);
+        let content = |line: &Line| text.get(line.start..line.content_end).unwrap_or_default();
+        let mut document = Document {
+            text,
+            pieces: Vec::new(),
+        };
+        let mut index = 0;
+        while let Some(line) = lines.get(index) {
+            match own_line(content(line)) {
+                Some(OwnLine::Marker {
+                    source,
+                    newline_added,
+                }) => {
+                    let next = lines.get(index + 1).filter(|_| line.terminated());
+                    let (end, kind, used) = match next {
+                        Some(rule) if rule.terminated() && is_rule_for(content(rule), source) => {
+                            let rule = rule.start..rule.end;
+                            (rule.end, PieceKind::Entry { source, rule }, 2)
+                        }
+                        // The last line, unterminated, under a marker: an append cut short.
+                        Some(rule) if !rule.terminated() => (rule.end, PieceKind::Dead, 2),
+                        _ => (line.end, PieceKind::Dead, 1),
+                    };
+                    document.push_own(line.start..end, newline_added, kind);
+                    index += used;
+                }
+                Some(OwnLine::Released { newline_added }) => {
+                    document.push_own(line.start..line.end, newline_added, PieceKind::Dead);
+                    index += 1;
+                }
+                None => {
+                    document.pieces.push(Piece {
+                        span: line.start..line.end,
+                        newline_added: false,
+                        kind: PieceKind::Admin,
+                    });
+                    index += 1;
+                }
+            }
+        }
+        document
+    }
+
+    /// The newline a marker says nfsentry added is the last byte of the admin line above it:
+    /// it moves into this piece, so the admin line keeps exactly its own bytes.
+    fn push_own(&mut self, span: Range<usize>, newline_added: bool, kind: PieceKind) {
+        let mut span = span;
+        let mut moved = false;
+        if newline_added {
+            if let Some(above) = self.pieces.last_mut() {
+                let ends_in_newline =
+                    above.span.end.checked_sub(1).and_then(|i| self.text.get(i)) == Some(&b'\n');
+                if above.kind == PieceKind::Admin && above.span.end == span.start && ends_in_newline
+                {
+                    above.span.end -= 1;
+                    span.start -= 1;
+                    moved = true;
+                    if above.span.is_empty() {
+                        self.pieces.pop();
+                    }
+                }
+            }
+        }
+        self.pieces.push(Piece {
+            span,
+            newline_added: moved,
+            kind,
+        });
+    }
+
+    fn bytes(&self, range: &Range<usize>) -> &'a [u8] {
+        self.text.get(range.clone()).unwrap_or_default()
+    }
+
+    /// Sources of the entries in force, in file order, repeats included.
+    fn entries(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.pieces.iter().filter_map(|piece| match piece.kind {
+            PieceKind::Entry { source, .. } => Some(source),
+            _ => None,
+        })
+    }
+
+    /// The whole file after the change: admin lines as they are, entries kept with their rule
+    /// text, `release`d and dead pieces dropped, repeated entries collapsed into the first.
+    fn render(&self, release: Option<IpAddr>, add: &[NewEntry]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.text.len() + add.len() * 64);
+        let mut written = HashSet::new();
+        for piece in &self.pieces {
+            match &piece.kind {
+                PieceKind::Admin => {
+                    // Only after a dropped entry that had added it: the admin line that
+                    // follows needs it now, so it stays for good.
+                    if out.last().is_some_and(|byte| *byte != b'\n') {
+                        out.push(b'\n');
+                    }
+                    out.extend_from_slice(self.bytes(&piece.span));
+                }
+                PieceKind::Entry { source, rule }
+                    if Some(*source) != release && written.insert(*source) =>
+                {
+                    push_entry(&mut out, *source, self.bytes(rule));
+                }
+                PieceKind::Entry { .. } | PieceKind::Dead => {}
+            }
+        }
+        for entry in add {
+            if written.insert(entry.source) {
+                let rule = format!("{}\n", entry.rule);
+                push_entry(&mut out, entry.source, rule.as_bytes());
+            }
+        }
+        out
+    }
+}
+
+/// Appends marker and rule to `out`, starting a line first when `out` ends mid-line.
+fn push_entry(out: &mut Vec<u8>, source: IpAddr, rule_with_newline: &[u8]) {
+    let newline_added = out.last().is_some_and(|byte| *byte != b'\n');
+    if newline_added {
+        out.push(b'\n');
+    }
+    out.extend_from_slice(marker_line(source, newline_added).as_bytes());
+    out.extend_from_slice(rule_with_newline);
+}
+
+/// Opens and locks the file; `None` when it does not exist and `create` is false.
+fn lock(path: &Path, create: bool) -> Result<Option<Flock<File>>, HostsDenyError> {
+    for _ in 0..LOCK_ATTEMPTS {
+        let opened = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .mode(NEW_FILE_MODE)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(path);
+        let file = match opened {
+            Ok(file) => file,
+            Err(e) if !create && e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(HostsDenyError::Open {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        };
+        let locked = lock_exclusive(file).map_err(|source| HostsDenyError::Lock {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let held = locked.metadata().map_err(|source| HostsDenyError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        match fs::metadata(path) {
+            Ok(current) if current.dev() == held.dev() && current.ino() == held.ino() => {
+                return Ok(Some(locked))
+            }
+            // Replaced or removed while we waited: the lock guards a file nobody reads.
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(HostsDenyError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        }
+    }
+    Err(HostsDenyError::LockRace {
+        path: path.to_path_buf(),
+    })
+}
+
+fn lock_exclusive(file: File) -> Result<Flock<File>, Errno> {
+    let mut file = file;
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusive) {
+            Ok(locked) => return Ok(locked),
+            Err((returned, Errno::EINTR)) => file = returned,
+            Err((_, errno)) => return Err(errno),
+        }
+    }
+}
+
+fn read_all(file: &File, path: &Path) -> Result<Vec<u8>, HostsDenyError> {
+    let mut text = Vec::new();
+    // A fresh descriptor reads from the start; `&File` reads leave the lock in place.
+    let mut reader = file;
+    reader
+        .read_to_end(&mut text)
+        .map_err(|source| HostsDenyError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    Ok(text)
+}
+
+/// Why replacement was not done; all but `Failed` send the change down the in-place path.
+#[derive(Debug, Error)]
+enum Unavailable {
+    #[error("cannot create {}: {source}", path.display())]
+    CreateTemp { path: PathBuf, source: io::Error },
+    #[error("cannot give {} the file's owner: {source}", path.display())]
+    Owner { path: PathBuf, source: io::Error },
+    #[error("cannot rename over it: {source}")]
+    Rename { source: io::Error },
+    #[error("in-place writing forced")]
+    Forced,
+    #[error(transparent)]
+    Failed(HostsDenyError),
+}
+
+/// Errors that say "not allowed here" rather than "broken": read-only or hardened directories,
+/// and files that are mount points.
+fn is_not_permitted(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EROFS | libc::EACCES | libc::EPERM | libc::EBUSY | libc::EXDEV)
+    )
+}
+
+/// Removes the temporary file unless the rename consumed it.
+struct TempFile {
+    path: PathBuf,
+    renamed: bool,
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.renamed {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn temp_name_prefix(path: &Path) -> Option<String> {
+    let name = path.file_name()?.to_str()?;
+    Some(format!(".{name}{TEMP_INFIX}"))
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
+/// Writers create temporary files only while holding the lock, so any found while holding it
+/// were left by a crash.
+fn sweep_temps(path: &Path) {
+    let Some(prefix) = temp_name_prefix(path) else {
+        return;
+    };
+    let Ok(entries) = fs::read_dir(parent_dir(path)) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(&prefix))
+        {
+            match fs::remove_file(entry.path()) {
+                Ok(()) => info!(
+                    "removed {} left by an interrupted write",
+                    entry.path().display()
+                ),
+                Err(e) => debug!("cannot remove {}: {e}", entry.path().display()),
+            }
+        }
+    }
+}
+
+fn replace(path: &Path, held: &File, content: &[u8]) -> Result<(), Unavailable> {
+    let write_error = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Unavailable::Failed(HostsDenyError::Write { path, source })
+    };
+    let metadata = held.metadata().map_err(|source| {
+        Unavailable::Failed(HostsDenyError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
+    })?;
+    let dir = parent_dir(path);
+    let prefix = temp_name_prefix(path).ok_or_else(|| {
+        Unavailable::Failed(HostsDenyError::Open {
+            path: path.to_path_buf(),
+            source: io::Error::new(io::ErrorKind::InvalidInput, "not a file name"),
+        })
+    })?;
+    let sequence = TEMP_SEQUENCE.fetch_add(1, Ordering::Relaxed);
+    let temp_path = dir.join(format!("{prefix}{}-{sequence}", std::process::id()));
+    let mut temp = match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(&temp_path)
+    {
+        Ok(temp) => temp,
+        Err(source) if is_not_permitted(&source) => {
+            return Err(Unavailable::CreateTemp {
+                path: temp_path,
+                source,
+            })
+        }
+        Err(source) => return Err(write_error(&temp_path)(source)),
+    };
+    let mut guard = TempFile {
+        path: temp_path.clone(),
+        renamed: false,
+    };
+    let created = temp.metadata().map_err(write_error(&temp_path))?;
+    if created.uid() != metadata.uid() || created.gid() != metadata.gid() {
+        // Replacing the file must not hand it to another owner; without CAP_CHOWN the
+        // in-place path keeps the owner by keeping the inode.
+        std::os::unix::fs::fchown(&temp, Some(metadata.uid()), Some(metadata.gid())).map_err(
+            |source| Unavailable::Owner {
+                path: temp_path.clone(),
+                source,
+            },
+        )?;
+    }
+    temp.set_permissions(Permissions::from_mode(metadata.mode() & 0o7777))
+        .map_err(write_error(&temp_path))?;
+    temp.write_all(content).map_err(write_error(&temp_path))?;
+    temp.sync_all().map_err(write_error(&temp_path))?;
+    match fs::rename(&temp_path, path) {
+        Ok(()) => guard.renamed = true,
+        Err(source) if is_not_permitted(&source) => return Err(Unavailable::Rename { source }),
+        Err(source) => return Err(write_error(path)(source)),
+    }
+    File::open(dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(write_error(dir))
+}
+
+/// The change written over the locked file itself; see the module documentation for why each
+/// step can only ever touch nfsentry's bytes.
+fn change_in_place(
+    file: &File,
+    path: &Path,
+    document: &Document<'_>,
+    release: Option<IpAddr>,
+    add: &[NewEntry],
+) -> Result<(), HostsDenyError> {
+    let write_error = |source| HostsDenyError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let unwanted = |piece: &Piece| match piece.kind {
+        PieceKind::Admin => false,
+        PieceKind::Dead => true,
+        PieceKind::Entry { source, .. } => Some(source) == release,
+    };
+    // Everything after the last wanted piece is nfsentry's and can be cut off.
+    let kept = document
+        .pieces
+        .iter()
+        .rposition(|piece| !unwanted(piece))
+        .map_or(0, |last| last + 1);
+    let cut = document
+        .pieces
+        .get(kept)
+        .map_or(document.text.len(), |piece| piece.span.start);
+
+    let mut overwritten = false;
+    for piece in document.pieces.iter().take(kept) {
+        if matches!(piece.kind, PieceKind::Entry { source, .. } if Some(source) == release) {
+            let start = piece.span.start + usize::from(piece.newline_added);
+            let len = piece.span.end.saturating_sub(start);
+            let line = released_line(len, piece.newline_added);
+            file.write_all_at(&line, start as u64)
+                .map_err(write_error)?;
+            overwritten = true;
+        }
+    }
+    if overwritten {
+        file.sync_data().map_err(write_error)?;
+    }
+    if cut < document.text.len() {
+        file.set_len(cut as u64).map_err(write_error)?;
+        file.sync_data().map_err(write_error)?;
+    }
+    if !add.is_empty() {
+        let before = document.text.get(..cut).unwrap_or_default();
+        let mut appended = before.last().map(|byte| vec![*byte]).unwrap_or_default();
+        for entry in add {
+            let rule = format!("{}\n", entry.rule);
+            push_entry(&mut appended, entry.source, rule.as_bytes());
+        }
+        // The seed byte only told push_entry how the file ends; it is already there.
+        let appended = appended
+            .get(usize::from(!before.is_empty())..)
+            .unwrap_or_default();
+        file.write_all_at(appended, cut as u64)
+            .map_err(write_error)?;
+        file.sync_data().map_err(write_error)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    const V4: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
+    const V4_OTHER: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 9));
+    const V6: IpAddr = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7));
+
+    fn entry(source: IpAddr) -> NewEntry {
+        NewEntry {
+            source,
+            rule: rule_line("ALL: $TARGET$", source).unwrap(),
+        }
+    }
+
+    fn kinds(document: &Document<'_>) -> Vec<PieceKind> {
+        document.pieces.iter().map(|p| p.kind.clone()).collect()
+    }
+
+    #[test]
+    fn rule_lines_bracket_ipv6_and_substitute_every_placeholder() {
+        assert_eq!(rule_line("ALL: $TARGET$", V4).unwrap(), "ALL: 192.0.2.7");
+        assert_eq!(
+            rule_line("ALL: $TARGET$", V6).unwrap(),
+            "ALL: [2001:db8::7]"
+        );
+        assert_eq!(
+            rule_line(
+                "sshd,in.telnetd: $TARGET$, $TARGET$/255.255.255.255 : DENY",
+                V4
+            )
+            .unwrap(),
+            "sshd,in.telnetd: 192.0.2.7, 192.0.2.7/255.255.255.255 : DENY"
+        );
+    }
+
+    #[test]
+    fn rule_lines_that_could_not_be_told_apart_or_read_are_refused() {
+        for template in [
+            "ALL: ALL",
+            "ALL: $TARGET$\nALL: ALL",
+            "ALL: $TARGET$ \\",
+            "# ALL: $TARGET$",
+            "$TARGET$",
+            "ALL: x$TARGET$",
+        ] {
+            assert!(
+                matches!(
+                    rule_line(template, V4),
+                    Err(HostsDenyError::Template { .. })
+                ),
+                "{template:?} was accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn markers_are_recognised_only_in_their_exact_form() {
+        assert_eq!(
+            own_line(b"# nfsentry block 192.0.2.7"),
+            Some(OwnLine::Marker {
+                source: V4,
+                newline_added: false
+            })
+        );
+        assert_eq!(
+            own_line(b"# nfsentry block 2001:db8::7 newline-added"),
+            Some(OwnLine::Marker {
+                source: V6,
+                newline_added: true
+            })
+        );
+        assert_eq!(
+            own_line(b"# nfsentry released newline-added     "),
+            Some(OwnLine::Released {
+                newline_added: true
+            })
+        );
+        for admin in [
+            "# nfsentry block 192.0.2.7 because it scanned us",
+            "# nfsentry block me",
+            "#nfsentry block 192.0.2.7",
+            "# nfsentry released the kraken",
+            "# nfsentry",
+        ] {
+            assert_eq!(own_line(admin.as_bytes()), None, "{admin:?}");
+        }
+    }
+
+    #[test]
+    fn a_rule_is_ours_only_if_it_names_the_marker_address_as_a_word() {
+        assert!(is_rule_for(b"ALL: 192.0.2.7", V4));
+        assert!(is_rule_for(b"ALL:192.0.2.7 : DENY", V4));
+        assert!(is_rule_for(b"sshd: 10.0.0.1, 192.0.2.7/32", V4));
+        assert!(!is_rule_for(b"ALL: 192.0.2.77", V4));
+        assert!(!is_rule_for(b"ALL: 192.0.2.", V4));
+        assert!(!is_rule_for(b"# ALL: 192.0.2.7", V4));
+        assert!(is_rule_for(b"ALL: [2001:db8::7]", V6));
+        assert!(!is_rule_for(b"ALL: [2001:db8::77]", V6));
+    }
+
+    #[test]
+    fn parse_separates_admin_lines_entries_and_dead_lines() {
+        let text = b"# admin\nALL: 10.0.0.1\n# nfsentry block 192.0.2.7\nALL: 192.0.2.7\n\
+# nfsentry block 198.51.100.9\nsshd: 10.9.9.9\n# nfsentry released     \n";
+        let document = Document::parse(text);
+        let kinds = kinds(&document);
+        assert_eq!(kinds.len(), 6, "{kinds:?}");
+        assert_eq!(kinds[0], PieceKind::Admin);
+        assert_eq!(kinds[1], PieceKind::Admin);
+        assert!(matches!(kinds[2], PieceKind::Entry { source, .. } if source == V4));
+        // The marker lost its rule line to an admin edit: the marker alone is ours.
+        assert_eq!(kinds[3], PieceKind::Dead);
+        assert_eq!(kinds[4], PieceKind::Admin);
+        assert_eq!(kinds[5], PieceKind::Dead);
+        assert_eq!(document.entries().collect::<Vec<_>>(), vec![V4]);
+        let spans: usize = document.pieces.iter().map(|p| p.span.len()).sum();
+        assert_eq!(spans, text.len());
+    }
+
+    #[test]
+    fn an_unterminated_line_under_a_marker_is_a_torn_append() {
+        let document = Document::parse(b"ALL: 10.0.0.1\n# nfsentry block 192.0.2.7\nALL: 19");
+        assert_eq!(kinds(&document), vec![PieceKind::Admin, PieceKind::Dead]);
+        assert_eq!(
+            document.render(None, &[]),
+            b"ALL: 10.0.0.1\n".to_vec(),
+            "the torn entry is dropped on the next rewrite"
+        );
+    }
+
+    #[test]
+    fn render_round_trips_admin_bytes_including_a_missing_final_newline() {
+        let admin: &[u8] = b"# hosts.deny\r\nALL: 10.0.0.1\n\n  # indented\nsshd: 10.0.0.2";
+        let added = Document::parse(admin).render(None, &[entry(V4), entry(V6)]);
+        assert_eq!(
+            added,
+            [
+                admin,
+                b"\n# nfsentry block 192.0.2.7 newline-added\nALL: 192.0.2.7\n",
+                b"# nfsentry block 2001:db8::7\nALL: [2001:db8::7]\n"
+            ]
+            .concat()
+        );
+        let first_released = Document::parse(&added).render(Some(V4), &[]);
+        assert_eq!(
+            first_released,
+            [
+                admin,
+                b"\n# nfsentry block 2001:db8::7 newline-added\nALL: [2001:db8::7]\n"
+            ]
+            .concat(),
+            "the added newline passes to the next entry"
+        );
+        assert_eq!(
+            Document::parse(&first_released).render(Some(V6), &[]),
+            admin
+        );
+    }
+
+    #[test]
+    fn render_keeps_a_needed_newline_when_the_admin_wrote_after_our_entry() {
+        let text = b"ALL: 10.0.0.1\n# nfsentry block 192.0.2.7 newline-added\nALL: 192.0.2.7\nsshd: 10.0.0.2\n";
+        let released = Document::parse(text).render(Some(V4), &[]);
+        assert_eq!(released, b"ALL: 10.0.0.1\nsshd: 10.0.0.2\n".to_vec());
+    }
+
+    #[test]
+    fn render_collapses_repeated_entries_and_skips_known_sources() {
+        let text = b"# nfsentry block 192.0.2.7\nALL: 192.0.2.7\n# nfsentry block 192.0.2.7\nALL: 192.0.2.7\n";
+        let rendered =
+            Document::parse(text).render(None, &[entry(V4), entry(V4_OTHER), entry(V4_OTHER)]);
+        assert_eq!(
+            String::from_utf8(rendered).unwrap(),
+            "# nfsentry block 192.0.2.7\nALL: 192.0.2.7\n\
+             # nfsentry block 198.51.100.9\nALL: 198.51.100.9\n"
+        );
+    }
+
+    #[test]
+    fn released_lines_have_the_exact_length_and_stay_comments() {
+        for len in [20, 33, 80] {
+            let line = released_line(len, false);
+            assert_eq!(line.len(), len);
+            assert_eq!(line.last(), Some(&b'\n'));
+            assert_eq!(
+                own_line(&line[..len - 1]),
+                Some(OwnLine::Released {
+                    newline_added: false
+                })
+            );
+        }
+        let short = released_line(5, true);
+        assert_eq!(short, b"#   \n".to_vec());
+    }
+
+    struct ScratchDir(PathBuf);
+
+    impl ScratchDir {
+        fn new(name: &str) -> ScratchDir {
+            let dir = std::env::temp_dir().join(format!(
+                "nfsentry-hosts-deny-unit-{name}-{}",
+                std::process::id()
+            ));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).unwrap();
+            ScratchDir(dir)
+        }
+    }
+
+    impl Drop for ScratchDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn record(source: IpAddr) -> BlockRecord {
+        BlockRecord {
+            source,
+            added: 0,
+            expires: None,
+            protocol: "TCP".into(),
+            port: 23,
+            kind: "SYN/Normal".into(),
+        }
+    }
+
+    #[test]
+    fn in_place_changes_keep_the_inode_and_the_admin_bytes() {
+        let dir = ScratchDir::new("in-place");
+        let path = dir.0.join("hosts.deny");
+        let admin = b"# admin\nALL: 10.0.0.1";
+        fs::write(&path, admin).unwrap();
+        let inode = fs::metadata(&path).unwrap().ino();
+        let mut backend =
+            HostsDenyBackend::new(path.clone(), "ALL: $TARGET$".into()).in_place_only();
+        let now = SystemTime::now();
+
+        backend.block(&record(V4), now).unwrap();
+        backend.block(&record(V6), now).unwrap();
+        // The admin then adds a line below nfsentry's entries.
+        let mut appended = fs::read(&path).unwrap();
+        appended.extend_from_slice(b"sshd: 10.0.0.2\n");
+        fs::write(&path, &appended).unwrap();
+
+        backend.release(&record(V4)).unwrap();
+        let text = fs::read(&path).unwrap();
+        assert_eq!(
+            text.len(),
+            appended.len(),
+            "a release in place keeps the length"
+        );
+        assert_eq!(backend.sources().unwrap(), vec![V6]);
+        let document = Document::parse(&text);
+        assert_eq!(
+            document.render(None, &[]),
+            b"# admin\nALL: 10.0.0.1\n# nfsentry block 2001:db8::7 newline-added\n\
+ALL: [2001:db8::7]\nsshd: 10.0.0.2\n"
+                .to_vec()
+        );
+        assert_eq!(fs::metadata(&path).unwrap().ino(), inode);
+    }
+
+    #[test]
+    fn in_place_release_of_the_tail_gives_back_the_exact_admin_bytes() {
+        let dir = ScratchDir::new("tail");
+        let path = dir.0.join("hosts.deny");
+        let admin = b"# admin\nALL: 10.0.0.1";
+        fs::write(&path, admin).unwrap();
+        let mut backend =
+            HostsDenyBackend::new(path.clone(), "ALL: $TARGET$".into()).in_place_only();
+        let now = SystemTime::now();
+        backend.block(&record(V4), now).unwrap();
+        backend.block(&record(V6), now).unwrap();
+        backend.block(&record(V4_OTHER), now).unwrap();
+        // Releasing the middle one leaves a released line; releasing the rest cuts them all.
+        backend.release(&record(V6)).unwrap();
+        assert_eq!(backend.sources().unwrap(), vec![V4, V4_OTHER]);
+        backend.release(&record(V4_OTHER)).unwrap();
+        backend.release(&record(V4)).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), admin.to_vec());
+    }
+
+    #[test]
+    fn in_place_block_drops_a_torn_append_first() {
+        let dir = ScratchDir::new("torn");
+        let path = dir.0.join("hosts.deny");
+        fs::write(
+            &path,
+            b"ALL: 10.0.0.1\n# nfsentry block 192.0.2.7\nALL: 192.0",
+        )
+        .unwrap();
+        let mut backend =
+            HostsDenyBackend::new(path.clone(), "ALL: $TARGET$".into()).in_place_only();
+        backend.block(&record(V4), SystemTime::now()).unwrap();
+        assert_eq!(
+            String::from_utf8(fs::read(&path).unwrap()).unwrap(),
+            "ALL: 10.0.0.1\n# nfsentry block 192.0.2.7\nALL: 192.0.2.7\n"
+        );
+    }
+}
