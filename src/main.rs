@@ -9,7 +9,7 @@ use log::{error, LevelFilter};
 
 use nfsentry::config::{self, Config};
 use nfsentry::nft::ruleset::{self, QueueMode};
-use nfsentry::{daemon, logging};
+use nfsentry::{daemon, logging, respond};
 
 /// Port-scan detector and inline blocker for nftables/NFQUEUE.
 #[derive(Parser)]
@@ -38,6 +38,9 @@ enum Command {
     Rules {
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
+        /// Print the commands and changes each blocking action makes instead.
+        #[arg(long)]
+        actions: bool,
     },
 }
 
@@ -80,6 +83,13 @@ fn main() -> ExitCode {
         }
         Command::CheckConfig { config } => match load(config) {
             Ok(c) => {
+                let problems = respond::preflight(&c.respond);
+                if !problems.is_empty() {
+                    for problem in problems {
+                        eprintln!("nfsentry: {}: {problem}", origin_label(&c));
+                    }
+                    return ExitCode::from(EXIT_BAD_CONFIG_CHECK);
+                }
                 println!("{}", c.summary());
                 ExitCode::SUCCESS
             }
@@ -88,7 +98,13 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_BAD_CONFIG_CHECK)
             }
         },
-        Command::Rules { config } => match load(config) {
+        Command::Rules { config, actions } => match load(config) {
+            Ok(c) if actions => {
+                for line in respond::describe(&c.respond, &c.daemon.table) {
+                    println!("{line}");
+                }
+                ExitCode::SUCCESS
+            }
             Ok(c) => {
                 let devices = daemon::ingress_devices(&c);
                 let spec = daemon::ruleset_spec(&c, devices);
@@ -105,6 +121,13 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_BAD_CONFIG_CHECK)
             }
         },
+    }
+}
+
+fn origin_label(config: &Config) -> String {
+    match &config.origin {
+        config::Origin::File(path) => path.display().to_string(),
+        config::Origin::Defaults => "built-in defaults".to_string(),
     }
 }
 

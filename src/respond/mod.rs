@@ -12,9 +12,14 @@ use std::time::{Duration, SystemTime};
 use log::{error, info, warn};
 use thiserror::Error;
 
+pub mod command;
+pub mod hosts_deny;
+pub mod legacy;
 mod nft_set;
+pub mod route;
 pub use nft_set::NftSetBackend;
 
+use crate::config::{self, Action};
 use crate::nft::netlink::Nft;
 use crate::nft::ruleset::{QueueMode, RulesetSpec};
 use crate::report;
@@ -57,6 +62,7 @@ pub struct ResponderSetup {
     pub spec: RulesetSpec,
     pub prefer: Option<QueueMode>,
     pub store: BlockStore,
+    pub respond: config::Respond,
 }
 
 /// How often blocks are checked for expiry; a block outlives its timeout by at most this.
@@ -83,6 +89,7 @@ fn run(
         spec,
         prefer,
         mut store,
+        respond,
     } = setup;
     let table = spec.table.clone();
     let mut nft = match Nft::open() {
@@ -99,16 +106,7 @@ fn run(
             return;
         }
     };
-    // The backends get their own netlink session so that install/remove stay with this one.
-    let set_nft = match Nft::open() {
-        Ok(nft) => nft,
-        Err(e) => {
-            let _ = ready.send(Err(format!("cannot talk to nftables: {e}")));
-            return;
-        }
-    };
-    let mut backends: Vec<Box<dyn Backend>> =
-        vec![Box::new(NftSetBackend::new(set_nft, table.clone()))];
+    let mut backends = build_backends(&respond, &table);
     restore(&mut store, &mut backends);
     let _ = ready.send(Ok(mode));
 
@@ -140,6 +138,164 @@ fn run(
         expire(&mut store, &mut backends, SystemTime::now());
     }
     finish(&mut store, &mut nft, &table);
+}
+
+/// The configured actions in the order they run: config order, with `command` moved to the
+/// front when `command_first` is set (PortSentry's KILL_RUN_CMD_FIRST) and to the end otherwise.
+/// An action that cannot start (tool missing, no netlink) is logged and left out; the others
+/// still run.
+fn build_backends(respond: &config::Respond, table: &str) -> Vec<Box<dyn Backend>> {
+    let mut order: Vec<Action> = respond
+        .actions
+        .iter()
+        .copied()
+        .filter(|a| *a != Action::Command)
+        .collect();
+    if respond.actions.contains(&Action::Command) {
+        match respond.command_first {
+            true => order.insert(0, Action::Command),
+            false => order.push(Action::Command),
+        }
+    }
+    let mut backends: Vec<Box<dyn Backend>> = Vec::with_capacity(order.len());
+    for action in order {
+        let built: Result<Box<dyn Backend>, BackendError> = match action {
+            Action::NftSet => Nft::open()
+                .map(|nft| Box::new(NftSetBackend::new(nft, table.to_string())) as Box<dyn Backend>)
+                .map_err(|e| BackendError::Failed {
+                    backend: "nft-set",
+                    message: e.to_string(),
+                }),
+            Action::Route => {
+                route::RouteBackend::new(respond.route).map(|b| Box::new(b) as Box<dyn Backend>)
+            }
+            Action::HostsDeny => Ok(Box::new(hosts_deny::HostsDenyBackend::new(
+                respond.hosts_deny.clone(),
+                respond.hosts_deny_line.clone(),
+            ))),
+            Action::Command => Ok(Box::new(command::CommandBackend::new(
+                respond.command.clone(),
+                respond.command_timeout,
+            ))),
+            Action::Iptables
+            | Action::Ipchains
+            | Action::Ipfwadm
+            | Action::Ipfw
+            | Action::Ipfilter => match legacy::LegacyTool::from_action(action) {
+                Some(tool) => legacy::LegacyBackend::new(tool, respond.ipfilter_interface.clone())
+                    .map(|b| Box::new(b) as Box<dyn Backend>),
+                None => continue,
+            },
+        };
+        match built {
+            Ok(backend) => backends.push(backend),
+            Err(e) => error!("action {action} is unavailable and will not run: {e}"),
+        }
+    }
+    let names: Vec<&str> = backends.iter().map(|b| b.name()).collect();
+    match names.is_empty() {
+        true => {
+            warn!("no blocking action is active: detections are logged and dropped inline only")
+        }
+        false => info!("blocking actions, in order: {}", names.join(", ")),
+    }
+    backends
+}
+
+/// Problems `check-config` reports before a start: actions whose tools are missing.
+pub fn preflight(respond: &config::Respond) -> Vec<String> {
+    let mut problems = Vec::new();
+    for &action in &respond.actions {
+        if let Some(tool) = legacy::LegacyTool::from_action(action) {
+            if let Err(e) = legacy::preflight(tool) {
+                problems.push(e);
+            }
+        }
+    }
+    if respond.actions.contains(&Action::Command) {
+        if let Some(program) = respond.command.first() {
+            let path = std::path::Path::new(program);
+            let runnable = std::fs::metadata(path)
+                .map(|m| {
+                    m.is_file()
+                        && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0
+                })
+                .unwrap_or(false);
+            if !runnable {
+                problems.push(format!(
+                    "action command: {program} does not exist or is not executable"
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// The exact commands and changes each configured action makes, for review
+/// (`nfsentry rules --actions`). `$TARGET$`, `$PORT$` and `$MODE$` are left in.
+pub fn describe(respond: &config::Respond, table: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    let timeout = match respond.block_timeout {
+        Some(t) => format!(" timeout {}", config::format_duration(t)),
+        None => String::new(),
+    };
+    for &action in &respond.actions {
+        match action {
+            Action::NftSet => {
+                lines.push(format!(
+                    "nft-set: block:   add element inet {table} blocked_v4 {{ $TARGET${timeout} }}   (blocked_v6 for IPv6; netlink, no nft process)"
+                ));
+                lines.push(format!(
+                    "nft-set: release: delete element inet {table} blocked_v4 {{ $TARGET$ }}"
+                ));
+            }
+            Action::Route => {
+                let how = match &respond.route {
+                    config::RouteTarget::Blackhole => "blackhole $TARGET$/32".to_string(),
+                    config::RouteTarget::Gateway(gw) => format!("$TARGET$/32 via {gw}"),
+                };
+                lines.push(format!(
+                    "route: block:   ip route add {how} proto {}   (/128 for IPv6; rtnetlink, no ip process)",
+                    route::ROUTE_PROTOCOL
+                ));
+                lines.push(format!(
+                    "route: release: ip route del $TARGET$/32 proto {}",
+                    route::ROUTE_PROTOCOL
+                ));
+            }
+            Action::HostsDeny => {
+                lines.push(format!(
+                    "hosts-deny: block:   add to {}: \"{}\" (IPv6 as [addr]) under a '# nfsentry block' marker line",
+                    respond.hosts_deny.display(),
+                    respond.hosts_deny_line
+                ));
+                lines.push("hosts-deny: release: remove that marker and line again".to_string());
+            }
+            Action::Command => {
+                let when = if respond.command_first {
+                    "first"
+                } else {
+                    "last"
+                };
+                lines.push(format!(
+                    "command: block (runs {when}, no shell, killed after {}): {}",
+                    config::format_duration(respond.command_timeout),
+                    respond.command.join(" ")
+                ));
+                lines.push("command: release: nothing (the command has no undo)".to_string());
+            }
+            _ => {
+                if let Some(tool) = legacy::LegacyTool::from_action(action) {
+                    lines.extend(
+                        legacy::describe(tool, respond.ipfilter_interface.as_deref())
+                            .into_iter()
+                            .map(|l| format!("{action}: {l}")),
+                    );
+                }
+            }
+        }
+    }
+    lines
 }
 
 fn carry_out(

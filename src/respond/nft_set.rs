@@ -53,4 +53,3 @@ impl Backend for NftSetBackend {
             .map_err(Self::failed)
     }
 }
-
