@@ -1,0 +1,77 @@
+//! The shipped template `rules/nfsentry.nft` is exactly what `nfsentry rules` prints for the
+//! built-in defaults, so packagers never ship a ruleset the daemon no longer installs.
+
+use std::process::Command;
+
+#[test]
+fn shipped_template_matches_the_rendered_defaults() {
+    let dir = std::env::temp_dir().join(format!("nfsentry-rules-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("eth0.toml");
+    std::fs::write(&config, "[daemon]\ninterfaces = [\"eth0\"]\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_nfsentry"))
+        .args(["rules", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rendered = String::from_utf8(out.stdout).unwrap();
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/rules/nfsentry.nft"))
+            .unwrap();
+    let shipped_body: String = shipped
+        .split_inclusive('\n')
+        .skip_while(|l| !l.starts_with("# The ruleset"))
+        .collect();
+    assert_eq!(
+        shipped_body, rendered,
+        "rules/nfsentry.nft is stale: regenerate it with `nfsentry rules` (see its header)"
+    );
+    assert!(rendered.contains("table inet nfsentry"));
+    assert!(rendered.contains("devices = { eth0 }"));
+}
+
+#[test]
+fn check_config_names_file_line_and_value() {
+    let dir = std::env::temp_dir().join(format!("nfsentry-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("bad.toml");
+    std::fs::write(&config, "[monitor]\n\ntcp_ports = [1, 70000]\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_nfsentry"))
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{}:3:", config.display())) && stderr.contains("70000"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_config_summarises_a_good_file() {
+    let out = Command::new(env!("CARGO_BIN_EXE_nfsentry"))
+        .args(["check-config", "--config"])
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/config/nfsentry.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(
+        stdout.contains("26 TCP and 21 UDP ports watched"),
+        "{stdout}"
+    );
+}
