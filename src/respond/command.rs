@@ -3,26 +3,18 @@
 //! process group when it overruns its time. It undoes nothing and does not run again for blocks
 //! restored at start: PortSentry's KILL_RUN_CMD is a one-shot hook.
 //!
-//! The child runs with stdin and stdout on /dev/null, stderr captured (the first
-//! [`STDERR_KEPT_BYTES`] are kept for the log), cwd `/`, in a process group of its own so that a
-//! timeout reaches whatever it started, and with every descriptor of the daemon above stderr
-//! closed at exec. It inherits the daemon's user and environment, and, as uid 0, exactly the
-//! capabilities left in the daemon's bounding set (CAP_NET_ADMIN).
+//! How the child is started and supervised (no stdin, stderr captured, cwd `/`, the daemon's
+//! descriptors closed at exec) is [`super::process`]'s job; this module builds the argv and logs
+//! the outcome.
 
-use std::io::{self, Read};
-use std::os::fd::AsFd;
-use std::os::unix::process::CommandExt;
-use std::process::{ChildStderr, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::time::{Duration, SystemTime};
 
 use log::{info, warn};
-use nix::errno::Errno;
-use nix::fcntl::{fcntl, FcntlArg, OFlag};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
 use thiserror::Error;
 
+use super::process::{self, Invocation, RunError};
 use super::{Backend, BackendError};
 use crate::store::BlockRecord;
 
@@ -30,23 +22,14 @@ const BACKEND_NAME: &str = "command";
 pub const TARGET_PLACEHOLDER: &str = "$TARGET$";
 pub const PORT_PLACEHOLDER: &str = "$PORT$";
 pub const MODE_PLACEHOLDER: &str = "$MODE$";
-/// How much of the child's stderr reaches the log; the rest is read and dropped so that a
-/// chatty child never stalls on a full pipe.
-pub const STDERR_KEPT_BYTES: usize = 4096;
-/// Longest wait between checks for the child's exit; also the precision of the timeout.
-const POLL_STEP: Duration = Duration::from_millis(10);
-/// Bounds one drain of the stderr pipe, so a child writing without pause cannot hold the
-/// responder past its deadline.
-const READS_PER_DRAIN: usize = 16;
+pub use super::process::STDERR_KEPT_BYTES;
 
 #[derive(Debug, Error)]
 pub enum CommandError {
     #[error("no program configured")]
     NoProgram,
-    #[error("cannot start {program}: {source}")]
-    Spawn { program: String, source: io::Error },
-    #[error("cannot wait for {program}: {source}")]
-    Wait { program: String, source: io::Error },
+    #[error("{program}: {cause}")]
+    Run { program: String, cause: RunError },
 }
 
 /// What one run of the command did.
@@ -103,60 +86,23 @@ impl CommandBackend {
     pub fn run(&self, block: &BlockRecord) -> Result<CommandOutcome, CommandError> {
         let argv = self.argv_for(block);
         let (program, args) = argv.split_first().ok_or(CommandError::NoProgram)?;
-        let mut command = Command::new(program);
-        command
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .current_dir("/")
-            .process_group(0);
-        // SAFETY: the hook runs between fork and exec and only makes one raw syscall, which is
-        // async-signal-safe and touches no memory of the parent.
-        unsafe {
-            command.pre_exec(close_inherited_descriptors_at_exec);
-        }
-        let started = Instant::now();
-        let mut child = command.spawn().map_err(|source| CommandError::Spawn {
-            program: program.clone(),
-            source,
-        })?;
-        let mut stderr = StderrCapture::new(child.stderr.take());
-        let deadline = started + self.timeout;
-        let (status, timed_out) = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break (status, false),
-                Ok(None) => {}
-                Err(source) => {
-                    kill_group(child.id());
-                    let _ = child.wait();
-                    return Err(CommandError::Wait {
-                        program: program.clone(),
-                        source,
-                    });
-                }
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                kill_group(child.id());
-                let status = child.wait().map_err(|source| CommandError::Wait {
-                    program: program.clone(),
-                    source,
-                })?;
-                break (status, true);
-            }
-            stderr.wait_and_read(POLL_STEP.min(deadline - now));
+        let invocation = Invocation {
+            program: PathBuf::from(program),
+            args: args.to_vec(),
+            stdin: None,
         };
-        // What it wrote just before exiting; a descendant still holding the pipe is not
-        // waited for.
-        stderr.drain();
+        let outcome =
+            process::run(&invocation, self.timeout).map_err(|cause| CommandError::Run {
+                program: program.clone(),
+                cause,
+            })?;
         Ok(CommandOutcome {
             argv,
-            status,
-            timed_out,
-            stderr: stderr.kept,
-            stderr_truncated: stderr.truncated,
-            elapsed: started.elapsed(),
+            status: outcome.status,
+            timed_out: outcome.timed_out,
+            stderr: outcome.stderr,
+            stderr_truncated: outcome.stderr_truncated,
+            elapsed: outcome.elapsed,
         })
     }
 
@@ -257,100 +203,6 @@ fn substitute(arg: &str, values: &[(&str, &str)]) -> String {
     out
 }
 
-/// Marks every descriptor above stderr close-on-exec in the child. Libraries the daemon uses
-/// open sockets without O_CLOEXEC; a program that inherits the NFQUEUE socket and outlives the
-/// daemon keeps the queue bound, and the next start fails with EPERM. Marking instead of closing
-/// keeps std's own exec-error pipe working. Kernels before 5.11 lack the call; the error is
-/// ignored there rather than failing the block.
-fn close_inherited_descriptors_at_exec() -> io::Result<()> {
-    // SAFETY: a raw syscall with integer arguments only.
-    unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            3 as libc::c_uint,
-            libc::c_uint::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        );
-    }
-    Ok(())
-}
-
-fn kill_group(child_id: u32) {
-    // The child leads its own group (process_group(0)), so its pid is the group id. It is not
-    // reaped yet, so the id cannot have been reused.
-    let Ok(pid) = i32::try_from(child_id) else {
-        return;
-    };
-    if let Err(e) = killpg(Pid::from_raw(pid), Signal::SIGKILL) {
-        if e != Errno::ESRCH {
-            warn!("cannot kill process group {pid}: {e}");
-        }
-    }
-}
-
-/// The child's stderr, read without ever blocking past the caller's wait.
-struct StderrCapture {
-    pipe: Option<ChildStderr>,
-    kept: Vec<u8>,
-    truncated: bool,
-}
-
-impl StderrCapture {
-    fn new(pipe: Option<ChildStderr>) -> StderrCapture {
-        let pipe = pipe.filter(|pipe| fcntl(pipe, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).is_ok());
-        StderrCapture {
-            pipe,
-            kept: Vec::new(),
-            truncated: false,
-        }
-    }
-
-    /// Waits up to `wait` for output (or just sleeps once the pipe is closed), then reads it.
-    fn wait_and_read(&mut self, wait: Duration) {
-        // Rounded up: a zero timeout near the deadline would spin.
-        let millis = u16::try_from(wait.as_millis().max(1)).unwrap_or(u16::MAX);
-        let Some(pipe) = &self.pipe else {
-            std::thread::sleep(wait);
-            return;
-        };
-        let mut fds = [PollFd::new(pipe.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::from(millis)) {
-            Ok(0) | Err(Errno::EINTR) => {}
-            Ok(_) => self.drain(),
-            Err(_) => self.pipe = None,
-        }
-    }
-
-    fn drain(&mut self) {
-        let mut buffer = [0u8; 4096];
-        for _ in 0..READS_PER_DRAIN {
-            let Some(pipe) = self.pipe.as_mut() else {
-                return;
-            };
-            match pipe.read(&mut buffer) {
-                Ok(0) => {
-                    self.pipe = None;
-                    return;
-                }
-                Ok(n) => self.keep(buffer.get(..n).unwrap_or_default()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(_) => {
-                    self.pipe = None;
-                    return;
-                }
-            }
-        }
-    }
-
-    fn keep(&mut self, bytes: &[u8]) {
-        let room = STDERR_KEPT_BYTES.saturating_sub(self.kept.len());
-        let (kept, dropped) = bytes.split_at(room.min(bytes.len()));
-        self.kept.extend_from_slice(kept);
-        self.truncated |= !dropped.is_empty();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -410,17 +262,6 @@ mod tests {
             "$B$-x"
         );
         assert_eq!(substitute("€$A$€", &[("$A$", "1")]), "€1€");
-    }
-
-    #[test]
-    fn stderr_keeps_only_the_first_bytes() {
-        let mut capture = StderrCapture::new(None);
-        capture.keep(&[b'a'; STDERR_KEPT_BYTES - 1]);
-        assert!(!capture.truncated);
-        capture.keep(b"bc");
-        assert_eq!(capture.kept.len(), STDERR_KEPT_BYTES);
-        assert_eq!(capture.kept.last(), Some(&b'b'));
-        assert!(capture.truncated);
     }
 
     #[test]

@@ -7,22 +7,15 @@ use std::collections::BTreeSet;
 use std::env;
 use std::ffi::{OsStr, OsString};
 use std::fmt;
-use std::fs::{self, File};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::fs;
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::thread;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use log::{debug, info, warn};
-use nix::sys::memfd::{memfd_create, MFdFlags};
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
-use thiserror::Error;
 
+use super::process::{self, Invocation, Outcome};
 use super::{Backend, BackendError};
 use crate::config::Action;
 use crate::store::BlockRecord;
@@ -37,10 +30,6 @@ const FALLBACK_SEARCH_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/us
 const MAX_IPTABLES_DELETIONS: usize = 32;
 /// PortSentry's ipfw block command puts every blocked address in this rule number.
 const IPFW_RULE_NUMBER: &str = "1";
-/// Enough for any error message a firewall tool prints; more is read and dropped.
-const STDERR_KEPT_BYTES: u64 = 4096;
-const WAIT_POLL_FIRST: Duration = Duration::from_millis(1);
-const WAIT_POLL_MAX: Duration = Duration::from_millis(20);
 /// Written in place of the address by [`describe`], as in PortSentry's own config.
 const TARGET_PLACEHOLDER: &str = "$TARGET$";
 
@@ -247,8 +236,14 @@ pub fn describe(tool: LegacyTool, ipfilter_interface: Option<&str>) -> Vec<Strin
             ));
             continue;
         };
-        let shown =
-            |args: &[String]| shown_command(commands.program, args, commands.stdin.as_deref());
+        let shown = |args: &[String]| {
+            Invocation {
+                program: PathBuf::from(commands.program),
+                args: args.to_vec(),
+                stdin: commands.stdin.clone().map(String::into_bytes),
+            }
+            .to_string()
+        };
         let insert = shown(&commands.insert);
         let delete = shown(&commands.delete);
         match (&commands.check, tool) {
@@ -280,19 +275,6 @@ pub fn describe(tool: LegacyTool, ipfilter_interface: Option<&str>) -> Vec<Strin
         }
     }
     lines
-}
-
-/// A command as a reader would type it; standard input is shown after `<`.
-fn shown_command(program: &str, args: &[String], stdin: Option<&str>) -> String {
-    let mut text = program.to_owned();
-    for arg in args {
-        text.push(' ');
-        text.push_str(arg);
-    }
-    if let Some(input) = stdin {
-        text.push_str(&format!(" < '{}'", input.trim_end()));
-    }
-    text
 }
 
 /// Checks that an action's programs are installed, for `check-config`; gives the path of the
@@ -430,20 +412,27 @@ impl LegacyBackend {
         Ok(Invocation {
             program,
             args: args.to_vec(),
-            stdin: commands.stdin.clone(),
+            stdin: commands.stdin.clone().map(String::into_bytes),
         })
     }
 
     /// Runs one command and logs how it ended; a failure to run at all (not found, timed out)
     /// is an error, a non-zero exit is for the caller to judge.
     fn execute(&self, invocation: &Invocation) -> Result<Outcome, BackendError> {
-        let outcome = run_with_timeout(invocation, self.timeout)
-            .map_err(|e| self.failed(format!("`{invocation}`: {}", error_chain(&e))))?;
+        let outcome = process::run(invocation, self.timeout)
+            .map_err(|e| self.failed(format!("`{invocation}`: {e}")))?;
+        if outcome.timed_out {
+            return Err(self.failed(format!(
+                "`{invocation}`: did not finish within {:?}; killed it{}",
+                self.timeout,
+                stderr_suffix(&outcome)
+            )));
+        }
         debug!(
             "{}: `{invocation}` exited with {}{}",
             self.tool,
             outcome.status,
-            outcome.stderr_suffix()
+            stderr_suffix(&outcome)
         );
         Ok(outcome)
     }
@@ -455,14 +444,12 @@ impl LegacyBackend {
             return Err(self.failed(format!(
                 "`{invocation}` exited with {}{}",
                 outcome.status,
-                outcome.stderr_suffix()
+                stderr_suffix(&outcome)
             )));
         }
-        if !outcome.stderr.is_empty() {
-            warn!(
-                "{}: `{invocation}` succeeded but said: {}",
-                self.tool, outcome.stderr
-            );
+        let said = outcome.stderr_text();
+        if !said.is_empty() {
+            warn!("{}: `{invocation}` succeeded but said: {said}", self.tool);
         }
         info!("{}: ran `{invocation}`", self.tool);
         Ok(())
@@ -478,7 +465,7 @@ impl LegacyBackend {
             _ => Err(self.failed(format!(
                 "`{invocation}` exited with {}{}",
                 outcome.status,
-                outcome.stderr_suffix()
+                stderr_suffix(&outcome)
             ))),
         }
     }
@@ -560,7 +547,7 @@ impl LegacyBackend {
                 "{}: `{delete}` exited with {}{}",
                 self.tool,
                 outcome.status,
-                outcome.stderr_suffix()
+                stderr_suffix(&outcome)
             );
         }
         let still_blocked: Vec<IpAddr> = self.placed.iter().copied().collect();
@@ -640,150 +627,13 @@ fn is_plain_interface_name(name: &str) -> bool {
             .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'))
 }
 
-/// One program run: an absolute path, whole argv elements and optional standard input.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Invocation {
-    program: PathBuf,
-    args: Vec<String>,
-    stdin: Option<String>,
-}
-
-impl fmt::Display for Invocation {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let program = self.program.to_string_lossy();
-        formatter.write_str(&shown_command(&program, &self.args, self.stdin.as_deref()))
+/// What a tool said on standard error, for the end of a message; empty when it said nothing.
+fn stderr_suffix(outcome: &Outcome) -> String {
+    let said = outcome.stderr_text();
+    match said.is_empty() {
+        true => String::new(),
+        false => format!("; stderr: {said}"),
     }
-}
-
-#[derive(Debug)]
-struct Outcome {
-    status: ExitStatus,
-    /// Lossy UTF-8, trimmed, at most [`STDERR_KEPT_BYTES`].
-    stderr: String,
-}
-
-impl Outcome {
-    fn stderr_suffix(&self) -> String {
-        if self.stderr.is_empty() {
-            String::new()
-        } else {
-            format!("; stderr: {}", self.stderr)
-        }
-    }
-}
-
-#[derive(Debug, Error)]
-enum RunError {
-    #[error("cannot create a buffer for the tool's standard error")]
-    StderrBuffer(#[source] io::Error),
-    #[error("cannot start the program")]
-    Spawn(#[source] io::Error),
-    #[error("cannot write the program's standard input")]
-    Stdin(#[source] io::Error),
-    #[error("cannot wait for the program")]
-    Wait(#[source] io::Error),
-    #[error("cannot read the program's standard error")]
-    Stderr(#[source] io::Error),
-    #[error("did not finish within {0:?}; killed it")]
-    TimedOut(Duration),
-}
-
-/// Runs `invocation` and waits at most `timeout`; on timeout the whole process group is killed,
-/// so a tool's own helpers do not linger.
-///
-/// Standard error goes to an anonymous memory file rather than a pipe: nothing has to drain it
-/// while the tool runs, and a helper that outlives the tool and keeps the descriptor open cannot
-/// make the read hang.
-fn run_with_timeout(invocation: &Invocation, timeout: Duration) -> Result<Outcome, RunError> {
-    let mut stderr_buffer = memfd_create("nfsentry-tool-stderr", MFdFlags::MFD_CLOEXEC)
-        .map(File::from)
-        .map_err(|errno| RunError::StderrBuffer(errno.into()))?;
-    let child_stderr = stderr_buffer.try_clone().map_err(RunError::StderrBuffer)?;
-    let stdin = if invocation.stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    };
-    let mut child = Command::new(&invocation.program)
-        .args(&invocation.args)
-        .stdin(stdin)
-        .stdout(Stdio::null())
-        .stderr(child_stderr)
-        // Its own group, so a timeout can kill the tool together with anything it started.
-        .process_group(0)
-        .spawn()
-        .map_err(RunError::Spawn)?;
-
-    // The input is one rule line, far below the pipe's capacity, so this write cannot block
-    // on a tool that does not read. Dropping the handle closes the pipe: ipf reads to EOF.
-    let fed = match (child.stdin.take(), &invocation.stdin) {
-        (Some(mut pipe), Some(text)) => pipe.write_all(text.as_bytes()),
-        _ => Ok(()),
-    };
-    let status = wait_with_deadline(&mut child, timeout)?;
-    if let Err(e) = fed {
-        // A tool that exits without reading its input breaks the pipe; its status says more.
-        if status.success() {
-            return Err(RunError::Stdin(e));
-        }
-    }
-
-    stderr_buffer
-        .seek(SeekFrom::Start(0))
-        .map_err(RunError::Stderr)?;
-    let mut kept = Vec::new();
-    stderr_buffer
-        .take(STDERR_KEPT_BYTES)
-        .read_to_end(&mut kept)
-        .map_err(RunError::Stderr)?;
-    Ok(Outcome {
-        status,
-        stderr: String::from_utf8_lossy(&kept).trim().to_owned(),
-    })
-}
-
-fn wait_with_deadline(child: &mut Child, timeout: Duration) -> Result<ExitStatus, RunError> {
-    let deadline = Instant::now() + timeout;
-    let mut pause = WAIT_POLL_FIRST;
-    loop {
-        if let Some(status) = child.try_wait().map_err(RunError::Wait)? {
-            return Ok(status);
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            kill_group(child);
-            child.wait().map_err(RunError::Wait)?;
-            return Err(RunError::TimedOut(timeout));
-        }
-        thread::sleep(pause.min(deadline - now));
-        pause = (pause * 2).min(WAIT_POLL_MAX);
-    }
-}
-
-/// The child leads its own group (its pid is the group id) and has not been reaped yet, so the
-/// group id still names only processes this backend started.
-fn kill_group(child: &mut Child) {
-    let killed_group = i32::try_from(child.id())
-        .ok()
-        .map(|pid| killpg(Pid::from_raw(pid), Signal::SIGKILL).is_ok())
-        .unwrap_or(false);
-    if !killed_group {
-        if let Err(e) = child.kill() {
-            warn!("cannot kill timed-out process {}: {e}", child.id());
-        }
-    }
-}
-
-/// An error and its causes on one line, for the message string `BackendError` carries.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        cause = inner.source();
-    }
-    text
 }
 
 #[cfg(test)]
@@ -926,77 +776,33 @@ mod tests {
     }
 
     #[test]
-    fn run_collects_status_stderr_and_feeds_stdin() {
-        let invocation = Invocation {
-            program: PathBuf::from("/bin/sh"),
-            args: vec!["-c".into(), "cat >&2; exit 3".into()],
-            stdin: Some("block in log from 192.0.2.7/32 to any\n".into()),
-        };
-        let outcome = run_with_timeout(&invocation, Duration::from_secs(5)).unwrap();
-        assert_eq!(outcome.status.code(), Some(3));
-        assert_eq!(outcome.stderr, "block in log from 192.0.2.7/32 to any");
-    }
-
-    #[test]
-    fn run_keeps_only_the_start_of_a_flood_on_stderr() {
-        let invocation = Invocation {
-            program: PathBuf::from("/bin/sh"),
-            args: vec![
-                "-c".into(),
-                "head -c 100000 /dev/zero | tr '\\0' x >&2".into(),
-            ],
-            stdin: None,
-        };
-        let outcome = run_with_timeout(&invocation, Duration::from_secs(5)).unwrap();
-        assert!(outcome.status.success());
-        assert_eq!(outcome.stderr.len() as u64, STDERR_KEPT_BYTES);
-    }
-
-    #[test]
-    fn run_kills_the_whole_group_on_timeout() {
+    fn a_tool_that_overruns_its_time_is_an_error_naming_the_command() {
         let scratch = ScratchDir::new();
-        let pid_file = scratch.0.join("helper.pid");
-        let script = format!("sleep 30 & echo $! > {}; wait", pid_file.display());
-        let invocation = Invocation {
-            program: PathBuf::from("/bin/sh"),
-            args: vec!["-c".into(), script],
-            stdin: None,
+        let hung_tool = scratch.0.join("ipchains");
+        fs::write(&hung_tool, "#!/bin/sh\necho hanging >&2\nexec sleep 30\n").unwrap();
+        fs::set_permissions(&hung_tool, fs::Permissions::from_mode(0o755)).unwrap();
+        let mut backend = LegacyBackend {
+            tool: LegacyTool::Ipchains,
+            ipfilter_interface: None,
+            programs: vec![("ipchains", hung_tool.clone())],
+            placed: BTreeSet::new(),
+            timeout: Duration::from_millis(200),
         };
-        let started = Instant::now();
-        let result = run_with_timeout(&invocation, Duration::from_millis(300));
-        assert!(matches!(result, Err(RunError::TimedOut(_))), "{result:?}");
-        assert!(started.elapsed() < Duration::from_secs(5));
-
-        let helper: i32 = fs::read_to_string(&pid_file)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        // The orphaned helper is reaped by init; give that a moment.
-        let gone = (0..100).any(|_| {
-            let state = fs::read_to_string(format!("/proc/{helper}/stat")).unwrap_or_default();
-            let dead = state.is_empty() || state.contains(") Z ");
-            if !dead {
-                thread::sleep(Duration::from_millis(20));
-            }
-            dead
-        });
-        assert!(gone, "helper process {helper} survived the timeout");
-    }
-
-    #[test]
-    fn run_reports_a_missing_program() {
-        let invocation = Invocation {
-            program: PathBuf::from("/nonexistent/nfsentry-no-such-tool"),
-            args: Vec::new(),
-            stdin: None,
-        };
-        let error = run_with_timeout(&invocation, Duration::from_secs(1)).unwrap_err();
-        assert!(matches!(error, RunError::Spawn(_)));
+        let source: IpAddr = "192.0.2.7".parse().unwrap();
+        let started = std::time::Instant::now();
+        let BackendError::Failed { message, .. } = backend.place(source).unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert_eq!(
+            message,
+            format!(
+                "`{} -I input -s 192.0.2.7 -j DENY -l`: did not finish within 200ms; killed it; \
+                 stderr: hanging",
+                hung_tool.display()
+            )
+        );
         assert!(
-            error_chain(&error).contains("No such file"),
-            "{}",
-            error_chain(&error)
+            backend.placed.is_empty(),
+            "a block that timed out is not placed"
         );
     }
 }

@@ -16,6 +16,7 @@ pub mod command;
 pub mod hosts_deny;
 pub mod legacy;
 mod nft_set;
+pub mod process;
 pub mod route;
 pub use nft_set::NftSetBackend;
 
