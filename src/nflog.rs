@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
-use nix::sys::socket::{
-    bind, recvfrom, send, setsockopt, socket, sockopt, AddressFamily, MsgFlags, NetlinkAddr,
-    SockFlag, SockProtocol, SockType,
+use nix::sys::socket::{send, setsockopt, sockopt, MsgFlags, SockProtocol};
+
+use crate::netlink_wire::{
+    self, Answer, Attribute, Attributes, Message, Messages, OpenError, Request,
 };
-use nix::sys::time::TimeVal;
 
 /// Asked of the kernel so that a burst of logged packets waits in the socket instead of being
 /// dropped while the daemon is busy elsewhere (8 MiB measured lossless for NFQUEUE here).
@@ -45,17 +45,11 @@ const CONFIG_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 /// other file descriptors the daemon polls; poll() reports the socket readable again if more wait.
 const MAX_DATAGRAMS_PER_BATCH: usize = 256;
 
-/// Netlink layout (include/uapi/linux/netlink.h, netfilter/nfnetlink.h, nfnetlink_log.h).
-const NETLINK_HEADER_BYTES: usize = 16;
+/// Layout of the netfilter parts (include/uapi/linux/netfilter/nfnetlink.h, nfnetlink_log.h);
+/// the netlink framing around them is [`netlink_wire`]'s.
 const NFGENMSG_BYTES: usize = 4;
-const ATTRIBUTE_HEADER_BYTES: usize = 4;
-/// The top two bits of an attribute type are the nested and byte-order flags, not the type.
-const ATTRIBUTE_TYPE_MASK: u16 = 0x3fff;
 const NFULNL_PACKET_HDR_BYTES: usize = 4;
 const IFINDEX_BYTES: usize = 4;
-
-const NLMSG_ERROR: u16 = libc::NLMSG_ERROR as u16;
-const NLMSG_DONE: u16 = libc::NLMSG_DONE as u16;
 const NFULNL_MSG_TYPE_PACKET: u16 =
     ((libc::NFNL_SUBSYS_ULOG as u16) << 8) | libc::NFULNL_MSG_PACKET as u16;
 const NFULNL_MSG_TYPE_CONFIG: u16 =
@@ -113,6 +107,15 @@ impl NflogError {
         }
     }
 
+    fn opening(group: u16, error: OpenError) -> NflogError {
+        let (step, errno) = match error {
+            OpenError::Socket(errno) => (NflogStep::OpenSocket, errno),
+            OpenError::Bind(errno) => (NflogStep::BindSocket, errno),
+            OpenError::ReceiveTimeout(errno) => (NflogStep::SetConfigTimeout, errno),
+        };
+        NflogError::io(group, step, errno)
+    }
+
     /// The stage that failed.
     pub fn step(&self) -> NflogStep {
         match self {
@@ -161,24 +164,9 @@ impl NflogSocket {
     pub fn bind(group: u16, copy_range: u32) -> Result<NflogSocket, NflogError> {
         let fail = |step| move |errno| NflogError::io(group, step, errno);
         // Blocking at first, so the configuration answer can be awaited with a timeout.
-        let fd = socket(
-            AddressFamily::Netlink,
-            SockType::Raw,
-            SockFlag::SOCK_CLOEXEC,
-            SockProtocol::NetlinkNetFilter,
-        )
-        .map_err(fail(NflogStep::OpenSocket))?;
-        bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0)).map_err(fail(NflogStep::BindSocket))?;
+        let fd = netlink_wire::open_socket(SockProtocol::NetlinkNetFilter, CONFIG_ANSWER_TIMEOUT)
+            .map_err(|error| NflogError::opening(group, error))?;
         size_receive_buffer(&fd).map_err(fail(NflogStep::SizeReceiveBuffer))?;
-        setsockopt(
-            &fd,
-            sockopt::ReceiveTimeout,
-            &TimeVal::from(libc::timeval {
-                tv_sec: CONFIG_ANSWER_TIMEOUT.as_secs() as libc::time_t,
-                tv_usec: 0,
-            }),
-        )
-        .map_err(fail(NflogStep::SetConfigTimeout))?;
 
         let mut socket = NflogSocket {
             fd,
@@ -210,8 +198,8 @@ impl NflogSocket {
         // other datagrams keep arriving and no answer does.
         let deadline = Instant::now() + CONFIG_ANSWER_TIMEOUT;
         while Instant::now() < deadline {
-            let length = match self.receive_from_kernel() {
-                Ok(Some(length)) => length,
+            let datagram = match netlink_wire::receive_from_kernel(&self.fd, &mut self.datagram) {
+                Ok(Some(datagram)) => datagram,
                 Ok(None) | Err(Errno::EINTR) => continue,
                 Err(Errno::ENOBUFS) => {
                     self.overruns += 1;
@@ -229,7 +217,6 @@ impl NflogSocket {
                     return Err(NflogError::io(group, NflogStep::AwaitConfigAnswer, errno))
                 }
             };
-            let datagram = self.datagram.get(..length).unwrap_or_default();
             for message in NetlinkMessages::new(datagram) {
                 match message {
                     NetlinkMessage::Ack { sequence: acked } if acked == sequence => return Ok(()),
@@ -265,8 +252,8 @@ impl NflogSocket {
         let mut delivered = 0;
         let mut datagrams_read = 0;
         while datagrams_read < MAX_DATAGRAMS_PER_BATCH {
-            let length = match self.receive_from_kernel() {
-                Ok(Some(length)) => length,
+            let datagram = match netlink_wire::receive_from_kernel(&self.fd, &mut self.datagram) {
+                Ok(Some(datagram)) => datagram,
                 Ok(None) => continue,
                 Err(Errno::EAGAIN) => break,
                 Err(Errno::EINTR) => continue,
@@ -277,7 +264,6 @@ impl NflogSocket {
                 Err(errno) => return Err(NflogError::io(self.group, NflogStep::Receive, errno)),
             };
             datagrams_read += 1;
-            let datagram = self.datagram.get(..length).unwrap_or_default();
             for message in NetlinkMessages::new(datagram) {
                 if let NetlinkMessage::Packet { group, packet } = message {
                     if group == self.group {
@@ -294,16 +280,6 @@ impl NflogSocket {
     /// were lost.
     pub fn overruns(&self) -> u64 {
         self.overruns
-    }
-
-    /// Reads one datagram into the buffer. `Ok(None)` means it came from a user-space process
-    /// rather than the kernel (anyone may send to our port) and must be ignored.
-    fn receive_from_kernel(&mut self) -> Result<Option<usize>, Errno> {
-        let (length, sender) = recvfrom::<NetlinkAddr>(self.fd.as_raw_fd(), &mut self.datagram)?;
-        match sender {
-            Some(sender) if sender.pid() == 0 => Ok(Some(length.min(self.datagram.len()))),
-            _ => Ok(None),
-        }
     }
 }
 
@@ -329,66 +305,40 @@ fn size_receive_buffer(fd: &OwnedFd) -> Result<(), Errno> {
 /// Builds the NFULNL_MSG_CONFIG request that binds `group`, sets the packet copy mode and range
 /// and the batching limits, and asks for an acknowledgement.
 fn config_request(group: u16, copy_range: u32, sequence: u32) -> Vec<u8> {
-    let mut copy_mode = Vec::with_capacity(6);
     // struct nfulnl_msg_config_mode is packed: __be32 copy_range, u8 copy_mode, u8 pad.
-    copy_mode.extend_from_slice(&copy_range.to_be_bytes());
-    copy_mode.push(libc::NFULNL_COPY_PACKET as u8);
-    copy_mode.push(0);
-
-    let mut body = Vec::with_capacity(64);
-    body.push(libc::AF_UNSPEC as u8);
-    body.push(libc::NFNETLINK_V0 as u8);
-    body.extend_from_slice(&group.to_be_bytes());
-    push_attribute(
-        &mut body,
-        libc::NFULA_CFG_CMD as u16,
-        &[libc::NFULNL_CFG_CMD_BIND as u8],
-    );
-    push_attribute(&mut body, libc::NFULA_CFG_MODE as u16, &copy_mode);
-    push_attribute(
-        &mut body,
-        libc::NFULA_CFG_TIMEOUT as u16,
-        &FLUSH_TIMEOUT_HUNDREDTHS_OF_SECOND.to_be_bytes(),
-    );
-    push_attribute(
-        &mut body,
-        libc::NFULA_CFG_QTHRESH as u16,
-        &FLUSH_THRESHOLD_PACKETS.to_be_bytes(),
-    );
-
+    let [range0, range1, range2, range3] = copy_range.to_be_bytes();
+    let copy_mode = [
+        range0,
+        range1,
+        range2,
+        range3,
+        libc::NFULNL_COPY_PACKET as u8,
+        0,
+    ];
+    let [group_high, group_low] = group.to_be_bytes();
+    let nfgenmsg = [
+        libc::AF_UNSPEC as u8,
+        libc::NFNETLINK_V0 as u8,
+        group_high,
+        group_low,
+    ];
     let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16;
-    let mut message = Vec::with_capacity(NETLINK_HEADER_BYTES + body.len());
-    // The request is a few dozen bytes, so the length always fits.
-    message.extend_from_slice(&((NETLINK_HEADER_BYTES + body.len()) as u32).to_ne_bytes());
-    message.extend_from_slice(&NFULNL_MSG_TYPE_CONFIG.to_ne_bytes());
-    message.extend_from_slice(&flags.to_ne_bytes());
-    message.extend_from_slice(&sequence.to_ne_bytes());
-    // Port id 0 addresses the kernel.
-    message.extend_from_slice(&0u32.to_ne_bytes());
-    message.extend_from_slice(&body);
-    message
-}
-
-fn push_attribute(buffer: &mut Vec<u8>, attribute_type: u16, data: &[u8]) {
-    let length = (ATTRIBUTE_HEADER_BYTES + data.len()) as u16;
-    buffer.extend_from_slice(&length.to_ne_bytes());
-    buffer.extend_from_slice(&attribute_type.to_ne_bytes());
-    buffer.extend_from_slice(data);
-    buffer.resize(buffer.len() + padding_to_align4(data.len()), 0);
-}
-
-fn padding_to_align4(length: usize) -> usize {
-    (4 - length % 4) % 4
-}
-
-fn read_u16_ne(bytes: &[u8], at: usize) -> Option<u16> {
-    let field = bytes.get(at..at.checked_add(2)?)?;
-    Some(u16::from_ne_bytes(field.try_into().ok()?))
-}
-
-fn read_u32_ne(bytes: &[u8], at: usize) -> Option<u32> {
-    let field = bytes.get(at..at.checked_add(4)?)?;
-    Some(u32::from_ne_bytes(field.try_into().ok()?))
+    Request::new(NFULNL_MSG_TYPE_CONFIG, flags, sequence)
+        .family_header(&nfgenmsg)
+        .attribute(
+            libc::NFULA_CFG_CMD as u16,
+            &[libc::NFULNL_CFG_CMD_BIND as u8],
+        )
+        .attribute(libc::NFULA_CFG_MODE as u16, &copy_mode)
+        .attribute(
+            libc::NFULA_CFG_TIMEOUT as u16,
+            &FLUSH_TIMEOUT_HUNDREDTHS_OF_SECOND.to_be_bytes(),
+        )
+        .attribute(
+            libc::NFULA_CFG_QTHRESH as u16,
+            &FLUSH_THRESHOLD_PACKETS.to_be_bytes(),
+        )
+        .finish()
 }
 
 /// One netlink message, as far as this reader cares.
@@ -408,16 +358,15 @@ enum NetlinkMessage<'a> {
     Skipped,
 }
 
-/// Walks the netlink messages of one datagram. Stops at the first header whose length cannot be
-/// right, because the boundary of whatever follows is then unknown.
+/// The messages of one datagram, each read as far as this reader cares.
 struct NetlinkMessages<'a> {
-    remaining: &'a [u8],
+    messages: Messages<'a>,
 }
 
 impl<'a> NetlinkMessages<'a> {
     fn new(datagram: &'a [u8]) -> Self {
         NetlinkMessages {
-            remaining: datagram,
+            messages: Messages::new(datagram),
         }
     }
 }
@@ -426,34 +375,26 @@ impl<'a> Iterator for NetlinkMessages<'a> {
     type Item = NetlinkMessage<'a>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let bytes = self.remaining;
-        let declared_length = usize::try_from(read_u32_ne(bytes, 0)?).ok()?;
-        let message_type = read_u16_ne(bytes, 4)?;
-        let sequence = read_u32_ne(bytes, 8)?;
-        if declared_length < NETLINK_HEADER_BYTES || declared_length > bytes.len() {
-            self.remaining = &[];
-            return None;
-        }
-        let body = bytes.get(NETLINK_HEADER_BYTES..declared_length)?;
-        let next_start = declared_length
-            .saturating_add(padding_to_align4(declared_length))
-            .min(bytes.len());
-        self.remaining = bytes.get(next_start..).unwrap_or_default();
+        self.messages.next().map(interpret_message)
+    }
+}
 
-        Some(match message_type {
-            NFULNL_MSG_TYPE_PACKET => parse_packet_message(body).unwrap_or(NetlinkMessage::Skipped),
-            NLMSG_ERROR => match read_u32_ne(body, 0) {
-                // struct nlmsgerr starts with a negative errno, 0 for an acknowledgement.
-                Some(0) => NetlinkMessage::Ack { sequence },
-                Some(error) => NetlinkMessage::Error {
-                    sequence,
-                    errno: (error as i32).saturating_neg(),
-                },
-                None => NetlinkMessage::Skipped,
+fn interpret_message(message: Message<'_>) -> NetlinkMessage<'_> {
+    let sequence = message.sequence;
+    match message.kind {
+        NFULNL_MSG_TYPE_PACKET => {
+            parse_packet_message(message.payload).unwrap_or(NetlinkMessage::Skipped)
+        }
+        netlink_wire::NLMSG_ERROR => match message.answer() {
+            Some(Answer::Acknowledged) => NetlinkMessage::Ack { sequence },
+            Some(Answer::Refused { errno, .. }) => NetlinkMessage::Error {
+                sequence,
+                errno: errno as i32,
             },
-            NLMSG_DONE => NetlinkMessage::Done,
-            _ => NetlinkMessage::Skipped,
-        })
+            None => NetlinkMessage::Skipped,
+        },
+        netlink_wire::NLMSG_DONE => NetlinkMessage::Done,
+        _ => NetlinkMessage::Skipped,
     }
 }
 
@@ -463,20 +404,14 @@ impl<'a> Iterator for NetlinkMessages<'a> {
 fn parse_packet_message(body: &[u8]) -> Option<NetlinkMessage<'_>> {
     let nfgenmsg = body.get(..NFGENMSG_BYTES)?;
     let group = u16::from_be_bytes([*nfgenmsg.get(2)?, *nfgenmsg.get(3)?]);
-    let mut attributes = body.get(NFGENMSG_BYTES..)?;
     let mut packet = LoggedPacket {
         payload: &[],
         hw_protocol: 0,
         in_ifindex: None,
     };
-    while !attributes.is_empty() {
-        let declared_length = usize::from(read_u16_ne(attributes, 0)?);
-        let attribute_type = read_u16_ne(attributes, 2)? & ATTRIBUTE_TYPE_MASK;
-        if declared_length < ATTRIBUTE_HEADER_BYTES {
-            return None;
-        }
-        let data = attributes.get(ATTRIBUTE_HEADER_BYTES..declared_length)?;
-        match i32::from(attribute_type) {
+    for attribute in Attributes::new(body.get(NFGENMSG_BYTES..)?) {
+        let Attribute { kind, value: data } = attribute.ok()?;
+        match i32::from(kind) {
             libc::NFULA_PACKET_HDR => {
                 // struct nfulnl_msg_packet_hdr: __be16 hw_protocol, u8 hook, u8 pad.
                 if data.len() != NFULNL_PACKET_HDR_BYTES {
@@ -491,10 +426,6 @@ fn parse_packet_message(body: &[u8]) -> Option<NetlinkMessage<'_>> {
             libc::NFULA_PAYLOAD => packet.payload = data,
             _ => {}
         }
-        let next_start = declared_length
-            .saturating_add(padding_to_align4(declared_length))
-            .min(attributes.len());
-        attributes = attributes.get(next_start..)?;
     }
     Some(NetlinkMessage::Packet { group, packet })
 }
@@ -502,6 +433,11 @@ fn parse_packet_message(body: &[u8]) -> Option<NetlinkMessage<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::netlink_wire::fixtures::attribute;
+    use crate::netlink_wire::{
+        read_u16_ne, read_u32_ne, ATTRIBUTE_HEADER_BYTES, MESSAGE_HEADER_BYTES, NLMSG_DONE,
+        NLMSG_ERROR,
+    };
 
     const GROUP: u16 = 7;
     /// An IPv4/TCP header with IHL 4 from 192.0.2.1 to 192.0.2.2, as a scanner would send it.
@@ -510,22 +446,9 @@ mod tests {
         0x01, 0xc0, 0x00, 0x02, 0x02, 0x00, 0x14, 0x00, 0x50,
     ];
 
-    fn attribute(attribute_type: u16, data: &[u8]) -> Vec<u8> {
-        let mut bytes = Vec::new();
-        push_attribute(&mut bytes, attribute_type, data);
-        bytes
-    }
-
+    /// A message from the kernel (port 0).
     fn netlink_message(message_type: u16, flags: u16, sequence: u32, body: &[u8]) -> Vec<u8> {
-        let mut bytes = Vec::new();
-        bytes.extend_from_slice(&((NETLINK_HEADER_BYTES + body.len()) as u32).to_ne_bytes());
-        bytes.extend_from_slice(&message_type.to_ne_bytes());
-        bytes.extend_from_slice(&flags.to_ne_bytes());
-        bytes.extend_from_slice(&sequence.to_ne_bytes());
-        bytes.extend_from_slice(&0u32.to_ne_bytes());
-        bytes.extend_from_slice(body);
-        bytes.resize(bytes.len() + padding_to_align4(body.len()), 0);
-        bytes
+        crate::netlink_wire::fixtures::message(message_type, flags, sequence, 0, body)
     }
 
     fn packet_body(group: u16, attributes: &[Vec<u8>]) -> Vec<u8> {
@@ -560,7 +483,7 @@ mod tests {
 
     fn error_message(sequence: u32, negative_errno: i32) -> Vec<u8> {
         let mut body = negative_errno.to_ne_bytes().to_vec();
-        body.extend_from_slice(&[0; NETLINK_HEADER_BYTES]);
+        body.extend_from_slice(&[0; MESSAGE_HEADER_BYTES]);
         netlink_message(NLMSG_ERROR, 0, sequence, &body)
     }
 
@@ -708,7 +631,7 @@ mod tests {
     #[test]
     fn a_datagram_shorter_than_a_header_yields_nothing() {
         let good = packet_message(GROUP, &kernel_like_attributes(&IHL4_PACKET, 3));
-        for cut in 0..NETLINK_HEADER_BYTES {
+        for cut in 0..MESSAGE_HEADER_BYTES {
             assert_eq!(NetlinkMessages::new(&good[..cut]).count(), 0);
         }
     }
@@ -783,7 +706,7 @@ mod tests {
                 }
             }
             let messages = NetlinkMessages::new(&corrupted).count();
-            assert!(messages <= corrupted.len() / NETLINK_HEADER_BYTES);
+            assert!(messages <= corrupted.len() / MESSAGE_HEADER_BYTES);
         }
     }
 
@@ -802,16 +725,10 @@ mod tests {
         // nfgenmsg: AF_UNSPEC, version 0, the group in network byte order.
         assert_eq!(request.get(16..20), Some(&[0, 0, 0x01, 0x02][..]));
 
-        let mut attributes = Vec::new();
-        let mut rest = request.get(20..).unwrap_or_default();
-        while let (Some(length), Some(kind)) = (read_u16_ne(rest, 0), read_u16_ne(rest, 2)) {
-            let length = usize::from(length);
-            let data = rest.get(4..length).unwrap_or_default().to_vec();
-            attributes.push((i32::from(kind), data));
-            rest = rest
-                .get((length + padding_to_align4(length)).min(rest.len())..)
-                .unwrap_or_default();
-        }
+        let attributes: Vec<_> = Attributes::new(request.get(20..).unwrap_or_default())
+            .map_while(Result::ok)
+            .map(|attribute| (i32::from(attribute.kind), attribute.value.to_vec()))
+            .collect();
         assert_eq!(
             attributes,
             vec![

@@ -24,15 +24,13 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::errno::Errno;
-use nix::sys::socket::{
-    bind, recvfrom, sendto, setsockopt, socket, sockopt, AddressFamily, MsgFlags, NetlinkAddr,
-    SockFlag, SockProtocol, SockType,
-};
-use nix::sys::time::TimeVal;
+use nix::sys::socket::{sendto, MsgFlags, NetlinkAddr, SockProtocol};
 use thiserror::Error;
 
 use super::{Backend, BackendError};
 use crate::config::RouteTarget;
+use crate::netlink_wire::{self, OpenError, Request};
+pub use crate::netlink_wire::{find_answer, Answer};
 use crate::store::BlockRecord;
 
 /// The `rtm_protocol` every nfsentry route carries, and the only one its release deletes.
@@ -53,19 +51,10 @@ const MAX_OWN_ROUTES_PER_SOURCE: usize = 16;
 /// Room for any acknowledgement; with NETLINK_CAP_ACK they are a few dozen bytes.
 const RECEIVE_BUFFER_BYTES: usize = 8192;
 
-// Wire layout (include/uapi/linux/netlink.h, rtnetlink.h).
-const NLMSG_HEADER_LEN: usize = 16;
-const RTMSG_LEN: usize = 12;
-const NLMSGERR_ERROR_LEN: usize = 4;
-const NLA_HEADER_LEN: usize = 4;
-const NLMSG_ERROR: u16 = libc::NLMSG_ERROR as u16;
+// rtnetlink layout (include/uapi/linux/rtnetlink.h); the netlink framing is `netlink_wire`'s.
 const NLM_F_REQUEST: u16 = libc::NLM_F_REQUEST as u16;
 const NLM_F_ACK: u16 = libc::NLM_F_ACK as u16;
 const NLM_F_CREATE: u16 = libc::NLM_F_CREATE as u16;
-const NLM_F_CAPPED: u16 = libc::NLM_F_CAPPED as u16;
-const NLM_F_ACK_TLVS: u16 = libc::NLM_F_ACK_TLVS as u16;
-/// `enum nlmsgerr_attrs` in netlink.h; not exported by libc.
-const NLMSGERR_ATTR_MSG: u16 = 1;
 const RTA_DST: u16 = libc::RTA_DST;
 const RTA_GATEWAY: u16 = libc::RTA_GATEWAY;
 
@@ -221,15 +210,7 @@ impl RouteChange {
             ),
         };
 
-        let mut message = Vec::with_capacity(NLMSG_HEADER_LEN + RTMSG_LEN + 2 * 20);
-        // nlmsghdr; the length is patched in once the attributes are written.
-        message.extend_from_slice(&0u32.to_ne_bytes());
-        message.extend_from_slice(&message_type.to_ne_bytes());
-        message.extend_from_slice(&flags.to_ne_bytes());
-        message.extend_from_slice(&sequence.to_ne_bytes());
-        message.extend_from_slice(&0u32.to_ne_bytes());
-        // rtmsg
-        message.extend_from_slice(&[
+        let rtmsg = [
             family,
             prefix_len,
             0, // rtm_src_len
@@ -238,29 +219,25 @@ impl RouteChange {
             ROUTE_PROTOCOL,
             scope,
             route_type,
-        ]);
-        message.extend_from_slice(&0u32.to_ne_bytes()); // rtm_flags
-        push_address_attribute(&mut message, RTA_DST, destination);
+            0, // rtm_flags, a u32 that is 0 in any byte order
+            0,
+            0,
+            0,
+        ];
+        let mut request = Request::new(message_type, flags, sequence).family_header(&rtmsg);
+        request = with_address(request, RTA_DST, destination);
         if let Some(gateway) = gateway {
-            push_address_attribute(&mut message, RTA_GATEWAY, gateway);
+            request = with_address(request, RTA_GATEWAY, gateway);
         }
-        let total = u32::try_from(message.len()).unwrap_or(u32::MAX);
-        message[..4].copy_from_slice(&total.to_ne_bytes());
-        message
+        request.finish()
     }
 }
 
-fn push_address_attribute(message: &mut Vec<u8>, attribute: u16, address: IpAddr) {
-    let octets = match address {
-        IpAddr::V4(v4) => v4.octets().to_vec(),
-        IpAddr::V6(v6) => v6.octets().to_vec(),
-    };
-    // 4 + 16 at most: always fits.
-    let length = (NLA_HEADER_LEN + octets.len()) as u16;
-    message.extend_from_slice(&length.to_ne_bytes());
-    message.extend_from_slice(&attribute.to_ne_bytes());
-    message.extend_from_slice(&octets);
-    message.resize(align4(message.len()), 0);
+fn with_address(request: Request, kind: u16, address: IpAddr) -> Request {
+    match address {
+        IpAddr::V4(v4) => request.attribute(kind, &v4.octets()),
+        IpAddr::V6(v6) => request.attribute(kind, &v6.octets()),
+    }
 }
 
 impl fmt::Display for RouteChange {
@@ -298,98 +275,6 @@ impl fmt::Display for RouteChange {
     }
 }
 
-/// What the kernel said about one request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer {
-    Acknowledged,
-    Refused {
-        errno: Errno,
-        kernel_message: Option<String>,
-    },
-}
-
-/// The answer to request `sequence` in one datagram from the kernel, if it holds one. Anything
-/// malformed, truncated or about another request is skipped, never trusted.
-pub fn find_answer(datagram: &[u8], sequence: u32) -> Option<Answer> {
-    let mut offset = 0;
-    while let Some(header) = datagram.get(offset..offset + NLMSG_HEADER_LEN) {
-        let length = read_u32(header, 0)? as usize;
-        if length < NLMSG_HEADER_LEN {
-            return None;
-        }
-        let message = datagram.get(offset..offset.checked_add(length)?)?;
-        let message_type = read_u16(header, 4)?;
-        let flags = read_u16(header, 6)?;
-        if message_type == NLMSG_ERROR && read_u32(header, 8)? == sequence {
-            return parse_error_message(message.get(NLMSG_HEADER_LEN..)?, flags);
-        }
-        offset = offset.checked_add(align4(length))?;
-    }
-    None
-}
-
-/// Reads the payload of an NLMSG_ERROR: `struct nlmsgerr`, then the extended-ack attributes
-/// when the kernel flagged them.
-fn parse_error_message(payload: &[u8], flags: u16) -> Option<Answer> {
-    let error = i32::from_ne_bytes(payload.get(..NLMSGERR_ERROR_LEN)?.try_into().ok()?);
-    if error == 0 {
-        return Some(Answer::Acknowledged);
-    }
-    let errno = Errno::from_raw(error.saturating_neg());
-    let mut kernel_message = None;
-    if flags & NLM_F_ACK_TLVS != 0 {
-        // The echoed request is its header alone when capped, else the whole request.
-        let echoed = payload.get(NLMSGERR_ERROR_LEN..)?;
-        let echoed_len = if flags & NLM_F_CAPPED != 0 {
-            NLMSG_HEADER_LEN
-        } else {
-            read_u32(echoed, 0).map_or(usize::MAX, |len| len as usize)
-        };
-        if let Some(attributes) = echoed.get(align4(echoed_len)..) {
-            kernel_message = extended_ack_message(attributes);
-        }
-    }
-    Some(Answer::Refused {
-        errno,
-        kernel_message,
-    })
-}
-
-fn extended_ack_message(mut attributes: &[u8]) -> Option<String> {
-    while attributes.len() >= NLA_HEADER_LEN {
-        let length = usize::from(read_u16(attributes, 0)?);
-        let kind = read_u16(attributes, 2)?;
-        if length < NLA_HEADER_LEN {
-            return None;
-        }
-        let value = attributes.get(NLA_HEADER_LEN..length)?;
-        if kind == NLMSGERR_ATTR_MSG {
-            let text = value.split(|&byte| byte == 0).next().unwrap_or_default();
-            let text = String::from_utf8_lossy(text);
-            let printable: String = text.chars().filter(|c| !c.is_control()).collect();
-            return (!printable.is_empty()).then_some(printable);
-        }
-        attributes = attributes.get(align4(length).min(attributes.len())..)?;
-    }
-    None
-}
-
-fn read_u16(bytes: &[u8], offset: usize) -> Option<u16> {
-    Some(u16::from_ne_bytes(
-        bytes.get(offset..offset + 2)?.try_into().ok()?,
-    ))
-}
-
-fn read_u32(bytes: &[u8], offset: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(
-        bytes.get(offset..offset + 4)?.try_into().ok()?,
-    ))
-}
-
-fn align4(length: usize) -> usize {
-    length.saturating_add(3) & !3
-}
-
 /// Places and lifts host routes for blocked sources over one rtnetlink socket.
 pub struct RouteBackend {
     socket: OwnedFd,
@@ -406,26 +291,15 @@ impl RouteBackend {
     }
 
     fn open(target: RouteTarget) -> Result<RouteBackend, RouteError> {
-        let socket = socket(
-            AddressFamily::Netlink,
-            SockType::Raw,
-            SockFlag::SOCK_CLOEXEC,
-            SockProtocol::NetlinkRoute,
-        )
-        .map_err(RouteError::Open)?;
-        bind(socket.as_raw_fd(), &NetlinkAddr::new(0, 0)).map_err(RouteError::Open)?;
-        setsockopt(
-            &socket,
-            sockopt::ReceiveTimeout,
-            &TimeVal::from(libc::timeval {
-                tv_sec: ACK_TIMEOUT.as_secs() as libc::time_t,
-                tv_usec: 0,
-            }),
-        )
-        .map_err(|source| RouteError::SocketOption {
-            option: "SO_RCVTIMEO",
-            source,
-        })?;
+        let socket = netlink_wire::open_socket(SockProtocol::NetlinkRoute, ACK_TIMEOUT).map_err(
+            |error| match error {
+                OpenError::Socket(errno) | OpenError::Bind(errno) => RouteError::Open(errno),
+                OpenError::ReceiveTimeout(source) => RouteError::SocketOption {
+                    option: "SO_RCVTIMEO",
+                    source,
+                },
+            },
+        )?;
         // Both only improve error messages (kernel text, short acks); the parser copes without
         // them, so a kernel that lacks them is no reason to fail.
         let _ = set_netlink_flag(&socket, libc::NETLINK_EXT_ACK);
@@ -493,19 +367,14 @@ impl RouteBackend {
 
         let deadline = Instant::now() + ACK_TIMEOUT;
         while Instant::now() < deadline {
-            let received =
-                recvfrom::<NetlinkAddr>(self.socket.as_raw_fd(), &mut self.receive_buffer);
-            let (length, sender) = match received {
-                Ok(received) => received,
-                Err(Errno::EINTR) => continue,
-                Err(Errno::EAGAIN) => break,
-                Err(source) => return Err(RouteError::Receive { change, source }),
-            };
-            // Only the kernel (port 0) answers requests; anything else is not ours to read.
-            if sender.map(|address| address.pid()) != Some(0) {
-                continue;
-            }
-            let datagram = self.receive_buffer.get(..length).unwrap_or_default();
+            let datagram =
+                match netlink_wire::receive_from_kernel(&self.socket, &mut self.receive_buffer) {
+                    Ok(Some(datagram)) => datagram,
+                    // Only the kernel answers requests; anything else is not ours to read.
+                    Ok(None) | Err(Errno::EINTR) => continue,
+                    Err(Errno::EAGAIN) => break,
+                    Err(source) => return Err(RouteError::Receive { change, source }),
+                };
             match find_answer(datagram, sequence) {
                 Some(Answer::Acknowledged) => return Ok(()),
                 Some(Answer::Refused {
@@ -587,6 +456,11 @@ impl Backend for RouteBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::netlink_wire::fixtures::{attribute, message};
+    use crate::netlink_wire::{
+        read_u16_ne, read_u32_ne, MESSAGE_HEADER_BYTES, NLMSGERR_ATTR_MSG, NLMSG_ERROR,
+        NLM_F_ACK_TLVS, NLM_F_CAPPED,
+    };
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     const SCANNER_V4: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
@@ -596,10 +470,10 @@ mod tests {
 
     fn header(message: &[u8]) -> (u32, u16, u16, u32) {
         (
-            read_u32(message, 0).unwrap_or_default(),
-            read_u16(message, 4).unwrap_or_default(),
-            read_u16(message, 6).unwrap_or_default(),
-            read_u32(message, 8).unwrap_or_default(),
+            read_u32_ne(message, 0).unwrap_or_default(),
+            read_u16_ne(message, 4).unwrap_or_default(),
+            read_u16_ne(message, 6).unwrap_or_default(),
+            read_u32_ne(message, 8).unwrap_or_default(),
         )
     }
 
@@ -630,8 +504,8 @@ mod tests {
                 libc::RTN_BLACKHOLE
             ]
         );
-        assert_eq!(read_u16(&message, 28), Some(8));
-        assert_eq!(read_u16(&message, 30), Some(RTA_DST));
+        assert_eq!(read_u16_ne(&message, 28), Some(8));
+        assert_eq!(read_u16_ne(&message, 30), Some(RTA_DST));
         assert_eq!(&message[32..36], &[192, 0, 2, 7]);
     }
 
@@ -646,13 +520,13 @@ mod tests {
         assert_eq!(message[16], libc::AF_INET6 as u8);
         assert_eq!(message[17], 128);
         assert_eq!(message[23], libc::RTN_UNICAST);
-        assert_eq!(read_u16(&message, 30), Some(RTA_DST));
+        assert_eq!(read_u16_ne(&message, 30), Some(RTA_DST));
         let IpAddr::V6(scanner) = SCANNER_V6 else {
             unreachable!()
         };
         assert_eq!(&message[32..48], &scanner.octets());
-        assert_eq!(read_u16(&message, 48), Some(20));
-        assert_eq!(read_u16(&message, 50), Some(RTA_GATEWAY));
+        assert_eq!(read_u16_ne(&message, 48), Some(20));
+        assert_eq!(read_u16_ne(&message, 50), Some(RTA_GATEWAY));
         let IpAddr::V6(gateway) = GATEWAY_V6 else {
             unreachable!()
         };
@@ -714,32 +588,19 @@ mod tests {
     /// An NLMSG_ERROR as the kernel builds it: capped echo, optional extended-ack message.
     fn error_datagram(sequence: u32, error: i32, kernel_message: Option<&str>) -> Vec<u8> {
         let mut flags = NLM_F_CAPPED;
-        let mut attributes = Vec::new();
-        if let Some(text) = kernel_message {
-            flags |= NLM_F_ACK_TLVS;
-            let mut value = text.as_bytes().to_vec();
-            value.push(0);
-            let length = (NLA_HEADER_LEN + value.len()) as u16;
-            attributes.extend_from_slice(&length.to_ne_bytes());
-            attributes.extend_from_slice(&NLMSGERR_ATTR_MSG.to_ne_bytes());
-            attributes.extend_from_slice(&value);
-            attributes.resize(align4(attributes.len()), 0);
-        }
         let echoed = RouteChange::DeleteOwn {
             destination: SCANNER_V4,
         }
         .encode(sequence);
-        let length = NLMSG_HEADER_LEN + 4 + NLMSG_HEADER_LEN + attributes.len();
-        let mut datagram = Vec::new();
-        datagram.extend_from_slice(&(length as u32).to_ne_bytes());
-        datagram.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
-        datagram.extend_from_slice(&flags.to_ne_bytes());
-        datagram.extend_from_slice(&sequence.to_ne_bytes());
-        datagram.extend_from_slice(&4242u32.to_ne_bytes());
-        datagram.extend_from_slice(&error.to_ne_bytes());
-        datagram.extend_from_slice(&echoed[..NLMSG_HEADER_LEN]);
-        datagram.extend_from_slice(&attributes);
-        datagram
+        let mut payload = error.to_ne_bytes().to_vec();
+        payload.extend_from_slice(&echoed[..MESSAGE_HEADER_BYTES]);
+        if let Some(text) = kernel_message {
+            flags |= NLM_F_ACK_TLVS;
+            let mut value = text.as_bytes().to_vec();
+            value.push(0);
+            payload.extend(attribute(NLMSGERR_ATTR_MSG, &value));
+        }
+        message(NLMSG_ERROR, flags, sequence, 4242, &payload)
     }
 
     #[test]
@@ -783,7 +644,7 @@ mod tests {
         short_length[..4].copy_from_slice(&3u32.to_ne_bytes());
         assert_eq!(find_answer(&short_length, 7), None);
         let mut bad_attribute = whole;
-        let attribute_at = NLMSG_HEADER_LEN + 4 + NLMSG_HEADER_LEN;
+        let attribute_at = MESSAGE_HEADER_BYTES + 4 + MESSAGE_HEADER_BYTES;
         bad_attribute[attribute_at..attribute_at + 2].copy_from_slice(&2u16.to_ne_bytes());
         assert_eq!(
             find_answer(&bad_attribute, 7),
@@ -801,21 +662,10 @@ mod tests {
             kind: RouteKind::Blackhole,
         }
         .encode(8);
-        let text = b"IPv6 is disabled\0";
-        let attribute_len = NLA_HEADER_LEN + text.len();
-        let length = NLMSG_HEADER_LEN + 4 + request.len() + align4(attribute_len);
-        let mut datagram = Vec::new();
-        datagram.extend_from_slice(&(length as u32).to_ne_bytes());
-        datagram.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
-        datagram.extend_from_slice(&NLM_F_ACK_TLVS.to_ne_bytes());
-        datagram.extend_from_slice(&8u32.to_ne_bytes());
-        datagram.extend_from_slice(&0u32.to_ne_bytes());
-        datagram.extend_from_slice(&(-libc::EAFNOSUPPORT).to_ne_bytes());
-        datagram.extend_from_slice(&request);
-        datagram.extend_from_slice(&(attribute_len as u16).to_ne_bytes());
-        datagram.extend_from_slice(&NLMSGERR_ATTR_MSG.to_ne_bytes());
-        datagram.extend_from_slice(text);
-        datagram.resize(length, 0);
+        let mut payload = (-libc::EAFNOSUPPORT).to_ne_bytes().to_vec();
+        payload.extend_from_slice(&request);
+        payload.extend(attribute(NLMSGERR_ATTR_MSG, b"IPv6 is disabled\0"));
+        let datagram = message(NLMSG_ERROR, NLM_F_ACK_TLVS, 8, 0, &payload);
         assert_eq!(
             find_answer(&datagram, 8),
             Some(Answer::Refused {
