@@ -28,7 +28,7 @@ impl Netns {
     fn new(tag: &str) -> Netns {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let name = format!(
-            "nft-{tag}-{}-{}",
+            "fib-{tag}-{}-{}",
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         );
@@ -229,10 +229,11 @@ fn rule_lines(listing: &str) -> Vec<String> {
         .collect()
 }
 
-const EXPECTED_PREROUTING: [&str; 13] = [
+const EXPECTED_PREROUTING: [&str; 14] = [
     "ip saddr @blocked_v4 counter drop",
     "ip6 saddr @blocked_v6 counter drop",
     "ct state established,related accept",
+    "fib daddr type != local accept",
     "ip saddr @ignore_v4 accept",
     "ip6 saddr @ignore_v6 accept",
     "socket transparent 0 accept",
@@ -312,7 +313,7 @@ fn install_builds_every_set_the_chain_and_the_netdev_table() {
     assert_eq!(chain["policy"], "accept");
     assert_eq!(
         objects.iter().filter(|o| o.get("rule").is_some()).count(),
-        13
+        14
     );
 
     let listing = ns.nft(&["list", "chain", "inet", TABLE, "prerouting"]);
@@ -359,7 +360,7 @@ fn the_native_queue_is_reported_missing_with_errno_and_step() {
         Err(NftError::Refused { errno, step, .. }) => {
             assert_eq!(errno, nix::errno::Errno::ENOENT);
             assert!(step.contains("queue num 5 bypass"), "{step}");
-            assert!(step.starts_with("add rule 7 "), "{step}");
+            assert!(step.starts_with("add rule 8 "), "{step}");
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
@@ -686,4 +687,134 @@ fn blocked_sources_are_dropped_and_released_ones_pass() {
     });
     assert!(connects(), "a released source must get through again");
     drop(listener);
+}
+
+/// Packets counted so far by the rule of `listing` that looks up `set`.
+fn rule_packets(listing: &str, set: &str) -> u64 {
+    let reference = format!("@{set} ");
+    let line = listing
+        .lines()
+        .find(|line| line.contains(&reference))
+        .unwrap_or_else(|| panic!("no rule using @{set} in\n{listing}"));
+    line.split_once(" packets ")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|count| count.parse().ok())
+        .unwrap_or_else(|| panic!("no packet count in {line:?}"))
+}
+
+/// Whether a connect from inside `ns` to `target` fails with `expected` within 5 s; retried,
+/// since fresh veth links and neighbour entries take a moment.
+fn connect_until(ns: &Netns, target: &str, expected: std::io::ErrorKind) -> bool {
+    let target: std::net::SocketAddr = target.parse().expect("socket address");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let outcome = ns.enter(|| {
+            TcpStream::connect_timeout(&target, Duration::from_millis(700)).map_err(|e| e.kind())
+        });
+        if outcome.as_ref().err() == Some(&expected) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+    }
+}
+
+#[test]
+fn a_router_queues_probes_of_itself_but_never_forwarded_traffic() {
+    let client = Netns::new("fwcli");
+    let router = Netns::new("fwrtr");
+    let server = Netns::new("fwsrv");
+    for (left, left_if, right, right_if) in [
+        (&client, "fib-c", &router, "fib-rc"),
+        (&router, "fib-rs", &server, "fib-s"),
+    ] {
+        run(
+            "ip",
+            &[
+                "-n",
+                &left.name,
+                "link",
+                "add",
+                left_if,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                right_if,
+                "netns",
+                &right.name,
+            ],
+        );
+        left.ip(&["link", "set", left_if, "up"]);
+        right.ip(&["link", "set", right_if, "up"]);
+    }
+    for (ns, device, v4, v6) in [
+        (&client, "fib-c", "10.98.1.2/24", "2001:db8:1::2/64"),
+        (&router, "fib-rc", "10.98.1.1/24", "2001:db8:1::1/64"),
+        (&router, "fib-rs", "10.98.2.1/24", "2001:db8:2::1/64"),
+        (&server, "fib-s", "10.98.2.2/24", "2001:db8:2::2/64"),
+    ] {
+        ns.ip(&["addr", "add", v4, "dev", device]);
+        ns.ip(&["-6", "addr", "add", v6, "dev", device, "nodad"]);
+    }
+    for (ns, v4_gateway, v6_gateway) in [
+        (&client, "10.98.1.1", "2001:db8:1::1"),
+        (&server, "10.98.2.1", "2001:db8:2::1"),
+    ] {
+        ns.ip(&["route", "add", "default", "via", v4_gateway]);
+        ns.ip(&["-6", "route", "add", "default", "via", v6_gateway]);
+    }
+    for sysctl in ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"] {
+        run(
+            "ip",
+            &["netns", "exec", &router.name, "sysctl", "-qw", sysctl],
+        );
+    }
+    let router_spec = RulesetSpec {
+        tcp_ports: vec![(111, 111)],
+        // The test addresses sit in 2001:db8::/32, which `spec` ignores.
+        ignore_v6: vec!["::1/128".parse().expect("test CIDR")],
+        ..spec(&[])
+    };
+    router.enter(|| {
+        let mut nft = Nft::open().expect("open netlink");
+        nft.install(&router_spec, None).expect("install")
+    });
+    let queued = || {
+        rule_packets(
+            &router.nft(&["list", "chain", "inet", TABLE, "prerouting"]),
+            "tcp_ports",
+        )
+    };
+    assert_eq!(queued(), 0);
+
+    // Port 111 of the server, through the router: the server's reset proves the SYN was
+    // forwarded, and the router's queue rule must not have seen it.
+    use std::io::ErrorKind::ConnectionRefused;
+    for server_port in ["10.98.2.2:111", "[2001:db8:2::2]:111"] {
+        assert!(
+            connect_until(&client, server_port, ConnectionRefused),
+            "the server's closed port {server_port} must answer through the router"
+        );
+    }
+    assert_eq!(queued(), 0, "forwarded SYNs reached the queue rule");
+
+    // The same port of the router itself is a probe of this host: queued (bypass lets it on
+    // to the closed port, which resets it) and counted.
+    assert!(connect_until(&client, "10.98.1.1:111", ConnectionRefused));
+    let after_v4 = queued();
+    assert!(
+        after_v4 >= 1,
+        "a SYN to the router's own port must be queued"
+    );
+    assert!(connect_until(
+        &client,
+        "[2001:db8:1::1]:111",
+        ConnectionRefused
+    ));
+    assert!(
+        queued() > after_v4,
+        "an IPv6 SYN to the router's own port must be queued"
+    );
 }

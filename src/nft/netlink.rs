@@ -3,10 +3,10 @@
 //! contains (that is [`super::ruleset`]) and never runs the `nft` program.
 //!
 //! The safe `nftnl` API covers tables and batch framing; sets with flags, interval elements,
-//! element timeouts, device lists and the `queue`/`target`/`socket`/`log` expressions are built
-//! here through `nftnl_sys`, in small owned wrappers whose `unsafe` blocks each say what they rely
-//! on. The byte code mirrors what `nft` 1.0.6 generates for the rendered text, so `nft list`
-//! prints a netlink-installed table exactly like one loaded with `nft -f`.
+//! element timeouts, device lists and the `queue`/`target`/`socket`/`fib`/`log` expressions are
+//! built here through `nftnl_sys`, in small owned wrappers whose `unsafe` blocks each say what
+//! they rely on. The byte code mirrors what `nft` 1.0.6 generates for the rendered text, so
+//! `nft list` prints a netlink-installed table exactly like one loaded with `nft -f`.
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -125,6 +125,12 @@ const NETLINK_CAP_ACK: libc::c_int = 10;
 const NFT_MSG_DESTROYSETELEM: u16 = 30;
 /// `NFT_SOCKET_TRANSPARENT` from linux/netfilter/nf_tables.h.
 const NFT_SOCKET_TRANSPARENT: u32 = 0;
+/// `NFTA_FIB_F_DADDR` and `NFT_FIB_RESULT_ADDRTYPE` from linux/netfilter/nf_tables.h, missing
+/// from the `libc` crate: look up the destination address and load its route type.
+const NFTA_FIB_F_DADDR: u32 = 1 << 1;
+const NFT_FIB_RESULT_ADDRTYPE: u32 = 3;
+/// `RTN_LOCAL`: the route type of an address assigned to this host.
+const RTN_LOCAL: u32 = libc::RTN_LOCAL as u32;
 /// `NLMSG_ERROR`: the type of acknowledgements and errors.
 const NLMSG_ERROR: u16 = 2;
 /// `sizeof(struct nlmsghdr)`.
@@ -937,6 +943,14 @@ fn prerouting_rule(
             ));
             object.push(expr::cmp(libc::NFT_CMP_NEQ as u32, &0u32.to_ne_bytes()));
         }
+        PreroutingRule::AcceptNotAddressedHere => {
+            // The route type is a 32-bit value in host order, as `nft` compares it.
+            object.push(expr::fib(NFTA_FIB_F_DADDR, NFT_FIB_RESULT_ADDRTYPE));
+            object.push(expr::cmp(
+                libc::NFT_CMP_NEQ as u32,
+                &RTN_LOCAL.to_ne_bytes(),
+            ));
+        }
         PreroutingRule::AcceptOwnedBySocket => {
             object.push(expr::socket(NFT_SOCKET_TRANSPARENT));
             object.push(expr::cmp(libc::NFT_CMP_EQ as u32, &[0]));
@@ -1571,6 +1585,15 @@ mod expr {
             .u32(sys::NFTNL_EXPR_SOCKET_KEY, key)
             .u32(sys::NFTNL_EXPR_SOCKET_DREG, REG_1)
             .u32(sys::NFTNL_EXPR_SOCKET_LEVEL, 0)
+    }
+
+    /// Looks up the packet in the routing table (`flags` says which addresses and devices) and
+    /// loads `result`; on a failed lookup the register holds 0 (`RTN_UNSPEC`).
+    pub(super) fn fib(flags: u32, result: u32) -> Expr {
+        Expr::new(c"fib")
+            .u32(sys::NFTNL_EXPR_FIB_FLAGS, flags)
+            .u32(sys::NFTNL_EXPR_FIB_RESULT, result)
+            .u32(sys::NFTNL_EXPR_FIB_DREG, REG_1)
     }
 
     pub(super) fn counter() -> Expr {

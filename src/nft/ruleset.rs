@@ -220,6 +220,9 @@ pub enum PreroutingRule {
     DropBlocked(IpFamily),
     /// Accept packets of known connections.
     AcceptEstablished,
+    /// Accept packets whose destination is not an address of this host (`fib daddr type !=
+    /// local`): on a router, prerouting also sees traffic on its way to other machines.
+    AcceptNotAddressedHere,
     /// Accept sources in the ignore set.
     AcceptIgnored(IpFamily),
     /// Accept packets a local socket will receive (`socket transparent 0`).
@@ -233,12 +236,13 @@ pub enum PreroutingRule {
 }
 
 /// The prerouting chain, in order. Blocked sources go first so a blocked scanner costs nothing
-/// more; conntrack, ignore list and live sockets come before any queue rule so the detector only
-/// sees traffic nobody expects.
-pub const PREROUTING_RULES: [PreroutingRule; 13] = [
+/// more; conntrack, the destination check, ignore list and live sockets come before any queue
+/// rule so the detector only sees traffic to this host that nobody expects.
+pub const PREROUTING_RULES: [PreroutingRule; 14] = [
     PreroutingRule::DropBlocked(IpFamily::V4),
     PreroutingRule::DropBlocked(IpFamily::V6),
     PreroutingRule::AcceptEstablished,
+    PreroutingRule::AcceptNotAddressedHere,
     PreroutingRule::AcceptIgnored(IpFamily::V4),
     PreroutingRule::AcceptIgnored(IpFamily::V6),
     PreroutingRule::AcceptOwnedBySocket,
@@ -267,6 +271,7 @@ impl PreroutingRule {
         !matches!(
             self,
             PreroutingRule::AcceptEstablished
+                | PreroutingRule::AcceptNotAddressedHere
                 | PreroutingRule::AcceptIgnored(_)
                 | PreroutingRule::AcceptOwnedBySocket
         )
@@ -279,6 +284,7 @@ impl PreroutingRule {
                 format!("{} saddr @{}", family.nft_keyword(), blocked_set(family))
             }
             PreroutingRule::AcceptEstablished => "ct state established,related".to_owned(),
+            PreroutingRule::AcceptNotAddressedHere => "fib daddr type != local".to_owned(),
             PreroutingRule::AcceptIgnored(family) => {
                 format!("{} saddr @{}", family.nft_keyword(), ignore_set(family))
             }
@@ -304,6 +310,9 @@ impl PreroutingRule {
             PreroutingRule::DropBlocked(_) => "a blocked scanner: nothing else looks at it",
             PreroutingRule::AcceptEstablished => {
                 "real connections and their replies (a lone ACK is new to conntrack and goes on)"
+            }
+            PreroutingRule::AcceptNotAddressedHere => {
+                "not addressed to this host: forwarded traffic, broadcast and multicast are not probes of this host"
             }
             PreroutingRule::AcceptIgnored(_) => "a source the admin trusts",
             PreroutingRule::AcceptOwnedBySocket => {
@@ -855,6 +864,7 @@ mod tests {
                 "ip saddr @blocked_v4 counter drop",
                 "ip6 saddr @blocked_v6 counter drop",
                 "ct state established,related accept",
+                "fib daddr type != local accept",
                 "ip saddr @ignore_v4 accept",
                 "ip6 saddr @ignore_v6 accept",
                 "socket transparent 0 accept",
