@@ -36,7 +36,10 @@ pub enum DaemonError {
     Store(#[from] store::StoreError),
     #[error("{0}")]
     Queue(#[from] crate::queue::QueueError),
-    #[error("cannot read short-header packets from NFLOG group {group}: {source}")]
+    #[error(
+        "cannot read short-header packets from NFLOG group {group}: {source}{}",
+        cause_of(source)
+    )]
     Nflog {
         group: u16,
         source: crate::nflog::NflogError,
@@ -48,6 +51,14 @@ pub enum DaemonError {
         what: &'static str,
         source: std::io::Error,
     },
+}
+
+/// The underlying cause (an errno, typically), which the NFLOG error keeps as its source.
+fn cause_of(error: &dyn std::error::Error) -> String {
+    error
+        .source()
+        .map(|cause| format!(": {cause}"))
+        .unwrap_or_default()
 }
 
 /// IPv4 header + the first bytes of the transport header are all a short-header report needs.
@@ -82,7 +93,12 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
             line.text
         );
     }
-    let restored: Vec<BlockRecord> = store.live().cloned().collect();
+    // Blocks that expired while nfsentry was down are lifted by the responder at start.
+    let restored: Vec<BlockRecord> = store
+        .live()
+        .filter(|block| !block.is_expired(SystemTime::now()))
+        .cloned()
+        .collect();
 
     let signals = block_signals()?;
     let mut queue = PacketQueue::open(config.daemon.queue)?;
