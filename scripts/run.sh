@@ -3,10 +3,5 @@
 # /etc/nfsentry/nfsentry.toml when it exists, else on built-in defaults. Extra arguments go to
 # `nfsentry run` (e.g. --config PATH, --verbose). Stop it with Ctrl-C; its nft tables go too.
 set -euo pipefail
-repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "${repo_root}"
-if [[ $(id -u) -ne 0 ]]; then
-    exec sudo --preserve-env=PATH,HOME,CARGO_HOME,RUSTUP_HOME "$0" "$@"
-fi
-scripts/setup.sh
+source "$(dirname "${BASH_SOURCE[0]}")/as-root.sh"
 exec "${CARGO_TARGET_DIR:-target}/release/nfsentry" run "$@"

@@ -9,6 +9,7 @@
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, BorrowedFd};
+use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -499,6 +500,11 @@ pub fn ruleset_spec(config: &Config, ingress_devices: Vec<String>) -> RulesetSpe
 /// The configured devices, or every non-loopback interface present now.
 pub fn ingress_devices(config: &Config) -> Vec<String> {
     if !config.daemon.interfaces.is_empty() {
+        for name in &config.daemon.interfaces {
+            if !Path::new("/sys/class/net").join(name).exists() {
+                warn!("interface {name} (daemon.interfaces) does not exist now; short IPv4 headers arriving on it are caught only once it does");
+            }
+        }
         return config.daemon.interfaces.clone();
     }
     let mut names: Vec<String> = std::fs::read_dir("/sys/class/net")
