@@ -597,6 +597,10 @@ fn drop_capabilities(actions: &[config::Action]) {
         warn!("running without CAP_NET_ADMIN: nftables changes will fail");
         return;
     }
+    // What a service manager already withheld cannot be kept; asking for it would fail the
+    // whole set call and leave everything in place.
+    let permitted = caps::read(None, CapSet::Permitted).unwrap_or_default();
+    let keep: CapsHashSet = keep.intersection(&permitted).copied().collect();
     let bounding = caps::read(None, CapSet::Bounding).unwrap_or_default();
     for cap in bounding.difference(&keep) {
         if let Err(e) = caps::drop(None, CapSet::Bounding, *cap) {
