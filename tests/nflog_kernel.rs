@@ -5,14 +5,15 @@
 //! Needs root, `ip`, `nft` and scapy under /usr/bin/python3; skipped (with a message) when not
 //! root.
 
-use std::fs::File;
+mod support;
+
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
-use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use nfsentry::nflog::{NflogSocket, NflogStep};
+use support::Netns;
 
 const LOG_GROUP: u16 = 7;
 /// Shorter than the 40-byte test packets, so the payload length shows the range was applied.
@@ -24,91 +25,46 @@ const TABLE: &str = "nflog_test";
 const SETTLE_AFTER_LAST_PACKET: Duration = Duration::from_millis(400);
 const DELIVERY_DEADLINE: Duration = Duration::from_secs(5);
 
-fn run(program: &str, args: &[&str]) -> String {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|error| panic!("cannot run {program} {args:?}: {error}"));
-    assert!(
-        output.status.success(),
-        "{program} {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
 /// A sender and a target namespace joined by a veth pair; both namespaces (and with them the
 /// veth pair and the nft table) are deleted on drop, also when an assertion fails.
 struct TwoNamespaces {
-    sender: String,
-    target: String,
+    sender: Netns,
+    target: Netns,
     sender_link: String,
     target_link: String,
-    created: Vec<String>,
 }
 
 impl TwoNamespaces {
     fn create() -> TwoNamespaces {
         let id = std::process::id();
-        let mut namespaces = TwoNamespaces {
-            sender: format!("nflog-s{id}"),
-            target: format!("nflog-t{id}"),
+        let namespaces = TwoNamespaces {
+            sender: Netns::new("nflog", "s"),
+            target: Netns::new("nflog", "t"),
             // Interface names are limited to 15 bytes.
             sender_link: format!("nflog{id}s"),
             target_link: format!("nflog{id}t"),
-            created: Vec::new(),
         };
-        for name in [namespaces.sender.clone(), namespaces.target.clone()] {
-            run("ip", &["netns", "add", &name]);
-            namespaces.created.push(name);
-        }
         let (sender, target) = (&namespaces.sender, &namespaces.target);
         let (sender_link, target_link) = (&namespaces.sender_link, &namespaces.target_link);
-        run(
-            "ip",
-            &[
-                "link",
-                "add",
-                sender_link,
-                "netns",
-                sender,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                target_link,
-                "netns",
-                target,
-            ],
-        );
+        sender.add_veth(sender_link, target, target_link);
         for (namespace, link, address) in [
             (sender, sender_link, SENDER_ADDRESS),
             (target, target_link, TARGET_ADDRESS),
         ] {
-            let address = format!("{address}/24");
-            run(
-                "ip",
-                &["-n", namespace, "addr", "add", &address, "dev", link],
-            );
-            run("ip", &["-n", namespace, "link", "set", link, "up"]);
+            namespace.configure_link(link, &[&format!("{address}/24")]);
         }
         namespaces
     }
 
+    /// The target link's line of `ip -o link show`: "INDEX: NAME: <FLAGS> … link/ether MAC …".
+    fn target_link_line(&self) -> String {
+        self.target
+            .ip(&["-o", "link", "show", "dev", &self.target_link])
+    }
+
     /// Field `after` of `ip -o link show` for the target link, e.g. its MAC after "link/ether".
     fn target_link_field(&self, after: &str) -> String {
-        let line = run(
-            "ip",
-            &[
-                "-n",
-                &self.target,
-                "-o",
-                "link",
-                "show",
-                "dev",
-                &self.target_link,
-            ],
-        );
+        let line = self.target_link_line();
         let mut words = line.split_whitespace();
         words.find(|word| *word == after);
         words
@@ -118,18 +74,7 @@ impl TwoNamespaces {
     }
 
     fn target_ifindex(&self) -> u32 {
-        let line = run(
-            "ip",
-            &[
-                "-n",
-                &self.target,
-                "-o",
-                "link",
-                "show",
-                "dev",
-                &self.target_link,
-            ],
-        );
+        let line = self.target_link_line();
         line.split(':')
             .next()
             .and_then(|index| index.trim().parse().ok())
@@ -137,40 +82,8 @@ impl TwoNamespaces {
     }
 
     fn in_target<T: Send>(&self, work: impl FnOnce() -> T + Send) -> T {
-        in_namespace(&self.target, work)
+        self.target.enter(work)
     }
-}
-
-impl Drop for TwoNamespaces {
-    fn drop(&mut self) {
-        for name in &self.created {
-            let _ = Command::new("ip").args(["netns", "del", name]).status();
-        }
-    }
-}
-
-/// Runs `work` on a fresh thread that has joined network namespace `name`: membership is per
-/// thread, and sockets stay in the namespace they were created in after the thread ends.
-fn in_namespace<T: Send>(name: &str, work: impl FnOnce() -> T + Send) -> T {
-    let path = format!("/run/netns/{name}");
-    thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                let namespace =
-                    File::open(&path).unwrap_or_else(|error| panic!("open {path}: {error}"));
-                // SAFETY: setns only reads the descriptor, which stays open for the call.
-                let result = unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(
-                    result,
-                    0,
-                    "setns {path}: {}",
-                    std::io::Error::last_os_error()
-                );
-                work()
-            })
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-    })
 }
 
 #[derive(Debug)]
@@ -228,21 +141,7 @@ fn short_ipv4_headers_logged_on_ingress_reach_the_reader_and_normal_packets_do_n
         }}",
         link = namespaces.target_link
     );
-    let ruleset_path = std::env::temp_dir().join(format!("{}.nft", namespaces.target));
-    std::fs::write(&ruleset_path, ruleset).expect("write the test ruleset");
-    let ruleset_path = ruleset_path.to_string_lossy().into_owned();
-    run(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &namespaces.target,
-            "nft",
-            "-f",
-            &ruleset_path,
-        ],
-    );
-    let _ = std::fs::remove_file(&ruleset_path);
+    namespaces.target.nft_load(&ruleset);
 
     let mut socket = namespaces
         .in_target(|| NflogSocket::bind(LOG_GROUP, COPY_RANGE_BYTES))
@@ -284,17 +183,7 @@ fn short_ipv4_headers_logged_on_ingress_reach_the_reader_and_normal_packets_do_n
          sendp([frame(), short, frame()], iface='{link}', verbose=False)\n",
         link = namespaces.sender_link
     );
-    run(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &namespaces.sender,
-            "/usr/bin/python3",
-            "-c",
-            &script,
-        ],
-    );
+    namespaces.sender.exec(&["/usr/bin/python3", "-c", &script]);
 
     let deadline = Instant::now() + DELIVERY_DEADLINE;
     while !received
@@ -325,20 +214,9 @@ fn short_ipv4_headers_logged_on_ingress_reach_the_reader_and_normal_packets_do_n
     assert_eq!(socket.overruns(), 0);
 
     // The normal packets did cross the same chain: their absence above is the rule's doing.
-    let chain = run(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &namespaces.target,
-            "nft",
-            "list",
-            "chain",
-            "netdev",
-            TABLE,
-            "ingress",
-        ],
-    );
+    let chain = namespaces
+        .target
+        .exec(&["nft", "list", "chain", "netdev", TABLE, "ingress"]);
     assert!(
         chain.contains("counter packets 2 "),
         "the two normal packets should have passed the chain:\n{chain}"

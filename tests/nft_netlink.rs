@@ -2,84 +2,45 @@
 //! through netlink, and reads the result back with the `nft` program. They need root (or
 //! CAP_NET_ADMIN and CAP_SYS_ADMIN) and the `ip` and `nft` tools; they do not test the detector.
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::net::{IpAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
-use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::Output;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use nfsentry::nft::{render, Nft, NftError, QueueMode, RulesetSpec};
 use serde_json::Value;
+use support::Netns;
 
+/// Namespaces of this file are named `fib-…`.
+const NETNS_PREFIX: &str = "fib";
 const TABLE: &str = "nfsentry";
 const QUEUE: u16 = 5;
 const NFLOG_GROUP: u16 = 7219;
 
-/// A network namespace that exists for one test and is deleted when the test ends, passed or
-/// failed.
-struct Netns {
-    name: String,
+/// What these tests ask of the `nft` program inside a namespace.
+trait NftProgram {
+    /// Runs `nft args` and returns its standard output; panics when it fails.
+    fn nft(&self, args: &[&str]) -> String;
+    fn nft_output(&self, args: &[&str]) -> Output;
+    fn nft_json(&self, args: &[&str]) -> Vec<Value>;
+    /// Whether this kernel accepts the native `queue` expression, asked of `nft` itself.
+    fn has_native_queue(&self) -> bool;
 }
 
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "fib-{tag}-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
-        run("ip", &["netns", "add", &name]);
-        let netns = Netns { name };
-        netns.ip(&["link", "set", "lo", "up"]);
-        netns
-    }
-
-    fn ip(&self, args: &[&str]) {
-        let mut full = vec!["-n", self.name.as_str()];
-        full.extend_from_slice(args);
-        run("ip", &full);
-    }
-
-    /// Runs `body` on a thread that has entered this namespace, so sockets it opens (the
-    /// netlink one included) belong here. A panic in `body` fails the test after cleanup.
-    fn enter<T: Send>(&self, body: impl FnOnce() -> T + Send) -> T {
-        let path = format!("/run/netns/{}", self.name);
-        thread::scope(|scope| {
-            let worker = scope.spawn(|| {
-                let file = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-                // SAFETY: `file` is an open namespace file; setns only changes this thread.
-                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-                body()
-            });
-            match worker.join() {
-                Ok(value) => value,
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        })
-    }
-
-    /// Runs `nft` in this namespace and returns its standard output.
+impl NftProgram for Netns {
     fn nft(&self, args: &[&str]) -> String {
-        let output = self.nft_output(args);
-        assert!(
-            output.status.success(),
-            "nft {args:?} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        let mut command = vec!["nft"];
+        command.extend_from_slice(args);
+        self.exec(&command)
     }
 
-    fn nft_output(&self, args: &[&str]) -> std::process::Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.name, "nft"])
-            .args(args)
-            .output()
-            .expect("run nft")
+    fn nft_output(&self, args: &[&str]) -> Output {
+        let mut command = vec!["nft"];
+        command.extend_from_slice(args);
+        self.exec_output(&command)
     }
 
     fn nft_json(&self, args: &[&str]) -> Vec<Value> {
@@ -90,20 +51,6 @@ impl Netns {
         parsed["nftables"].as_array().cloned().unwrap_or_default()
     }
 
-    /// Loads a ruleset text with `nft -f`.
-    fn nft_load(&self, text: &str) {
-        let path = std::env::temp_dir().join(format!("{}.nft", self.name));
-        std::fs::write(&path, text).expect("write ruleset file");
-        let output = self.nft_output(&["-f", path.to_str().expect("utf-8 temp path")]);
-        let _ = std::fs::remove_file(&path);
-        assert!(
-            output.status.success(),
-            "nft -f failed: {}\n{text}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-
-    /// Whether this kernel accepts the native `queue` expression, asked of `nft` itself.
     fn has_native_queue(&self) -> bool {
         self.nft(&["add table inet nft_queue_probe"]);
         self.nft(&["add chain inet nft_queue_probe c"]);
@@ -114,26 +61,6 @@ impl Netns {
         self.nft(&["delete table inet nft_queue_probe"]);
         accepted
     }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-fn run(program: &str, args: &[&str]) {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run {program}: {e}"));
-    assert!(
-        output.status.success(),
-        "{program} {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
 }
 
 fn spec(devices: &[&str]) -> RulesetSpec {
@@ -248,7 +175,7 @@ const EXPECTED_PREROUTING: [&str; 14] = [
 
 #[test]
 fn install_builds_every_set_the_chain_and_the_netdev_table() {
-    let ns = Netns::new("install");
+    let ns = Netns::new(NETNS_PREFIX, "install");
     ns.ip(&[
         "link", "add", "nft-a", "type", "veth", "peer", "name", "nft-b",
     ]);
@@ -345,7 +272,7 @@ fn install_builds_every_set_the_chain_and_the_netdev_table() {
 
 #[test]
 fn the_native_queue_is_reported_missing_with_errno_and_step() {
-    let ns = Netns::new("native");
+    let ns = Netns::new(NETNS_PREFIX, "native");
     if ns.has_native_queue() {
         eprintln!("this kernel has nft_queue; nothing to refuse");
         return;
@@ -369,7 +296,7 @@ fn the_native_queue_is_reported_missing_with_errno_and_step() {
 
 #[test]
 fn reinstall_replaces_and_remove_deletes_both_tables() {
-    let ns = Netns::new("replace");
+    let ns = Netns::new(NETNS_PREFIX, "replace");
     ns.ip(&[
         "link", "add", "nft-a", "type", "veth", "peer", "name", "nft-b",
     ]);
@@ -439,7 +366,7 @@ fn blocked(ns: &Netns, set: &str) -> Vec<(String, Option<u64>)> {
 
 #[test]
 fn block_and_release_read_back_from_the_sets() {
-    let ns = Netns::new("block");
+    let ns = Netns::new(NETNS_PREFIX, "block");
     let addr = |s: &str| -> IpAddr { s.parse().expect("address") };
     let hour = Some(Duration::from_secs(3600));
     ns.enter(|| {
@@ -515,7 +442,7 @@ fn block_and_release_read_back_from_the_sets() {
 
 #[test]
 fn block_without_the_table_is_refused_with_errno_and_step() {
-    let ns = Netns::new("notable");
+    let ns = Netns::new(NETNS_PREFIX, "notable");
     let error = ns.enter(|| {
         let mut nft = Nft::open().expect("open netlink");
         nft.block(TABLE, "192.0.2.1".parse().expect("address"), None)
@@ -533,7 +460,7 @@ fn block_without_the_table_is_refused_with_errno_and_step() {
 
 #[test]
 fn block_many_adds_ten_thousand_addresses_in_one_batch() {
-    let ns = Netns::new("many");
+    let ns = Netns::new(NETNS_PREFIX, "many");
     let entries: Vec<(IpAddr, Option<Duration>)> = (0u32..10_000)
         .map(|i| {
             let addr: IpAddr = if i % 2 == 0 {
@@ -581,8 +508,8 @@ fn block_many_adds_ten_thousand_addresses_in_one_batch() {
 
 #[test]
 fn netlink_ruleset_lists_like_the_rendered_text() {
-    let netlink_ns = Netns::new("vianl");
-    let text_ns = Netns::new("viatext");
+    let netlink_ns = Netns::new(NETNS_PREFIX, "vianl");
+    let text_ns = Netns::new(NETNS_PREFIX, "viatext");
     for ns in [&netlink_ns, &text_ns] {
         ns.ip(&[
             "link", "add", "nft-a", "type", "veth", "peer", "name", "nft-b",
@@ -611,29 +538,11 @@ fn netlink_ruleset_lists_like_the_rendered_text() {
 
 #[test]
 fn blocked_sources_are_dropped_and_released_ones_pass() {
-    let target = Netns::new("dptgt");
-    let scanner = Netns::new("dpscan");
-    run(
-        "ip",
-        &[
-            "-n",
-            &target.name,
-            "link",
-            "add",
-            "nft-t",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "nft-s",
-            "netns",
-            &scanner.name,
-        ],
-    );
-    target.ip(&["addr", "add", "10.99.0.1/24", "dev", "nft-t"]);
-    target.ip(&["link", "set", "nft-t", "up"]);
-    scanner.ip(&["addr", "add", "10.99.0.2/24", "dev", "nft-s"]);
-    scanner.ip(&["link", "set", "nft-s", "up"]);
+    let target = Netns::new(NETNS_PREFIX, "dptgt");
+    let scanner = Netns::new(NETNS_PREFIX, "dpscan");
+    target.add_veth("nft-t", &scanner, "nft-s");
+    target.configure_link("nft-t", &["10.99.0.1/24"]);
+    scanner.configure_link("nft-s", &["10.99.0.2/24"]);
     let scanner_addr: IpAddr = "10.99.0.2".parse().expect("address");
     // The listening socket stays in the target namespace after the thread that made it ends;
     // the kernel completes handshakes into its backlog without any accept().
@@ -722,41 +631,18 @@ fn connect_until(ns: &Netns, target: &str, expected: std::io::ErrorKind) -> bool
 
 #[test]
 fn a_router_queues_probes_of_itself_but_never_forwarded_traffic() {
-    let client = Netns::new("fwcli");
-    let router = Netns::new("fwrtr");
-    let server = Netns::new("fwsrv");
-    for (left, left_if, right, right_if) in [
-        (&client, "fib-c", &router, "fib-rc"),
-        (&router, "fib-rs", &server, "fib-s"),
-    ] {
-        run(
-            "ip",
-            &[
-                "-n",
-                &left.name,
-                "link",
-                "add",
-                left_if,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                right_if,
-                "netns",
-                &right.name,
-            ],
-        );
-        left.ip(&["link", "set", left_if, "up"]);
-        right.ip(&["link", "set", right_if, "up"]);
-    }
+    let client = Netns::new(NETNS_PREFIX, "fwcli");
+    let router = Netns::new(NETNS_PREFIX, "fwrtr");
+    let server = Netns::new(NETNS_PREFIX, "fwsrv");
+    client.add_veth("fib-c", &router, "fib-rc");
+    router.add_veth("fib-rs", &server, "fib-s");
     for (ns, device, v4, v6) in [
         (&client, "fib-c", "10.98.1.2/24", "2001:db8:1::2/64"),
         (&router, "fib-rc", "10.98.1.1/24", "2001:db8:1::1/64"),
         (&router, "fib-rs", "10.98.2.1/24", "2001:db8:2::1/64"),
         (&server, "fib-s", "10.98.2.2/24", "2001:db8:2::2/64"),
     ] {
-        ns.ip(&["addr", "add", v4, "dev", device]);
-        ns.ip(&["-6", "addr", "add", v6, "dev", device, "nodad"]);
+        ns.configure_link(device, &[v4, v6]);
     }
     for (ns, v4_gateway, v6_gateway) in [
         (&client, "10.98.1.1", "2001:db8:1::1"),
@@ -766,10 +652,7 @@ fn a_router_queues_probes_of_itself_but_never_forwarded_traffic() {
         ns.ip(&["-6", "route", "add", "default", "via", v6_gateway]);
     }
     for sysctl in ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"] {
-        run(
-            "ip",
-            &["netns", "exec", &router.name, "sysctl", "-qw", sysctl],
-        );
+        router.exec(&["sysctl", "-qw", sysctl]);
     }
     let router_spec = RulesetSpec {
         tcp_ports: vec![(111, 111)],

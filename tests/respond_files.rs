@@ -2,13 +2,14 @@
 //! hosts.deny surviving byte for byte, concurrent writers, the in-place path under a read-only
 //! directory (in a private mount namespace), and the command's argv, timeout and logging.
 
+mod support;
+
 use std::collections::HashMap;
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Barrier, Mutex, Once};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
@@ -18,6 +19,7 @@ use nfsentry::respond::command::{CommandBackend, STDERR_KEPT_BYTES};
 use nfsentry::respond::hosts_deny::HostsDenyBackend;
 use nfsentry::respond::Backend;
 use nfsentry::store::BlockRecord;
+use support::ScratchDir;
 
 /// An admin's file: comments, blank lines, a CRLF line, odd spacing, no final newline.
 const ADMIN_HOSTS_DENY: &[u8] = b"# /etc/hosts.deny: list of hosts that are _not_ allowed\r\n\
@@ -53,32 +55,8 @@ fn record(source: IpAddr) -> BlockRecord {
     }
 }
 
-/// A directory removed again however the test ends.
-struct ScratchDir(PathBuf);
-
-impl ScratchDir {
-    fn new(name: &str) -> ScratchDir {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "nfsentry-respond-files-{name}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        ScratchDir(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
+/// Scratch directories of this file are named `nfsentry-respond-files-…`.
+const SCRATCH_PREFIX: &str = "nfsentry-respond-files";
 
 fn read_text(path: &Path) -> String {
     String::from_utf8(fs::read(path).unwrap()).unwrap()
@@ -134,8 +112,8 @@ fn assert_blocks(path: &Path, admin: &[u8], sources: &[IpAddr]) {
 
 #[test]
 fn admin_lines_survive_block_release_and_restore_byte_for_byte() {
-    let dir = ScratchDir::new("survive");
-    let path = dir.path("hosts.deny");
+    let dir = ScratchDir::new(SCRATCH_PREFIX, "survive");
+    let path = dir.join("hosts.deny");
     fs::write(&path, ADMIN_HOSTS_DENY).unwrap();
     let mut backend = HostsDenyBackend::new(path.clone(), TEMPLATE.into());
     let now = SystemTime::now();
@@ -175,8 +153,8 @@ fn admin_lines_survive_block_release_and_restore_byte_for_byte() {
 
 #[test]
 fn releases_remove_only_nfsentry_lines_even_when_the_admin_wrote_the_same_rule() {
-    let dir = ScratchDir::new("same-rule");
-    let path = dir.path("hosts.deny");
+    let dir = ScratchDir::new(SCRATCH_PREFIX, "same-rule");
+    let path = dir.join("hosts.deny");
     let admin = b"ALL: 192.0.2.7\n";
     fs::write(&path, admin).unwrap();
     let mut backend = HostsDenyBackend::new(path.clone(), TEMPLATE.into());
@@ -191,17 +169,17 @@ fn releases_remove_only_nfsentry_lines_even_when_the_admin_wrote_the_same_rule()
 
 #[test]
 fn replacement_keeps_permissions_owner_and_symlink_and_sweeps_stale_temps() {
-    let dir = ScratchDir::new("replace");
-    let real = dir.path("hosts.deny.real");
+    let dir = ScratchDir::new(SCRATCH_PREFIX, "replace");
+    let real = dir.join("hosts.deny.real");
     fs::write(&real, b"ALL: 10.0.0.1\n").unwrap();
     fs::set_permissions(&real, fs::Permissions::from_mode(0o640)).unwrap();
     let as_root = nix::unistd::geteuid().is_root();
     if as_root {
         std::os::unix::fs::chown(&real, Some(1234), Some(2345)).unwrap();
     }
-    let link = dir.path("hosts.deny");
+    let link = dir.join("hosts.deny");
     std::os::unix::fs::symlink(&real, &link).unwrap();
-    let stale = dir.path(".hosts.deny.real.nfsentry-999999-0");
+    let stale = dir.join(".hosts.deny.real.nfsentry-999999-0");
     fs::write(&stale, b"left by a crash").unwrap();
     let inode_before = fs::metadata(&real).unwrap().ino();
 
@@ -226,7 +204,7 @@ fn replacement_keeps_permissions_owner_and_symlink_and_sweeps_stale_temps() {
         read_text(&real),
         "ALL: 10.0.0.1\n# nfsentry block 192.0.2.7\nALL: 192.0.2.7\n"
     );
-    let mut names: Vec<String> = fs::read_dir(&dir.0)
+    let mut names: Vec<String> = fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
@@ -236,8 +214,8 @@ fn replacement_keeps_permissions_owner_and_symlink_and_sweeps_stale_temps() {
 
 #[test]
 fn a_missing_file_is_created_by_a_block_but_not_by_a_release() {
-    let dir = ScratchDir::new("missing");
-    let path = dir.path("hosts.deny");
+    let dir = ScratchDir::new(SCRATCH_PREFIX, "missing");
+    let path = dir.join("hosts.deny");
     let mut backend = HostsDenyBackend::new(path.clone(), TEMPLATE.into());
     backend.release(&record(v4(7))).unwrap();
     assert!(!path.exists());
@@ -288,8 +266,8 @@ fn race_survivors() -> Vec<IpAddr> {
 
 #[test]
 fn concurrent_writers_lose_nothing() {
-    let dir = ScratchDir::new("race");
-    let path = dir.path("hosts.deny");
+    let dir = ScratchDir::new(SCRATCH_PREFIX, "race");
+    let path = dir.join("hosts.deny");
     fs::write(&path, ADMIN_HOSTS_DENY).unwrap();
     race_two_writers(&path);
     assert_blocks(&path, ADMIN_HOSTS_DENY, &race_survivors());
@@ -326,12 +304,12 @@ fn read_only_directory_falls_back_to_in_place_writes() {
         eprintln!("skipped: mount namespaces need root");
         return;
     }
-    let dir = ScratchDir::new("read-only");
-    let path = dir.path("hosts.deny");
+    let dir = ScratchDir::new(SCRATCH_PREFIX, "read-only");
+    let path = dir.join("hosts.deny");
     fs::write(&path, ADMIN_HOSTS_DENY).unwrap();
     let inode = fs::metadata(&path).unwrap().ino();
 
-    run_in_mount_namespace("in_place_writes_under_a_read_only_directory", &dir.0);
+    run_in_mount_namespace("in_place_writes_under_a_read_only_directory", dir.path());
 
     // Out here the directory is writable again; the inner half's work is in the same inode.
     assert_eq!(fs::metadata(&path).unwrap().ino(), inode);
@@ -434,9 +412,9 @@ fn argv(words: &[&str]) -> Vec<String> {
 
 #[test]
 fn command_gets_exactly_the_configured_argv_with_placeholders_filled() {
-    let dir = ScratchDir::new("argv");
-    let script = dir.path("record-argv");
-    let out = dir.path("argv.out");
+    let dir = ScratchDir::new(SCRATCH_PREFIX, "argv");
+    let script = dir.join("record-argv");
+    let out = dir.join("argv.out");
     fs::write(
         &script,
         "#!/bin/sh\nout=\"$1\"\nshift\nprintf '%s\\0' \"$@\" > \"$out\"\n",
@@ -490,8 +468,8 @@ fn process_is_gone(pid: i32) -> bool {
 #[test]
 fn command_over_its_time_is_killed_with_everything_it_started() {
     capture_logs();
-    let dir = ScratchDir::new("timeout");
-    let pid_file = dir.path("sleeper.pid");
+    let dir = ScratchDir::new(SCRATCH_PREFIX, "timeout");
+    let pid_file = dir.join("sleeper.pid");
     let timeout = Duration::from_millis(300);
     let backend = CommandBackend::new(
         argv(&[
@@ -600,8 +578,8 @@ fn command_stderr_flood_is_cut_to_its_first_bytes_without_stalling_the_child() {
 
 #[test]
 fn command_release_and_restore_run_nothing() {
-    let dir = ScratchDir::new("no-undo");
-    let marker = dir.path("ran");
+    let dir = ScratchDir::new(SCRATCH_PREFIX, "no-undo");
+    let marker = dir.join("ran");
     let mut backend = CommandBackend::new(
         argv(&["/usr/bin/touch", marker.to_str().unwrap()]),
         Duration::from_secs(5),

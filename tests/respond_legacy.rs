@@ -4,23 +4,22 @@
 //! single and removed. The stand-in tests need nothing; the namespace test needs root and the
 //! `ip` and `iptables` programs. None of them tests when the responder decides to block.
 
+mod support;
+
 use std::env;
 use std::ffi::OsString;
-use std::fs::{self, File};
+use std::fs;
 use std::net::IpAddr;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::thread;
 use std::time::SystemTime;
 
 use caps::{CapSet, Capability, CapsHashSet};
 use nfsentry::respond::legacy::{describe, preflight, LegacyBackend, LegacyTool};
 use nfsentry::respond::{Backend, BackendError};
 use nfsentry::store::BlockRecord;
+use support::{Netns, ScratchDir};
 
 const BLOCKED_V4: &str = "192.0.2.7";
 const OTHER_V4: &str = "198.51.100.9";
@@ -44,21 +43,10 @@ fn lock_environment() -> MutexGuard<'static, ()> {
     ENVIRONMENT.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn scratch_dir(tag: &str) -> PathBuf {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let dir = env::temp_dir().join(format!(
-        "nfsentry-legacy-{tag}-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// A directory of recording stand-ins that is the whole PATH while it lives; dropping it puts
 /// PATH back and removes the directory, also when the test fails.
 struct StandIns {
-    dir: PathBuf,
+    dir: ScratchDir,
     log: PathBuf,
     statuses: PathBuf,
     saved_path: Option<OsString>,
@@ -67,7 +55,7 @@ struct StandIns {
 impl StandIns {
     /// Installs stand-ins under `names` only; a name left out is a missing tool.
     fn install(names: &[&str]) -> StandIns {
-        let dir = scratch_dir("stand-ins");
+        let dir = ScratchDir::new("nfsentry-legacy", "stand-ins");
         let recorder = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/stand-ins/record");
         for name in names {
             symlink(&recorder, dir.join(name)).unwrap();
@@ -75,7 +63,7 @@ impl StandIns {
         let log = dir.join("calls.log");
         let statuses = dir.join("statuses");
         let saved_path = env::var_os("PATH");
-        env::set_var("PATH", &dir);
+        env::set_var("PATH", dir.path());
         env::set_var("NFSENTRY_STANDIN_LOG", &log);
         env::set_var("NFSENTRY_STANDIN_STATUSES", &statuses);
         StandIns {
@@ -114,7 +102,7 @@ impl Drop for StandIns {
         }
         env::remove_var("NFSENTRY_STANDIN_LOG");
         env::remove_var("NFSENTRY_STANDIN_STATUSES");
-        let _ = fs::remove_dir_all(&self.dir);
+        // `dir` removes itself once this has run.
     }
 }
 
@@ -451,7 +439,7 @@ fn a_missing_tool_fails_construction_and_preflight_naming_tool_and_path() {
     let _lock = lock_environment();
     // iptables without ip6tables: IPv6 blocks could never work, so the action is refused.
     let stand_ins = StandIns::install(&["iptables", "ipchains"]);
-    let path = stand_ins.dir.display().to_string();
+    let path = stand_ins.dir.path().display().to_string();
 
     let error = message(LegacyBackend::new(LegacyTool::Ipfw, None).err().unwrap());
     assert_eq!(error, format!("ipfw: ipfw not found in PATH ({path})"));
@@ -481,45 +469,26 @@ fn a_missing_tool_fails_construction_and_preflight_naming_tool_and_path() {
     );
 }
 
-/// A network namespace for one test, deleted when the test ends, passed or failed.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        let name = format!("legacy-{tag}-{}", std::process::id());
-        run_ok("ip", &["netns", "add", &name]);
-        Netns { name }
-    }
-
+/// What the namespace test does in and with its namespace.
+trait DaemonNamespace {
     /// Runs `body` on a thread that has entered the namespace and then, like the daemon, kept
     /// only CAP_NET_ADMIN; the programs the backend starts inherit both.
+    fn run_as_daemon<T: Send>(&self, body: impl FnOnce() -> T + Send) -> T;
+    /// `program -S INPUT` read from outside the test's thread, in the namespace.
+    fn input_rules(&self, program: &str) -> Vec<String>;
+    fn count(&self, program: &str, rule: &str) -> usize;
+}
+
+impl DaemonNamespace for Netns {
     fn run_as_daemon<T: Send>(&self, body: impl FnOnce() -> T + Send) -> T {
-        let path = format!("/run/netns/{}", self.name);
-        thread::scope(|scope| {
-            let worker = scope.spawn(|| {
-                let namespace = File::open(&path).unwrap();
-                // SAFETY: setns only reads the descriptor, which stays open for the call.
-                let entered = unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(
-                    entered,
-                    0,
-                    "setns {path}: {}",
-                    std::io::Error::last_os_error()
-                );
-                keep_only_net_admin();
-                body()
-            });
-            worker
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        self.enter(|| {
+            keep_only_net_admin();
+            body()
         })
     }
 
-    /// `program -S INPUT` read from outside the test's thread, in the namespace.
     fn input_rules(&self, program: &str) -> Vec<String> {
-        let output = run_ok("ip", &["netns", "exec", &self.name, program, "-S", "INPUT"]);
+        let output = self.exec(&[program, "-S", "INPUT"]);
         output.lines().map(str::to_owned).collect()
     }
 
@@ -528,14 +497,6 @@ impl Netns {
             .iter()
             .filter(|line| *line == rule)
             .count()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
     }
 }
 
@@ -555,20 +516,6 @@ fn keep_only_net_admin() {
     }
 }
 
-fn run_ok(program: &str, args: &[&str]) -> String {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    assert!(
-        output.status.success(),
-        "{program} {args:?}: {}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
 #[test]
 fn real_iptables_places_one_rule_and_removes_every_copy() {
     assert!(
@@ -577,7 +524,7 @@ fn real_iptables_places_one_rule_and_removes_every_copy() {
     );
     // Holds PATH steady: the backend must find the real tools, not another test's stand-ins.
     let _lock = lock_environment();
-    let netns = Netns::new("ipt");
+    let netns = Netns::new("legacy", "ipt");
     let v4_rule = "-A INPUT -s 192.0.2.7/32 -j DROP";
     let v6_rule = "-A INPUT -s 2001:db8::7/128 -j DROP";
     let now = SystemTime::now();
@@ -610,21 +557,7 @@ fn real_iptables_places_one_rule_and_removes_every_copy() {
     assert_eq!(netns.count("ip6tables", v6_rule), 1);
 
     // Release removes the rule, including a copy someone else appended.
-    run_ok(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &netns.name,
-            "iptables",
-            "-A",
-            "INPUT",
-            "-s",
-            BLOCKED_V4,
-            "-j",
-            "DROP",
-        ],
-    );
+    netns.exec(&["iptables", "-A", "INPUT", "-s", BLOCKED_V4, "-j", "DROP"]);
     assert_eq!(netns.count("iptables", v4_rule), 2);
     netns.run_as_daemon(|| {
         let mut third_run = backend(LegacyTool::Iptables);

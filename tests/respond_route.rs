@@ -3,12 +3,11 @@
 //! result back with `ip` and ICMP echoes. They need root and the `ip` tool; they do not
 //! test when the responder decides to block.
 
-use std::fs::File;
+mod support;
+
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
-use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::thread;
+use std::process::Output;
 use std::time::{Duration, Instant, SystemTime};
 
 use nfsentry::config::RouteTarget;
@@ -21,6 +20,7 @@ use nix::sys::socket::{
 };
 use nix::sys::time::{TimeVal, TimeValLike};
 use serde_json::Value;
+use support::{in_namespace, Netns, ThreadInNamespace};
 
 const SCANNER_V4: &str = "192.0.2.7";
 const SCANNER_V6: &str = "2001:db8::7";
@@ -31,12 +31,15 @@ const ANSWER_EXPECTED_WITHIN: Duration = Duration::from_secs(3);
 /// How long a black-holed scanner is given to get an answer anyway.
 const SILENCE_FOR: Duration = Duration::from_secs(1);
 
+/// Namespaces of this file are named `route-…`.
+const NETNS_PREFIX: &str = "route";
+
 /// Network namespaces that exist for one test. Entering one moves the test thread there; on drop
 /// the thread goes back to where it was and the namespaces are deleted, passed or failed.
 struct Lab {
-    target: String,
-    namespaces: Vec<String>,
-    home: Option<File>,
+    inside: Option<ThreadInNamespace>,
+    target: Netns,
+    peers: Vec<Netns>,
 }
 
 impl Lab {
@@ -45,60 +48,26 @@ impl Lab {
             nix::unistd::geteuid().is_root(),
             "these tests create network namespaces and need root"
         );
-        let mut lab = Lab {
-            target: String::new(),
-            namespaces: Vec::new(),
-            home: None,
-        };
-        lab.target = lab.add_namespace(tag);
-        lab
-    }
-
-    fn add_namespace(&mut self, tag: &str) -> String {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "route-{tag}-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
-        run("ip", &["netns", "add", &name]);
-        // Registered before anything else can fail, so the drop deletes it.
-        self.namespaces.push(name.clone());
-        run("ip", &["-n", &name, "link", "set", "lo", "up"]);
-        name
+        Lab {
+            inside: None,
+            target: Netns::new(NETNS_PREFIX, tag),
+            peers: Vec::new(),
+        }
     }
 
     /// Moves the test thread into the target namespace, where `RouteBackend::new` then opens
     /// its socket.
     fn enter(&mut self) {
-        let home = File::open("/proc/thread-self/ns/net").expect("open own net namespace");
-        self.home = Some(home);
-        let path = format!("/run/netns/{}", self.target);
-        let namespace = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-        // SAFETY: setns only reads the descriptor, which stays open for the call; it changes the
-        // namespace of this thread alone.
-        let rc = unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        self.inside = Some(ThreadInNamespace::enter(self.target.name()));
     }
 
     /// `ip` in the target namespace; panics when it fails.
     fn ip(&self, args: &[&str]) -> String {
-        let output = self.ip_output(args);
-        assert!(
-            output.status.success(),
-            "ip -n {} {args:?} failed: {}",
-            self.target,
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        self.target.ip(args)
     }
 
     fn ip_output(&self, args: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["-n", &self.target])
-            .args(args)
-            .output()
-            .expect("run ip")
+        self.target.ip_output(args)
     }
 
     /// (destination, protocol) of every route of `route_type` in the main table, family `-4`
@@ -141,70 +110,22 @@ impl Lab {
     /// A second namespace joined to the target by a veth pair, with the given addresses on
     /// each end (`target_addresses` on the target side).
     fn add_peer(&mut self, target_addresses: &[&str], peer_addresses: &[&str]) -> String {
-        let peer = self.add_namespace("peer");
-        run(
-            "ip",
-            &[
-                "-n",
-                &self.target,
-                "link",
-                "add",
-                "route-t",
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "route-p",
-                "netns",
-                &peer,
-            ],
-        );
-        for (namespace, device, addresses) in [
-            (&self.target, "route-t", target_addresses),
-            (&peer, "route-p", peer_addresses),
-        ] {
-            for address in addresses {
-                let mut args = vec!["-n", namespace, "address", "add", address, "dev", device];
-                if address.contains(':') {
-                    args.push("nodad");
-                }
-                run("ip", &args);
-            }
-            run("ip", &["-n", namespace, "link", "set", device, "up"]);
-        }
-        peer
+        let peer = Netns::new(NETNS_PREFIX, "peer");
+        self.target.add_veth("route-t", &peer, "route-p");
+        self.target.configure_link("route-t", target_addresses);
+        peer.configure_link("route-p", peer_addresses);
+        let name = peer.name().to_owned();
+        self.peers.push(peer);
+        name
     }
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        if let Some(home) = self.home.take() {
-            // SAFETY: as in `enter`; going home first lets the namespaces really go away.
-            let rc = unsafe { libc::setns(home.as_raw_fd(), libc::CLONE_NEWNET) };
-            if rc != 0 {
-                eprintln!(
-                    "cannot return to the original namespace: {}",
-                    std::io::Error::last_os_error()
-                );
-            }
-        }
-        for name in &self.namespaces {
-            let _ = Command::new("ip").args(["netns", "del", name]).status();
-        }
+        // The thread leaves before the fields drop: a namespace the thread is still in would
+        // outlive its deletion.
+        drop(self.inside.take());
     }
-}
-
-fn run(program: &str, args: &[&str]) -> String {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run {program}: {e}"));
-    assert!(
-        output.status.success(),
-        "{program} {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// Whether `address` answers an ICMP echo sent from `namespace` within `timeout`. Sent over a
@@ -212,24 +133,12 @@ fn run(program: &str, args: &[&str]) -> String {
 /// checksum and hands the socket only the replies to its own echoes.
 fn ping_answered(namespace: &str, address: &str, timeout: Duration) -> bool {
     let address: IpAddr = address.parse().expect("test address");
-    let path = format!("/run/netns/{namespace}");
-    thread::scope(|scope| {
-        let pinger = scope.spawn(|| {
-            let file = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-            // SAFETY: setns only reads the descriptor, which stays open for the call; it moves
-            // this helper thread alone.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-            // Ping sockets are closed to every group in a new namespace; /proc/sys/net is the
-            // namespace of the thread that opens it, so this opens them in `namespace` only.
-            std::fs::write("/proc/sys/net/ipv4/ping_group_range", "0 0")
-                .expect("open ping sockets to root");
-            echo_answered(address, timeout)
-        });
-        match pinger.join() {
-            Ok(answered) => answered,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
+    in_namespace(namespace, || {
+        // Ping sockets are closed to every group in a new namespace; /proc/sys/net is the
+        // namespace of the thread that opens it, so this opens them in `namespace` only.
+        std::fs::write("/proc/sys/net/ipv4/ping_group_range", "0 0")
+            .expect("open ping sockets to root");
+        echo_answered(address, timeout)
     })
 }
 
