@@ -47,6 +47,17 @@ pub trait Backend: Send {
         }
         Ok(())
     }
+    /// Blocks a burst of new sources; a backend that can do it in one step overrides this.
+    /// Every block is attempted even when one fails; the first error is returned.
+    fn block_all(&mut self, blocks: &[&BlockRecord], now: SystemTime) -> Result<(), BackendError> {
+        let mut first_error = None;
+        for block in blocks {
+            if let Err(e) = self.block(block, now) {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
 }
 
 /// What the pipeline asks of the responder.
@@ -66,6 +77,8 @@ pub struct ResponderSetup {
     pub respond: config::Respond,
 }
 
+/// Most block orders carried out as one burst.
+const MAX_BURST: usize = 4096;
 /// How often blocks are checked for expiry; a block outlives its timeout by at most this.
 const EXPIRY_CHECK: Duration = Duration::from_secs(1);
 
@@ -112,29 +125,33 @@ fn run(
     let _ = ready.send(Ok(mode));
 
     loop {
-        match orders.recv_timeout(EXPIRY_CHECK) {
-            Ok(Order::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
-            Ok(Order::Block {
-                record,
-                history_line,
-            }) => {
-                carry_out(&mut store, &mut backends, record, &history_line);
-                // Take whatever else queued up meanwhile, so a burst costs one disk flush.
-                while let Ok(order) = orders.try_recv() {
-                    match order {
-                        Order::Block {
-                            record,
-                            history_line,
-                        } => carry_out(&mut store, &mut backends, record, &history_line),
-                        Order::Shutdown => {
-                            finish(&mut store, &mut nft, &table);
-                            return;
-                        }
-                    }
+        let first = match orders.recv_timeout(EXPIRY_CHECK) {
+            Ok(order) => Some(order),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        // Take whatever else queued up meanwhile: a burst costs one firewall batch and one disk
+        // flush instead of one of each per source.
+        let mut burst = Vec::new();
+        let mut shutdown = false;
+        let pending = std::iter::from_fn(|| orders.try_recv().ok()).take(MAX_BURST);
+        for order in first.into_iter().chain(pending) {
+            match order {
+                Order::Block {
+                    record,
+                    history_line,
+                } => burst.push((record, history_line)),
+                Order::Shutdown => {
+                    shutdown = true;
+                    break;
                 }
-                sync(&mut store);
             }
-            Err(RecvTimeoutError::Timeout) => {}
+        }
+        if !burst.is_empty() {
+            carry_out(&mut store, &mut backends, burst);
+        }
+        if shutdown {
+            break;
         }
         expire(&mut store, &mut backends, SystemTime::now());
     }
@@ -302,21 +319,27 @@ pub fn describe(respond: &config::Respond, table: &str) -> Vec<String> {
 fn carry_out(
     store: &mut BlockStore,
     backends: &mut [Box<dyn Backend>],
-    record: BlockRecord,
-    history_line: &str,
+    burst: Vec<(BlockRecord, String)>,
 ) {
     let now = SystemTime::now();
-    let source = record.source;
+    let records: Vec<&BlockRecord> = burst.iter().map(|(record, _)| record).collect();
     for backend in backends.iter_mut() {
-        if let Err(e) = backend.block(&record, now) {
-            error!("block of {source} failed: {e}");
+        if let Err(e) = backend.block_all(&records, now) {
+            match records.as_slice() {
+                [one] => error!("block of {} failed: {e}", one.source),
+                all => error!("block of {} sources failed: {e}", all.len()),
+            }
         }
     }
     // Recorded even when a backend failed: the block is due, and the next start retries it.
-    if let Err(e) = store.add(record, history_line) {
-        error!("{e}");
+    for (record, history_line) in burst {
+        let source = record.source;
+        if let Err(e) = store.add(record, &history_line) {
+            error!("{e}");
+        }
+        warn!("{}", report::blocked_line(source));
     }
-    warn!("{}", report::blocked_line(source));
+    sync(store);
 }
 
 fn restore(store: &mut BlockStore, backends: &mut [Box<dyn Backend>]) {
@@ -369,5 +392,107 @@ fn finish(store: &mut BlockStore, nft: &mut Nft, table: &str) {
     match nft.remove(table) {
         Ok(()) => info!("removed nft tables inet {table} and netdev {table}"),
         Err(e) => error!("cannot remove nft table {table}: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::IpAddr;
+
+    /// Records what it was asked to do; refuses the sources in `refuse`.
+    #[derive(Default)]
+    struct Recorder {
+        blocked: Vec<IpAddr>,
+        refuse: Vec<IpAddr>,
+    }
+
+    impl Backend for Recorder {
+        fn name(&self) -> &'static str {
+            "recorder"
+        }
+        fn block(&mut self, block: &BlockRecord, _now: SystemTime) -> Result<(), BackendError> {
+            if self.refuse.contains(&block.source) {
+                return Err(BackendError::Failed {
+                    backend: "recorder",
+                    message: format!("refused {}", block.source),
+                });
+            }
+            self.blocked.push(block.source);
+            Ok(())
+        }
+        fn release(&mut self, _block: &BlockRecord) -> Result<(), BackendError> {
+            Ok(())
+        }
+    }
+
+    fn record(addr: &str) -> BlockRecord {
+        BlockRecord {
+            source: addr.parse().unwrap(),
+            added: 1_700_000_000,
+            expires: None,
+            protocol: "TCP".into(),
+            port: 23,
+            kind: "SYN/Normal".into(),
+        }
+    }
+
+    #[test]
+    fn a_burst_attempts_every_block_and_reports_the_first_failure() {
+        let records = [
+            record("198.51.100.1"),
+            record("198.51.100.2"),
+            record("198.51.100.3"),
+        ];
+        let refs: Vec<&BlockRecord> = records.iter().collect();
+        let mut backend = Recorder {
+            refuse: vec!["198.51.100.2".parse().unwrap()],
+            ..Recorder::default()
+        };
+        let err = backend.block_all(&refs, SystemTime::now()).unwrap_err();
+        assert!(err.to_string().contains("refused 198.51.100.2"), "{err}");
+        let expected: Vec<IpAddr> = ["198.51.100.1", "198.51.100.3"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        assert_eq!(backend.blocked, expected);
+    }
+
+    fn respond_with(actions: Vec<Action>, command_first: bool) -> config::Respond {
+        let mut respond = config::Config::defaults().respond;
+        respond.actions = actions;
+        respond.command = vec!["/bin/true".into()];
+        respond.command_first = command_first;
+        respond
+    }
+
+    #[test]
+    fn command_runs_first_or_last_as_configured() {
+        let actions = vec![Action::HostsDeny, Action::Command];
+        let first = build_backends(&respond_with(actions.clone(), true), "t");
+        let names: Vec<&str> = first.iter().map(|b| b.name()).collect();
+        assert_eq!(names, ["command", "hosts-deny"]);
+        let last = build_backends(
+            &respond_with(vec![Action::Command, Action::HostsDeny], false),
+            "t",
+        );
+        let names: Vec<&str> = last.iter().map(|b| b.name()).collect();
+        assert_eq!(names, ["hosts-deny", "command"]);
+    }
+
+    #[test]
+    fn describe_names_every_configured_action() {
+        let respond = respond_with(
+            vec![Action::NftSet, Action::Route, Action::HostsDeny],
+            false,
+        );
+        let lines = describe(&respond, "nfsentry");
+        for action in ["nft-set:", "route:", "hosts-deny:"] {
+            assert!(
+                lines.iter().any(|l| l.starts_with(action)),
+                "{action} missing: {lines:?}"
+            );
+        }
+        assert!(lines.iter().any(|l| l.contains("blackhole $TARGET$/32")));
     }
 }

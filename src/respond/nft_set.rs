@@ -43,6 +43,10 @@ impl Backend for NftSetBackend {
             .map_err(Self::failed)
     }
 
+    fn block_all(&mut self, blocks: &[&BlockRecord], now: SystemTime) -> Result<(), BackendError> {
+        self.restore(blocks, now)
+    }
+
     fn restore(&mut self, blocks: &[&BlockRecord], now: SystemTime) -> Result<(), BackendError> {
         let entries: Vec<(IpAddr, Option<Duration>)> = blocks
             .iter()
