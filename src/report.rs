@@ -4,7 +4,6 @@
 //! wording here is an interface: change it only together with the tests that pin it. This
 //! module formats text; it writes nothing.
 
-use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -44,13 +43,11 @@ pub fn history_line(at: SystemTime, source: IpAddr, protocol: &str, port: u16) -
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let mut line = format!("{unix} - {} Host: ", local_timestamp(unix));
-    let _ = write!(
-        line,
-        "{} Port: {port} {protocol} Blocked",
+    format!(
+        "{unix} - {} Host: {} Port: {port} {protocol} Blocked",
+        local_timestamp(unix),
         host_label(source)
-    );
-    line
+    )
 }
 
 /// `name/address`, as PortSentry prints hosts. nfsentry never resolves names on the packet
