@@ -66,6 +66,8 @@ fn cause_of(error: &dyn std::error::Error) -> String {
 const NFLOG_COPY_BYTES: u32 = 128;
 /// A status line this often, so an admin tailing the log sees the daemon is alive.
 const STATUS_EVERY: Duration = Duration::from_secs(600);
+/// How often expired blocks leave the engine's table and local addresses are re-read.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(5);
 /// Packets answered before the loop looks at signals, NFLOG and timers again.
 const DRAIN_BATCH: usize = 1024;
 /// Most alert lines written per second; a spoofed flood must not flood the log too.
@@ -163,7 +165,9 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     let now_instant = Instant::now();
     let now_system = SystemTime::now();
     for block in &restored {
-        let until = block.remaining(now_system).map(|left| now_instant + left);
+        let until = block
+            .remaining(now_system)
+            .and_then(|left| now_instant.checked_add(left));
         pipeline.engine.restore_blocked(block.source, until);
     }
     info!("watching; {} blocks in place", restored.len());
@@ -180,6 +184,9 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
 /// The packet loop and its counters.
 struct Pipeline {
     engine: Engine,
+    configured_ignore: Vec<IpNet>,
+    /// The host's own addresses as last read; they are ignored like the configured list.
+    local: Vec<IpAddr>,
     orders: mpsc::Sender<Order>,
     block_timeout: Option<Duration>,
     default_verdict: PacketVerdict,
@@ -199,8 +206,6 @@ struct Stats {
 
 impl Pipeline {
     fn new(config: &Config, local: &[IpAddr], orders: mpsc::Sender<Order>) -> Self {
-        let mut ignore: Vec<IpNet> = config.detect.ignore.clone();
-        ignore.extend(local.iter().map(|&a| IpNet::from(a)));
         let default_verdict = match config.respond.verdict {
             config::Verdict::Drop => PacketVerdict::Drop,
             config::Verdict::Accept => PacketVerdict::Accept,
@@ -212,11 +217,13 @@ impl Pipeline {
             max_blocks: config.respond.max_blocks,
             block_timeout: config.respond.block_timeout,
             verdict: default_verdict,
-            ignore: AddrSet::new(&ignore),
+            ignore: ignore_set(&config.detect.ignore, local),
             block: !config.respond.actions.is_empty(),
         };
         Pipeline {
             engine: Engine::new(settings),
+            configured_ignore: config.detect.ignore.clone(),
+            local: local.to_vec(),
             orders,
             block_timeout: config.respond.block_timeout,
             default_verdict,
@@ -232,6 +239,7 @@ impl Pipeline {
         signals: &SignalFd,
     ) -> Result<(), DaemonError> {
         let mut next_status = Instant::now() + STATUS_EVERY;
+        let mut next_housekeeping = Instant::now() + HOUSEKEEPING_EVERY;
         // Without the queue's descriptor there is nothing to sleep on: poll briefly instead.
         let timeout = match queue.fd() {
             Some(_) => PollTimeout::from(1000u16),
@@ -300,11 +308,37 @@ impl Pipeline {
                     Err(e) => warn!("reading signals failed: {e}"),
                 }
             }
-            self.alerts.roll_over(Instant::now());
-            if Instant::now() >= next_status {
-                self.log_status("status");
-                next_status = Instant::now() + STATUS_EVERY;
+            let now = Instant::now();
+            self.alerts.roll_over(now);
+            if now >= next_housekeeping {
+                self.housekeeping(now);
+                next_housekeeping = now + HOUSEKEEPING_EVERY;
             }
+            if now >= next_status {
+                self.log_status("status");
+                next_status = now + STATUS_EVERY;
+            }
+        }
+    }
+
+    /// Timed chores off the per-packet path: lift expired blocks from the engine's table, and
+    /// follow the host's own addresses (DHCP, rotating IPv6 temporary addresses) so a packet
+    /// spoofed from a new one cannot get the host blocked from itself.
+    fn housekeeping(&mut self, now: Instant) {
+        self.engine.expire(now);
+        let local = local_addresses();
+        if local != self.local {
+            info!(
+                "local addresses changed; never counted nor blocked now: {}",
+                local
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            self.engine
+                .set_ignore(ignore_set(&self.configured_ignore, &local));
+            self.local = local;
         }
     }
 
@@ -472,6 +506,12 @@ impl AlertLimiter {
     }
 }
 
+/// The configured ignore list plus the host's own addresses.
+fn ignore_set(configured: &[IpNet], local: &[IpAddr]) -> AddrSet {
+    let own: Vec<IpNet> = local.iter().map(|&a| IpNet::from(a)).collect();
+    AddrSet::new(configured.iter().chain(&own))
+}
+
 pub fn ruleset_spec(config: &Config, ingress_devices: Vec<String>) -> RulesetSpec {
     let (ignore_v4, ignore_v6) =
         config
@@ -509,7 +549,9 @@ pub fn ingress_devices(config: &Config) -> Vec<String> {
     }
     let mut names: Vec<String> = std::fs::read_dir("/sys/class/net")
         .map(|dir| {
+            // Devices are symlinks there; plain files such as bonding_masters are not devices.
             dir.filter_map(|entry| entry.ok())
+                .filter(|entry| entry.file_type().is_ok_and(|t| t.is_symlink()))
                 .filter_map(|entry| entry.file_name().into_string().ok())
                 .filter(|name| name != "lo")
                 .collect()

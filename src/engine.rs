@@ -94,9 +94,16 @@ impl Engine {
         self.blocked.insert(source, until);
     }
 
-    /// Forgets a block that was lifted outside the engine (expiry handled by the responder).
-    pub fn release(&mut self, source: &IpAddr) {
-        self.blocked.remove(source);
+    /// Forgets blocks whose time is up, so that they stop counting against `max_blocks` even
+    /// when their source never sends again. O(blocked): call it on a timer, not per packet.
+    pub fn expire(&mut self, now: Instant) {
+        self.blocked
+            .retain(|_, until| !matches!(until, Some(until) if *until <= now));
+    }
+
+    /// Replaces the ignore list, e.g. when the host's own addresses change.
+    pub fn set_ignore(&mut self, ignore: AddrSet) {
+        self.settings.ignore = ignore;
     }
 
     pub fn blocked_count(&self) -> usize {
@@ -157,7 +164,8 @@ impl Engine {
                 event: Event::BlockRefused(detection),
             };
         }
-        let until = self.settings.block_timeout.map(|t| now + t);
+        // A timeout too long for the clock to represent is as good as forever.
+        let until = self.settings.block_timeout.and_then(|t| now.checked_add(t));
         self.blocked.insert(source, until);
         self.tracker.forget(&source);
         Outcome {
@@ -297,6 +305,36 @@ mod tests {
             observe(&mut e, &syn("198.51.100.7", 3), after).event,
             Event::Block(_)
         ));
+    }
+
+    #[test]
+    fn expired_blocks_stop_counting_against_the_table_bound() {
+        let mut s = settings(0);
+        s.block_timeout = Some(Duration::from_secs(60));
+        let mut e = Engine::new(s);
+        let start = Instant::now();
+        for i in 0..4 {
+            let out = observe(&mut e, &syn(&format!("198.51.100.{i}"), 1), start);
+            assert!(matches!(out.event, Event::Block(_)));
+        }
+        let later = start + Duration::from_secs(3600);
+        let out = observe(&mut e, &syn("198.51.100.200", 1), later);
+        assert!(matches!(out.event, Event::BlockRefused(_)), "not swept yet");
+        e.expire(later);
+        assert_eq!(e.blocked_count(), 0);
+        let out = observe(&mut e, &syn("198.51.100.201", 1), later);
+        assert!(matches!(out.event, Event::Block(_)));
+    }
+
+    #[test]
+    fn a_timeout_beyond_the_clock_means_forever_not_a_panic() {
+        let mut s = settings(0);
+        s.block_timeout = Some(Duration::from_secs(u64::MAX));
+        let mut e = Engine::new(s);
+        let out = observe(&mut e, &syn("198.51.100.7", 1), Instant::now());
+        assert!(matches!(out.event, Event::Block(_)));
+        let out = observe(&mut e, &syn("198.51.100.7", 2), Instant::now());
+        assert_eq!(out.event, Event::AlreadyBlocked);
     }
 
     #[test]
