@@ -17,6 +17,9 @@ use thiserror::Error;
 
 const JOURNAL: &str = "blocks";
 const HISTORY: &str = "history";
+/// A journal shorter than this is never compacted while running: rewriting it costs more
+/// than it saves.
+const COMPACT_ABOVE_LINES: usize = 4096;
 const JOURNAL_HEADER: &str = "# nfsentry blocks journal: '+ ADDR ADDED EXPIRES PROTO PORT KIND' \
 adds, '- ADDR' removes; EXPIRES is a unix time or 'never'. Rewritten at start.";
 
@@ -95,6 +98,12 @@ pub struct BlockStore {
     live: HashMap<IpAddr, BlockRecord>,
     history: File,
     dirty: bool,
+    /// Lines in the journal, live or dead: when the dead far outnumber the live, it is
+    /// rewritten so that repeated floods with expiring blocks cannot grow it without end.
+    journal_lines: usize,
+    /// The first write that failed since the last sync. Memory stays the truth for this run
+    /// (the firewall already holds the block, or has released it), and sync reports the loss.
+    write_error: Option<StoreError>,
 }
 
 /// Lines of the journal that could not be read back (a torn last line after a crash, or a hand
@@ -115,6 +124,7 @@ impl BlockStore {
         let journal_path = dir.join(JOURNAL);
         let (live, skipped) = replay(&journal_path)?;
         rewrite(dir, &live)?;
+        let live_count = live.len();
         let journal = open_append(&journal_path)?;
         let history = open_append(&dir.join(HISTORY))?;
         Ok((
@@ -124,6 +134,8 @@ impl BlockStore {
                 live,
                 history,
                 dirty: false,
+                journal_lines: live_count,
+                write_error: None,
             },
             skipped,
         ))
@@ -145,25 +157,20 @@ impl BlockStore {
         self.live.is_empty()
     }
 
-    /// Records a block and its history line; durable after the next [`BlockStore::sync`].
-    pub fn add(&mut self, record: BlockRecord, history_line: &str) -> Result<(), StoreError> {
-        let line = record.journal_line();
-        self.append_journal(&line)?;
-        writeln!(self.history, "{history_line}").map_err(|source| StoreError::Write {
-            path: self.dir.join(HISTORY),
-            source,
-        })?;
+    /// Records a block and its history line; durable after the next [`BlockStore::sync`],
+    /// which also reports a failed write.
+    pub fn add(&mut self, record: BlockRecord, history_line: &str) {
+        self.append_journal(&record.journal_line());
+        let written = writeln!(self.history, "{history_line}");
+        self.note_write(HISTORY, written);
         self.live.insert(record.source, record);
-        Ok(())
     }
 
     /// Forgets a block; durable after the next [`BlockStore::sync`].
-    pub fn remove(&mut self, source: &IpAddr) -> Result<Option<BlockRecord>, StoreError> {
-        let Some(record) = self.live.remove(source) else {
-            return Ok(None);
-        };
-        self.append_journal(&format!("- {source}"))?;
-        Ok(Some(record))
+    pub fn remove(&mut self, source: &IpAddr) -> Option<BlockRecord> {
+        let record = self.live.remove(source)?;
+        self.append_journal(&format!("- {source}"));
+        Some(record)
     }
 
     /// The blocks whose time is up at `now`.
@@ -175,27 +182,56 @@ impl BlockStore {
             .collect()
     }
 
-    /// Flushes everything written since the last sync to disk.
+    /// Flushes everything written since the last sync to disk, compacting the journal when
+    /// it has grown mostly dead; returns the first write that failed since the last sync.
     pub fn sync(&mut self) -> Result<(), StoreError> {
         if !self.dirty {
-            return Ok(());
-        }
-        for (file, name) in [(&self.journal, JOURNAL), (&self.history, HISTORY)] {
-            file.sync_data().map_err(|source| StoreError::Write {
-                path: self.dir.join(name),
-                source,
-            })?;
+            return self.write_error.take().map_or(Ok(()), Err);
         }
         self.dirty = false;
-        Ok(())
+        if self.journal_lines > COMPACT_ABOVE_LINES.max(4 * self.live.len()) {
+            self.compact();
+        }
+        for (file, name) in [(&self.journal, JOURNAL), (&self.history, HISTORY)] {
+            if let Err(source) = file.sync_data() {
+                self.write_error.get_or_insert(StoreError::Write {
+                    path: self.dir.join(name),
+                    source,
+                });
+            }
+        }
+        self.write_error.take().map_or(Ok(()), Err)
     }
 
-    fn append_journal(&mut self, line: &str) -> Result<(), StoreError> {
+    fn compact(&mut self) {
+        let compacted =
+            rewrite(&self.dir, &self.live).and_then(|()| open_append(&self.dir.join(JOURNAL)));
+        match compacted {
+            Ok(journal) => {
+                self.journal = journal;
+                self.journal_lines = self.live.len();
+            }
+            Err(e) => {
+                self.write_error.get_or_insert(e);
+            }
+        }
+    }
+
+    fn append_journal(&mut self, line: &str) {
         self.dirty = true;
-        writeln!(self.journal, "{line}").map_err(|source| StoreError::Write {
-            path: self.dir.join(JOURNAL),
-            source,
-        })
+        self.journal_lines += 1;
+        let written = writeln!(self.journal, "{line}");
+        self.note_write(JOURNAL, written);
+    }
+
+    fn note_write(&mut self, name: &str, written: io::Result<()>) {
+        self.dirty = true;
+        if let Err(source) = written {
+            self.write_error.get_or_insert(StoreError::Write {
+                path: self.dir.join(name),
+                source,
+            });
+        }
     }
 }
 
@@ -320,12 +356,10 @@ mod tests {
         {
             let (mut store, skipped) = BlockStore::open(&dir).unwrap();
             assert!(skipped.is_empty());
-            store.add(record("198.51.100.7", None), "h1").unwrap();
-            store
-                .add(record("2001:db8::7", Some(1_900_000_000)), "h2")
-                .unwrap();
-            store.add(record("198.51.100.8", None), "h3").unwrap();
-            store.remove(&"198.51.100.8".parse().unwrap()).unwrap();
+            store.add(record("198.51.100.7", None), "h1");
+            store.add(record("2001:db8::7", Some(1_900_000_000)), "h2");
+            store.add(record("198.51.100.8", None), "h3");
+            store.remove(&"198.51.100.8".parse().unwrap());
             store.sync().unwrap();
         }
         let (store, _) = BlockStore::open(&dir).unwrap();
@@ -344,6 +378,34 @@ mod tests {
             2,
             "{journal}"
         );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_journal_of_mostly_released_blocks_is_compacted_while_running() {
+        let dir = temp_dir("compact");
+        let (mut store, _) = BlockStore::open(&dir).unwrap();
+        store.add(record("198.51.100.7", None), "kept");
+        for i in 0..3000u32 {
+            let addr = std::net::Ipv4Addr::from(0x0a00_0000 | i).to_string();
+            store.add(record(&addr, Some(1)), "flood");
+            store.remove(&addr.parse().unwrap());
+        }
+        store.sync().unwrap();
+        let journal = fs::read_to_string(dir.join(JOURNAL)).unwrap();
+        assert!(
+            journal.lines().count() < 100,
+            "{} lines",
+            journal.lines().count()
+        );
+        store.add(record("198.51.100.8", None), "after");
+        store.sync().unwrap();
+        drop(store);
+        let (store, skipped) = BlockStore::open(&dir).unwrap();
+        assert!(skipped.is_empty());
+        let mut live: Vec<String> = store.live().map(|r| r.source.to_string()).collect();
+        live.sort();
+        assert_eq!(live, vec!["198.51.100.7", "198.51.100.8"]);
         fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -384,7 +446,7 @@ mod tests {
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join(HISTORY), "old line from PortSentry\n").unwrap();
         let (mut store, _) = BlockStore::open(&dir).unwrap();
-        store.add(record("198.51.100.7", None), "new line").unwrap();
+        store.add(record("198.51.100.7", None), "new line");
         store.sync().unwrap();
         assert_eq!(
             fs::read_to_string(dir.join(HISTORY)).unwrap(),

@@ -42,21 +42,28 @@ pub trait Backend: Send {
     fn block(&mut self, block: &BlockRecord, now: SystemTime) -> Result<(), BackendError>;
     fn release(&mut self, block: &BlockRecord) -> Result<(), BackendError>;
     fn restore(&mut self, blocks: &[&BlockRecord], now: SystemTime) -> Result<(), BackendError> {
-        for block in blocks {
-            self.block(block, now)?;
-        }
-        Ok(())
+        self.block_all(blocks, now)
     }
     /// Blocks a burst of new sources; a backend that can do it in one step overrides this.
-    /// Every block is attempted even when one fails; the first error is returned.
+    /// Every block is attempted, so one refusal (say, IPv6 switched off) does not leave the
+    /// others unblocked; the error says how many failed and the first reason.
     fn block_all(&mut self, blocks: &[&BlockRecord], now: SystemTime) -> Result<(), BackendError> {
+        let mut failures = 0usize;
         let mut first_error = None;
         for block in blocks {
             if let Err(e) = self.block(block, now) {
+                failures += 1;
                 first_error.get_or_insert(e);
             }
         }
-        first_error.map_or(Ok(()), Err)
+        match first_error {
+            None => Ok(()),
+            Some(_) if blocks.len() == 1 => first_error.map_or(Ok(()), Err),
+            Some(BackendError::Failed { backend, message }) => Err(BackendError::Failed {
+                backend,
+                message: format!("{failures} of {} failed; first: {message}", blocks.len()),
+            }),
+        }
     }
 }
 
@@ -230,6 +237,24 @@ pub fn preflight(respond: &config::Respond) -> Vec<String> {
             }
         }
     }
+    if respond.actions.contains(&Action::HostsDeny) {
+        let backend = hosts_deny::HostsDenyBackend::new(
+            respond.hosts_deny.clone(),
+            respond.hosts_deny_line.clone(),
+        );
+        if let Err(e) = backend.line_for(std::net::IpAddr::from([192, 0, 2, 1])) {
+            problems.push(format!("action hosts-deny: hosts_deny_line: {e}"));
+        }
+    }
+    if respond.actions.contains(&Action::Ipfilter) {
+        if let Some(name) = &respond.ipfilter_interface {
+            if !legacy::is_plain_interface_name(name) {
+                problems.push(format!(
+                    "action ipfilter: ipfilter_interface {name:?} may hold only letters, digits, '.', '_' and '-' (it goes into an ipf rule line)"
+                ));
+            }
+        }
+    }
     if respond.actions.contains(&Action::Command) {
         if let Some(program) = respond.command.first() {
             let path = std::path::Path::new(program);
@@ -334,9 +359,7 @@ fn carry_out(
     // Recorded even when a backend failed: the block is due, and the next start retries it.
     for (record, history_line) in burst {
         let source = record.source;
-        if let Err(e) = store.add(record, &history_line) {
-            error!("{e}");
-        }
+        store.add(record, &history_line);
         warn!("{}", report::blocked_line(source));
     }
     sync(store);
@@ -363,13 +386,8 @@ fn expire(store: &mut BlockStore, backends: &mut [Box<dyn Backend>], now: System
         return;
     }
     for source in expired {
-        let record = match store.remove(&source) {
-            Ok(Some(record)) => record,
-            Ok(None) => continue,
-            Err(e) => {
-                error!("{e}");
-                continue;
-            }
+        let Some(record) = store.remove(&source) else {
+            continue;
         };
         for backend in backends.iter_mut() {
             if let Err(e) = backend.release(&record) {
