@@ -160,8 +160,8 @@ impl HostsDenyBackend {
         rule_line(&self.line_template, source)
     }
 
-    /// Sources that nfsentry's entries in the file block now, in file order; lets the caller
-    /// release entries that its own records no longer know about.
+    /// Sources that nfsentry's entries in the file block now, in file order (for inspection;
+    /// the daemon itself goes by its own block records).
     pub fn sources(&self) -> Result<Vec<IpAddr>, HostsDenyError> {
         let path = self.resolved_path();
         let Some(file) = lock(&path, false)? else {
@@ -303,6 +303,11 @@ impl Backend for HostsDenyBackend {
             );
         }
         Ok(())
+    }
+
+    /// A burst of new blocks is one rewrite of the file, not one per source.
+    fn block_all(&mut self, blocks: &[&BlockRecord], now: SystemTime) -> Result<(), BackendError> {
+        self.restore(blocks, now)
     }
 
     /// One change for all blocks; sources that already have an entry are left as they are.

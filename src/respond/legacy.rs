@@ -619,7 +619,7 @@ const INTERFACE_NAME_MAX_BYTES: usize = 15;
 
 /// The interface name goes into a rule line ipf parses, where a space, `#` or newline would
 /// change the rule's meaning (`#` starts a comment, leaving "block in log on em" — block all).
-fn is_plain_interface_name(name: &str) -> bool {
+pub fn is_plain_interface_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= INTERFACE_NAME_MAX_BYTES
         && name

@@ -427,30 +427,6 @@ impl Backend for RouteBackend {
     fn release(&mut self, block: &BlockRecord) -> Result<(), BackendError> {
         Ok(self.remove(block.source)?)
     }
-
-    /// Tries every block, so one refused route (say, IPv6 switched off) does not leave the
-    /// others unrouted, and reports how many failed with the first reason.
-    fn restore(&mut self, blocks: &[&BlockRecord], _now: SystemTime) -> Result<(), BackendError> {
-        let mut failures = 0usize;
-        let mut first_failure = None;
-        for block in blocks {
-            if let Err(error) = self.add(block.source) {
-                failures += 1;
-                first_failure.get_or_insert(error);
-            }
-        }
-        match first_failure {
-            None => Ok(()),
-            Some(error) => Err(BackendError::Failed {
-                backend: BACKEND_NAME,
-                message: format!(
-                    "{failures} of {} routes not restored; first: {}",
-                    blocks.len(),
-                    error_chain(&error)
-                ),
-            }),
-        }
-    }
 }
 
 #[cfg(test)]
