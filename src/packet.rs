@@ -104,8 +104,9 @@ impl fmt::Display for TcpFlags {
     }
 }
 
-/// The IPv4 options worth telling apart: the source-routing ones let a scanner hide behind a
+/// The IP options worth telling apart: the source-routing ones let a scanner hide behind a
 /// spoofed address, record-route and timestamp map the path. Padding (EOL, NOP) is not an option.
+/// IPv6 has no options field; its Routing extension header is the source-routing equivalent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum IpOption {
     /// Type 131.
@@ -116,21 +117,26 @@ pub enum IpOption {
     RecordRoute,
     /// Type 68.
     Timestamp,
-    /// Any other type, and any option whose length byte is missing or impossible.
+    /// An IPv6 Routing extension header (next header 43), of any routing type: type 0 is
+    /// deprecated (RFC 5095) yet still sent by scanners and evasion tools, and types 2-4 steer
+    /// a packet just as well. Never the result of an IPv4 option byte.
+    Ipv6RoutingHeader,
+    /// Any other IPv4 option type, and any option whose length byte is missing or impossible.
     Other,
 }
 
 impl IpOption {
     /// In the order `IpOptions` lists them.
-    const ALL: [IpOption; 5] = [
+    const ALL: [IpOption; 6] = [
         IpOption::LooseSourceRoute,
         IpOption::StrictSourceRoute,
         IpOption::RecordRoute,
         IpOption::Timestamp,
+        IpOption::Ipv6RoutingHeader,
         IpOption::Other,
     ];
 
-    /// Maps an option type byte; EOL and NOP are padding, so they have no `IpOption`.
+    /// Maps an IPv4 option type byte; EOL and NOP are padding, so they have no `IpOption`.
     pub const fn from_type(option_type: u8) -> Option<IpOption> {
         match option_type {
             IPV4_OPTION_END | IPV4_OPTION_NOP => None,
@@ -148,6 +154,7 @@ impl IpOption {
             IpOption::StrictSourceRoute => "strict-source-route",
             IpOption::RecordRoute => "record-route",
             IpOption::Timestamp => "timestamp",
+            IpOption::Ipv6RoutingHeader => "ipv6-routing-header",
             IpOption::Other => "other",
         }
     }
@@ -159,9 +166,13 @@ impl IpOption {
             IpOption::RecordRoute => 1 << 2,
             IpOption::Timestamp => 1 << 3,
             IpOption::Other => 1 << 4,
+            IpOption::Ipv6RoutingHeader => 1 << 5,
         }
     }
 }
+
+// `IpOptions` keeps one bit per option in a `u8`: a ninth option needs a wider field.
+const _: () = assert!(IpOption::ALL.len() <= u8::BITS as usize);
 
 impl fmt::Display for IpOption {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -169,7 +180,8 @@ impl fmt::Display for IpOption {
     }
 }
 
-/// The set of IPv4 option kinds a packet carries; a bitset so parsing never allocates.
+/// The set of option kinds a packet carries (IPv4 options, or an IPv6 routing header); a bitset
+/// so parsing never allocates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct IpOptions(u8);
 
@@ -315,7 +327,7 @@ pub struct Packet {
     pub src: IpAddr,
     pub dst: IpAddr,
     pub transport: Transport,
-    /// IPv4 options present; always empty for IPv6.
+    /// IPv4 options present; for IPv6, `Ipv6RoutingHeader` if the extension headers hold one.
     pub ip_options: IpOptions,
     /// The IPv4 Internet Header Length in 32-bit words as sent (may be below 5); 0 for IPv6.
     pub header_words: u8,
@@ -415,8 +427,8 @@ fn packet_from_ipv4(ipv4: &LaxIpv4Slice<'_>) -> Packet {
 fn packet_from_ipv6(ipv6: &LaxIpv6Slice<'_>) -> Packet {
     let header = ipv6.header();
     let payload = ipv6.payload();
-    let transport = match later_fragment_protocol(header.next_header().0, ipv6.extensions().slice())
-    {
+    let extensions = Ipv6ExtensionWalk::new(header.next_header().0, ipv6.extensions().slice());
+    let transport = match extensions.later_fragment_protocol {
         Some(protocol) => Transport::Other { protocol },
         None => transport_from(payload.ip_number, payload.payload),
     };
@@ -424,38 +436,64 @@ fn packet_from_ipv6(ipv6: &LaxIpv6Slice<'_>) -> Packet {
         src: IpAddr::V6(header.source_addr()),
         dst: IpAddr::V6(header.destination_addr()),
         transport,
-        ip_options: IpOptions::EMPTY,
+        ip_options: extensions.options,
         header_words: 0,
     }
 }
 
-/// If the IPv6 extension headers contain a fragment header with a non-zero offset, returns
-/// the protocol it announces. etherparse keeps walking "headers" after such a fragment header
-/// although what follows is mid-stream payload, so the walk is redone here, stopping there.
-/// Written with checked slicing because etherparse's own iterator reads unchecked past the
-/// end when its extension parsing stopped on an error.
-fn later_fragment_protocol(first_header: u8, extension_bytes: &[u8]) -> Option<u8> {
-    let mut next_header = first_header;
-    let mut rest = extension_bytes;
-    loop {
-        let header_len = match next_header {
-            IPV6_FRAGMENT => {
-                let fragment: &[u8; IPV6_FRAGMENT_HEADER_BYTES] =
-                    rest.get(..IPV6_FRAGMENT_HEADER_BYTES)?.try_into().ok()?;
-                let offset_units = u16::from_be_bytes([fragment[2], fragment[3]]) >> 3;
-                if offset_units != 0 {
-                    return Some(fragment[0]);
+/// What the IPv6 extension header chain says, as far as the walk could follow it.
+///
+/// etherparse keeps walking "headers" after a fragment header with a non-zero offset although
+/// what follows is mid-stream payload, so the walk is redone here, stopping there. It uses
+/// checked slicing because etherparse's own iterator reads unchecked past the end when its
+/// extension parsing stopped on an error.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Ipv6ExtensionWalk {
+    /// The protocol a fragment header with a non-zero offset announces: the bytes after it are
+    /// the middle of a payload, not headers.
+    later_fragment_protocol: Option<u8>,
+    /// `Ipv6RoutingHeader` once a header announces a routing header as the next one, even if
+    /// the copy range cut the routing header itself off.
+    options: IpOptions,
+}
+
+impl Ipv6ExtensionWalk {
+    /// `extension_bytes` are the extension headers etherparse read; the last next-header field
+    /// in them names the header that stopped its walk, which may be a truncated one.
+    fn new(first_header: u8, extension_bytes: &[u8]) -> Ipv6ExtensionWalk {
+        let mut walk = Ipv6ExtensionWalk::default();
+        // `None` only says where the walk ended: at the transport, at an unknown header, or
+        // where the captured bytes ran out. What was found until then is in `walk`.
+        let _ = walk.follow(first_header, extension_bytes);
+        walk
+    }
+
+    fn follow(&mut self, first_header: u8, extension_bytes: &[u8]) -> Option<()> {
+        let mut next_header = first_header;
+        let mut rest = extension_bytes;
+        loop {
+            let header_len = match next_header {
+                IPV6_FRAGMENT => {
+                    let fragment: &[u8; IPV6_FRAGMENT_HEADER_BYTES] =
+                        rest.get(..IPV6_FRAGMENT_HEADER_BYTES)?.try_into().ok()?;
+                    let offset_units = u16::from_be_bytes([fragment[2], fragment[3]]) >> 3;
+                    if offset_units != 0 {
+                        self.later_fragment_protocol = Some(fragment[0]);
+                        return None;
+                    }
+                    IPV6_FRAGMENT_HEADER_BYTES
                 }
-                IPV6_FRAGMENT_HEADER_BYTES
-            }
-            IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DESTINATION_OPTIONS => {
-                (usize::from(*rest.get(1)?) + 1) * 8
-            }
-            IPV6_AUTHENTICATION => (usize::from(*rest.get(1)?) + 2) * 4,
-            _ => return None,
-        };
-        next_header = *rest.first()?;
-        rest = rest.get(header_len..)?;
+                IPV6_ROUTING => {
+                    self.options.insert(IpOption::Ipv6RoutingHeader);
+                    (usize::from(*rest.get(1)?) + 1) * 8
+                }
+                IPV6_HOP_BY_HOP | IPV6_DESTINATION_OPTIONS => (usize::from(*rest.get(1)?) + 1) * 8,
+                IPV6_AUTHENTICATION => (usize::from(*rest.get(1)?) + 2) * 4,
+                _ => return None,
+            };
+            next_header = *rest.first()?;
+            rest = rest.get(header_len..)?;
+        }
     }
 }
 
@@ -669,6 +707,17 @@ mod tests {
     const V6_FIRST_FRAGMENT_SYN: &str = "60000000001c2c3420010db800000000000000000000000720010db800000000000000000000001006000001000000079c400017010203040000000050020400affc0000";
     /// Fragment at offset 24 announcing TCP, zeros as payload.
     const V6_LATER_FRAGMENT: &str = "6000000000182c3420010db800000000000000000000000720010db8000000000000000000000010060000180000000700000000000000000000000000000000";
+    /// SYN behind a type 0 routing header listing 2001:db8::99 (RFC 5095 deprecated it).
+    const V6_ROUTING_TYPE0_SYN: &str = "60000000002c2b3420010db800000000000000000000000720010db8000000000000000000000010060200010000000020010db80000000000000000000000999c400017010203040000000050020400af730000";
+    /// UDP behind a hop-by-hop header and a type 0 routing header with two addresses.
+    const V6_HOP_BY_HOP_ROUTING_UDP: &str = "600000000038003420010db800000000000000000000000720010db80000000000000000000000102b00010400000000110400020000000020010db800000000000000000000009820010db8000000000000000000000099cf0900a10008d421";
+    /// XMAS behind a segment routing header (routing type 4, segments left 0).
+    const V6_SEGMENT_ROUTING_XMAS: &str = "60000000002c2b3420010db800000000000000000000000720010db8000000000000000000000010060204000000000020010db80000000000000000000000999c400017010203040000000050290400af4c0000";
+    /// First fragment (offset 0, more fragments) carrying a routing header, then a FIN.
+    const V6_FIRST_FRAGMENT_ROUTING_FIN: &str = "6000000000342c3420010db800000000000000000000000720010db80000000000000000000000102b00000100000007060200010000000020010db80000000000000000000000999c400017010203040000000050010400af740000";
+    /// Fragment at offset 24 announcing a routing header; its payload starts with bytes that
+    /// read like one, but mid-stream payload is not a header.
+    const V6_LATER_FRAGMENT_OF_ROUTING: &str = "6000000000202c3420010db800000000000000000000000720010db80000000000000000000000102b00001800000007060200010000000000000000000000000000000000000000";
 
     const SCAN_SOURCE_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
     const TARGET_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
@@ -749,6 +798,31 @@ mod tests {
                 V6_LATER_FRAGMENT,
                 ScanKind::OtherProtocol(6),
             ),
+            (
+                "v6 routing header type 0",
+                V6_ROUTING_TYPE0_SYN,
+                ScanKind::IpOptions([Ipv6RoutingHeader].into_iter().collect()),
+            ),
+            (
+                "v6 hop-by-hop + routing header",
+                V6_HOP_BY_HOP_ROUTING_UDP,
+                ScanKind::IpOptions([Ipv6RoutingHeader].into_iter().collect()),
+            ),
+            (
+                "v6 segment routing header",
+                V6_SEGMENT_ROUTING_XMAS,
+                ScanKind::IpOptions([Ipv6RoutingHeader].into_iter().collect()),
+            ),
+            (
+                "v6 first fragment with routing header",
+                V6_FIRST_FRAGMENT_ROUTING_FIN,
+                ScanKind::IpOptions([Ipv6RoutingHeader].into_iter().collect()),
+            ),
+            (
+                "v6 later fragment of a routing header",
+                V6_LATER_FRAGMENT_OF_ROUTING,
+                ScanKind::OtherProtocol(43),
+            ),
         ]
     }
 
@@ -799,6 +873,81 @@ mod tests {
         let behind_extensions = parse(&bytes_of(V6_EXTENSIONS_FIN)).expect("parses");
         assert_eq!(behind_extensions.transport.dport(), 23);
         assert_eq!(behind_extensions.transport.protocol_number(), 6);
+    }
+
+    #[test]
+    fn a_routing_header_is_reported_and_the_transport_behind_it_still_read() {
+        let routing: IpOptions = [IpOption::Ipv6RoutingHeader].into_iter().collect();
+        let cases = [
+            (V6_ROUTING_TYPE0_SYN, 6, 23),
+            (V6_HOP_BY_HOP_ROUTING_UDP, 17, 161),
+            (V6_SEGMENT_ROUTING_XMAS, 6, 23),
+            (V6_FIRST_FRAGMENT_ROUTING_FIN, 6, 23),
+        ];
+        for (hex, protocol, dport) in cases {
+            let packet = parse(&bytes_of(hex)).expect("parses");
+            assert_eq!(packet.ip_options, routing, "{hex}");
+            assert_eq!(packet.transport.protocol_number(), protocol, "{hex}");
+            assert_eq!(packet.transport.dport(), dport, "{hex}");
+            assert_eq!(packet.src, IpAddr::V6(SCAN_SOURCE_V6));
+            assert_eq!(packet.dst, IpAddr::V6(TARGET_V6));
+            assert_eq!(
+                classify(&packet).to_string(),
+                "IP-options (ipv6-routing-header)"
+            );
+        }
+        // Extension headers without a routing header add no option.
+        let plain = parse(&bytes_of(V6_EXTENSIONS_FIN)).expect("parses");
+        assert!(plain.ip_options.is_empty());
+        let later = parse(&bytes_of(V6_LATER_FRAGMENT_OF_ROUTING)).expect("parses");
+        assert!(later.ip_options.is_empty());
+        assert_eq!(later.transport, Transport::Other { protocol: 43 });
+    }
+
+    #[test]
+    fn a_routing_header_counts_once_announced_even_if_cut_off() {
+        let routing = ScanKind::IpOptions([IpOption::Ipv6RoutingHeader].into_iter().collect());
+        // Bytes 40..64 are the routing header: at 40 only its announcement is captured.
+        let direct = bytes_of(V6_ROUTING_TYPE0_SYN);
+        for copy_range in 40..=direct.len() {
+            let packet = parse(&direct[..copy_range]).expect("parses");
+            assert_eq!(classify(&packet), routing, "copy range {copy_range}");
+        }
+        // Behind the hop-by-hop header (40..48) the routing header is announced at byte 40.
+        let behind = bytes_of(V6_HOP_BY_HOP_ROUTING_UDP);
+        assert_eq!(
+            classify(&parse(&behind[..40]).expect("parses")),
+            ScanKind::OtherProtocol(0)
+        );
+        for copy_range in 48..=behind.len() {
+            let packet = parse(&behind[..copy_range]).expect("parses");
+            assert_eq!(classify(&packet), routing, "copy range {copy_range}");
+        }
+    }
+
+    #[test]
+    fn the_extension_walk_stops_where_headers_stop() {
+        let walk = |first: u8, bytes: &[u8]| Ipv6ExtensionWalk::new(first, bytes);
+        let routing: IpOptions = [IpOption::Ipv6RoutingHeader].into_iter().collect();
+        assert_eq!(walk(6, &[]), Ipv6ExtensionWalk::default());
+        assert_eq!(walk(IPV6_ROUTING, &[]).options, routing);
+        // Destination options (8 bytes) announcing a routing header that is not captured.
+        let dest_then_routing = [IPV6_ROUTING, 0, 1, 4, 0, 0, 0, 0];
+        assert_eq!(
+            walk(IPV6_DESTINATION_OPTIONS, &dest_then_routing).options,
+            routing
+        );
+        // A length byte of 255 asks for 2048 bytes: the walk ends, the option stays.
+        assert_eq!(walk(IPV6_ROUTING, &[6, 255, 0, 1]).options, routing);
+        // A later fragment ends the walk before anything it announces.
+        let later_fragment = [IPV6_ROUTING, 0, 0, 0x18, 0, 0, 0, 7, 6, 0, 0, 1];
+        assert_eq!(
+            walk(IPV6_FRAGMENT, &later_fragment),
+            Ipv6ExtensionWalk {
+                later_fragment_protocol: Some(IPV6_ROUTING),
+                options: IpOptions::EMPTY,
+            }
+        );
     }
 
     #[test]
@@ -1078,6 +1227,25 @@ mod tests {
         assert_eq!(IpOption::from_type(7), Some(RecordRoute));
         assert_eq!(IpOption::from_type(68), Some(Timestamp));
         assert_eq!(IpOption::from_type(148), Some(Other));
+        // IPv4 option type 43 is an unknown option, not an IPv6 routing header.
+        assert_eq!(IpOption::from_type(43), Some(Other));
+        assert!((0..=u8::MAX).all(|byte| IpOption::from_type(byte) != Some(Ipv6RoutingHeader)));
+        let all: IpOptions = IpOption::ALL.into_iter().collect();
+        assert_eq!(
+            all.to_string(),
+            "loose-source-route, strict-source-route, record-route, timestamp, ipv6-routing-header, other"
+        );
+    }
+
+    #[test]
+    fn every_option_has_a_bit_of_its_own() {
+        for option in IpOption::ALL {
+            let alone: IpOptions = [option].into_iter().collect();
+            assert_eq!(alone.iter().collect::<Vec<_>>(), vec![option]);
+            for other in IpOption::ALL.into_iter().filter(|o| *o != option) {
+                assert!(!alone.contains(other), "{option} and {other} share a bit");
+            }
+        }
     }
 
     #[test]
@@ -1105,6 +1273,11 @@ mod tests {
                 ScanKind::IpOptions([RecordRoute, Timestamp].into_iter().collect()),
                 "IP-options",
                 "IP-options (record-route, timestamp)",
+            ),
+            (
+                ScanKind::IpOptions([Ipv6RoutingHeader].into_iter().collect()),
+                "IP-options",
+                "IP-options (ipv6-routing-header)",
             ),
             (
                 ScanKind::BadHeaderLength(4),
@@ -1189,6 +1362,7 @@ mod tests {
         match first >> 4 {
             4 => {
                 assert!(packet.src.is_ipv4());
+                assert!(!packet.ip_options.contains(IpOption::Ipv6RoutingHeader));
                 assert_eq!(packet.header_words, first & 0x0f);
                 let header_len = usize::from(packet.header_words).max(5) * 4;
                 assert!(bytes.len() >= header_len, "{bytes:02x?}");
@@ -1202,7 +1376,10 @@ mod tests {
             6 => {
                 assert!(packet.src.is_ipv6());
                 assert_eq!(packet.header_words, 0);
-                assert!(packet.ip_options.is_empty());
+                assert!(packet
+                    .ip_options
+                    .iter()
+                    .all(|option| option == IpOption::Ipv6RoutingHeader));
                 assert!(bytes.len() >= 40);
             }
             version => panic!("parsed IP version {version}"),

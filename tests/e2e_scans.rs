@@ -345,6 +345,43 @@ fn four_word_ip_header_is_reported() -> Result<(), LabError> {
     daemon.stop()
 }
 
+#[test]
+fn ipv6_routing_header_is_reported_as_ip_options_and_blocked() -> Result<(), LabError> {
+    let lab = Lab::new("opt-rthdr6")?;
+    let mut daemon = lab.start_daemon(&lab.config(&[]))?;
+    let scanner = IpAddr::V6(lab.scanner_v6);
+    assert!(
+        daemon.blocked_v6()?.is_empty(),
+        "blocked before anything was sent"
+    );
+    // Port 80 is neither watched nor in use: only the routing header rule can queue it. The
+    // kernel discards a type 0 routing header at local delivery, after prerouting.
+    lab.scapy_send(&format!(
+        r#"[IPv6(src="{}", dst="{}") / IPv6ExtHdrRouting(addresses=["2001:db8::99"]) / TCP(sport=40103, dport=80, flags="S")]"#,
+        lab.scanner_v6, lab.target_v6
+    ))?;
+    let expected = Regex::new(&format!(
+        r"attackalert: IP-options \(ipv6-routing-header\) scan from host: \S+/{} to TCP port: 80\b",
+        regex::escape(&lab.scanner_v6.to_string())
+    ))?;
+    daemon.wait_for_log(&expected, DETECTION_TIMEOUT)?;
+    wait_until(
+        &format!("{scanner} in the kernel's blocked_v6 set"),
+        BLOCK_TIMEOUT,
+        || Ok(daemon.blocked_v6()?.contains(&scanner)),
+    )?;
+    assert_eq!(
+        daemon.blocked_v6()?,
+        vec![scanner],
+        "exactly the scanner is blocked"
+    );
+    assert!(
+        daemon.blocked_v4()?.is_empty(),
+        "an IPv6 detection blocked an IPv4 address"
+    );
+    daemon.stop()
+}
+
 // ---- harness self-checks: no daemon involved ----
 
 #[test]

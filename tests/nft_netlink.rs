@@ -156,7 +156,7 @@ fn rule_lines(listing: &str) -> Vec<String> {
         .collect()
 }
 
-const EXPECTED_PREROUTING: [&str; 14] = [
+const EXPECTED_PREROUTING: [&str; 15] = [
     "ip saddr @blocked_v4 counter drop",
     "ip6 saddr @blocked_v6 counter drop",
     "ct state established,related accept",
@@ -165,6 +165,7 @@ const EXPECTED_PREROUTING: [&str; 14] = [
     "ip6 saddr @ignore_v6 accept",
     "socket transparent 0 accept",
     "ip hdrlength > 5 counter queue num 5 bypass",
+    "exthdr rt exists counter queue num 5 bypass",
     "tcp flags ! fin,syn,rst,ack counter queue num 5 bypass",
     "tcp flags fin / fin,ack counter queue num 5 bypass",
     "tcp flags fin,syn / fin,syn counter queue num 5 bypass",
@@ -240,7 +241,7 @@ fn install_builds_every_set_the_chain_and_the_netdev_table() {
     assert_eq!(chain["policy"], "accept");
     assert_eq!(
         objects.iter().filter(|o| o.get("rule").is_some()).count(),
-        14
+        15
     );
 
     let listing = ns.nft(&["list", "chain", "inet", TABLE, "prerouting"]);
@@ -327,7 +328,7 @@ fn reinstall_replaces_and_remove_deletes_both_tables() {
         assert!(!listing.contains("stale"), "{listing}");
         assert!(!listing.contains("192.0.2.77"), "{listing}");
         assert!(listing.contains("elements = { 22-23 }"), "{listing}");
-        assert_eq!(listing.matches("counter").count(), 9, "{listing}");
+        assert_eq!(listing.matches("counter").count(), 10, "{listing}");
         let tables = ns.nft(&["list", "tables"]);
         assert!(
             !tables.contains("netdev"),
@@ -533,6 +534,21 @@ fn netlink_ruleset_lists_like_the_rendered_text() {
             .replace(&queue, "accept");
         let via_text = text_ns.nft(&["list", "table", family, TABLE]);
         assert_eq!(via_netlink, via_text, "{family} table differs");
+        // The listing can hide differences in the byte code (an attribute nft ignores when
+        // printing); `--debug=netlink` prints the expressions the kernel holds.
+        let byte_code = |ns: &Netns| {
+            ns.nft(&["--debug=netlink", "list", "table", family, TABLE])
+                .replace(&queue, "accept")
+                .replace(
+                    "[ target name NFQUEUE rev 3 ]",
+                    "[ immediate reg 0 accept ]",
+                )
+        };
+        assert_eq!(
+            byte_code(&netlink_ns),
+            byte_code(&text_ns),
+            "{family} byte code differs"
+        );
     }
 }
 
@@ -600,11 +616,15 @@ fn blocked_sources_are_dropped_and_released_ones_pass() {
 
 /// Packets counted so far by the rule of `listing` that looks up `set`.
 fn rule_packets(listing: &str, set: &str) -> u64 {
-    let reference = format!("@{set} ");
+    packets_of_rule(listing, &format!("@{set} "))
+}
+
+/// Packets counted so far by the rule of `listing` whose text contains `part`.
+fn packets_of_rule(listing: &str, part: &str) -> u64 {
     let line = listing
         .lines()
-        .find(|line| line.contains(&reference))
-        .unwrap_or_else(|| panic!("no rule using @{set} in\n{listing}"));
+        .find(|line| line.contains(part))
+        .unwrap_or_else(|| panic!("no rule with {part:?} in\n{listing}"));
     line.split_once(" packets ")
         .and_then(|(_, rest)| rest.split_whitespace().next())
         .and_then(|count| count.parse().ok())
@@ -700,4 +720,97 @@ fn a_router_queues_probes_of_itself_but_never_forwarded_traffic() {
         queued() > after_v4,
         "an IPv6 SYN to the router's own port must be queued"
     );
+}
+
+/// The MAC address of `link` in `ns`, for sending frames to it.
+fn link_mac(ns: &Netns, link: &str) -> String {
+    let links: Value = serde_json::from_str(&ns.ip(&["-j", "link", "show", "dev", link]))
+        .expect("ip -j prints JSON");
+    links[0]["address"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no address for {link} in {links}"))
+        .to_owned()
+}
+
+/// One counter of the namespace's IPv6 statistics (/proc/net/snmp6).
+fn ipv6_statistic(ns: &Netns, name: &str) -> u64 {
+    ns.exec(&["cat", "/proc/net/snmp6"])
+        .lines()
+        .find_map(|line| {
+            let (key, value) = line.split_once(char::is_whitespace)?;
+            (key == name).then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no {name} in /proc/net/snmp6"))
+}
+
+#[test]
+fn routing_header_packets_reach_the_queue_rule_before_the_kernel_discards_them() {
+    let target = Netns::new(NETNS_PREFIX, "rttgt");
+    let scanner = Netns::new(NETNS_PREFIX, "rtscan");
+    target.add_veth("rthdr-t", &scanner, "rthdr-s");
+    target.configure_link("rthdr-t", &["2001:db8:5::1/64"]);
+    scanner.configure_link("rthdr-s", &["2001:db8:5::2/64"]);
+    let target_spec = RulesetSpec {
+        // `spec` ignores 2001:db8::/32, where these addresses sit.
+        ignore_v6: vec!["::1/128".parse().expect("test CIDR")],
+        ..spec(&[])
+    };
+    target.enter(|| {
+        let mut nft = Nft::open().expect("open netlink");
+        nft.install(&target_spec, None).expect("install")
+    });
+    let mac = link_mac(&target, "rthdr-t");
+    let send = |packet: &str| {
+        let script = format!(
+            "from scapy.all import *\n\
+             conf.verb = 0\n\
+             ip = IPv6(src='2001:db8:5::2', dst='2001:db8:5::1')\n\
+             sendp(Ether(dst={mac:?}) / ip / {packet}, iface='rthdr-s')\n"
+        );
+        scanner.exec(&["/usr/bin/python3", "-c", &script]);
+    };
+    // (packets of the routing header rule, packets of the watched TCP port rule)
+    let counts = || {
+        let listing = target.nft(&["list", "chain", "inet", TABLE, "prerouting"]);
+        (
+            packets_of_rule(&listing, "exthdr rt exists"),
+            rule_packets(&listing, "tcp_ports"),
+        )
+    };
+    let wait_for_routed = |expected: u64, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while counts().0 < expected {
+            assert!(Instant::now() < deadline, "{what}: counters {:?}", counts());
+            thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(counts().0, expected, "{what}");
+    };
+
+    // A plain SYN to a watched port proves the link carries frames, and must not count as a
+    // routing header.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while counts().1 == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "plain SYNs never reached prerouting"
+        );
+        send("TCP(sport=40300, dport=11, flags='S')");
+        thread::sleep(Duration::from_millis(100));
+    }
+    let (routed, watched) = counts();
+    assert_eq!(
+        routed, 0,
+        "an IPv6 packet without a routing header was matched"
+    );
+
+    let header_errors = ipv6_statistic(&target, "Ip6InHdrErrors");
+    // Port 80 is neither watched nor in use: only the routing header rule can pick it up.
+    send("IPv6ExtHdrRouting(addresses=['2001:db8:99::1']) / TCP(sport=40301, dport=80, flags='S')");
+    wait_for_routed(1, "a type 0 routing header must be counted");
+    assert_eq!(counts().1, watched);
+    // The kernel refuses type 0 only at local delivery: prerouting saw the packet first.
+    assert_eq!(ipv6_statistic(&target, "Ip6InHdrErrors"), header_errors + 1);
+
+    send("IPv6ExtHdrSegmentRouting(addresses=['2001:db8:99::1']) / UDP(sport=40302, dport=80)");
+    wait_for_routed(2, "a segment routing header (type 4) must be counted");
 }

@@ -3,9 +3,9 @@
 //! contains (that is [`super::ruleset`]) and never runs the `nft` program.
 //!
 //! The safe `nftnl` API covers tables and batch framing; sets with flags, interval elements,
-//! element timeouts, device lists and the `queue`/`target`/`socket`/`fib`/`log` expressions are
-//! built here through `nftnl_sys`, in small owned wrappers whose `unsafe` blocks each say what
-//! they rely on. The byte code mirrors what `nft` 1.0.6 generates for the rendered text, so
+//! element timeouts, device lists and the `queue`/`target`/`socket`/`fib`/`exthdr`/`log`
+//! expressions are built here through `nftnl_sys`, in small owned wrappers whose `unsafe` blocks
+//! each say what they rely on. The byte code mirrors what `nft` 1.0.6 generates for the rendered text, so
 //! `nft list` prints a netlink-installed table exactly like one loaded with `nft -f`.
 
 use std::cell::Cell;
@@ -29,7 +29,7 @@ use super::ruleset::{
 };
 
 /// Why talking to nf_tables failed. Kernel refusals carry the errno and the step of the batch
-/// the kernel refused, e.g. `add rule 7 to inet nfsentry/prerouting: ip hdrlength > 5 ...`.
+/// the kernel refused, e.g. `add rule 8 to inet nfsentry/prerouting: ip hdrlength > 5 ...`.
 #[derive(Debug, thiserror::Error)]
 pub enum NftError {
     #[error("cannot open a netfilter netlink socket")]
@@ -131,6 +131,13 @@ const NFTA_FIB_F_DADDR: u32 = 1 << 1;
 const NFT_FIB_RESULT_ADDRTYPE: u32 = 3;
 /// `RTN_LOCAL`: the route type of an address assigned to this host.
 const RTN_LOCAL: u32 = libc::RTN_LOCAL as u32;
+/// `NFT_EXTHDR_OP_IPV6` and `NFT_EXTHDR_F_PRESENT` from linux/netfilter/nf_tables.h, missing
+/// from the `libc` crate: look in the IPv6 extension header chain and load 1 if the header
+/// type is there rather than bytes of it.
+const NFT_EXTHDR_OP_IPV6: u32 = 0;
+const NFT_EXTHDR_F_PRESENT: u32 = 1;
+/// `IPPROTO_ROUTING`: the next-header value of the IPv6 Routing extension header.
+const IPV6_ROUTING_HEADER: u8 = libc::IPPROTO_ROUTING as u8;
 /// `NLMSG_ERROR`: the type of acknowledgements and errors.
 const NLMSG_ERROR: u16 = 2;
 /// `sizeof(struct nlmsghdr)`.
@@ -964,6 +971,17 @@ fn prerouting_rule(
             push_ip_header_length(&mut object);
             object.push(expr::cmp(libc::NFT_CMP_GT as u32, &[5]));
         }
+        PreroutingRule::QueueIpv6RoutingHeader => {
+            // `nft --debug=netlink` for `exthdr rt exists` in an inet chain: nfproto ipv6, then
+            // `exthdr load ipv6 1b @ 43 + 0 present`, compared with 1.
+            object.push(expr::meta(libc::NFT_META_NFPROTO as u32));
+            object.push(expr::cmp(
+                libc::NFT_CMP_EQ as u32,
+                &[libc::NFPROTO_IPV6 as u8],
+            ));
+            object.push(expr::ipv6_extension_header_present(IPV6_ROUTING_HEADER));
+            object.push(expr::cmp(libc::NFT_CMP_EQ as u32, &[1]));
+        }
         PreroutingRule::QueueTcpFlags(probe) => {
             push_l4proto(&mut object, libc::IPPROTO_TCP as u8);
             object.push(expr::payload(
@@ -1467,7 +1485,10 @@ unsafe impl NlMsg for RuleObject {
 /// Expression builders. Each loads into or reads from register 1, the way `nft` does for a
 /// single match.
 mod expr {
-    use super::{allocated, sys, XT_NFQUEUE_NAME, XT_NFQUEUE_REVISION, XT_NFQ_FLAG_BYPASS};
+    use super::{
+        allocated, sys, NFT_EXTHDR_F_PRESENT, NFT_EXTHDR_OP_IPV6, XT_NFQUEUE_NAME,
+        XT_NFQUEUE_REVISION, XT_NFQ_FLAG_BYPASS,
+    };
     use std::ffi::{c_void, CStr, CString};
     use std::ptr::NonNull;
 
@@ -1483,6 +1504,12 @@ mod expr {
                 // lacks; all used here exist since libnftnl 1.1.1) is handled by `allocated`.
                 raw: allocated(unsafe { sys::nftnl_expr_alloc(name.as_ptr()) }),
             }
+        }
+
+        fn u8(self, attribute: u32, value: u8) -> Self {
+            // SAFETY: `raw` is live.
+            unsafe { sys::nftnl_expr_set_u8(self.raw.as_ptr(), attribute as u16, value) };
+            self
         }
 
         fn u16(self, attribute: u32, value: u16) -> Self {
@@ -1594,6 +1621,18 @@ mod expr {
             .u32(sys::NFTNL_EXPR_FIB_FLAGS, flags)
             .u32(sys::NFTNL_EXPR_FIB_RESULT, result)
             .u32(sys::NFTNL_EXPR_FIB_DREG, REG_1)
+    }
+
+    /// Loads 1 (one byte) when the packet's IPv6 extension header chain holds a header of
+    /// `header_type`, 0 when it does not.
+    pub(super) fn ipv6_extension_header_present(header_type: u8) -> Expr {
+        Expr::new(c"exthdr")
+            .u32(sys::NFTNL_EXPR_EXTHDR_DREG, REG_1)
+            .u8(sys::NFTNL_EXPR_EXTHDR_TYPE, header_type)
+            .u32(sys::NFTNL_EXPR_EXTHDR_OFFSET, 0)
+            .u32(sys::NFTNL_EXPR_EXTHDR_LEN, 1)
+            .u32(sys::NFTNL_EXPR_EXTHDR_FLAGS, NFT_EXTHDR_F_PRESENT)
+            .u32(sys::NFTNL_EXPR_EXTHDR_OP, NFT_EXTHDR_OP_IPV6)
     }
 
     pub(super) fn counter() -> Expr {

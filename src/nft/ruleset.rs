@@ -229,6 +229,9 @@ pub enum PreroutingRule {
     AcceptOwnedBySocket,
     /// Queue IPv4 packets carrying options (IHL > 5).
     QueueIpOptions,
+    /// Queue IPv6 packets carrying a Routing extension header, IPv6's source routing. The
+    /// kernel refuses type 0 only at local delivery, after prerouting, so this chain sees it.
+    QueueIpv6RoutingHeader,
     /// Queue TCP packets with a flag combination no connection uses.
     QueueTcpFlags(TcpFlagProbe),
     /// Queue packets to a watched port.
@@ -238,7 +241,7 @@ pub enum PreroutingRule {
 /// The prerouting chain, in order. Blocked sources go first so a blocked scanner costs nothing
 /// more; conntrack, the destination check, ignore list and live sockets come before any queue
 /// rule so the detector only sees traffic to this host that nobody expects.
-pub const PREROUTING_RULES: [PreroutingRule; 14] = [
+pub const PREROUTING_RULES: [PreroutingRule; 15] = [
     PreroutingRule::DropBlocked(IpFamily::V4),
     PreroutingRule::DropBlocked(IpFamily::V6),
     PreroutingRule::AcceptEstablished,
@@ -247,6 +250,7 @@ pub const PREROUTING_RULES: [PreroutingRule; 14] = [
     PreroutingRule::AcceptIgnored(IpFamily::V6),
     PreroutingRule::AcceptOwnedBySocket,
     PreroutingRule::QueueIpOptions,
+    PreroutingRule::QueueIpv6RoutingHeader,
     PreroutingRule::QueueTcpFlags(TcpFlagProbe::NoControlFlags),
     PreroutingRule::QueueTcpFlags(TcpFlagProbe::FinWithoutAck),
     PreroutingRule::QueueTcpFlags(TcpFlagProbe::SynFin),
@@ -261,6 +265,7 @@ impl PreroutingRule {
         matches!(
             self,
             PreroutingRule::QueueIpOptions
+                | PreroutingRule::QueueIpv6RoutingHeader
                 | PreroutingRule::QueueTcpFlags(_)
                 | PreroutingRule::QueueWatchedPort(_)
         )
@@ -290,6 +295,8 @@ impl PreroutingRule {
             }
             PreroutingRule::AcceptOwnedBySocket => "socket transparent 0".to_owned(),
             PreroutingRule::QueueIpOptions => "ip hdrlength > 5".to_owned(),
+            // `nft list` prints the rule back in this form.
+            PreroutingRule::QueueIpv6RoutingHeader => "exthdr rt exists".to_owned(),
             PreroutingRule::QueueTcpFlags(probe) => probe.nft_match().to_owned(),
             PreroutingRule::QueueWatchedPort(transport) => {
                 format!("{} dport @{}", transport.nft_keyword(), port_set(transport))
@@ -319,6 +326,7 @@ impl PreroutingRule {
                 "a local socket owns the packet: the port is in use"
             }
             PreroutingRule::QueueIpOptions => "IPv4 options, any port",
+            PreroutingRule::QueueIpv6RoutingHeader => "IPv6 routing header, any port",
             PreroutingRule::QueueTcpFlags(probe) => probe.reason(),
             PreroutingRule::QueueWatchedPort(Transport::Tcp) => "a watched TCP port",
             PreroutingRule::QueueWatchedPort(Transport::Udp) => "a watched UDP port",
@@ -869,6 +877,7 @@ mod tests {
                 "ip6 saddr @ignore_v6 accept",
                 "socket transparent 0 accept",
                 "ip hdrlength > 5 counter queue num 3 bypass",
+                "exthdr rt exists counter queue num 3 bypass",
                 "tcp flags & (fin|syn|rst|ack) == 0x0 counter queue num 3 bypass",
                 "tcp flags & (fin|ack) == fin counter queue num 3 bypass",
                 "tcp flags & (fin|syn) == fin|syn counter queue num 3 bypass",
