@@ -13,9 +13,11 @@ use thiserror::Error;
 
 use crate::engine::PacketVerdict;
 
-/// Enough for an IPv4 header with options (60) plus a TCP header with options (60), or an IPv6
-/// header with a few extension headers: classification never needs the payload.
-pub const COPY_RANGE_BYTES: u16 = 256;
+/// The whole packet (the kernel copies min(length, range)). A fixed header-sized range looks
+/// enough, but an IPv6 scanner can put a few hundred bytes of extension headers in front of its
+/// TCP header: cut off, every probe would look like the same portless packet and the scan would
+/// never reach the trigger. Probes are small, so copying them whole costs little.
+pub const COPY_RANGE_BYTES: u16 = u16::MAX;
 /// Kernel-side queue length. Overflow is dropped (fail closed): everything queued is addressed
 /// to a port with no service, or is malformed, so dropping it under a flood costs nobody.
 pub const QUEUE_MAX_LEN: u32 = 16384;
@@ -38,6 +40,8 @@ pub enum QueueError {
     },
     #[error("NFQUEUE {queue} receive failed: {source}")]
     Receive { queue: u16, source: io::Error },
+    #[error("NFQUEUE {queue}: sending a verdict failed: {source}")]
+    Verdict { queue: u16, source: io::Error },
 }
 
 pub struct PacketQueue {
@@ -57,6 +61,9 @@ impl PacketQueue {
             Some(fd) => {
                 if let Err(e) = set_receive_buffer(fd, RECV_BUFFER_BYTES) {
                     warn!("NFQUEUE socket buffer stays at the default size: {e}");
+                }
+                if let Err(e) = talk_to_kernel_only(fd) {
+                    warn!("NFQUEUE socket could not be limited to the kernel: {e}");
                 }
             }
             None => warn!("cannot find the NFQUEUE socket; its buffer stays at the default size"),
@@ -120,7 +127,7 @@ impl PacketQueue {
             message.set_verdict(verdict);
             self.queue
                 .verdict(message)
-                .map_err(|source| QueueError::Receive {
+                .map_err(|source| QueueError::Verdict {
                     queue: self.number,
                     source,
                 })?;
@@ -134,7 +141,7 @@ impl PacketQueue {
 /// lowest free descriptor; this runs before any other thread exists, so nothing can race it.
 /// The result is checked with [`is_netfilter_socket`] before it is used.
 fn lowest_free_fd() -> Option<RawFd> {
-    // SAFETY: plain dup/close of a descriptor we own.
+    // SAFETY: plain open/close of a descriptor we own.
     unsafe {
         let probe = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
         if probe < 0 {
@@ -163,6 +170,20 @@ fn is_netfilter_socket(fd: RawFd) -> bool {
     };
     get(libc::SO_DOMAIN) == Some(libc::AF_NETLINK)
         && get(libc::SO_PROTOCOL) == Some(libc::NETLINK_NETFILTER)
+}
+
+/// Connects the socket to the kernel, so datagrams from any other netlink sender are refused
+/// (nfq's parser trusts what it reads), and marks it close-on-exec so programs nfsentry starts
+/// never hold the queue.
+fn talk_to_kernel_only(fd: RawFd) -> io::Result<()> {
+    use nix::sys::socket::{connect, NetlinkAddr};
+    connect(fd, &NetlinkAddr::new(0, 0))?;
+    // SAFETY: fcntl on a descriptor we own, setting only FD_CLOEXEC.
+    let rc = unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn set_receive_buffer(fd: RawFd, bytes: usize) -> io::Result<()> {

@@ -382,6 +382,44 @@ fn ipv6_routing_header_is_reported_as_ip_options_and_blocked() -> Result<(), Lab
     daemon.stop()
 }
 
+/// An IPv6 scanner can pad its probes with a few hundred bytes of extension headers. If the
+/// daemon saw only a header-sized copy of each packet, every probe would look like the same
+/// portless packet, the per-source count would never pass the trigger, and the scan would go
+/// unblocked while the kernel kept queueing it.
+#[test]
+fn ipv6_probes_padded_with_extension_headers_still_count_per_port() -> Result<(), LabError> {
+    let lab = Lab::new("pad-ext6")?;
+    let config = lab
+        .config(&[])
+        .replace("scan_trigger = 0", "scan_trigger = 2");
+    assert!(config.contains("scan_trigger = 2"), "{config}");
+    let mut daemon = lab.start_daemon(&config)?;
+    let scanner = IpAddr::V6(lab.scanner_v6);
+    let probes: Vec<String> = SCANNED_TCP_PORTS
+        .iter()
+        .take(3)
+        .map(|port| {
+            format!(
+                r#"IPv6(src="{}", dst="{}") / IPv6ExtHdrDestOpt(options=[PadN(optdata=b"\x00" * 150), PadN(optdata=b"\x00" * 150)]) / TCP(sport=40200, dport={port}, flags="S")"#,
+                lab.scanner_v6, lab.target_v6
+            )
+        })
+        .collect();
+    lab.scapy_send(&format!("[{}]", probes.join(", ")))?;
+    wait_until(
+        &format!("{scanner} blocked after 3 padded probes with scan_trigger 2"),
+        BLOCK_TIMEOUT,
+        || Ok(daemon.blocked_v6()?.contains(&scanner)),
+    )?;
+    let third = SCANNED_TCP_PORTS[2];
+    let expected = Regex::new(&format!(
+        r"attackalert: SYN/Normal scan from host: \S+/{} to TCP port: {third}\b",
+        regex::escape(&lab.scanner_v6.to_string())
+    ))?;
+    daemon.wait_for_log(&expected, DETECTION_TIMEOUT)?;
+    daemon.stop()
+}
+
 // ---- harness self-checks: no daemon involved ----
 
 #[test]
