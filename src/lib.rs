@@ -8,6 +8,7 @@ pub mod addrset;
 pub mod config;
 pub mod daemon;
 pub mod engine;
+pub mod error_text;
 pub mod logging;
 pub mod netlink_wire;
 pub mod nflog;

@@ -29,6 +29,7 @@ use thiserror::Error;
 
 use super::{Backend, BackendError};
 use crate::config::RouteTarget;
+use crate::error_text::with_causes;
 use crate::netlink_wire::{self, OpenError, Request};
 pub use crate::netlink_wire::{find_answer, Answer};
 use crate::store::BlockRecord;
@@ -121,21 +122,9 @@ impl From<RouteError> for BackendError {
     fn from(error: RouteError) -> BackendError {
         BackendError::Failed {
             backend: BACKEND_NAME,
-            message: error_chain(&error),
+            message: with_causes(&error),
         }
     }
-}
-
-/// The error and its causes on one line, since [`BackendError`] carries text only.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        cause = inner.source();
-    }
-    text
 }
 
 /// Where a host route sends the scanner's packets.
