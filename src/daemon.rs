@@ -23,6 +23,7 @@ use thiserror::Error;
 use crate::addrset::AddrSet;
 use crate::config::{self, Config, Origin};
 use crate::engine::{Detection, Engine, EngineSettings, Event, PacketVerdict};
+use crate::error_text::with_causes;
 use crate::nflog::NflogSocket;
 use crate::nft::ruleset::{QueueMode, RulesetSpec};
 use crate::packet;
@@ -38,8 +39,8 @@ pub enum DaemonError {
     #[error("{0}")]
     Queue(#[from] crate::queue::QueueError),
     #[error(
-        "cannot read short-header packets from NFLOG group {group}: {source}{}",
-        cause_of(source)
+        "cannot read short-header packets from NFLOG group {group}: {}",
+        with_causes(source)
     )]
     Nflog {
         group: u16,
@@ -52,14 +53,6 @@ pub enum DaemonError {
         what: &'static str,
         source: std::io::Error,
     },
-}
-
-/// The underlying cause (an errno, typically), which the NFLOG error keeps as its source.
-fn cause_of(error: &dyn std::error::Error) -> String {
-    error
-        .source()
-        .map(|cause| format!(": {cause}"))
-        .unwrap_or_default()
 }
 
 /// IPv4 header + the first bytes of the transport header are all a short-header report needs.
@@ -104,6 +97,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         .collect();
 
     let signals = block_signals()?;
+    remove_stale_tables(&config.daemon.table);
     let mut queue = PacketQueue::open(config.daemon.queue)?;
     let mut nflog = match devices.is_empty() {
         true => None,
@@ -118,16 +112,17 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     };
     drop_capabilities(&config.respond.actions);
 
+    let prefer = match config.daemon.queue_mode {
+        config::QueueMode::Auto => None,
+        config::QueueMode::Native => Some(QueueMode::Native),
+        config::QueueMode::Compat => Some(QueueMode::Compat),
+    };
     let (order_tx, order_rx) = mpsc::channel();
     let (ready_tx, ready_rx) = mpsc::sync_channel(1);
     let responder = respond::spawn(
         ResponderSetup {
             spec,
-            prefer: match config.daemon.queue_mode {
-                config::QueueMode::Auto => None,
-                config::QueueMode::Native => Some(QueueMode::Native),
-                config::QueueMode::Compat => Some(QueueMode::Compat),
-            },
+            prefer,
             store,
             respond: config.respond.clone(),
         },
@@ -138,7 +133,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         what: "cannot start the responder thread",
         source,
     })?;
-    let mode = ready_rx
+    let installed = ready_rx
         .recv()
         .map_err(|_| DaemonError::Firewall("the responder thread died during set-up".into()))?
         .map_err(DaemonError::Firewall)?;
@@ -146,11 +141,14 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         "nft ruleset installed: table inet {table} queues to NFQUEUE {queue} using {mode}{why}",
         table = config.daemon.table,
         queue = config.daemon.queue,
-        why = match mode {
-            QueueMode::Compat => " (this kernel has no nft_queue)",
-            QueueMode::Native => "",
+        mode = installed.mode,
+        why = match (installed.mode, prefer) {
+            (QueueMode::Compat, None) => " (this kernel has no nft_queue)",
+            (QueueMode::Compat, Some(_)) => " (as configured)",
+            (QueueMode::Native, _) => "",
         }
     );
+    let devices = installed.ingress_devices;
     if devices.is_empty() {
         warn!("no network interface for the netdev ingress chain: short IPv4 headers go unseen");
     } else {
@@ -534,6 +532,19 @@ pub fn ruleset_spec(config: &Config, ingress_devices: Vec<String>) -> RulesetSpe
         ignore_v6,
         ingress_devices,
         nflog_group: config.daemon.nflog_group,
+    }
+}
+
+/// A crashed run leaves its tables behind, still queueing to our queue number; packets that
+/// arrive while the queue binding is negotiated would be dropped unanswered by nfq and hold
+/// their queue slots. The install replaces the tables anyway, so they go first.
+fn remove_stale_tables(table: &str) {
+    let removed = crate::nft::netlink::Nft::open().and_then(|mut nft| nft.remove(table));
+    if let Err(e) = removed {
+        warn!(
+            "cannot remove stale nft tables {table} before binding the queue: {}",
+            with_causes(&e)
+        );
     }
 }
 

@@ -21,6 +21,7 @@ pub mod route;
 pub use nft_set::NftSetBackend;
 
 use crate::config::{self, Action};
+use crate::error_text::with_causes;
 use crate::nft::netlink::Nft;
 use crate::nft::ruleset::{QueueMode, RulesetSpec};
 use crate::report;
@@ -94,7 +95,7 @@ const EXPIRY_CHECK: Duration = Duration::from_secs(1);
 pub fn spawn(
     setup: ResponderSetup,
     orders: Receiver<Order>,
-    ready: SyncSender<Result<QueueMode, String>>,
+    ready: SyncSender<Result<Installed, String>>,
 ) -> std::io::Result<JoinHandle<()>> {
     thread::Builder::new()
         .name("responder".into())
@@ -104,7 +105,7 @@ pub fn spawn(
 fn run(
     setup: ResponderSetup,
     orders: Receiver<Order>,
-    ready: SyncSender<Result<QueueMode, String>>,
+    ready: SyncSender<Result<Installed, String>>,
 ) {
     let ResponderSetup {
         spec,
@@ -116,20 +117,23 @@ fn run(
     let mut nft = match Nft::open() {
         Ok(nft) => nft,
         Err(e) => {
-            let _ = ready.send(Err(format!("cannot talk to nftables: {e}")));
+            let _ = ready.send(Err(format!("cannot talk to nftables: {}", with_causes(&e))));
             return;
         }
     };
-    let mode = match nft.install(&spec, prefer) {
-        Ok(mode) => mode,
+    let installed = match install(&mut nft, spec, prefer) {
+        Ok(installed) => installed,
         Err(e) => {
-            let _ = ready.send(Err(format!("cannot install the nft ruleset: {e}")));
+            let _ = ready.send(Err(format!(
+                "cannot install the nft ruleset: {}",
+                with_causes(&e)
+            )));
             return;
         }
     };
     let mut backends = build_backends(&respond, &table);
     restore(&mut store, &mut backends);
-    let _ = ready.send(Ok(mode));
+    let _ = ready.send(Ok(installed));
 
     loop {
         let first = match orders.recv_timeout(EXPIRY_CHECK) {
@@ -165,6 +169,46 @@ fn run(
     finish(&mut store, &mut nft, &table);
 }
 
+/// What the responder installed, for the daemon's start-up report.
+pub struct Installed {
+    pub mode: QueueMode,
+    /// The devices the short-header chain hooks; empty when none could be hooked.
+    pub ingress_devices: Vec<String>,
+}
+
+/// Installs the ruleset. Some kernels refuse a netdev hook on a device that does not exist (yet),
+/// and the netdev chain shares the transaction with everything else: rather than start without
+/// any protection, retry without the short-header chain and say why.
+fn install(
+    nft: &mut Nft,
+    mut spec: RulesetSpec,
+    prefer: Option<QueueMode>,
+) -> Result<Installed, crate::nft::netlink::NftError> {
+    match nft.install(&spec, prefer) {
+        Ok(mode) => Ok(Installed {
+            mode,
+            ingress_devices: spec.ingress_devices,
+        }),
+        Err(e) if !spec.ingress_devices.is_empty() => {
+            let devices = std::mem::take(&mut spec.ingress_devices);
+            let Ok(mode) = nft.install(&spec, prefer) else {
+                return Err(e);
+            };
+            error!(
+                "the short-header chain on {} was refused ({}); running without it, so IPv4 \
+                 headers shorter than 5 words go unseen",
+                devices.join(", "),
+                with_causes(&e)
+            );
+            Ok(Installed {
+                mode,
+                ingress_devices: Vec::new(),
+            })
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// The configured actions in the order they run: config order, with `command` moved to the
 /// front when `command_first` is set (PortSentry's KILL_RUN_CMD_FIRST) and to the end otherwise.
 /// An action that cannot start (tool missing, no netlink) is logged and left out; the others
@@ -189,7 +233,7 @@ fn build_backends(respond: &config::Respond, table: &str) -> Vec<Box<dyn Backend
                 .map(|nft| Box::new(NftSetBackend::new(nft, table.to_string())) as Box<dyn Backend>)
                 .map_err(|e| BackendError::Failed {
                     backend: "nft-set",
-                    message: e.to_string(),
+                    message: with_causes(&e),
                 }),
             Action::Route => {
                 route::RouteBackend::new(respond.route).map(|b| Box::new(b) as Box<dyn Backend>)
@@ -409,7 +453,7 @@ fn finish(store: &mut BlockStore, nft: &mut Nft, table: &str) {
     sync(store);
     match nft.remove(table) {
         Ok(()) => info!("removed nft tables inet {table} and netdev {table}"),
-        Err(e) => error!("cannot remove nft table {table}: {e}"),
+        Err(e) => error!("cannot remove nft table {table}: {}", with_causes(&e)),
     }
 }
 
