@@ -269,6 +269,37 @@ fn udp_scan_is_reported_as_udp_and_blocked() -> Result<(), LabError> {
     )
 }
 
+/// PortSentry's stealth modes skipped anything with ACK set, so ACK, Window and Maimon scans
+/// went unseen. Conntrack, not the flags, decides here what belongs to a real connection.
+#[test]
+fn ack_scan_is_reported_with_its_flags_and_blocked() -> Result<(), LabError> {
+    assert_scan_detected_and_blocked(
+        &ScanCase {
+            tag: "ack",
+            nmap_args: &["-sA"],
+            protocol: Protocol::Tcp,
+            kind: "Unknown (flags: ACK)",
+            not_kind: None,
+        },
+        false,
+    )
+}
+
+/// Maimon's scan: FIN+ACK to a closed port.
+#[test]
+fn maimon_scan_is_reported_with_its_flags_and_blocked() -> Result<(), LabError> {
+    assert_scan_detected_and_blocked(
+        &ScanCase {
+            tag: "maimon",
+            nmap_args: &["-sM"],
+            protocol: Protocol::Tcp,
+            kind: "Unknown (flags: ACK FIN)",
+            not_kind: None,
+        },
+        false,
+    )
+}
+
 #[test]
 fn ipv6_syn_scan_lands_in_blocked_v6() -> Result<(), LabError> {
     assert_scan_detected_and_blocked(
