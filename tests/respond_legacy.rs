@@ -336,6 +336,59 @@ fn ipfw_release_rebuilds_rule_1_without_the_released_address() {
 }
 
 #[test]
+fn ipfw_releases_a_batch_with_one_rebuild_of_rule_1() {
+    let _lock = lock_environment();
+    let stand_ins = StandIns::all();
+    let now = SystemTime::now();
+    let mut ipfw = backend(LegacyTool::Ipfw);
+    let blocks = [record(BLOCKED_V4), record(OTHER_V4), record(BLOCKED_V6)];
+    let all: Vec<&BlockRecord> = blocks.iter().collect();
+
+    ipfw.block_all(&all, now).unwrap();
+    stand_ins.take_calls();
+    ipfw.release_all(&[&blocks[0], &blocks[2]]).unwrap();
+    assert_eq!(
+        stand_ins.take_calls(),
+        vec![
+            argv("ipfw delete 1"),
+            argv("ipfw add 1 deny all from 198.51.100.9:255.255.255.255 to any"),
+        ]
+    );
+
+    // The released addresses stay released: the next rebuild leaves them out too.
+    ipfw.release_all(&[&blocks[1]]).unwrap();
+    assert_eq!(stand_ins.take_calls(), vec![argv("ipfw delete 1")]);
+}
+
+#[test]
+fn tools_with_a_rule_per_address_release_a_batch_one_by_one() {
+    let _lock = lock_environment();
+    let stand_ins = StandIns::all();
+    let now = SystemTime::now();
+    let mut ipchains = backend(LegacyTool::Ipchains);
+    let blocks = [record(BLOCKED_V4), record(OTHER_V4)];
+    let all: Vec<&BlockRecord> = blocks.iter().collect();
+
+    ipchains.block_all(&all, now).unwrap();
+    stand_ins.take_calls();
+    // The first delete fails; the second is still attempted and the error counts them.
+    stand_ins.answer(&[1, 0]);
+    let error = message(ipchains.release_all(&all).unwrap_err());
+    assert!(
+        error.starts_with("ipchains: 1 of 2 failed; first: `"),
+        "{error}"
+    );
+    assert!(error.contains("-D input -s 192.0.2.7"), "{error}");
+    assert_eq!(
+        stand_ins.take_calls(),
+        vec![
+            argv("ipchains -D input -s 192.0.2.7 -j DENY -l"),
+            argv("ipchains -D input -s 198.51.100.9 -j DENY -l"),
+        ]
+    );
+}
+
+#[test]
 fn ipfw_restore_replaces_rule_1_so_nothing_is_doubled() {
     let _lock = lock_environment();
     let stand_ins = StandIns::all();

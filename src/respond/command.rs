@@ -8,13 +8,12 @@
 //! the outcome.
 
 use std::path::PathBuf;
-use std::process::ExitStatus;
 use std::time::{Duration, SystemTime};
 
 use log::{info, warn};
 use thiserror::Error;
 
-use super::process::{self, Invocation, RunError};
+use super::process::{self, Invocation, Outcome, RunError};
 use super::{Backend, BackendError};
 use crate::store::BlockRecord;
 
@@ -30,27 +29,6 @@ pub enum CommandError {
     NoProgram,
     #[error("{program}: {cause}")]
     Run { program: String, cause: RunError },
-}
-
-/// What one run of the command did.
-#[derive(Debug)]
-pub struct CommandOutcome {
-    /// The argv as run, placeholders filled in.
-    pub argv: Vec<String>,
-    pub status: ExitStatus,
-    /// Killed because it overran the timeout (`status` then shows SIGKILL).
-    pub timed_out: bool,
-    /// The first [`STDERR_KEPT_BYTES`] of its stderr.
-    pub stderr: Vec<u8>,
-    /// It wrote more than was kept.
-    pub stderr_truncated: bool,
-    pub elapsed: Duration,
-}
-
-impl CommandOutcome {
-    pub fn succeeded(&self) -> bool {
-        !self.timed_out && self.status.success()
-    }
 }
 
 pub struct CommandBackend {
@@ -82,34 +60,27 @@ impl CommandBackend {
     }
 
     /// Runs the command for `block` and waits for it, at most the timeout (plus the time to
-    /// reap a killed child).
-    pub fn run(&self, block: &BlockRecord) -> Result<CommandOutcome, CommandError> {
-        let argv = self.argv_for(block);
+    /// reap a killed child). The argv it ran is [`CommandBackend::argv_for`]'s.
+    pub fn run(&self, block: &BlockRecord) -> Result<Outcome, CommandError> {
+        self.run_argv(&self.argv_for(block))
+    }
+
+    fn run_argv(&self, argv: &[String]) -> Result<Outcome, CommandError> {
         let (program, args) = argv.split_first().ok_or(CommandError::NoProgram)?;
         let invocation = Invocation {
             program: PathBuf::from(program),
             args: args.to_vec(),
             stdin: None,
         };
-        let outcome =
-            process::run(&invocation, self.timeout).map_err(|cause| CommandError::Run {
-                program: program.clone(),
-                cause,
-            })?;
-        Ok(CommandOutcome {
-            argv,
-            status: outcome.status,
-            timed_out: outcome.timed_out,
-            stderr: outcome.stderr,
-            stderr_truncated: outcome.stderr_truncated,
-            elapsed: outcome.elapsed,
+        process::run(&invocation, self.timeout).map_err(|cause| CommandError::Run {
+            program: program.clone(),
+            cause,
         })
     }
 
-    fn log(&self, outcome: &CommandOutcome, block: &BlockRecord) {
-        let program = outcome.argv.first().map_or("", String::as_str);
+    fn log(&self, program: &str, outcome: &Outcome, block: &BlockRecord) {
         let source = block.source;
-        let stderr = describe_stderr(outcome);
+        let stderr = outcome.stderr_suffix();
         if outcome.timed_out {
             warn!(
                 "command {program} for {source} killed after {:?}, its time limit{stderr}",
@@ -129,21 +100,6 @@ impl CommandBackend {
     }
 }
 
-fn describe_stderr(outcome: &CommandOutcome) -> String {
-    let text = String::from_utf8_lossy(&outcome.stderr);
-    let text = text.trim_end();
-    if text.is_empty() {
-        return String::new();
-    }
-    let more = if outcome.stderr_truncated {
-        " (truncated)"
-    } else {
-        ""
-    };
-    // Debug formatting keeps a multi-line message on one log line.
-    format!("; stderr{more}: {text:?}")
-}
-
 fn failed(message: String) -> BackendError {
     BackendError::Failed {
         backend: BACKEND_NAME,
@@ -157,8 +113,9 @@ impl Backend for CommandBackend {
     }
 
     fn block(&mut self, block: &BlockRecord, _now: SystemTime) -> Result<(), BackendError> {
-        let outcome = self.run(block).map_err(|e| failed(e.to_string()))?;
-        self.log(&outcome, block);
+        let argv = self.argv_for(block);
+        let outcome = self.run_argv(&argv).map_err(|e| failed(e.to_string()))?;
+        self.log(argv.first().map_or("", String::as_str), &outcome, block);
         if outcome.timed_out {
             return Err(failed(format!("killed after {:?}", self.timeout)));
         }

@@ -124,13 +124,17 @@ pub struct HostsDenyBackend {
     in_place_reported: bool,
     /// Lets the tests take the in-place path without a read-only mount.
     force_in_place: bool,
+    /// Lets the tests see how many times the file was written.
+    #[cfg(test)]
+    changes_written: usize,
 }
 
 /// What one change did to the file.
 #[derive(Debug, Default)]
 struct Changed {
     added: Vec<NewEntry>,
-    released: bool,
+    /// The sources asked to be released that had an entry, in the order asked.
+    released: Vec<IpAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,6 +152,8 @@ impl HostsDenyBackend {
             temps_swept: false,
             in_place_reported: false,
             force_in_place: false,
+            #[cfg(test)]
+            changes_written: 0,
         }
     }
 
@@ -177,12 +183,12 @@ impl HostsDenyBackend {
     }
 
     /// Writes entries for the sources in `block` that have none and removes every entry for
-    /// `release`, as one change under the lock.
-    fn change(
-        &mut self,
-        block: &[IpAddr],
-        release: Option<IpAddr>,
-    ) -> Result<Changed, HostsDenyError> {
+    /// the sources in `release`, as one change under the lock: a burst of expiries costs one
+    /// rewrite (two fsyncs), not one per source.
+    fn change(&mut self, block: &[IpAddr], release: &[IpAddr]) -> Result<Changed, HostsDenyError> {
+        if block.is_empty() && release.is_empty() {
+            return Ok(Changed::default());
+        }
         // Every line is made before the file is touched: a bad template changes nothing.
         let wanted = block
             .iter()
@@ -205,8 +211,13 @@ impl HostsDenyBackend {
             .into_iter()
             .filter(|entry| !present.contains(&entry.source) && queued.insert(entry.source))
             .collect();
-        let release = release.filter(|source| present.contains(source));
-        if added.is_empty() && release.is_none() {
+        let mut releasing = HashSet::new();
+        let released: Vec<IpAddr> = release
+            .iter()
+            .copied()
+            .filter(|source| present.contains(source) && releasing.insert(*source))
+            .collect();
+        if added.is_empty() && released.is_empty() {
             return Ok(Changed::default());
         }
         if !added.is_empty() && text.last().is_some_and(|byte| *byte != b'\n') {
@@ -224,7 +235,11 @@ impl HostsDenyBackend {
                 sweep_temps(&path);
                 self.temps_swept = true;
             }
-            replace(&path, &file, &document.render(release, &added))
+            replace(
+                &path,
+                &file,
+                &document.render(releasing.iter().copied(), &added),
+            )
         };
         match replaced {
             Ok(()) => {}
@@ -237,13 +252,14 @@ impl HostsDenyBackend {
                         path.display()
                     );
                 }
-                change_in_place(&file, &path, &document, release, &added)?;
+                change_in_place(&file, &path, &document, &releasing, &added)?;
             }
         }
-        Ok(Changed {
-            added,
-            released: release.is_some(),
-        })
+        #[cfg(test)]
+        {
+            self.changes_written += 1;
+        }
+        Ok(Changed { added, released })
     }
 
     /// Symlinks are followed so that replacement swaps the real file, not the admin's link.
@@ -281,7 +297,7 @@ impl Backend for HostsDenyBackend {
     }
 
     fn block(&mut self, block: &BlockRecord, _now: SystemTime) -> Result<(), BackendError> {
-        let changed = self.change(&[block.source], None).map_err(failed)?;
+        let changed = self.change(&[block.source], &[]).map_err(failed)?;
         if changed.added.is_empty() {
             debug!(
                 "{} already has an entry for {}",
@@ -294,13 +310,21 @@ impl Backend for HostsDenyBackend {
     }
 
     fn release(&mut self, block: &BlockRecord) -> Result<(), BackendError> {
-        let changed = self.change(&[], Some(block.source)).map_err(failed)?;
-        if changed.released {
-            info!(
-                "removed the entry for {} from {}",
-                block.source,
+        self.release_all(&[block])
+    }
+
+    /// All the releases are one change of the file; when that change fails, none is made.
+    fn release_all(&mut self, blocks: &[&BlockRecord]) -> Result<(), BackendError> {
+        let sources: Vec<IpAddr> = blocks.iter().map(|block| block.source).collect();
+        let changed = self.change(&[], &sources).map_err(failed)?;
+        match changed.released.as_slice() {
+            [] => {}
+            [one] => info!("removed the entry for {one} from {}", self.path.display()),
+            all => info!(
+                "removed the entries for {} sources from {}",
+                all.len(),
                 self.path.display()
-            );
+            ),
         }
         Ok(())
     }
@@ -313,7 +337,7 @@ impl Backend for HostsDenyBackend {
     /// One change for all blocks; sources that already have an entry are left as they are.
     fn restore(&mut self, blocks: &[&BlockRecord], _now: SystemTime) -> Result<(), BackendError> {
         let sources: Vec<IpAddr> = blocks.iter().map(|block| block.source).collect();
-        let changed = self.change(&sources, None).map_err(failed)?;
+        let changed = self.change(&sources, &[]).map_err(failed)?;
         self.report_added(&changed);
         Ok(())
     }
@@ -587,7 +611,8 @@ impl<'a> Document<'a> {
 
     /// The whole file after the change: admin lines as they are, entries kept with their rule
     /// text, `release`d and dead pieces dropped, repeated entries collapsed into the first.
-    fn render(&self, release: Option<IpAddr>, add: &[NewEntry]) -> Vec<u8> {
+    fn render(&self, release: impl IntoIterator<Item = IpAddr>, add: &[NewEntry]) -> Vec<u8> {
+        let release: HashSet<IpAddr> = release.into_iter().collect();
         let mut out = Vec::with_capacity(self.text.len() + add.len() * 64);
         let mut written = HashSet::new();
         for piece in &self.pieces {
@@ -601,7 +626,7 @@ impl<'a> Document<'a> {
                     out.extend_from_slice(self.bytes(&piece.span));
                 }
                 PieceKind::Entry { source, rule }
-                    if Some(*source) != release && written.insert(*source) =>
+                    if !release.contains(source) && written.insert(*source) =>
                 {
                     push_entry(&mut out, *source, self.bytes(rule));
                 }
@@ -847,7 +872,7 @@ fn change_in_place(
     file: &File,
     path: &Path,
     document: &Document<'_>,
-    release: Option<IpAddr>,
+    release: &HashSet<IpAddr>,
     add: &[NewEntry],
 ) -> Result<(), HostsDenyError> {
     let write_error = |source| HostsDenyError::Write {
@@ -857,7 +882,7 @@ fn change_in_place(
     let unwanted = |piece: &Piece| match piece.kind {
         PieceKind::Admin => false,
         PieceKind::Dead => true,
-        PieceKind::Entry { source, .. } => Some(source) == release,
+        PieceKind::Entry { source, .. } => release.contains(&source),
     };
     // Everything after the last wanted piece is nfsentry's and can be cut off.
     let kept = document
@@ -872,7 +897,7 @@ fn change_in_place(
 
     let mut overwritten = false;
     for piece in document.pieces.iter().take(kept) {
-        if matches!(piece.kind, PieceKind::Entry { source, .. } if Some(source) == release) {
+        if matches!(piece.kind, PieceKind::Entry { source, .. } if release.contains(&source)) {
             let start = piece.span.start + usize::from(piece.newline_added);
             let len = piece.span.end.saturating_sub(start);
             let line = released_line(len, piece.newline_added);
@@ -1187,6 +1212,96 @@ ALL: [2001:db8::7]\nsshd: 10.0.0.2\n"
         assert_eq!(backend.sources().unwrap(), vec![V4, V4_OTHER]);
         backend.release(&record(V4_OTHER)).unwrap();
         backend.release(&record(V4)).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), admin.to_vec());
+    }
+
+    /// Blocks five sources, lets the admin add a line below them, releases three of them (and
+    /// a source without an entry) in one call, then the other two in a second.
+    fn release_three_of_five_in_one_call(in_place: bool) {
+        let dir = ScratchDir::new(if in_place {
+            "batch-in-place"
+        } else {
+            "batch-replace"
+        });
+        let path = dir.0.join("hosts.deny");
+        let admin = b"# admin\nALL: 10.0.0.1";
+        fs::write(&path, admin).unwrap();
+        let inode = fs::metadata(&path).unwrap().ino();
+        let mut backend = HostsDenyBackend::new(path.clone(), "ALL: $TARGET$".into());
+        if in_place {
+            backend = backend.in_place_only();
+        }
+        let sources: Vec<IpAddr> = (1..=5)
+            .map(|host| IpAddr::V4(Ipv4Addr::new(198, 51, 100, host)))
+            .collect();
+        let records: Vec<BlockRecord> = sources.iter().map(|source| record(*source)).collect();
+        let all: Vec<&BlockRecord> = records.iter().collect();
+        backend.block_all(&all, SystemTime::now()).unwrap();
+        assert_eq!(backend.sources().unwrap(), sources);
+        let mut with_admin_line = fs::read(&path).unwrap();
+        with_admin_line.extend_from_slice(b"sshd: 10.0.0.2\n");
+        fs::write(&path, &with_admin_line).unwrap();
+
+        let absent = record(V4);
+        let first_batch = [&records[0], &records[2], &absent, &records[4]];
+        let written_before = backend.changes_written;
+        backend.release_all(&first_batch).unwrap();
+        assert_eq!(backend.changes_written, written_before + 1, "one change");
+        assert_eq!(backend.sources().unwrap(), vec![sources[1], sources[3]]);
+        let text = fs::read(&path).unwrap();
+        assert!(text.starts_with(admin), "the admin's bytes moved");
+        if in_place {
+            assert_eq!(text.len(), with_admin_line.len(), "nothing could be cut");
+            assert_eq!(fs::metadata(&path).unwrap().ino(), inode);
+        }
+        let expected = b"# admin\nALL: 10.0.0.1\n\
+# nfsentry block 198.51.100.2 newline-added\nALL: 198.51.100.2\n\
+# nfsentry block 198.51.100.4\nALL: 198.51.100.4\nsshd: 10.0.0.2\n";
+        assert_eq!(
+            String::from_utf8(Document::parse(&text).render(None, &[])).unwrap(),
+            String::from_utf8(expected.to_vec()).unwrap()
+        );
+        if !in_place {
+            assert_eq!(
+                text,
+                expected.to_vec(),
+                "replacement drops released entries"
+            );
+        }
+
+        backend.release_all(&[&records[3], &records[1]]).unwrap();
+        assert_eq!(backend.sources().unwrap(), Vec::<IpAddr>::new());
+        let text = fs::read(&path).unwrap();
+        assert!(text.starts_with(admin), "the admin's bytes moved");
+        // The newline nfsentry added stays: the admin's later line needs it.
+        assert_eq!(
+            Document::parse(&text).render(None, &[]),
+            b"# admin\nALL: 10.0.0.1\nsshd: 10.0.0.2\n".to_vec()
+        );
+    }
+
+    #[test]
+    fn releasing_three_of_five_in_one_call_replacing_the_file() {
+        release_three_of_five_in_one_call(false);
+    }
+
+    #[test]
+    fn releasing_three_of_five_in_one_call_in_place() {
+        release_three_of_five_in_one_call(true);
+    }
+
+    #[test]
+    fn a_batch_release_of_the_tail_in_place_gives_back_the_exact_admin_bytes() {
+        let dir = ScratchDir::new("batch-tail");
+        let path = dir.0.join("hosts.deny");
+        let admin = b"# admin\nALL: 10.0.0.1";
+        fs::write(&path, admin).unwrap();
+        let mut backend =
+            HostsDenyBackend::new(path.clone(), "ALL: $TARGET$".into()).in_place_only();
+        let records = [record(V4), record(V6), record(V4_OTHER)];
+        let all: Vec<&BlockRecord> = records.iter().collect();
+        backend.block_all(&all, SystemTime::now()).unwrap();
+        backend.release_all(&all).unwrap();
         assert_eq!(fs::read(&path).unwrap(), admin.to_vec());
     }
 

@@ -425,14 +425,14 @@ impl LegacyBackend {
             return Err(self.failed(format!(
                 "`{invocation}`: did not finish within {:?}; killed it{}",
                 self.timeout,
-                stderr_suffix(&outcome)
+                outcome.stderr_suffix()
             )));
         }
         debug!(
             "{}: `{invocation}` exited with {}{}",
             self.tool,
             outcome.status,
-            stderr_suffix(&outcome)
+            outcome.stderr_suffix()
         );
         Ok(outcome)
     }
@@ -444,7 +444,7 @@ impl LegacyBackend {
             return Err(self.failed(format!(
                 "`{invocation}` exited with {}{}",
                 outcome.status,
-                stderr_suffix(&outcome)
+                outcome.stderr_suffix()
             )));
         }
         let said = outcome.stderr_text();
@@ -465,7 +465,7 @@ impl LegacyBackend {
             _ => Err(self.failed(format!(
                 "`{invocation}` exited with {}{}",
                 outcome.status,
-                stderr_suffix(&outcome)
+                outcome.stderr_suffix()
             ))),
         }
     }
@@ -547,7 +547,7 @@ impl LegacyBackend {
                 "{}: `{delete}` exited with {}{}",
                 self.tool,
                 outcome.status,
-                stderr_suffix(&outcome)
+                outcome.stderr_suffix()
             );
         }
         let still_blocked: Vec<IpAddr> = self.placed.iter().copied().collect();
@@ -594,6 +594,19 @@ impl Backend for LegacyBackend {
         self.remove(block.source)
     }
 
+    /// For ipfw, one rebuild of rule 1 for the whole batch: `delete 1`, then one add per address
+    /// still blocked, where releasing one by one would re-add the survivors once per released
+    /// address. The other tools delete each address's own rule.
+    fn release_all(&mut self, blocks: &[&BlockRecord]) -> Result<(), BackendError> {
+        if self.tool != LegacyTool::Ipfw {
+            return super::attempt_each(blocks, |block| self.remove(block.source));
+        }
+        for block in blocks {
+            self.placed.remove(&block.source);
+        }
+        self.rebuild_ipfw_rule()
+    }
+
     fn restore(&mut self, blocks: &[&BlockRecord], _now: SystemTime) -> Result<(), BackendError> {
         if self.tool == LegacyTool::Ipfw {
             self.placed.extend(blocks.iter().map(|block| block.source));
@@ -625,15 +638,6 @@ pub fn is_plain_interface_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'))
-}
-
-/// What a tool said on standard error, for the end of a message; empty when it said nothing.
-fn stderr_suffix(outcome: &Outcome) -> String {
-    let said = outcome.stderr_text();
-    match said.is_empty() {
-        true => String::new(),
-        false => format!("; stderr: {said}"),
-    }
 }
 
 #[cfg(test)]

@@ -49,22 +49,38 @@ pub trait Backend: Send {
     /// Every block is attempted, so one refusal (say, IPv6 switched off) does not leave the
     /// others unblocked; the error says how many failed and the first reason.
     fn block_all(&mut self, blocks: &[&BlockRecord], now: SystemTime) -> Result<(), BackendError> {
-        let mut failures = 0usize;
-        let mut first_error = None;
-        for block in blocks {
-            if let Err(e) = self.block(block, now) {
-                failures += 1;
-                first_error.get_or_insert(e);
-            }
+        attempt_each(blocks, |block| self.block(block, now))
+    }
+    /// Releases every block whose time ran out in the same expiry check; a backend whose
+    /// release costs a rewrite of shared state (a file, a rule holding every address) overrides
+    /// this to do it once. As with `block_all`, every release is attempted and the error says
+    /// how many failed and the first reason.
+    fn release_all(&mut self, blocks: &[&BlockRecord]) -> Result<(), BackendError> {
+        attempt_each(blocks, |block| self.release(block))
+    }
+}
+
+/// Runs `step` for every block, even after one fails; one error stands for them all. A single
+/// block's error is passed on as it is, since "1 of 1 failed" adds nothing.
+fn attempt_each(
+    blocks: &[&BlockRecord],
+    mut step: impl FnMut(&BlockRecord) -> Result<(), BackendError>,
+) -> Result<(), BackendError> {
+    let mut failures = 0usize;
+    let mut first_error = None;
+    for block in blocks {
+        if let Err(e) = step(block) {
+            failures += 1;
+            first_error.get_or_insert(e);
         }
-        match first_error {
-            None => Ok(()),
-            Some(_) if blocks.len() == 1 => first_error.map_or(Ok(()), Err),
-            Some(BackendError::Failed { backend, message }) => Err(BackendError::Failed {
-                backend,
-                message: format!("{failures} of {} failed; first: {message}", blocks.len()),
-            }),
-        }
+    }
+    match first_error {
+        None => Ok(()),
+        Some(error) if blocks.len() == 1 => Err(error),
+        Some(BackendError::Failed { backend, message }) => Err(BackendError::Failed {
+            backend,
+            message: format!("{failures} of {} failed; first: {message}", blocks.len()),
+        }),
     }
 }
 
@@ -424,21 +440,35 @@ fn restore(store: &mut BlockStore, backends: &mut [Box<dyn Backend>]) {
     info!("restored {} blocks from the state directory", due.len());
 }
 
+/// Lifts every block whose time is up, handing each backend all of them at once: a spoofed
+/// flood with a block timeout makes thousands expire in the same second, and releasing them one
+/// by one (a file rewrite, or a whole ipfw rebuild, each) would stall new blocks behind them.
 fn expire(store: &mut BlockStore, backends: &mut [Box<dyn Backend>], now: SystemTime) {
-    let expired = store.expired(now);
+    let mut expired = store.expired(now);
     if expired.is_empty() {
         return;
     }
-    for source in expired {
-        let Some(record) = store.remove(&source) else {
-            continue;
-        };
-        for backend in backends.iter_mut() {
-            if let Err(e) = backend.release(&record) {
-                error!("release of {source} failed: {e}");
+    // The store hands them out in hash order; file order, tool runs and log lines should not
+    // change from one run to the next.
+    expired.sort_unstable();
+    let records: Vec<BlockRecord> = expired
+        .iter()
+        .filter_map(|source| store.remove(source))
+        .collect();
+    let due: Vec<&BlockRecord> = records.iter().collect();
+    for backend in backends.iter_mut() {
+        if let Err(e) = backend.release_all(&due) {
+            match due.as_slice() {
+                [one] => error!("release of {} failed: {e}", one.source),
+                all => error!("release of {} sources failed: {e}", all.len()),
             }
         }
-        info!("{}", report::released_line(source, "block timeout expired"));
+    }
+    for record in &records {
+        info!(
+            "{}",
+            report::released_line(record.source, "block timeout expired")
+        );
     }
     sync(store);
 }
@@ -466,6 +496,7 @@ mod tests {
     #[derive(Default)]
     struct Recorder {
         blocked: Vec<IpAddr>,
+        released: Vec<IpAddr>,
         refuse: Vec<IpAddr>,
     }
 
@@ -483,7 +514,14 @@ mod tests {
             self.blocked.push(block.source);
             Ok(())
         }
-        fn release(&mut self, _block: &BlockRecord) -> Result<(), BackendError> {
+        fn release(&mut self, block: &BlockRecord) -> Result<(), BackendError> {
+            if self.refuse.contains(&block.source) {
+                return Err(BackendError::Failed {
+                    backend: "recorder",
+                    message: format!("refused {}", block.source),
+                });
+            }
+            self.released.push(block.source);
             Ok(())
         }
     }
@@ -518,6 +556,115 @@ mod tests {
             .map(|a| a.parse().unwrap())
             .collect();
         assert_eq!(backend.blocked, expected);
+    }
+
+    fn sources(addresses: &[&str]) -> Vec<IpAddr> {
+        addresses.iter().map(|a| a.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn release_all_attempts_every_release_and_counts_the_failures() {
+        let records = [
+            record("198.51.100.1"),
+            record("198.51.100.2"),
+            record("198.51.100.3"),
+            record("198.51.100.4"),
+        ];
+        let refs: Vec<&BlockRecord> = records.iter().collect();
+        let mut backend = Recorder {
+            refuse: sources(&["198.51.100.2", "198.51.100.4"]),
+            ..Recorder::default()
+        };
+        let err = backend.release_all(&refs).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "recorder: 2 of 4 failed; first: refused 198.51.100.2"
+        );
+        assert_eq!(backend.released, sources(&["198.51.100.1", "198.51.100.3"]));
+
+        // One release alone keeps its own error, without a count.
+        let err = backend.release_all(&refs[1..2]).unwrap_err();
+        assert_eq!(err.to_string(), "recorder: refused 198.51.100.2");
+    }
+
+    /// Shares, with the test, every batch `release_all` was handed.
+    struct BatchRecorder {
+        batches: std::sync::Arc<std::sync::Mutex<Vec<Vec<IpAddr>>>>,
+    }
+
+    impl Backend for BatchRecorder {
+        fn name(&self) -> &'static str {
+            "batch-recorder"
+        }
+        fn block(&mut self, _block: &BlockRecord, _now: SystemTime) -> Result<(), BackendError> {
+            Ok(())
+        }
+        fn release(&mut self, block: &BlockRecord) -> Result<(), BackendError> {
+            self.release_all(&[block])
+        }
+        fn release_all(&mut self, blocks: &[&BlockRecord]) -> Result<(), BackendError> {
+            let batch = blocks.iter().map(|block| block.source).collect();
+            self.batches
+                .lock()
+                .map_err(|_| BackendError::Failed {
+                    backend: "batch-recorder",
+                    message: "poisoned".into(),
+                })?
+                .push(batch);
+            Ok(())
+        }
+    }
+
+    struct ScratchDir(std::path::PathBuf);
+
+    impl Drop for ScratchDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn expiry_hands_each_backend_all_due_blocks_in_one_call() {
+        let dir = ScratchDir(
+            std::env::temp_dir().join(format!("nfsentry-respond-expiry-{}", std::process::id())),
+        );
+        let _ = std::fs::remove_dir_all(&dir.0);
+        let (mut store, _) = BlockStore::open(&dir.0).unwrap();
+        let now = SystemTime::now();
+        let now_seconds = crate::store::unix_seconds(now);
+        for (address, expires) in [
+            ("198.51.100.3", Some(now_seconds - 5)),
+            ("198.51.100.1", Some(now_seconds)),
+            ("198.51.100.9", Some(now_seconds + 3600)),
+            ("198.51.100.2", Some(now_seconds - 60)),
+            ("198.51.100.8", None),
+        ] {
+            let mut block = record(address);
+            block.expires = expires;
+            store.add(block, "history");
+        }
+        let first = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let second = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut backends: Vec<Box<dyn Backend>> = vec![
+            Box::new(BatchRecorder {
+                batches: first.clone(),
+            }),
+            Box::new(BatchRecorder {
+                batches: second.clone(),
+            }),
+        ];
+
+        expire(&mut store, &mut backends, now);
+        let due = sources(&["198.51.100.1", "198.51.100.2", "198.51.100.3"]);
+        assert_eq!(*first.lock().unwrap(), vec![due.clone()]);
+        assert_eq!(*second.lock().unwrap(), vec![due]);
+        let mut left: Vec<IpAddr> = store.live().map(|block| block.source).collect();
+        left.sort_unstable();
+        assert_eq!(left, sources(&["198.51.100.8", "198.51.100.9"]));
+
+        // Nothing further is due: no backend is called at all.
+        expire(&mut store, &mut backends, now);
+        assert_eq!(first.lock().unwrap().len(), 1);
     }
 
     fn respond_with(actions: Vec<Action>, command_first: bool) -> config::Respond {

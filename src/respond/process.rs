@@ -87,10 +87,31 @@ impl Outcome {
         !self.timed_out && self.status.success()
     }
 
-    /// The kept standard error as text for a log line: lossy UTF-8, surrounding blank space
-    /// trimmed.
+    /// The kept standard error as one line of text for a log or error message: lossy UTF-8,
+    /// surrounding blank space trimmed, and line breaks and other control characters written as
+    /// escapes (`\n`), so that what a program prints can neither split the message nor pose as
+    /// a log line of its own. Empty when it said nothing.
     pub fn stderr_text(&self) -> String {
-        String::from_utf8_lossy(&self.stderr).trim().to_owned()
+        let text = String::from_utf8_lossy(&self.stderr);
+        let mut line = String::with_capacity(text.len());
+        for c in text.trim().chars() {
+            match c.is_control() {
+                true => line.extend(c.escape_default()),
+                false => line.push(c),
+            }
+        }
+        line
+    }
+
+    /// [`Outcome::stderr_text`] ready for the end of a message: `; stderr: …`, with
+    /// `(truncated)` when the program wrote more than was kept; empty when it said nothing.
+    pub fn stderr_suffix(&self) -> String {
+        let text = self.stderr_text();
+        match (text.is_empty(), self.stderr_truncated) {
+            (true, _) => String::new(),
+            (false, false) => format!("; stderr: {text}"),
+            (false, true) => format!("; stderr (truncated): {text}"),
+        }
     }
 }
 
@@ -488,6 +509,28 @@ mod tests {
             "block in log from 192.0.2.7/32 to any"
         );
         assert!(!outcome.stderr_truncated);
+    }
+
+    #[test]
+    fn stderr_is_one_escaped_line_and_the_suffix_says_when_it_was_cut() {
+        let mut outcome = run(
+            &shell("printf '  first\\n\\033[2Jsecond\\ttab\\n\\n' >&2", None),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        assert_eq!(outcome.stderr_text(), "first\\n\\u{1b}[2Jsecond\\ttab");
+        assert_eq!(
+            outcome.stderr_suffix(),
+            "; stderr: first\\n\\u{1b}[2Jsecond\\ttab"
+        );
+        outcome.stderr_truncated = true;
+        assert!(outcome
+            .stderr_suffix()
+            .starts_with("; stderr (truncated): first"));
+
+        let silent = run(&shell("echo ' ' >&2", None), Duration::from_secs(5)).unwrap();
+        assert_eq!(silent.stderr_text(), "");
+        assert_eq!(silent.stderr_suffix(), "");
     }
 
     #[test]
