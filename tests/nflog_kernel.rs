@@ -12,7 +12,7 @@ use std::os::fd::AsRawFd;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nfsentry::nflog::{NflogSocket, NflogStep};
+use nfsentry::nflog::{NflogError, NflogSocket, NflogStep};
 use support::Netns;
 
 const LOG_GROUP: u16 = 7;
@@ -164,10 +164,11 @@ fn short_ipv4_headers_logged_on_ingress_reach_the_reader_and_normal_packets_do_n
         Ok(_) => panic!("a second socket bound the same log group"),
     };
     assert_eq!(error.step(), NflogStep::ConfigureGroup, "{error:?}");
-    let refusal = std::error::Error::source(&error)
-        .and_then(|source| source.downcast_ref::<std::io::Error>())
-        .and_then(std::io::Error::raw_os_error);
-    assert_eq!(refusal, Some(libc::EPERM), "{error:?}");
+    assert!(
+        matches!(error, NflogError::Refused { .. }),
+        "not the kernel's refusal: {error:?}"
+    );
+    assert_eq!(error.errno(), nix::errno::Errno::EPERM, "{error:?}");
 
     let mut received = Vec::new();
     assert_eq!(receive_all(&mut socket, &mut received), 0);

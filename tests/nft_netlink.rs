@@ -284,15 +284,52 @@ fn the_native_queue_is_reported_missing_with_errno_and_step() {
         let compat = nft.install(&spec(&[]), Some(QueueMode::Compat));
         (native, compat)
     });
-    match forced_native {
-        Err(NftError::Refused { errno, step, .. }) => {
-            assert_eq!(errno, nix::errno::Errno::ENOENT);
+    let error = forced_native.expect_err("the native queue was accepted");
+    match &error {
+        NftError::Refused { errno, step, .. } => {
+            assert_eq!(*errno, nix::errno::Errno::ENOENT);
             assert!(step.contains("queue num 5 bypass"), "{step}");
             assert!(step.starts_with("add rule 8 "), "{step}");
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
+    // The message names the errno, so a log line without the causes still has it.
+    assert!(
+        error.to_string().contains("No such file or directory"),
+        "{error}"
+    );
     assert_eq!(forced_compat.expect("compat install"), QueueMode::Compat);
+}
+
+/// Device names that `nft` would read as a keyword (`ip`) or as a number (`0wire`) must still
+/// load from the rendered text, which quotes every device name.
+#[test]
+fn rendered_text_loads_with_keyword_like_device_names() {
+    let ns = Netns::new(NETNS_PREFIX, "devnames");
+    ns.ip(&["link", "add", "ip", "type", "veth", "peer", "name", "0wire"]);
+    let mut text = render(&spec(&["ip", "0wire"]), QueueMode::Native);
+    if !ns.has_native_queue() {
+        text = text.replace(&format!("queue num {QUEUE} bypass"), "accept");
+    }
+    ns.nft_load(&text);
+    let listing = ns.nft(&["list", "table", "netdev", TABLE]);
+    let hook_line = listing
+        .lines()
+        .find(|line| line.contains("hook ingress"))
+        .expect("hook line");
+    let devices: Vec<&str> = hook_line
+        .split_once("devices = { ")
+        .and_then(|(_, rest)| rest.split_once(" }"))
+        .map(|(list, _)| list.split(", ").collect())
+        .unwrap_or_default();
+    assert_eq!(
+        devices
+            .iter()
+            .copied()
+            .collect::<std::collections::BTreeSet<_>>(),
+        ["0wire", "ip"].into_iter().collect(),
+        "{hook_line}"
+    );
 }
 
 #[test]

@@ -33,7 +33,7 @@ fn shipped_template_matches_the_rendered_defaults() {
         "rules/nfsentry.nft is stale: regenerate it with `nfsentry rules` (see its header)"
     );
     assert!(rendered.contains("table inet nfsentry"));
-    assert!(rendered.contains("devices = { eth0 }"));
+    assert!(rendered.contains("devices = { \"eth0\" }"));
 }
 
 #[test]

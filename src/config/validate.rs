@@ -73,6 +73,9 @@ fn daemon(raw: &RawDaemon, source: SourceText<'_>) -> Result<Daemon, ConfigError
         check(source, name, "daemon.interfaces", is_interface_name, || {
             INTERFACE_NAME_PROBLEM.to_owned()
         })?;
+        check(source, name, "daemon.interfaces", is_nft_quotable, || {
+            NFT_UNQUOTABLE_PROBLEM.to_owned()
+        })?;
         if interfaces.contains(name.get_ref()) {
             return Err(source.value_error(
                 &name.span(),
@@ -600,6 +603,14 @@ fn is_interface_name(name: &str) -> bool {
             .any(|c| c == '/' || c == ':' || c == '\0' || c.is_whitespace())
 }
 
+/// The kernel takes `"` in a device name, but an `nft` quoted string has no escape for it, so
+/// the ruleset text could not name the device.
+const NFT_UNQUOTABLE_PROBLEM: &str = "contains '\"', which the nft ruleset text cannot quote";
+
+fn is_nft_quotable(name: &str) -> bool {
+    !name.contains('"')
+}
+
 fn log_target(written: &str) -> Option<LogTarget> {
     match written {
         "stderr" => Some(LogTarget::Stderr),
@@ -617,4 +628,32 @@ fn route_target(written: &str) -> Option<RouteTarget> {
         return Some(RouteTarget::Blackhole);
     }
     written.parse::<IpAddr>().ok().map(RouteTarget::Gateway)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::Config;
+
+    fn interfaces_error(list: &str) -> Option<String> {
+        let text = format!("[daemon]\ninterfaces = {list}\n");
+        Config::from_toml(&text, Path::new("/tmp/x.toml"))
+            .err()
+            .map(|error| error.to_string())
+    }
+
+    #[test]
+    fn interface_names_nft_cannot_quote_are_refused() {
+        assert_eq!(
+            interfaces_error(r#"["eth0", "we\"ird"]"#),
+            Some(
+                "/tmp/x.toml:2: daemon.interfaces: \"we\\\"ird\" contains '\"', which the nft \
+                 ruleset text cannot quote"
+                    .to_owned()
+            )
+        );
+        // Keyword-like and odd names are fine: the renderer quotes every device name.
+        assert_eq!(interfaces_error(r#"["ip", "0wire", "veth-a.10"]"#), None);
+    }
 }

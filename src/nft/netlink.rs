@@ -12,28 +12,28 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::time::Duration;
 
 use nftnl::{Batch, MsgType, NlMsg, ProtoFamily, Table};
 use nftnl_sys as sys;
 use nix::errno::Errno;
-use nix::sys::socket::{self, sockopt, MsgFlags};
-use nix::sys::time::TimeVal;
+use nix::sys::socket::{self, sockopt, MsgFlags, SockProtocol};
 
 use super::ruleset::{
     blocked_set, ignore_set, port_set, IntervalBoundary, IntervalKey, IntervalList, IpFamily,
     PreroutingRule, QueueMode, RulesetSpec, Transport, PREROUTING_CHAIN, PREROUTING_PRIORITY,
     PREROUTING_RULES, SHORT_HEADER_CHAIN, SHORT_HEADER_PRIORITY,
 };
+use crate::netlink_wire::{self, kernel_says, Answer, Messages, OpenError};
 
 /// Why talking to nf_tables failed. Kernel refusals carry the errno and the step of the batch
 /// the kernel refused, e.g. `add rule 8 to inet nfsentry/prerouting: ip hdrlength > 5 ...`.
 #[derive(Debug, thiserror::Error)]
 pub enum NftError {
     #[error("cannot open a netfilter netlink socket")]
-    Open(#[source] std::io::Error),
+    Open(#[source] OpenError),
     #[error("cannot set {option} on the netfilter netlink socket")]
     SocketOption {
         option: &'static str,
@@ -59,12 +59,18 @@ pub enum NftError {
         #[source]
         source: Errno,
     },
-    #[error("the kernel refused the {operation} batch at `{step}`")]
+    /// The errno is the refusal itself rather than a cause behind it, so the message carries
+    /// it, followed by the kernel's own explanation when it gave one.
+    #[error(
+        "the kernel refused the {operation} batch at `{step}`: {errno}{}",
+        kernel_says(.kernel_message)
+    )]
     Refused {
         operation: &'static str,
         step: String,
-        #[source]
         errno: Errno,
+        /// The kernel's extended-ack text, when it had one.
+        kernel_message: Option<String>,
     },
     #[error("the kernel did not answer `{step}` of the {operation} batch in time")]
     Unanswered {
@@ -77,7 +83,7 @@ impl NftError {
     /// The errno behind the failure, when there is one.
     pub fn errno(&self) -> Option<Errno> {
         match self {
-            NftError::Open(io) => io.raw_os_error().map(Errno::from_raw),
+            NftError::Open(error) => Some(error.errno()),
             NftError::SocketOption { source, .. }
             | NftError::Send { source, .. }
             | NftError::Receive { source, .. } => Some(*source),
@@ -90,9 +96,8 @@ impl NftError {
 /// A connection to nf_tables. Every method sends one batch and reads the kernel's answer to
 /// every message in it before returning.
 pub struct Nft {
-    socket: mnl::Socket,
-    /// Answers land here; `u32` elements keep it aligned for `nlmsghdr`.
-    answer_buffer: Vec<u32>,
+    socket: OwnedFd,
+    answer_buffer: Vec<u8>,
     /// What `SO_SNDBUF(FORCE)` was last raised to; big batches go out in one `sendmsg`.
     send_buffer_bytes: usize,
     /// Learned on the first install that tries it: `Some(false)` after the kernel refused the
@@ -102,11 +107,6 @@ pub struct Nft {
     /// element is already gone. Cleared if the kernel turns out not to know the message.
     destroy_element: bool,
 }
-
-// SAFETY: `mnl::Socket` is a plain owned fd plus its bound address; libmnl keeps no thread-local
-// or shared state for it, so moving it to another thread is sound. `Nft` is not `Sync`, and the
-// nftnl objects it builds never outlive a method call.
-unsafe impl Send for Nft {}
 
 /// Large enough for several hundred acknowledgements at once (each costs a full skb of buffer).
 const ANSWER_SOCKET_BUFFER_BYTES: usize = 4 << 20;
@@ -118,9 +118,6 @@ const ANSWER_BUFFER_BYTES: usize = 128 << 10;
 /// Headroom over the batch size when raising the send buffer.
 const SEND_BUFFER_SLACK_BYTES: usize = 64 << 10;
 
-/// `NETLINK_CAP_ACK` (linux/netlink.h): error answers carry only the header of the refused
-/// message, not the whole (up to 64 KiB) message. Missing from the `libc` crate on Linux.
-const NETLINK_CAP_ACK: libc::c_int = 10;
 /// `NFT_MSG_DESTROYSETELEM` (kernel >= 6.3), newer than the `libc` crate's list.
 const NFT_MSG_DESTROYSETELEM: u16 = 30;
 /// `NFT_SOCKET_TRANSPARENT` from linux/netfilter/nf_tables.h.
@@ -138,10 +135,6 @@ const NFT_EXTHDR_OP_IPV6: u32 = 0;
 const NFT_EXTHDR_F_PRESENT: u32 = 1;
 /// `IPPROTO_ROUTING`: the next-header value of the IPv6 Routing extension header.
 const IPV6_ROUTING_HEADER: u8 = libc::IPPROTO_ROUTING as u8;
-/// `NLMSG_ERROR`: the type of acknowledgements and errors.
-const NLMSG_ERROR: u16 = 2;
-/// `sizeof(struct nlmsghdr)`.
-const NLMSG_HEADER_BYTES: usize = 16;
 /// Data types `nft` uses for set keys (nftables' `enum datatypes`).
 const NFT_TYPE_IPV4_ADDR: u32 = 7;
 const NFT_TYPE_IPV6_ADDR: u32 = 8;
@@ -167,62 +160,23 @@ const DEVICE_NAME_MAX_BYTES: usize = 15;
 impl Nft {
     /// Opens a netfilter netlink socket. Needs `CAP_NET_ADMIN` for everything after this.
     pub fn open() -> Result<Nft, NftError> {
-        let socket = mnl::Socket::new(mnl::Bus::Netfilter).map_err(NftError::Open)?;
-        let nft = Nft {
+        // The socket also asks for short refusals (NETLINK_CAP_ACK) with the kernel's text
+        // (NETLINK_EXT_ACK).
+        let socket = netlink_wire::open_socket(SockProtocol::NetlinkNetFilter, ANSWER_TIMEOUT)
+            .map_err(NftError::Open)?;
+        netlink_wire::grow_receive_buffer(&socket, ANSWER_SOCKET_BUFFER_BYTES).map_err(
+            |source| NftError::SocketOption {
+                option: "SO_RCVBUF",
+                source,
+            },
+        )?;
+        Ok(Nft {
             socket,
-            answer_buffer: vec![0; ANSWER_BUFFER_BYTES / 4],
+            answer_buffer: vec![0; ANSWER_BUFFER_BYTES],
             send_buffer_bytes: 0,
             native_queue: None,
             destroy_element: kernel_at_least(6, 3),
-        };
-        nft.configure_socket()?;
-        Ok(nft)
-    }
-
-    fn configure_socket(&self) -> Result<(), NftError> {
-        let fd = self.fd();
-        let one: libc::c_int = 1;
-        // SAFETY: `fd` is our open netlink socket and the option value is a live c_int whose
-        // size is passed alongside it.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_NETLINK,
-                NETLINK_CAP_ACK,
-                (&one as *const libc::c_int).cast::<c_void>(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(NftError::SocketOption {
-                option: "NETLINK_CAP_ACK",
-                source: Errno::last(),
-            });
-        }
-        // The FORCE variant needs CAP_NET_ADMIN in the initial namespace; inside a user
-        // namespace the plain one (capped by rmem_max) has to do.
-        socket::setsockopt(&fd, sockopt::RcvBufForce, &ANSWER_SOCKET_BUFFER_BYTES)
-            .or_else(|_| socket::setsockopt(&fd, sockopt::RcvBuf, &ANSWER_SOCKET_BUFFER_BYTES))
-            .map_err(|source| NftError::SocketOption {
-                option: "SO_RCVBUF",
-                source,
-            })?;
-        let timeout = TimeVal::new(
-            ANSWER_TIMEOUT.as_secs() as libc::time_t,
-            ANSWER_TIMEOUT.subsec_micros() as libc::suseconds_t,
-        );
-        socket::setsockopt(&fd, sockopt::ReceiveTimeout, &timeout).map_err(|source| {
-            NftError::SocketOption {
-                option: "SO_RCVTIMEO",
-                source,
-            }
         })
-    }
-
-    fn fd(&self) -> BorrowedFd<'_> {
-        // SAFETY: the fd belongs to `self.socket`, which stays open at least as long as the
-        // returned borrow of `self`.
-        unsafe { BorrowedFd::borrow_raw(self.socket.as_raw_fd()) }
     }
 
     /// Replaces nfsentry's `inet` and `netdev` tables with `spec`, atomically: the batch adds
@@ -426,7 +380,7 @@ impl Nft {
         if wanted <= self.send_buffer_bytes {
             return Ok(());
         }
-        let fd = self.fd();
+        let fd = self.socket.as_fd();
         socket::setsockopt(&fd, sockopt::SndBufForce, &wanted)
             .or_else(|_| socket::setsockopt(&fd, sockopt::SndBuf, &wanted))
             .map_err(|source| NftError::SocketOption {
@@ -442,7 +396,7 @@ impl Nft {
     fn read_answers(&mut self, steps: &[Step], operation: &'static str) -> Result<(), CommitError> {
         let mut unanswered: HashMap<u32, &Step> = steps.iter().map(|s| (s.seq, s)).collect();
         // The earliest refused message is the cause; later ones often only follow from it.
-        let mut refusal: Option<(u32, Errno)> = None;
+        let mut refusal: Option<Refusal> = None;
         while !unanswered.is_empty() {
             let flags = if refusal.is_some() {
                 MsgFlags::MSG_DONTWAIT
@@ -464,14 +418,28 @@ impl Nft {
                     return Err(CommitError::Failed(NftError::Receive { operation, source }))
                 }
             };
-            for answer in parse_answers(received) {
-                unanswered.remove(&answer.seq);
-                let earliest_so_far = match refusal {
-                    None => true,
-                    Some((earlier, _)) => answer.seq < earlier,
+            for message in Messages::new(received) {
+                let Some(answer) = message.answer() else {
+                    continue;
                 };
-                if answer.errno != 0 && earliest_so_far {
-                    refusal = Some((answer.seq, Errno::from_raw(answer.errno)));
+                unanswered.remove(&message.sequence);
+                let Answer::Refused {
+                    errno,
+                    kernel_message,
+                } = answer
+                else {
+                    continue;
+                };
+                let earliest_so_far = match &refusal {
+                    None => true,
+                    Some(earlier) => message.sequence < earlier.sequence,
+                };
+                if earliest_so_far {
+                    refusal = Some(Refusal {
+                        sequence: message.sequence,
+                        errno,
+                        kernel_message,
+                    });
                 }
             }
         }
@@ -479,19 +447,19 @@ impl Nft {
         self.discard_stale_answers();
         match refusal {
             None => Ok(()),
-            Some((seq, errno)) => Err(CommitError::Refused {
+            Some(refusal) => Err(CommitError::Refused {
                 operation,
-                step: steps.iter().find(|s| s.seq == seq).cloned(),
-                errno,
+                step: steps.iter().find(|s| s.seq == refusal.sequence).cloned(),
+                errno: refusal.errno,
+                kernel_message: refusal.kernel_message,
             }),
         }
     }
 
+    /// The socket is connected to the kernel, so whatever arrives is the kernel's.
     fn receive(&mut self, flags: MsgFlags) -> Result<&[u8], Errno> {
-        let fd = self.socket.as_raw_fd();
-        let buffer = as_bytes_mut(&mut self.answer_buffer);
-        let length = socket::recv(fd, buffer, flags)?;
-        Ok(buffer.get(..length).unwrap_or(buffer))
+        let length = socket::recv(self.socket.as_raw_fd(), &mut self.answer_buffer, flags)?;
+        Ok(self.answer_buffer.get(..length).unwrap_or_default())
     }
 
     /// Drops whatever answers are still queued, so they cannot be taken for the next batch's.
@@ -530,13 +498,6 @@ fn send_to_kernel(fd: RawFd, pages: &[&[u8]]) -> Result<usize, Errno> {
     Errno::result(sent).map(|sent| sent as usize)
 }
 
-fn as_bytes_mut(words: &mut [u32]) -> &mut [u8] {
-    let length = std::mem::size_of_val(words);
-    // SAFETY: any byte pattern is a valid u8 and u32 has no padding; the byte slice covers
-    // exactly the words' memory and borrows them mutably for its lifetime.
-    unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), length) }
-}
-
 /// Whether the running kernel is at least `major.minor`, from /proc (no answer means no).
 fn kernel_at_least(major: u32, minor: u32) -> bool {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
@@ -552,54 +513,11 @@ fn parse_kernel_release(release: &str) -> Option<(u32, u32)> {
     Some((major, minor))
 }
 
-/// One answer from the kernel: `errno` 0 is an acknowledgement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Answer {
-    seq: u32,
-    errno: i32,
-}
-
-/// Reads the acknowledgements and errors in a buffer of netlink messages. Anything else is
-/// skipped; a malformed or truncated message ends the walk (what it carried is still read when
-/// its error code is present).
-fn parse_answers(bytes: &[u8]) -> Vec<Answer> {
-    let mut answers = Vec::new();
-    let mut rest = bytes;
-    while let (Some(length), Some(kind), Some(seq)) =
-        (read_u32(rest, 0), read_u16(rest, 4), read_u32(rest, 8))
-    {
-        let length = length as usize;
-        if length < NLMSG_HEADER_BYTES {
-            break;
-        }
-        if kind == NLMSG_ERROR {
-            if let Some(code) = read_i32(rest, NLMSG_HEADER_BYTES) {
-                answers.push(Answer {
-                    seq,
-                    errno: code.saturating_neg(),
-                });
-            }
-        }
-        // Messages are padded to 4 bytes.
-        let advance = length.div_ceil(4) * 4;
-        match rest.get(advance..) {
-            Some(next) => rest = next,
-            None => break,
-        }
-    }
-    answers
-}
-
-fn read_u16(bytes: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_ne_bytes(bytes.get(at..at + 2)?.try_into().ok()?))
-}
-
-fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
-}
-
-fn read_i32(bytes: &[u8], at: usize) -> Option<i32> {
-    Some(i32::from_ne_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
+/// The kernel's refusal of one message of a batch.
+struct Refusal {
+    sequence: u32,
+    errno: Errno,
+    kernel_message: Option<String>,
 }
 
 /// How a commit failed: a refusal keeps its step so `install` can tell a missing `nft_queue`
@@ -609,6 +527,7 @@ enum CommitError {
         operation: &'static str,
         step: Option<Step>,
         errno: Errno,
+        kernel_message: Option<String>,
     },
     Failed(NftError),
 }
@@ -620,12 +539,14 @@ impl From<CommitError> for NftError {
                 operation,
                 step,
                 errno,
+                kernel_message,
             } => NftError::Refused {
                 operation,
                 step: step
                     .map(|s| s.what)
                     .unwrap_or_else(|| "the batch as a whole".to_owned()),
                 errno,
+                kernel_message,
             },
             CommitError::Failed(error) => error,
         }
@@ -830,12 +751,11 @@ fn install_batch(spec: &RulesetSpec, names: &CheckedNames, mode: QueueMode) -> T
         }
     }
 
-    let chain_name = c"prerouting";
-    debug_assert_eq!(chain_name.to_str().ok(), Some(PREROUTING_CHAIN));
+    let prerouting = PREROUTING_CHAIN.to_string_lossy();
     let chain = ChainObject::base(
         ProtoFamily::Inet,
         table,
-        chain_name,
+        PREROUTING_CHAIN,
         libc::NF_INET_PRE_ROUTING as u32,
         PREROUTING_PRIORITY,
         &[],
@@ -843,16 +763,16 @@ fn install_batch(spec: &RulesetSpec, names: &CheckedNames, mode: QueueMode) -> T
     batch.push(
         &chain,
         MsgType::Add,
-        format!("add chain inet {table_label}/{PREROUTING_CHAIN}"),
+        format!("add chain inet {table_label}/{prerouting}"),
     );
     let lookup_id = |name: &'static str| set_ids.get(name).copied().unwrap_or(0);
     for (position, rule) in PREROUTING_RULES.into_iter().enumerate() {
-        let object = prerouting_rule(table, chain_name, rule, spec.queue, mode, &lookup_id);
+        let object = prerouting_rule(table, PREROUTING_CHAIN, rule, spec.queue, mode, &lookup_id);
         batch.push_step(
             &object,
             MsgType::Add,
             format!(
-                "add rule {} to inet {table_label}/{PREROUTING_CHAIN}: {}",
+                "add rule {} to inet {table_label}/{prerouting}: {}",
                 position + 1,
                 rule.nft_text(spec.queue)
             ),
@@ -868,12 +788,11 @@ fn install_batch(spec: &RulesetSpec, names: &CheckedNames, mode: QueueMode) -> T
             MsgType::Add,
             format!("add table netdev {table_label}"),
         );
-        let chain_name = c"short_header";
-        debug_assert_eq!(chain_name.to_str().ok(), Some(SHORT_HEADER_CHAIN));
+        let short_header = SHORT_HEADER_CHAIN.to_string_lossy();
         let chain = ChainObject::base(
             ProtoFamily::NetDev,
             table,
-            chain_name,
+            SHORT_HEADER_CHAIN,
             libc::NF_NETDEV_INGRESS as u32,
             SHORT_HEADER_PRIORITY,
             &names.devices,
@@ -882,16 +801,16 @@ fn install_batch(spec: &RulesetSpec, names: &CheckedNames, mode: QueueMode) -> T
             &chain,
             MsgType::Add,
             format!(
-                "add chain netdev {table_label}/{SHORT_HEADER_CHAIN} (ingress devices {:?})",
+                "add chain netdev {table_label}/{short_header} (ingress devices {:?})",
                 spec.ingress_devices
             ),
         );
-        let rule = short_header_rule(table, chain_name, spec.nflog_group);
+        let rule = short_header_rule(table, SHORT_HEADER_CHAIN, spec.nflog_group);
         batch.push(
             &rule,
             MsgType::Add,
             format!(
-                "add rule to netdev {table_label}/{SHORT_HEADER_CHAIN}: {}",
+                "add rule to netdev {table_label}/{short_header}: {}",
                 super::ruleset::short_header_rule_text(spec.nflog_group)
             ),
         );
@@ -1692,65 +1611,22 @@ mod expr {
 mod tests {
     use super::*;
 
-    fn message(kind: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
-        let length = (NLMSG_HEADER_BYTES + payload.len()) as u32;
-        let mut bytes = Vec::new();
-        bytes.extend_from_slice(&length.to_ne_bytes());
-        bytes.extend_from_slice(&kind.to_ne_bytes());
-        bytes.extend_from_slice(&0u16.to_ne_bytes());
-        bytes.extend_from_slice(&seq.to_ne_bytes());
-        bytes.extend_from_slice(&0u32.to_ne_bytes());
-        bytes.extend_from_slice(payload);
-        while bytes.len() % 4 != 0 {
-            bytes.push(0);
-        }
-        bytes
-    }
-
-    fn error_payload(code: i32) -> Vec<u8> {
-        let mut payload = code.to_ne_bytes().to_vec();
-        payload.extend_from_slice(&[0u8; NLMSG_HEADER_BYTES]);
-        payload
-    }
-
     #[test]
-    fn answers_are_acks_and_errors_by_sequence_number() {
-        let mut bytes = message(NLMSG_ERROR, 2, &error_payload(0));
-        bytes.extend(message(16, 3, &[1, 2, 3]));
-        bytes.extend(message(NLMSG_ERROR, 4, &error_payload(-libc::ENOENT)));
+    fn a_refusal_shows_the_errno_then_the_kernel_text() {
+        let refused = |kernel_message: Option<&str>| NftError::Refused {
+            operation: "install",
+            step: "add rule 8 to inet nfsentry/prerouting".to_owned(),
+            errno: Errno::ENOENT,
+            kernel_message: kernel_message.map(str::to_owned),
+        };
+        let plain = "the kernel refused the install batch at `add rule 8 to inet \
+                     nfsentry/prerouting`: ENOENT: No such file or directory";
+        assert_eq!(refused(None).to_string(), plain);
         assert_eq!(
-            parse_answers(&bytes),
-            vec![
-                Answer { seq: 2, errno: 0 },
-                Answer {
-                    seq: 4,
-                    errno: libc::ENOENT
-                }
-            ]
+            refused(Some("Unknown expression")).to_string(),
+            format!("{plain} (Unknown expression)")
         );
-    }
-
-    #[test]
-    fn malformed_or_truncated_answers_do_not_panic() {
-        assert!(parse_answers(&[]).is_empty());
-        assert!(parse_answers(&[1, 2, 3]).is_empty());
-        // A length below the header size stops the walk.
-        let mut bogus = message(NLMSG_ERROR, 9, &error_payload(-libc::EPERM));
-        bogus[..4].copy_from_slice(&3u32.to_ne_bytes());
-        assert!(parse_answers(&bogus).is_empty());
-        // A length past the buffer still yields the error code it carries, then stops.
-        let mut long = message(NLMSG_ERROR, 5, &error_payload(-libc::EINVAL));
-        long[..4].copy_from_slice(&4096u32.to_ne_bytes());
-        long.extend(message(NLMSG_ERROR, 6, &error_payload(0)));
-        assert_eq!(
-            parse_answers(&long),
-            vec![Answer {
-                seq: 5,
-                errno: libc::EINVAL
-            }]
-        );
-        // Header only, no error code.
-        assert!(parse_answers(&message(NLMSG_ERROR, 7, &[])).is_empty());
+        assert_eq!(refused(None).errno(), Some(Errno::ENOENT));
     }
 
     #[test]

@@ -4,11 +4,14 @@
 //! The rule list, the set names and the interval-set encoding are defined here once, so the text
 //! an admin reads (`nfsentry --print-ruleset`, `nft -f`) and the netlink batch cannot drift apart.
 
+use std::ffi::CStr;
 use std::fmt::{self, Write as _};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::ops::RangeInclusive;
 
 use ipnet::{Ipv4Net, Ipv6Net};
+
+use crate::packet::TcpFlags;
 
 /// How the queue statement reaches the kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -138,24 +141,17 @@ pub fn port_set(transport: Transport) -> &'static str {
     }
 }
 
-/// The chain in the `inet` table that picks packets for the detector.
-pub const PREROUTING_CHAIN: &str = "prerouting";
+/// The chain in the `inet` table that picks packets for the detector. Chain names are C strings
+/// because netlink carries them as such; the text renderer reads the same constants.
+pub const PREROUTING_CHAIN: &CStr = c"prerouting";
 /// `mangle` (-150): after conntrack (-200), so `ct state` is known, and after defragmentation
 /// (-400), so the chain sees whole packets.
 pub const PREROUTING_PRIORITY: i32 = -150;
 /// The chain in the `netdev` table that reports runt IPv4 headers.
-pub const SHORT_HEADER_CHAIN: &str = "short_header";
+pub const SHORT_HEADER_CHAIN: &CStr = c"short_header";
 /// Ingress chains run before any IP processing whatever their priority; -500 only puts this
 /// chain ahead of other ingress chains an admin may have.
 pub const SHORT_HEADER_PRIORITY: i32 = -500;
-
-/// TCP header flag bits, as in the TCP header's 14th byte.
-pub mod tcp_flag {
-    pub const FIN: u8 = 0x01;
-    pub const SYN: u8 = 0x02;
-    pub const RST: u8 = 0x04;
-    pub const ACK: u8 = 0x10;
-}
 
 /// Flag combinations no real TCP stack sends to open or continue a connection, so they are
 /// queued whatever the port.
@@ -174,23 +170,23 @@ pub enum TcpFlagProbe {
 impl TcpFlagProbe {
     /// The flags looked at.
     pub fn mask(self) -> u8 {
-        use tcp_flag::*;
         match self {
-            TcpFlagProbe::NoControlFlags => FIN | SYN | RST | ACK,
-            TcpFlagProbe::FinWithoutAck => FIN | ACK,
-            TcpFlagProbe::SynFin => FIN | SYN,
-            TcpFlagProbe::SynRst => SYN | RST,
+            TcpFlagProbe::NoControlFlags => {
+                TcpFlags::FIN | TcpFlags::SYN | TcpFlags::RST | TcpFlags::ACK
+            }
+            TcpFlagProbe::FinWithoutAck => TcpFlags::FIN | TcpFlags::ACK,
+            TcpFlagProbe::SynFin => TcpFlags::FIN | TcpFlags::SYN,
+            TcpFlagProbe::SynRst => TcpFlags::SYN | TcpFlags::RST,
         }
     }
 
     /// The value the masked flags must have.
     pub fn expected(self) -> u8 {
-        use tcp_flag::*;
         match self {
             TcpFlagProbe::NoControlFlags => 0,
-            TcpFlagProbe::FinWithoutAck => FIN,
-            TcpFlagProbe::SynFin => FIN | SYN,
-            TcpFlagProbe::SynRst => SYN | RST,
+            TcpFlagProbe::FinWithoutAck => TcpFlags::FIN,
+            TcpFlagProbe::SynFin => TcpFlags::FIN | TcpFlags::SYN,
+            TcpFlagProbe::SynRst => TcpFlags::SYN | TcpFlags::RST,
         }
     }
 
@@ -527,8 +523,9 @@ impl<K: IntervalKey> IntervalList<K> {
 /// The text is the same for both modes apart from the header comment: the compat target has no
 /// `nft` syntax of its own and lists as `queue`.
 ///
-/// Names are written as given; checking them is the caller's job (the netlink side refuses names
-/// the kernel would).
+/// The table name is written as given and device names are quoted; checking them is the
+/// caller's job (the config check refuses device names holding `"`, the netlink side refuses
+/// names the kernel would).
 pub fn render(spec: &RulesetSpec, mode: QueueMode) -> String {
     let mut out = String::new();
     // `writeln!` into a String cannot fail; the results are ignored on purpose throughout.
@@ -570,7 +567,7 @@ pub fn render(spec: &RulesetSpec, mode: QueueMode) -> String {
             "watched ports",
         );
     }
-    let _ = writeln!(out, "\tchain {PREROUTING_CHAIN} {{");
+    let _ = writeln!(out, "\tchain {} {{", PREROUTING_CHAIN.to_string_lossy());
     let _ = writeln!(
         out,
         "\t\ttype filter hook prerouting priority mangle; policy accept;\t# {PREROUTING_PRIORITY}: after conntrack (-200) so ct state is known"
@@ -590,11 +587,11 @@ pub fn render(spec: &RulesetSpec, mode: QueueMode) -> String {
         let devices = spec
             .ingress_devices
             .iter()
-            .map(|device| nft_quoted_if_needed(device))
+            .map(|device| nft_quoted(device))
             .collect::<Vec<_>>()
             .join(", ");
         let _ = writeln!(out, "table netdev {} {{", spec.table);
-        let _ = writeln!(out, "\tchain {SHORT_HEADER_CHAIN} {{");
+        let _ = writeln!(out, "\tchain {} {{", SHORT_HEADER_CHAIN.to_string_lossy());
         let _ = writeln!(
             out,
             "\t\ttype filter hook ingress devices = {{ {devices} }} priority {SHORT_HEADER_PRIORITY}; policy accept;\t# ingress runs before IPv4 header checks"
@@ -629,16 +626,11 @@ fn write_interval_set(out: &mut String, name: &str, key_type: &str, elements: &s
     );
 }
 
-/// Device names may contain characters the `nft` lexer reads as syntax; quote those.
-fn nft_quoted_if_needed(name: &str) -> String {
-    let mut chars = name.chars();
-    let plain = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-    if plain {
-        name.to_owned()
-    } else {
-        format!("\"{}\"", name.replace('"', ""))
-    }
+/// A device name as an `nft` string. Always quoted: a plain word can be read as a keyword
+/// (a device named `ip`) or as syntax (`0wire`, `we:ird`). `nft` strings have no escape for
+/// `"`, so names holding one are refused by the config check, never rendered.
+fn nft_quoted(name: &str) -> String {
+    format!("\"{name}\"")
 }
 
 #[cfg(test)]
@@ -901,7 +893,7 @@ mod tests {
             .expect("netdev table present")
             .1;
         assert!(netdev.starts_with(
-            "\tchain short_header {\n\t\ttype filter hook ingress devices = { eth0, eth1 } priority -500; policy accept;\t# ingress runs before IPv4 header checks\n\t\tip hdrlength < 5 counter log group 7219\t# "
+            "\tchain short_header {\n\t\ttype filter hook ingress devices = { \"eth0\", \"eth1\" } priority -500; policy accept;\t# ingress runs before IPv4 header checks\n\t\tip hdrlength < 5 counter log group 7219\t# "
         ), "{netdev}");
     }
 
@@ -917,18 +909,20 @@ mod tests {
     }
 
     #[test]
-    fn odd_device_names_are_quoted() {
-        assert_eq!(nft_quoted_if_needed("eth0.100"), "eth0.100");
-        assert_eq!(nft_quoted_if_needed("veth-a"), "veth-a");
-        assert_eq!(nft_quoted_if_needed("0wire"), "\"0wire\"");
-        assert_eq!(nft_quoted_if_needed("we:ird"), "\"we:ird\"");
+    fn device_names_are_always_quoted() {
+        for name in ["eth0.100", "veth-a", "ip", "0wire", "we:ird"] {
+            assert_eq!(nft_quoted(name), format!("\"{name}\""));
+        }
     }
 
     #[test]
     fn tcp_flag_probes_match_the_scans_they_name() {
-        use tcp_flag::*;
-        const PSH: u8 = 0x08;
-        const URG: u8 = 0x20;
+        const FIN: u8 = TcpFlags::FIN;
+        const SYN: u8 = TcpFlags::SYN;
+        const RST: u8 = TcpFlags::RST;
+        const PSH: u8 = TcpFlags::PSH;
+        const ACK: u8 = TcpFlags::ACK;
+        const URG: u8 = TcpFlags::URG;
         let hits = |probe: TcpFlagProbe, flags: u8| flags & probe.mask() == probe.expected();
         assert!(hits(TcpFlagProbe::NoControlFlags, 0));
         assert!(hits(TcpFlagProbe::NoControlFlags, PSH | URG));
