@@ -12,6 +12,7 @@ use nfq::{Queue, Verdict};
 use thiserror::Error;
 
 use crate::engine::PacketVerdict;
+use crate::netlink_wire::{grow_receive_buffer, RECEIVE_BUFFER_BYTES};
 
 /// The whole packet (the kernel copies min(length, range)). A fixed header-sized range looks
 /// enough, but an IPv6 scanner can put a few hundred bytes of extension headers in front of its
@@ -21,8 +22,6 @@ pub const COPY_RANGE_BYTES: u16 = u16::MAX;
 /// Kernel-side queue length. Overflow is dropped (fail closed): everything queued is addressed
 /// to a port with no service, or is malformed, so dropping it under a flood costs nobody.
 pub const QUEUE_MAX_LEN: u32 = 16384;
-/// The default socket buffer holds ~500 packets; a short stall then loses packets.
-pub const RECV_BUFFER_BYTES: usize = 8 << 20;
 
 #[derive(Debug, Error)]
 pub enum QueueError {
@@ -59,7 +58,9 @@ impl PacketQueue {
         let fd = expected_fd.filter(|&fd| is_netfilter_socket(fd));
         match fd {
             Some(fd) => {
-                if let Err(e) = set_receive_buffer(fd, RECV_BUFFER_BYTES) {
+                // SAFETY: the fd was just verified to be nfq's socket, which `queue` owns.
+                let socket = unsafe { BorrowedFd::borrow_raw(fd) };
+                if let Err(e) = grow_receive_buffer(socket, RECEIVE_BUFFER_BYTES) {
                     warn!("NFQUEUE socket buffer stays at the default size: {e}");
                 }
                 if let Err(e) = talk_to_kernel_only(fd) {
@@ -184,24 +185,4 @@ fn talk_to_kernel_only(fd: RawFd) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
-}
-
-fn set_receive_buffer(fd: RawFd, bytes: usize) -> io::Result<()> {
-    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
-        // SAFETY: setsockopt reads one c_int.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                opt,
-                (&value as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc == 0 {
-            return Ok(());
-        }
-    }
-    Err(io::Error::last_os_error())
 }

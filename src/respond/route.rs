@@ -20,7 +20,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::errno::Errno;
@@ -289,10 +289,6 @@ impl RouteBackend {
                 },
             },
         )?;
-        // Both only improve error messages (kernel text, short acks); the parser copes without
-        // them, so a kernel that lacks them is no reason to fail.
-        let _ = set_netlink_flag(&socket, libc::NETLINK_EXT_ACK);
-        let _ = set_netlink_flag(&socket, libc::NETLINK_CAP_ACK);
         Ok(RouteBackend {
             socket,
             target,
@@ -385,23 +381,6 @@ impl RouteBackend {
             timeout: ACK_TIMEOUT,
         })
     }
-}
-
-/// Sets a SOL_NETLINK boolean option, which nix has no wrapper for.
-fn set_netlink_flag(socket: &impl AsFd, option: libc::c_int) -> Result<(), Errno> {
-    let enabled: libc::c_int = 1;
-    // SAFETY: the descriptor is open for the call (borrowed), and the value pointer and length
-    // describe `enabled`, which outlives the call; the kernel only reads it.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_fd().as_raw_fd(),
-            libc::SOL_NETLINK,
-            option,
-            std::ptr::from_ref(&enabled).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    Errno::result(rc).map(drop)
 }
 
 impl Backend for RouteBackend {
