@@ -342,34 +342,30 @@ impl Pipeline {
 
     fn decide_queued(&mut self, bytes: &[u8]) -> PacketVerdict {
         self.stats.queued += 1;
-        match packet::parse(bytes) {
-            Ok(parsed) => {
-                let kind = packet::classify(&parsed);
-                let outcome = self.engine.observe(&parsed, kind, Instant::now());
-                self.act_on(outcome.event);
-                outcome.verdict
-            }
-            Err(e) => {
-                self.stats.malformed += 1;
-                debug!("malformed queued packet ({} bytes): {e}", bytes.len());
-                self.default_verdict
-            }
-        }
+        self.observe(bytes, "queued packet")
+            .unwrap_or(self.default_verdict)
     }
 
     /// Short-header packets reach nfsentry through NFLOG: the kernel drops them anyway, so there
     /// is no verdict to give, only a source to count.
     fn note_short_header(&mut self, bytes: &[u8]) {
         self.stats.logged_short += 1;
+        self.observe(bytes, "short-header packet");
+    }
+
+    /// Parse, classify, decide and act; None when the packet cannot be read (counted).
+    fn observe(&mut self, bytes: &[u8], what: &str) -> Option<PacketVerdict> {
         match packet::parse(bytes) {
             Ok(parsed) => {
                 let kind = packet::classify(&parsed);
                 let outcome = self.engine.observe(&parsed, kind, Instant::now());
                 self.act_on(outcome.event);
+                Some(outcome.verdict)
             }
             Err(e) => {
                 self.stats.malformed += 1;
-                debug!("short-header packet without a readable source: {e}");
+                debug!("malformed {what} ({} bytes): {e}", bytes.len());
+                None
             }
         }
     }
