@@ -479,6 +479,47 @@ fn block_and_release_read_back_from_the_sets() {
 }
 
 #[test]
+fn release_many_removes_exactly_the_given_addresses_in_both_families() {
+    let ns = Netns::new(NETNS_PREFIX, "relmany");
+    let addr = |s: &str| -> IpAddr { s.parse().expect("address") };
+    let blocked_now: Vec<(IpAddr, Option<Duration>)> = [
+        "192.0.2.1",
+        "192.0.2.2",
+        "192.0.2.3",
+        "2001:db8::1",
+        "2001:db8::2",
+    ]
+    .iter()
+    .map(|a| (addr(a), None))
+    .collect();
+    ns.enter(|| {
+        let mut nft = Nft::open().expect("open netlink");
+        nft.install(&spec(&[]), None).expect("install");
+        nft.block_many(TABLE, &blocked_now).expect("block_many");
+        // An address that was never blocked must not spoil the batch.
+        let release = [
+            addr("192.0.2.1"),
+            addr("192.0.2.3"),
+            addr("2001:db8::2"),
+            addr("192.0.2.250"),
+        ];
+        nft.release_many(TABLE, &release).expect("release_many");
+        nft.release_many(TABLE, &release)
+            .expect("release_many again");
+    });
+    let v4: Vec<String> = blocked(&ns, "blocked_v4")
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
+    assert_eq!(v4, ["192.0.2.2"]);
+    let v6: Vec<String> = blocked(&ns, "blocked_v6")
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
+    assert_eq!(v6, ["2001:db8::1"]);
+}
+
+#[test]
 fn block_without_the_table_is_refused_with_errno_and_step() {
     let ns = Netns::new(NETNS_PREFIX, "notable");
     let error = ns.enter(|| {

@@ -289,26 +289,46 @@ impl Nft {
     /// an error. On kernels without `DESTROYSETELEM` the delete goes in a batch of its own and
     /// ENOENT counts as success, which also hides a missing table or set.
     pub fn release(&mut self, table: &str, addr: IpAddr) -> Result<(), NftError> {
+        self.release_many(table, &[addr])
+    }
+
+    /// Removes many addresses: one batch where the kernel has `DESTROYSETELEM` (absent elements
+    /// are fine there), else one batch per address, since an absent element's ENOENT would abort
+    /// a shared batch.
+    pub fn release_many(&mut self, table: &str, addrs: &[IpAddr]) -> Result<(), NftError> {
+        if addrs.is_empty() {
+            return Ok(());
+        }
         let table = checked_name("table", table, TABLE_NAME_MAX_BYTES)?;
-        let (family, key) = address_key(addr);
-        let release_batch = |op: ElementOp| {
-            let mut set = SetObject::new(ProtoFamily::Inet, &table, blocked_set(family));
-            set.push_element(ElementObject::new(&key));
+        let release_batch = |op: ElementOp, addrs: &[IpAddr]| {
+            let mut v4 = SetObject::new(ProtoFamily::Inet, &table, blocked_set(IpFamily::V4));
+            let mut v6 = SetObject::new(ProtoFamily::Inet, &table, blocked_set(IpFamily::V6));
+            for addr in addrs {
+                let (family, key) = address_key(*addr);
+                match family {
+                    IpFamily::V4 => v4.push_element(ElementObject::new(&key)),
+                    IpFamily::V6 => v6.push_element(ElementObject::new(&key)),
+                }
+            }
             let mut batch = Transaction::new();
-            batch.push_elements(
-                &set,
-                op,
-                &format!(
-                    "{} {addr} in inet {}/{}",
-                    op.verb(),
-                    table_text(&table),
-                    blocked_set(family)
-                ),
-            );
+            for set in [&v4, &v6] {
+                if set.has_elements() {
+                    let what = match addrs {
+                        [one] => format!("{} {one}", op.verb()),
+                        many => format!("{} {} addresses", op.verb(), many.len()),
+                    };
+                    let what = format!(
+                        "{what} in inet {}/{}",
+                        table_text(&table),
+                        set.name.to_string_lossy()
+                    );
+                    batch.push_elements(set, op, &what);
+                }
+            }
             batch
         };
         if self.destroy_element {
-            match self.commit(release_batch(ElementOp::Destroy), "release") {
+            match self.commit(release_batch(ElementOp::Destroy, addrs), "release") {
                 Ok(()) => return Ok(()),
                 // An unknown message type in a batch is refused with EINVAL.
                 Err(CommitError::Refused {
@@ -321,14 +341,20 @@ impl Nft {
                 Err(e) => return Err(e.into()),
             }
         }
-        match self.commit(release_batch(ElementOp::Delete), "release") {
-            Ok(())
-            | Err(CommitError::Refused {
-                errno: Errno::ENOENT,
-                ..
-            }) => Ok(()),
-            Err(e) => Err(e.into()),
+        for addr in addrs {
+            match self.commit(
+                release_batch(ElementOp::Delete, std::slice::from_ref(addr)),
+                "release",
+            ) {
+                Ok(())
+                | Err(CommitError::Refused {
+                    errno: Errno::ENOENT,
+                    ..
+                }) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
+        Ok(())
     }
 
     /// Sends the batch and reads an answer for each of its messages.

@@ -43,6 +43,13 @@ impl Backend for NftSetBackend {
             .map_err(Self::failed)
     }
 
+    fn release_all(&mut self, blocks: &[&BlockRecord]) -> Result<(), BackendError> {
+        let sources: Vec<IpAddr> = blocks.iter().map(|b| b.source).collect();
+        self.nft
+            .release_many(&self.table, &sources)
+            .map_err(Self::failed)
+    }
+
     fn block_all(&mut self, blocks: &[&BlockRecord], now: SystemTime) -> Result<(), BackendError> {
         self.restore(blocks, now)
     }
