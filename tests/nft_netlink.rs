@@ -402,6 +402,11 @@ fn blocked(ns: &Netns, set: &str) -> Vec<(String, Option<u64>)> {
         .unwrap_or_default()
 }
 
+/// The addresses in a blocked set, without their timeouts.
+fn blocked_addresses(ns: &Netns, set: &str) -> Vec<String> {
+    blocked(ns, set).into_iter().map(|(addr, _)| addr).collect()
+}
+
 #[test]
 fn block_and_release_read_back_from_the_sets() {
     let ns = Netns::new(NETNS_PREFIX, "block");
@@ -465,16 +470,10 @@ fn block_and_release_read_back_from_the_sets() {
         nft.release(TABLE, addr("192.0.2.9"))
             .expect("release expired");
     });
-    let v4: Vec<String> = blocked(&ns, "blocked_v4")
-        .into_iter()
-        .map(|e| e.0)
-        .collect();
+    let v4: Vec<String> = blocked_addresses(&ns, "blocked_v4");
     assert_eq!(v4.len(), 2, "{v4:?}");
     assert!(v4.contains(&"198.51.100.2".to_owned()) && v4.contains(&"203.0.113.5".to_owned()));
-    let v6: Vec<String> = blocked(&ns, "blocked_v6")
-        .into_iter()
-        .map(|e| e.0)
-        .collect();
+    let v6: Vec<String> = blocked_addresses(&ns, "blocked_v6");
     assert_eq!(v6, ["2001:db8::1"]);
 }
 
@@ -507,15 +506,9 @@ fn release_many_removes_exactly_the_given_addresses_in_both_families() {
         nft.release_many(TABLE, &release)
             .expect("release_many again");
     });
-    let v4: Vec<String> = blocked(&ns, "blocked_v4")
-        .into_iter()
-        .map(|e| e.0)
-        .collect();
+    let v4: Vec<String> = blocked_addresses(&ns, "blocked_v4");
     assert_eq!(v4, ["192.0.2.2"]);
-    let v6: Vec<String> = blocked(&ns, "blocked_v6")
-        .into_iter()
-        .map(|e| e.0)
-        .collect();
+    let v6: Vec<String> = blocked_addresses(&ns, "blocked_v6");
     assert_eq!(v6, ["2001:db8::1"]);
 }
 
