@@ -243,8 +243,9 @@ pub struct Lab {
 }
 
 impl Lab {
-    /// Builds namespaces `nfs-<tag>-scan` and `nfs-<tag>-tgt`. The addresses derive from the
-    /// tag so logs of parallel tests are told apart; the namespaces isolate them regardless.
+    /// Builds namespaces `nfs-<tag>-<pid>-scan` and `nfs-<tag>-<pid>-tgt`: the pid keeps test
+    /// runs of several checkouts on one machine apart. The addresses derive from the tag so
+    /// logs of parallel tests are told apart; the namespaces isolate them regardless.
     pub fn new(tag: &str) -> Result<Lab> {
         if !nix::unistd::geteuid().is_root() {
             return Err(LabError::NotRoot);
@@ -264,8 +265,8 @@ impl Lab {
         // Constructed before any namespace exists so that Drop cleans up after a failed step.
         let mut lab = Lab {
             tag: tag.to_owned(),
-            scanner_ns: format!("nfs-{tag}-scan"),
-            target_ns: format!("nfs-{tag}-tgt"),
+            scanner_ns: format!("nfs-{tag}-{}-scan", std::process::id()),
+            target_ns: format!("nfs-{tag}-{}-tgt", std::process::id()),
             work_dir,
             scanner_v4: Ipv4Addr::new(10, 88, subnet, 2),
             scanner_v4_alt: Ipv4Addr::new(10, 88, subnet, 3),
