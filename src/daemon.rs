@@ -24,12 +24,14 @@ use crate::addrset::AddrSet;
 use crate::config::{self, Config, Origin};
 use crate::engine::{Detection, Engine, EngineSettings, Event, PacketVerdict};
 use crate::error_text::with_causes;
+use crate::firewall;
 use crate::nflog::NflogSocket;
 use crate::nft::ruleset::{QueueMode, RulesetSpec};
 use crate::packet;
 use crate::queue::PacketQueue;
 use crate::report;
-use crate::respond::{self, Order, ResponderSetup};
+use crate::respond::responder::{self, Order, ResponderSetup};
+use crate::respond::{self, Action};
 use crate::store::{self, BlockRecord, BlockStore};
 
 #[derive(Debug, Error)]
@@ -97,7 +99,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         .collect();
 
     let signals = block_signals()?;
-    remove_stale_tables(&config.daemon.table);
+    firewall::clear_stale(&config.daemon.table);
     let mut queue = PacketQueue::open(config.daemon.queue)?;
     let mut nflog = match devices.is_empty() {
         true => None,
@@ -110,7 +112,8 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
             })?,
         ),
     };
-    drop_capabilities(&config.respond.actions);
+    let actions = respond::build(&config.respond, &config.daemon.table);
+    drop_capabilities(&actions);
 
     let prefer = match config.daemon.queue_mode {
         config::QueueMode::Auto => None,
@@ -119,12 +122,12 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     };
     let (order_tx, order_rx) = mpsc::channel();
     let (ready_tx, ready_rx) = mpsc::sync_channel(1);
-    let responder = respond::spawn(
+    let responder = responder::spawn(
         ResponderSetup {
             spec,
             prefer,
             store,
-            respond: config.respond.clone(),
+            actions,
         },
         order_rx,
         ready_tx,
@@ -531,19 +534,6 @@ pub fn ruleset_spec(config: &Config, ingress_devices: Vec<String>) -> RulesetSpe
     }
 }
 
-/// A crashed run leaves its tables behind, still queueing to our queue number; packets that
-/// arrive while the queue binding is negotiated would be dropped unanswered by nfq and hold
-/// their queue slots. The install replaces the tables anyway, so they go first.
-fn remove_stale_tables(table: &str) {
-    let removed = crate::nft::netlink::Nft::open().and_then(|mut nft| nft.remove(table));
-    if let Err(e) = removed {
-        warn!(
-            "cannot remove stale nft tables {table} before binding the queue: {}",
-            with_causes(&e)
-        );
-    }
-}
-
 /// The configured devices, or every non-loopback interface present now.
 pub fn ingress_devices(config: &Config) -> Vec<String> {
     if !config.daemon.interfaces.is_empty() {
@@ -613,33 +603,17 @@ fn block_signals() -> Result<SignalFd, DaemonError> {
 }
 
 /// Keeps only what the configured actions need once the sockets and files are open:
-/// CAP_NET_ADMIN always (queue, NFLOG, nftables, routes); CAP_NET_RAW for programs that nfsentry
-/// starts (iptables-legacy needs it); file-ownership overrides for a hosts.deny that is not
-/// root's. Children inherit the bounding set, so it is reduced too.
-fn drop_capabilities(actions: &[config::Action]) {
+/// CAP_NET_ADMIN always (queue, NFLOG, nftables, routes), and what each action says it needs
+/// (CAP_NET_RAW for the programs it starts, file-ownership overrides for a hosts.deny that is
+/// not root's). Children inherit the bounding set, so it is reduced too.
+fn drop_capabilities(actions: &[Box<dyn Action>]) {
     use caps::{CapSet, Capability, CapsHashSet};
-    use config::Action;
     let mut keep: CapsHashSet = [Capability::CAP_NET_ADMIN].into_iter().collect();
-    if actions.iter().any(|a| {
-        matches!(
-            a,
-            Action::Command
-                | Action::Iptables
-                | Action::Ipchains
-                | Action::Ipfwadm
-                | Action::Ipfw
-                | Action::Ipfilter
-        )
-    }) {
-        keep.insert(Capability::CAP_NET_RAW);
-    }
-    if actions.contains(&Action::HostsDeny) {
-        keep.extend([
-            Capability::CAP_DAC_OVERRIDE,
-            Capability::CAP_CHOWN,
-            Capability::CAP_FOWNER,
-        ]);
-    }
+    keep.extend(
+        actions
+            .iter()
+            .flat_map(|action| action.capabilities().iter().copied()),
+    );
     let has_admin =
         caps::has_cap(None, CapSet::Effective, Capability::CAP_NET_ADMIN).unwrap_or(false);
     if !has_admin {

@@ -83,7 +83,7 @@ fn main() -> ExitCode {
         }
         Command::CheckConfig { config } => match load(config) {
             Ok(c) => {
-                let problems = respond::preflight(&c.respond);
+                let problems = respond::check(&respond::build(&c.respond, &c.daemon.table));
                 if !problems.is_empty() {
                     for problem in problems {
                         eprintln!("nfsentry: {}: {problem}", origin_label(&c));
@@ -100,7 +100,7 @@ fn main() -> ExitCode {
         },
         Command::Rules { config, actions } => match load(config) {
             Ok(c) if actions => {
-                for line in respond::describe(&c.respond, &c.daemon.table) {
+                for line in respond::describe(&respond::build(&c.respond, &c.daemon.table)) {
                     println!("{line}");
                 }
                 ExitCode::SUCCESS

@@ -15,9 +15,9 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
-use nfsentry::respond::command::{CommandBackend, STDERR_KEPT_BYTES};
-use nfsentry::respond::hosts_deny::HostsDenyBackend;
-use nfsentry::respond::Backend;
+use nfsentry::respond::command::{CommandAction, STDERR_KEPT_BYTES};
+use nfsentry::respond::hosts_deny::HostsDenyAction;
+use nfsentry::respond::Action;
 use nfsentry::store::BlockRecord;
 use support::ScratchDir;
 
@@ -115,35 +115,35 @@ fn admin_lines_survive_block_release_and_restore_byte_for_byte() {
     let dir = ScratchDir::new(SCRATCH_PREFIX, "survive");
     let path = dir.join("hosts.deny");
     fs::write(&path, ADMIN_HOSTS_DENY).unwrap();
-    let mut backend = HostsDenyBackend::new(path.clone(), TEMPLATE.into());
+    let mut backend = HostsDenyAction::new(path.clone(), TEMPLATE.into());
     let now = SystemTime::now();
 
-    backend.block(&record(v4(7)), now).unwrap();
-    backend.block(&record(v6(7)), now).unwrap();
+    backend.block(&[&record(v4(7))], now).unwrap();
+    backend.block(&[&record(v6(7))], now).unwrap();
     assert_blocks(&path, ADMIN_HOSTS_DENY, &[v4(7), v6(7)]);
     assert!(
         read_text(&path).ends_with("\nALL: [2001:db8::7]\n"),
         "IPv6 is written in brackets, one line per block"
     );
 
-    backend.release(&record(v4(7))).unwrap();
+    backend.release(&[&record(v4(7))]).unwrap();
     assert_blocks(&path, ADMIN_HOSTS_DENY, &[v6(7)]);
 
     // A restart: a fresh backend restores what is due, some of it already in the file.
-    let mut restarted = HostsDenyBackend::new(path.clone(), TEMPLATE.into());
+    let mut restarted = HostsDenyAction::new(path.clone(), TEMPLATE.into());
     let due = [record(v6(7)), record(v4(8)), record(v4(9))];
     let due_refs: Vec<&BlockRecord> = due.iter().collect();
-    restarted.restore(&due_refs, now).unwrap();
-    restarted.restore(&due_refs, now).unwrap();
-    restarted.block(&record(v4(8)), now).unwrap();
+    restarted.init(&due_refs, now).unwrap();
+    restarted.init(&due_refs, now).unwrap();
+    restarted.block(&[&record(v4(8))], now).unwrap();
     assert_blocks(&path, ADMIN_HOSTS_DENY, &[v6(7), v4(8), v4(9)]);
     assert_eq!(restarted.sources().unwrap(), vec![v6(7), v4(8), v4(9)]);
 
     for source in [v4(9), v6(7), v4(8)] {
-        restarted.release(&record(source)).unwrap();
+        restarted.release(&[&record(source)]).unwrap();
     }
     // Releasing what is gone already changes nothing.
-    restarted.release(&record(v4(8))).unwrap();
+    restarted.release(&[&record(v4(8))]).unwrap();
     assert_eq!(
         fs::read(&path).unwrap(),
         ADMIN_HOSTS_DENY,
@@ -157,13 +157,13 @@ fn releases_remove_only_nfsentry_lines_even_when_the_admin_wrote_the_same_rule()
     let path = dir.join("hosts.deny");
     let admin = b"ALL: 192.0.2.7\n";
     fs::write(&path, admin).unwrap();
-    let mut backend = HostsDenyBackend::new(path.clone(), TEMPLATE.into());
-    backend.block(&record(v4(7)), SystemTime::now()).unwrap();
+    let mut backend = HostsDenyAction::new(path.clone(), TEMPLATE.into());
+    backend.block(&[&record(v4(7))], SystemTime::now()).unwrap();
     assert_eq!(
         read_text(&path),
         "ALL: 192.0.2.7\n# nfsentry block 192.0.2.7\nALL: 192.0.2.7\n"
     );
-    backend.release(&record(v4(7))).unwrap();
+    backend.release(&[&record(v4(7))]).unwrap();
     assert_eq!(fs::read(&path).unwrap(), admin);
 }
 
@@ -183,8 +183,8 @@ fn replacement_keeps_permissions_owner_and_symlink_and_sweeps_stale_temps() {
     fs::write(&stale, b"left by a crash").unwrap();
     let inode_before = fs::metadata(&real).unwrap().ino();
 
-    let mut backend = HostsDenyBackend::new(link.clone(), TEMPLATE.into());
-    backend.block(&record(v4(7)), SystemTime::now()).unwrap();
+    let mut backend = HostsDenyAction::new(link.clone(), TEMPLATE.into());
+    backend.block(&[&record(v4(7))], SystemTime::now()).unwrap();
 
     assert!(fs::symlink_metadata(&link)
         .unwrap()
@@ -216,15 +216,15 @@ fn replacement_keeps_permissions_owner_and_symlink_and_sweeps_stale_temps() {
 fn a_missing_file_is_created_by_a_block_but_not_by_a_release() {
     let dir = ScratchDir::new(SCRATCH_PREFIX, "missing");
     let path = dir.join("hosts.deny");
-    let mut backend = HostsDenyBackend::new(path.clone(), TEMPLATE.into());
-    backend.release(&record(v4(7))).unwrap();
+    let mut backend = HostsDenyAction::new(path.clone(), TEMPLATE.into());
+    backend.release(&[&record(v4(7))]).unwrap();
     assert!(!path.exists());
-    backend.block(&record(v6(1)), SystemTime::now()).unwrap();
+    backend.block(&[&record(v6(1))], SystemTime::now()).unwrap();
     assert_eq!(
         read_text(&path),
         "# nfsentry block 2001:db8::1\nALL: [2001:db8::1]\n"
     );
-    backend.release(&record(v6(1))).unwrap();
+    backend.release(&[&record(v6(1))]).unwrap();
     assert_eq!(read_text(&path), "");
 }
 
@@ -239,14 +239,14 @@ fn race_two_writers(path: &Path) {
             let path = path.to_path_buf();
             let barrier = Arc::clone(&barrier);
             thread::spawn(move || {
-                let mut backend = HostsDenyBackend::new(path, TEMPLATE.into());
+                let mut backend = HostsDenyAction::new(path, TEMPLATE.into());
                 barrier.wait();
                 for i in 1..=PER_WRITER {
                     backend
-                        .block(&record(v4(base + i)), SystemTime::now())
+                        .block(&[&record(v4(base + i))], SystemTime::now())
                         .unwrap();
                     if i % 3 == 0 {
-                        backend.release(&record(v4(base + i - 1))).unwrap();
+                        backend.release(&[&record(v4(base + i - 1))]).unwrap();
                     }
                 }
             })
@@ -320,9 +320,9 @@ fn read_only_directory_falls_back_to_in_place_writes() {
 
     // Released entries may sit as comment lines between live ones; the next replacement
     // (the directory is writable out here) drops them and keeps everything else.
-    let mut backend = HostsDenyBackend::new(path.clone(), TEMPLATE.into());
+    let mut backend = HostsDenyAction::new(path.clone(), TEMPLATE.into());
     for source in &expected {
-        backend.release(&record(*source)).unwrap();
+        backend.release(&[&record(*source)]).unwrap();
     }
     assert_eq!(fs::read(&path).unwrap(), ADMIN_HOSTS_DENY);
 }
@@ -350,16 +350,16 @@ fn in_place_writes_under_a_read_only_directory() {
     );
     let inode = fs::metadata(&path).unwrap().ino();
 
-    let mut backend = HostsDenyBackend::new(path.clone(), TEMPLATE.into());
+    let mut backend = HostsDenyAction::new(path.clone(), TEMPLATE.into());
     let now = SystemTime::now();
-    backend.block(&record(v4(7)), now).unwrap();
-    backend.block(&record(v6(7)), now).unwrap();
-    backend.block(&record(v4(7)), now).unwrap();
+    backend.block(&[&record(v4(7))], now).unwrap();
+    backend.block(&[&record(v6(7))], now).unwrap();
+    backend.block(&[&record(v4(7))], now).unwrap();
     assert_blocks(&path, ADMIN_HOSTS_DENY, &[v4(7), v6(7)]);
-    backend.release(&record(v4(7))).unwrap();
+    backend.release(&[&record(v4(7))]).unwrap();
     assert_blocks(&path, ADMIN_HOSTS_DENY, &[v6(7)]);
     let due = [record(v6(7))];
-    backend.restore(&[&due[0]], now).unwrap();
+    backend.init(&[&due[0]], now).unwrap();
     assert_blocks(&path, ADMIN_HOSTS_DENY, &[v6(7)]);
 
     race_two_writers(&path);
@@ -421,7 +421,7 @@ fn command_gets_exactly_the_configured_argv_with_placeholders_filled() {
     )
     .unwrap();
     fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
-    let mut backend = CommandBackend::new(
+    let mut backend = CommandAction::new(
         argv(&[
             script.to_str().unwrap(),
             out.to_str().unwrap(),
@@ -432,11 +432,12 @@ fn command_gets_exactly_the_configured_argv_with_placeholders_filled() {
             "",
         ]),
         Duration::from_secs(5),
+        false,
     );
     let mut block = record(v6(7));
     block.protocol = "UDP".into();
     block.port = 161;
-    backend.block(&block, SystemTime::now()).unwrap();
+    backend.block(&[&block], SystemTime::now()).unwrap();
 
     let recorded = fs::read(&out).unwrap();
     let args: Vec<&[u8]> = recorded.split(|b| *b == 0).collect();
@@ -471,7 +472,7 @@ fn command_over_its_time_is_killed_with_everything_it_started() {
     let dir = ScratchDir::new(SCRATCH_PREFIX, "timeout");
     let pid_file = dir.join("sleeper.pid");
     let timeout = Duration::from_millis(300);
-    let backend = CommandBackend::new(
+    let backend = CommandAction::new(
         argv(&[
             "/bin/sh",
             "-c",
@@ -481,6 +482,7 @@ fn command_over_its_time_is_killed_with_everything_it_started() {
             ),
         ]),
         timeout,
+        false,
     );
     let started = Instant::now();
     let outcome = backend.run(&record(v4(7))).unwrap();
@@ -508,9 +510,9 @@ fn command_over_its_time_is_killed_with_everything_it_started() {
         "the grandchild sleep {sleeper} survived"
     );
 
-    let mut direct = CommandBackend::new(argv(&["/bin/sleep", "30"]), timeout);
+    let mut direct = CommandAction::new(argv(&["/bin/sleep", "30"]), timeout, false);
     let started = Instant::now();
-    let result = direct.block(&record(v4(77)), SystemTime::now());
+    let result = direct.block(&[&record(v4(77))], SystemTime::now());
     assert!(result.is_err());
     assert!(started.elapsed() < timeout + Duration::from_millis(500));
     let logged = logged_with("for 192.0.2.77 killed after");
@@ -521,7 +523,7 @@ fn command_over_its_time_is_killed_with_everything_it_started() {
 #[test]
 fn command_exit_status_and_stderr_are_logged() {
     capture_logs();
-    let mut failing = CommandBackend::new(
+    let mut failing = CommandAction::new(
         argv(&[
             "/bin/sh",
             "-c",
@@ -530,6 +532,7 @@ fn command_exit_status_and_stderr_are_logged() {
             "$TARGET$",
         ]),
         Duration::from_secs(5),
+        false,
     );
     let outcome = failing.run(&record(v4(201))).unwrap();
     assert_eq!(outcome.status.code(), Some(3));
@@ -537,7 +540,7 @@ fn command_exit_status_and_stderr_are_logged() {
     assert_eq!(outcome.stderr, b"cannot reach 192.0.2.201\nsecond line\n");
 
     let error = failing
-        .block(&record(v4(201)), SystemTime::now())
+        .block(&[&record(v4(201))], SystemTime::now())
         .unwrap_err();
     assert!(error.to_string().contains("exit status: 3"), "{error}");
     let logged = logged_with("cannot reach 192.0.2.201");
@@ -548,11 +551,12 @@ fn command_exit_status_and_stderr_are_logged() {
     assert!(message.contains("second line"), "{message}");
     assert!(!message.contains('\n'), "one log line: {message}");
 
-    let mut fine = CommandBackend::new(
+    let mut fine = CommandAction::new(
         argv(&["/bin/sh", "-c", "echo all-good-$0 >&2", "$PORT$"]),
         Duration::from_secs(5),
+        false,
     );
-    fine.block(&record(v4(202)), SystemTime::now()).unwrap();
+    fine.block(&[&record(v4(202))], SystemTime::now()).unwrap();
     let logged = logged_with("all-good-23");
     assert_eq!(logged.len(), 1, "{logged:?}");
     assert_eq!(logged[0].0, Level::Info);
@@ -561,13 +565,14 @@ fn command_exit_status_and_stderr_are_logged() {
 
 #[test]
 fn command_stderr_flood_is_cut_to_its_first_bytes_without_stalling_the_child() {
-    let backend = CommandBackend::new(
+    let backend = CommandAction::new(
         argv(&[
             "/bin/sh",
             "-c",
             "head -c 1000000 /dev/zero | tr '\\0' e >&2",
         ]),
         Duration::from_secs(10),
+        false,
     );
     let outcome = backend.run(&record(v4(7))).unwrap();
     assert!(outcome.succeeded(), "{outcome:?}");
@@ -580,26 +585,28 @@ fn command_stderr_flood_is_cut_to_its_first_bytes_without_stalling_the_child() {
 fn command_release_and_restore_run_nothing() {
     let dir = ScratchDir::new(SCRATCH_PREFIX, "no-undo");
     let marker = dir.join("ran");
-    let mut backend = CommandBackend::new(
+    let mut backend = CommandAction::new(
         argv(&["/usr/bin/touch", marker.to_str().unwrap()]),
         Duration::from_secs(5),
+        false,
     );
     let block = record(v4(7));
-    backend.release(&block).unwrap();
-    backend.restore(&[&block], SystemTime::now()).unwrap();
+    backend.release(&[&block]).unwrap();
+    backend.init(&[&block], SystemTime::now()).unwrap();
     assert!(!marker.exists());
-    backend.block(&block, SystemTime::now()).unwrap();
+    backend.block(&[&block], SystemTime::now()).unwrap();
     assert!(marker.exists());
 }
 
 #[test]
 fn a_missing_program_is_an_error() {
-    let mut backend = CommandBackend::new(
+    let mut backend = CommandAction::new(
         argv(&["/nonexistent/nfsentry-test-program", "$TARGET$"]),
         Duration::from_secs(5),
+        false,
     );
     let error = backend
-        .block(&record(v4(7)), SystemTime::now())
+        .block(&[&record(v4(7))], SystemTime::now())
         .unwrap_err();
     assert!(error.to_string().contains("cannot start"), "{error}");
 }

@@ -16,8 +16,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
 use caps::{CapSet, Capability, CapsHashSet};
-use nfsentry::respond::legacy::{describe, preflight, LegacyBackend, LegacyTool};
-use nfsentry::respond::{Backend, BackendError};
+use nfsentry::respond::legacy::{describe, LegacyAction, LegacyTool};
+use nfsentry::respond::{self, Action, ActionError};
 use nfsentry::store::BlockRecord;
 use support::{Netns, ScratchDir};
 
@@ -128,11 +128,23 @@ fn record(source: &str) -> BlockRecord {
     }
 }
 
-fn backend(tool: LegacyTool) -> LegacyBackend {
-    LegacyBackend::new(tool, None).unwrap()
+/// An action that has found its programs in PATH, as the responder's `init` leaves it.
+fn backend(tool: LegacyTool) -> LegacyAction {
+    started(LegacyAction::new(tool, None)).unwrap()
 }
 
-fn message(error: BackendError) -> String {
+fn started(mut action: LegacyAction) -> Result<LegacyAction, ActionError> {
+    action.init(&[], SystemTime::now())?;
+    Ok(action)
+}
+
+/// What `check-config` says about `tool`.
+fn check(tool: LegacyTool) -> Vec<String> {
+    let action: Box<dyn Action> = Box::new(LegacyAction::new(tool, None));
+    respond::check(&[action])
+}
+
+fn message(error: ActionError) -> String {
     error.to_string()
 }
 
@@ -144,11 +156,11 @@ fn iptables_checks_before_inserting_and_never_inserts_twice() {
     let now = SystemTime::now();
 
     stand_ins.answer(&[1, 0]); // -C: not there; -I: done
-    iptables.block(&record(BLOCKED_V4), now).unwrap();
+    iptables.block(&[&record(BLOCKED_V4)], now).unwrap();
     stand_ins.answer(&[0]); // -C: there
-    iptables.block(&record(BLOCKED_V4), now).unwrap();
+    iptables.block(&[&record(BLOCKED_V4)], now).unwrap();
     stand_ins.answer(&[0]);
-    iptables.restore(&[&record(BLOCKED_V4)], now).unwrap();
+    iptables.init(&[&record(BLOCKED_V4)], now).unwrap();
 
     assert_eq!(
         stand_ins.take_calls(),
@@ -169,7 +181,7 @@ fn iptables_release_deletes_until_the_rule_is_gone() {
 
     // The rule is there twice (placed by hand, say): both copies must go.
     stand_ins.answer(&[0, 0, 0, 0, 1]);
-    iptables.release(&record(BLOCKED_V4)).unwrap();
+    iptables.release(&[&record(BLOCKED_V4)]).unwrap();
     assert_eq!(
         stand_ins.take_calls(),
         vec![
@@ -183,7 +195,7 @@ fn iptables_release_deletes_until_the_rule_is_gone() {
 
     // Already gone (for example after a reboot): nothing to delete, and no error.
     stand_ins.answer(&[1]);
-    iptables.release(&record(BLOCKED_V4)).unwrap();
+    iptables.release(&[&record(BLOCKED_V4)]).unwrap();
     assert_eq!(
         stand_ins.take_calls(),
         vec![argv("iptables -C INPUT -s 192.0.2.7 -j DROP")]
@@ -198,9 +210,9 @@ fn iptables_uses_ip6tables_for_ipv6_sources() {
 
     stand_ins.answer(&[1, 0, 0, 0, 1]);
     iptables
-        .block(&record(BLOCKED_V6), SystemTime::now())
+        .block(&[&record(BLOCKED_V6)], SystemTime::now())
         .unwrap();
-    iptables.release(&record(BLOCKED_V6)).unwrap();
+    iptables.release(&[&record(BLOCKED_V6)]).unwrap();
     assert_eq!(
         stand_ins.take_calls(),
         vec![
@@ -222,7 +234,7 @@ fn a_failing_tool_is_reported_with_its_status_and_stderr() {
     stand_ins.answer(&[1, 4]); // not there; the insert fails
     let error = message(
         iptables
-            .block(&record(BLOCKED_V4), SystemTime::now())
+            .block(&[&record(BLOCKED_V4)], SystemTime::now())
             .unwrap_err(),
     );
     assert!(error.starts_with("iptables: `"), "{error}");
@@ -238,7 +250,7 @@ fn a_failing_tool_is_reported_with_its_status_and_stderr() {
     stand_ins.answer(&[2]);
     let error = message(
         iptables
-            .block(&record(BLOCKED_V4), SystemTime::now())
+            .block(&[&record(BLOCKED_V4)], SystemTime::now())
             .unwrap_err(),
     );
     assert!(error.contains("exit status: 2"), "{error}");
@@ -268,13 +280,13 @@ fn ipchains_and_ipfwadm_run_portsentrys_commands_and_skip_ipv6() {
     ];
     for (tool, block, release) in cases {
         let mut legacy = backend(tool);
-        legacy.block(&record(BLOCKED_V4), now).unwrap();
+        legacy.block(&[&record(BLOCKED_V4)], now).unwrap();
         // A second block of the same address in this run places nothing more.
-        legacy.block(&record(BLOCKED_V4), now).unwrap();
-        legacy.release(&record(BLOCKED_V4)).unwrap();
-        legacy.block(&record(BLOCKED_V6), now).unwrap();
-        legacy.release(&record(BLOCKED_V6)).unwrap();
-        legacy.restore(&[&record(BLOCKED_V6)], now).unwrap();
+        legacy.block(&[&record(BLOCKED_V4)], now).unwrap();
+        legacy.release(&[&record(BLOCKED_V4)]).unwrap();
+        legacy.block(&[&record(BLOCKED_V6)], now).unwrap();
+        legacy.release(&[&record(BLOCKED_V6)]).unwrap();
+        legacy.init(&[&record(BLOCKED_V6)], now).unwrap();
         assert_eq!(
             stand_ins.take_calls(),
             vec![argv(block), argv(release)],
@@ -293,10 +305,10 @@ fn restore_without_a_check_removes_before_placing() {
     // First address: no rule left from before (delete fails); second: one survived.
     stand_ins.answer(&[1, 0, 0, 0]);
     ipchains
-        .restore(&[&record(BLOCKED_V4), &record(OTHER_V4)], now)
+        .init(&[&record(BLOCKED_V4), &record(OTHER_V4)], now)
         .unwrap();
     // Restored addresses count as placed: blocking one again runs nothing.
-    ipchains.block(&record(OTHER_V4), now).unwrap();
+    ipchains.block(&[&record(OTHER_V4)], now).unwrap();
     assert_eq!(
         stand_ins.take_calls(),
         vec![
@@ -309,7 +321,7 @@ fn restore_without_a_check_removes_before_placing() {
 
     // A release whose delete fails is an error: the rule may still be in place.
     stand_ins.answer(&[1]);
-    let error = message(ipchains.release(&record(OTHER_V4)).unwrap_err());
+    let error = message(ipchains.release(&[&record(OTHER_V4)]).unwrap_err());
     assert!(error.contains("exit status: 1"), "{error}");
 }
 
@@ -320,10 +332,10 @@ fn ipfw_release_rebuilds_rule_1_without_the_released_address() {
     let now = SystemTime::now();
     let mut ipfw = backend(LegacyTool::Ipfw);
 
-    ipfw.block(&record(BLOCKED_V4), now).unwrap();
-    ipfw.block(&record(BLOCKED_V6), now).unwrap();
-    ipfw.block(&record(BLOCKED_V4), now).unwrap();
-    ipfw.release(&record(BLOCKED_V4)).unwrap();
+    ipfw.block(&[&record(BLOCKED_V4)], now).unwrap();
+    ipfw.block(&[&record(BLOCKED_V6)], now).unwrap();
+    ipfw.block(&[&record(BLOCKED_V4)], now).unwrap();
+    ipfw.release(&[&record(BLOCKED_V4)]).unwrap();
     assert_eq!(
         stand_ins.take_calls(),
         vec![
@@ -344,9 +356,9 @@ fn ipfw_releases_a_batch_with_one_rebuild_of_rule_1() {
     let blocks = [record(BLOCKED_V4), record(OTHER_V4), record(BLOCKED_V6)];
     let all: Vec<&BlockRecord> = blocks.iter().collect();
 
-    ipfw.block_all(&all, now).unwrap();
+    ipfw.block(&all, now).unwrap();
     stand_ins.take_calls();
-    ipfw.release_all(&[&blocks[0], &blocks[2]]).unwrap();
+    ipfw.release(&[&blocks[0], &blocks[2]]).unwrap();
     assert_eq!(
         stand_ins.take_calls(),
         vec![
@@ -356,7 +368,7 @@ fn ipfw_releases_a_batch_with_one_rebuild_of_rule_1() {
     );
 
     // The released addresses stay released: the next rebuild leaves them out too.
-    ipfw.release_all(&[&blocks[1]]).unwrap();
+    ipfw.release(&[&blocks[1]]).unwrap();
     assert_eq!(stand_ins.take_calls(), vec![argv("ipfw delete 1")]);
 }
 
@@ -369,11 +381,11 @@ fn tools_with_a_rule_per_address_release_a_batch_one_by_one() {
     let blocks = [record(BLOCKED_V4), record(OTHER_V4)];
     let all: Vec<&BlockRecord> = blocks.iter().collect();
 
-    ipchains.block_all(&all, now).unwrap();
+    ipchains.block(&all, now).unwrap();
     stand_ins.take_calls();
     // The first delete fails; the second is still attempted and the error counts them.
     stand_ins.answer(&[1, 0]);
-    let error = message(ipchains.release_all(&all).unwrap_err());
+    let error = message(ipchains.release(&all).unwrap_err());
     assert!(
         error.starts_with("ipchains: 1 of 2 failed; first: `"),
         "{error}"
@@ -399,8 +411,8 @@ fn ipfw_restore_replaces_rule_1_so_nothing_is_doubled() {
 
     // No rule 1 yet (ipfw exits 69, EX_UNAVAILABLE): not an error, the adds follow.
     stand_ins.answer(&[69]);
-    ipfw.restore(&due, now).unwrap();
-    ipfw.restore(&due, now).unwrap();
+    ipfw.init(&due, now).unwrap();
+    ipfw.init(&due, now).unwrap();
     let restore_calls = vec![
         argv("ipfw delete 1"),
         argv("ipfw add 1 deny all from 192.0.2.7:255.255.255.255 to any"),
@@ -413,7 +425,7 @@ fn ipfw_restore_replaces_rule_1_so_nothing_is_doubled() {
 
     // A failed re-add is reported, and the address stays due for the next rebuild.
     stand_ins.answer(&[0, 0, 1]);
-    let error = message(ipfw.release(&record(BLOCKED_V6)).unwrap_err());
+    let error = message(ipfw.release(&[&record(BLOCKED_V6)]).unwrap_err());
     assert!(error.contains("1 of 2 addresses"), "{error}");
     assert!(error.contains("198.51.100.9:255.255.255.255"), "{error}");
 }
@@ -424,10 +436,14 @@ fn ipfilter_feeds_the_rule_on_stdin_with_and_without_an_interface() {
     let stand_ins = StandIns::all();
     let now = SystemTime::now();
 
-    let mut on_em0 = LegacyBackend::new(LegacyTool::Ipfilter, Some("em0".to_owned())).unwrap();
-    on_em0.block(&record(BLOCKED_V4), now).unwrap();
-    on_em0.release(&record(BLOCKED_V4)).unwrap();
-    on_em0.block(&record(BLOCKED_V6), now).unwrap();
+    let mut on_em0 = started(LegacyAction::new(
+        LegacyTool::Ipfilter,
+        Some("em0".to_owned()),
+    ))
+    .unwrap();
+    on_em0.block(&[&record(BLOCKED_V4)], now).unwrap();
+    on_em0.release(&[&record(BLOCKED_V4)]).unwrap();
+    on_em0.block(&[&record(BLOCKED_V6)], now).unwrap();
     assert_eq!(
         stand_ins.take_calls(),
         vec![
@@ -444,9 +460,9 @@ fn ipfilter_feeds_the_rule_on_stdin_with_and_without_an_interface() {
     );
 
     let mut anywhere = backend(LegacyTool::Ipfilter);
-    anywhere.block(&record(BLOCKED_V4), now).unwrap();
-    anywhere.block(&record(BLOCKED_V6), now).unwrap();
-    anywhere.release(&record(BLOCKED_V6)).unwrap();
+    anywhere.block(&[&record(BLOCKED_V4)], now).unwrap();
+    anywhere.block(&[&record(BLOCKED_V6)], now).unwrap();
+    anywhere.release(&[&record(BLOCKED_V6)]).unwrap();
     assert_eq!(
         stand_ins.take_calls(),
         vec![
@@ -462,7 +478,10 @@ fn an_interface_name_that_could_alter_the_ipf_rule_is_refused() {
     let _lock = lock_environment();
     let stand_ins = StandIns::all();
     for name in ["em0 from any", "em#0", "em0\nblock in all"] {
-        let refused = LegacyBackend::new(LegacyTool::Ipfilter, Some(name.to_owned()));
+        let refused = started(LegacyAction::new(
+            LegacyTool::Ipfilter,
+            Some(name.to_owned()),
+        ));
         let error = message(refused.err().expect("a bad interface name must be refused"));
         assert!(error.starts_with("ipfilter: ipfilter_interface"), "{error}");
     }
@@ -481,7 +500,7 @@ fn describe_matches_what_the_backend_runs() {
             .unwrap_or_else(|| panic!("{tool}: no IPv4 block line in {lines:?}"))
             .replace("$TARGET$", BLOCKED_V4);
         backend(tool)
-            .block(&record(BLOCKED_V4), SystemTime::now())
+            .block(&[&record(BLOCKED_V4)], SystemTime::now())
             .unwrap();
         assert_eq!(stand_ins.take_calls(), vec![argv(&described)], "{tool}");
     }
@@ -494,10 +513,14 @@ fn a_missing_tool_fails_construction_and_preflight_naming_tool_and_path() {
     let stand_ins = StandIns::install(&["iptables", "ipchains"]);
     let path = stand_ins.dir.path().display().to_string();
 
-    let error = message(LegacyBackend::new(LegacyTool::Ipfw, None).err().unwrap());
+    let error = message(
+        started(LegacyAction::new(LegacyTool::Ipfw, None))
+            .err()
+            .unwrap(),
+    );
     assert_eq!(error, format!("ipfw: ipfw not found in PATH ({path})"));
     let error = message(
-        LegacyBackend::new(LegacyTool::Iptables, None)
+        started(LegacyAction::new(LegacyTool::Iptables, None))
             .err()
             .unwrap(),
     );
@@ -506,19 +529,20 @@ fn a_missing_tool_fails_construction_and_preflight_naming_tool_and_path() {
         format!("iptables: ip6tables not found in PATH ({path})")
     );
     assert_eq!(
-        preflight(LegacyTool::Ipfilter),
-        Err(format!("action ipfilter: ipf not found in PATH ({path})"))
+        check(LegacyTool::Ipfilter),
+        vec![format!("action ipfilter: ipf not found in PATH ({path})")]
     );
     assert_eq!(
-        preflight(LegacyTool::Iptables),
-        Err(format!(
+        check(LegacyTool::Iptables),
+        vec![format!(
             "action iptables: ip6tables not found in PATH ({path})"
-        ))
+        )]
     );
+    assert!(check(LegacyTool::Ipchains).is_empty());
     // Found tools resolve to absolute paths in the PATH directory, as named (links kept).
     assert_eq!(
-        preflight(LegacyTool::Ipchains),
-        Ok(stand_ins.dir.join("ipchains"))
+        backend(LegacyTool::Ipchains).program_paths(),
+        vec![stand_ins.dir.join("ipchains")]
     );
 }
 
@@ -584,10 +608,10 @@ fn real_iptables_places_one_rule_and_removes_every_copy() {
 
     netns.run_as_daemon(|| {
         let mut first_run = backend(LegacyTool::Iptables);
-        first_run.block(&record(BLOCKED_V4), now).unwrap();
-        first_run.block(&record(BLOCKED_V4), now).unwrap();
-        first_run.block(&record(BLOCKED_V6), now).unwrap();
-        first_run.block(&record(BLOCKED_V6), now).unwrap();
+        first_run.block(&[&record(BLOCKED_V4)], now).unwrap();
+        first_run.block(&[&record(BLOCKED_V4)], now).unwrap();
+        first_run.block(&[&record(BLOCKED_V6)], now).unwrap();
+        first_run.block(&[&record(BLOCKED_V6)], now).unwrap();
     });
     assert_eq!(netns.count("iptables", v4_rule), 1);
     assert_eq!(netns.count("ip6tables", v6_rule), 1);
@@ -603,7 +627,7 @@ fn real_iptables_places_one_rule_and_removes_every_copy() {
     netns.run_as_daemon(|| {
         let mut second_run = backend(LegacyTool::Iptables);
         second_run
-            .restore(&[&record(BLOCKED_V4), &record(BLOCKED_V6)], now)
+            .init(&[&record(BLOCKED_V4), &record(BLOCKED_V6)], now)
             .unwrap();
     });
     assert_eq!(netns.count("iptables", v4_rule), 1);
@@ -614,10 +638,10 @@ fn real_iptables_places_one_rule_and_removes_every_copy() {
     assert_eq!(netns.count("iptables", v4_rule), 2);
     netns.run_as_daemon(|| {
         let mut third_run = backend(LegacyTool::Iptables);
-        third_run.release(&record(BLOCKED_V4)).unwrap();
-        third_run.release(&record(BLOCKED_V6)).unwrap();
+        third_run.release(&[&record(BLOCKED_V4)]).unwrap();
+        third_run.release(&[&record(BLOCKED_V6)]).unwrap();
         // Releasing again finds nothing and is not an error.
-        third_run.release(&record(BLOCKED_V4)).unwrap();
+        third_run.release(&[&record(BLOCKED_V4)]).unwrap();
     });
     assert_eq!(netns.count("iptables", v4_rule), 0);
     assert_eq!(netns.count("ip6tables", v6_rule), 0);

@@ -1,5 +1,5 @@
 //! Kernel tests for the `route` response backend: each test enters a fresh network namespace
-//! (setns on the test thread), places and lifts routes through `RouteBackend`, and reads the
+//! (setns on the test thread), places and lifts routes through `RouteAction`, and reads the
 //! result back with `ip` and ICMP echoes. They need root and the `ip` tool; they do not
 //! test when the responder decides to block.
 
@@ -11,8 +11,8 @@ use std::process::Output;
 use std::time::{Duration, Instant, SystemTime};
 
 use nfsentry::config::RouteTarget;
-use nfsentry::respond::route::{RouteBackend, ROUTE_PROTOCOL};
-use nfsentry::respond::{Backend, BackendError};
+use nfsentry::respond::route::{RouteAction, ROUTE_PROTOCOL};
+use nfsentry::respond::{Action, ActionError};
 use nfsentry::store::BlockRecord;
 use nix::sys::socket::{
     connect, recv, send, setsockopt, socket, sockopt, AddressFamily, MsgFlags, SockFlag,
@@ -55,7 +55,7 @@ impl Lab {
         }
     }
 
-    /// Moves the test thread into the target namespace, where `RouteBackend::new` then opens
+    /// Moves the test thread into the target namespace, where `RouteAction::init` then opens
     /// its socket.
     fn enter(&mut self) {
         self.inside = Some(ThreadInNamespace::enter(self.target.name()));
@@ -193,11 +193,16 @@ fn ours() -> String {
     ROUTE_PROTOCOL.to_string()
 }
 
-fn backend(target: RouteTarget) -> RouteBackend {
-    RouteBackend::new(target).unwrap_or_else(|e| panic!("open route backend: {e}"))
+/// A route action that has opened its socket in the calling thread's namespace.
+fn backend(target: RouteTarget) -> RouteAction {
+    let mut action = RouteAction::new(target);
+    action
+        .init(&[], SystemTime::now())
+        .unwrap_or_else(|e| panic!("open route action: {e}"));
+    action
 }
 
-fn check(result: Result<(), BackendError>, what: &str) {
+fn check(result: Result<(), ActionError>, what: &str) {
     if let Err(e) = result {
         panic!("{what}: {e}");
     }
@@ -212,21 +217,21 @@ fn blackhole_routes_are_placed_once_and_released() {
     assert_eq!(routes.name(), "route");
 
     for source in [SCANNER_V4, SCANNER_V6] {
-        check(routes.block(&record(source), now), "block");
-        check(routes.block(&record(source), now), "block again");
+        check(routes.block(&[&record(source)], now), "block");
+        check(routes.block(&[&record(source)], now), "block again");
     }
     assert_eq!(lab.routes_to("-4", "blackhole", SCANNER_V4), vec![ours()]);
     assert_eq!(lab.routes_to("-6", "blackhole", SCANNER_V6), vec![ours()]);
 
     for source in [SCANNER_V4, SCANNER_V6] {
-        check(routes.release(&record(source)), "release");
+        check(routes.release(&[&record(source)]), "release");
     }
     assert!(lab.routes_to("-4", "blackhole", SCANNER_V4).is_empty());
     assert!(lab.routes_to("-6", "blackhole", SCANNER_V6).is_empty());
 
     // Already gone (and never placed, for the third address): still fine.
     for source in [SCANNER_V4, SCANNER_V6, "198.51.100.99"] {
-        check(routes.release(&record(source)), "release absent");
+        check(routes.release(&[&record(source)]), "release absent");
     }
 }
 
@@ -238,9 +243,9 @@ fn restore_places_nothing_twice() {
     let now = SystemTime::now();
     let v4 = record(SCANNER_V4);
     let v6 = record(SCANNER_V6);
-    check(routes.block(&v4, now), "block");
-    check(routes.restore(&[&v4, &v6], now), "restore");
-    check(routes.restore(&[&v4, &v6], now), "restore again");
+    check(routes.block(&[&v4], now), "block");
+    check(routes.init(&[&v4, &v6], now), "restore");
+    check(routes.init(&[&v4, &v6], now), "restore again");
     assert_eq!(lab.routes_to("-4", "blackhole", SCANNER_V4), vec![ours()]);
     assert_eq!(lab.routes_to("-6", "blackhole", SCANNER_V6), vec![ours()]);
 }
@@ -254,7 +259,7 @@ fn gateway_mode_routes_the_scanner_via_the_gateway() {
 
     let mut via_v4 = backend(RouteTarget::Gateway("198.51.100.254".parse().unwrap()));
     check(
-        via_v4.block(&record(SCANNER_V4), now),
+        via_v4.block(&[&record(SCANNER_V4)], now),
         "block via v4 gateway",
     );
     assert_eq!(
@@ -264,19 +269,25 @@ fn gateway_mode_routes_the_scanner_via_the_gateway() {
     assert_eq!(lab.routes_to("-4", "unicast", SCANNER_V4), vec![ours()]);
     // An IPv6 scanner cannot go through an IPv4 gateway: it gets a blackhole instead.
     check(
-        via_v4.block(&record(SCANNER_V6), now),
+        via_v4.block(&[&record(SCANNER_V6)], now),
         "block v6 with v4 gateway",
     );
     assert_eq!(lab.routes_to("-6", "blackhole", SCANNER_V6), vec![ours()]);
 
     let mut via_v6 = backend(RouteTarget::Gateway("2001:db8:1::fe".parse().unwrap()));
     let scanner = "2001:db8:99::9";
-    check(via_v6.block(&record(scanner), now), "block via v6 gateway");
+    check(
+        via_v6.block(&[&record(scanner)], now),
+        "block via v6 gateway",
+    );
     assert_eq!(lab.gateway_for(scanner).as_deref(), Some("2001:db8:1::fe"));
 
-    check(via_v4.release(&record(SCANNER_V4)), "release v4");
-    check(via_v4.release(&record(SCANNER_V6)), "release v6 blackhole");
-    check(via_v6.release(&record(scanner)), "release v6");
+    check(via_v4.release(&[&record(SCANNER_V4)]), "release v4");
+    check(
+        via_v4.release(&[&record(SCANNER_V6)]),
+        "release v6 blackhole",
+    );
+    check(via_v6.release(&[&record(scanner)]), "release v6");
     assert_eq!(lab.gateway_for(SCANNER_V4), None, "no route left");
     assert!(lab.routes_to("-4", "unicast", SCANNER_V4).is_empty());
     assert!(lab.routes_to("-6", "blackhole", SCANNER_V6).is_empty());
@@ -288,12 +299,15 @@ fn unreachable_gateway_is_reported_with_errno_and_route() {
     let mut lab = Lab::new("unreach");
     lab.enter();
     let mut routes = backend(RouteTarget::Gateway("203.0.113.1".parse().unwrap()));
-    let Err(BackendError::Failed { backend, message }) =
-        routes.block(&record(SCANNER_V4), SystemTime::now())
-    else {
+    let Err(error) = routes.block(&[&record(SCANNER_V4)], SystemTime::now()) else {
         panic!("a gateway with no route to it must be refused");
     };
-    assert_eq!(backend, "route");
+    let message = error.to_string();
+    let ActionError::Kernel { action, errno, .. } = error else {
+        panic!("a refused route is the kernel's refusal: {message}");
+    };
+    assert_eq!(action, "route");
+    assert_eq!(errno, Some(nix::errno::Errno::ENETUNREACH), "{message}");
     assert!(
         message.contains("ip route add 192.0.2.7/32 via 203.0.113.1 proto 254"),
         "{message}"
@@ -309,15 +323,18 @@ fn release_removes_routes_of_an_earlier_target_too() {
     let now = SystemTime::now();
     // An earlier run with blackholes, this one with a gateway: both routes are ours.
     check(
-        backend(RouteTarget::Blackhole).block(&record(SCANNER_V4), now),
+        backend(RouteTarget::Blackhole).block(&[&record(SCANNER_V4)], now),
         "block as blackhole",
     );
     let mut routes = backend(RouteTarget::Gateway("198.51.100.254".parse().unwrap()));
-    check(routes.block(&record(SCANNER_V4), now), "block via gateway");
+    check(
+        routes.block(&[&record(SCANNER_V4)], now),
+        "block via gateway",
+    );
     assert_eq!(lab.routes_to("-4", "blackhole", SCANNER_V4), vec![ours()]);
     assert_eq!(lab.routes_to("-4", "unicast", SCANNER_V4), vec![ours()]);
 
-    check(routes.release(&record(SCANNER_V4)), "release");
+    check(routes.release(&[&record(SCANNER_V4)]), "release");
     assert!(lab.routes_to("-4", "blackhole", SCANNER_V4).is_empty());
     assert!(lab.routes_to("-4", "unicast", SCANNER_V4).is_empty());
 }
@@ -331,11 +348,11 @@ fn admin_routes_to_the_same_address_survive_release() {
 
     // IPv4, admin's route first at the same metric: ours goes in front, theirs stays put.
     lab.ip(&["route", "add", "blackhole", SCANNER_V4, "proto", "static"]);
-    check(routes.block(&record(SCANNER_V4), now), "block v4");
+    check(routes.block(&[&record(SCANNER_V4)], now), "block v4");
     let mut both = lab.routes_to("-4", "blackhole", SCANNER_V4);
     both.sort();
     assert_eq!(both, vec![ours(), "static".to_string()]);
-    check(routes.release(&record(SCANNER_V4)), "release v4");
+    check(routes.release(&[&record(SCANNER_V4)]), "release v4");
     assert_eq!(
         lab.routes_to("-4", "blackhole", SCANNER_V4),
         vec!["static".to_string()]
@@ -343,9 +360,9 @@ fn admin_routes_to_the_same_address_survive_release() {
 
     // IPv4, admin's route added after ours at another metric.
     let later = "192.0.2.8";
-    check(routes.block(&record(later), now), "block v4 later");
+    check(routes.block(&[&record(later)], now), "block v4 later");
     lab.ip(&["route", "add", "unicast", later, "dev", "lo", "metric", "7"]);
-    check(routes.release(&record(later)), "release v4 later");
+    check(routes.release(&[&record(later)]), "release v4 later");
     assert!(lab.routes_to("-4", "blackhole", later).is_empty());
     assert_eq!(
         lab.routes_to("-4", "unicast", later),
@@ -362,8 +379,8 @@ fn admin_routes_to_the_same_address_survive_release() {
         "proto",
         "static",
     ]);
-    check(routes.block(&record(SCANNER_V6), now), "block v6");
-    check(routes.release(&record(SCANNER_V6)), "release v6");
+    check(routes.block(&[&record(SCANNER_V6)], now), "block v6");
+    check(routes.release(&[&record(SCANNER_V6)]), "release v6");
     assert_eq!(
         lab.routes_to("-6", "blackhole", SCANNER_V6),
         vec!["static".to_string()]
@@ -382,11 +399,11 @@ fn admin_routes_to_the_same_address_survive_release() {
         "metric",
         "2000",
     ]);
-    check(routes.block(&record(other), now), "block v6 other");
+    check(routes.block(&[&record(other)], now), "block v6 other");
     let mut both = lab.routes_to("-6", "blackhole", other);
     both.sort();
     assert_eq!(both, vec![ours(), "static".to_string()]);
-    check(routes.release(&record(other)), "release v6 other");
+    check(routes.release(&[&record(other)]), "release v6 other");
     assert_eq!(
         lab.routes_to("-6", "blackhole", other),
         vec!["static".to_string()]
@@ -412,12 +429,15 @@ fn blocked_scanner_gets_no_replies() {
             ping_answered(&peer, target, ANSWER_EXPECTED_WITHIN),
             "{target} answers before"
         );
-        check(routes.block(&record(scanner), SystemTime::now()), "block");
+        check(
+            routes.block(&[&record(scanner)], SystemTime::now()),
+            "block",
+        );
         assert!(
             !ping_answered(&peer, target, SILENCE_FOR),
             "{target} still answers {scanner} after the block"
         );
-        check(routes.release(&record(scanner)), "release");
+        check(routes.release(&[&record(scanner)]), "release");
         assert!(
             ping_answered(&peer, target, ANSWER_EXPECTED_WITHIN),
             "{target} answers again after the release"

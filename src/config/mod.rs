@@ -123,7 +123,7 @@ pub enum Verdict {
 
 /// One way of blocking a scanner. `Display` gives the word used in the config file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Action {
+pub enum ActionKind {
     /// Add the address to nfsentry's own nft set.
     NftSet,
     /// Add a blackhole route, or a route through `respond.route`.
@@ -198,13 +198,13 @@ pub struct Respond {
     /// Bound on simultaneous blocks.
     pub max_blocks: usize,
     /// The responses to run, in order, without duplicates; may be empty (alert only).
-    pub actions: Vec<Action>,
+    pub actions: Vec<ActionKind>,
     pub hosts_deny: PathBuf,
     /// Contains `$TARGET$`; a single line.
     pub hosts_deny_line: String,
     pub route: RouteTarget,
     /// argv with `$TARGET$`, `$PORT$`, `$MODE$` placeholders; argv\[0\] is an absolute path.
-    /// Never empty when `actions` has [`Action::Command`].
+    /// Never empty when `actions` has [`ActionKind::Command`].
     pub command: Vec<String>,
     /// Run the command before the other actions rather than after.
     pub command_first: bool,
@@ -242,7 +242,7 @@ impl Config {
                 verdict: Verdict::Drop,
                 block_timeout: None,
                 max_blocks: DEFAULT_MAX_BLOCKS,
-                actions: vec![Action::NftSet],
+                actions: vec![ActionKind::NftSet],
                 hosts_deny: PathBuf::from(DEFAULT_HOSTS_DENY),
                 hosts_deny_line: DEFAULT_HOSTS_DENY_LINE.to_owned(),
                 route: RouteTarget::Blackhole,
@@ -371,37 +371,37 @@ impl ConfigWord for Verdict {
     }
 }
 
-impl ConfigWord for Action {
-    const ALL: &'static [Action] = &[
-        Action::NftSet,
-        Action::Route,
-        Action::HostsDeny,
-        Action::Command,
-        Action::Iptables,
-        Action::Ipchains,
-        Action::Ipfwadm,
-        Action::Ipfw,
-        Action::Ipfilter,
+impl ConfigWord for ActionKind {
+    const ALL: &'static [ActionKind] = &[
+        ActionKind::NftSet,
+        ActionKind::Route,
+        ActionKind::HostsDeny,
+        ActionKind::Command,
+        ActionKind::Iptables,
+        ActionKind::Ipchains,
+        ActionKind::Ipfwadm,
+        ActionKind::Ipfw,
+        ActionKind::Ipfilter,
     ];
     const WHAT: &'static str = "an action";
     fn as_str(self) -> &'static str {
         match self {
-            Action::NftSet => "nft-set",
-            Action::Route => "route",
-            Action::HostsDeny => "hosts-deny",
-            Action::Command => "command",
-            Action::Iptables => "iptables",
-            Action::Ipchains => "ipchains",
-            Action::Ipfwadm => "ipfwadm",
-            Action::Ipfw => "ipfw",
-            Action::Ipfilter => "ipfilter",
+            ActionKind::NftSet => "nft-set",
+            ActionKind::Route => "route",
+            ActionKind::HostsDeny => "hosts-deny",
+            ActionKind::Command => "command",
+            ActionKind::Iptables => "iptables",
+            ActionKind::Ipchains => "ipchains",
+            ActionKind::Ipfwadm => "ipfwadm",
+            ActionKind::Ipfw => "ipfw",
+            ActionKind::Ipfilter => "ipfilter",
         }
     }
 }
 
-impl Action {
+impl ActionKind {
     /// Every action, in the order the config documentation lists them.
-    pub const ALL: &'static [Action] = <Action as ConfigWord>::ALL;
+    pub const ALL: &'static [ActionKind] = <ActionKind as ConfigWord>::ALL;
 
     /// The word used for this action in the config file ("nft-set").
     pub fn as_str(self) -> &'static str {
@@ -409,7 +409,7 @@ impl Action {
     }
 }
 
-impl fmt::Display for Action {
+impl fmt::Display for ActionKind {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         formatter.write_str(ConfigWord::as_str(*self))
     }

@@ -109,7 +109,7 @@ fn defaults_have_the_documented_values() {
     assert_eq!(config.respond.verdict, Verdict::Drop);
     assert_eq!(config.respond.block_timeout, None);
     assert_eq!(config.respond.max_blocks, 65_536);
-    assert_eq!(config.respond.actions, vec![Action::NftSet]);
+    assert_eq!(config.respond.actions, vec![ActionKind::NftSet]);
     assert_eq!(config.respond.hosts_deny, PathBuf::from("/etc/hosts.deny"));
     assert_eq!(config.respond.hosts_deny_line, "ALL: $TARGET$");
     assert_eq!(config.respond.route, RouteTarget::Blackhole);
@@ -360,15 +360,15 @@ port_banner = "** UNAUTHORIZED ACCESS PROHIBITED **"
     assert_eq!(
         config.respond.actions,
         [
-            Action::Command,
-            Action::Ipfilter,
-            Action::Route,
-            Action::HostsDeny,
-            Action::NftSet,
-            Action::Iptables,
-            Action::Ipchains,
-            Action::Ipfwadm,
-            Action::Ipfw
+            ActionKind::Command,
+            ActionKind::Ipfilter,
+            ActionKind::Route,
+            ActionKind::HostsDeny,
+            ActionKind::NftSet,
+            ActionKind::Iptables,
+            ActionKind::Ipchains,
+            ActionKind::Ipfwadm,
+            ActionKind::Ipfw
         ]
     );
     assert_eq!(config.respond.hosts_deny, PathBuf::from("/etc/hosts.evil"));
@@ -398,14 +398,14 @@ port_banner = "** UNAUTHORIZED ACCESS PROHIBITED **"
 
 #[test]
 fn action_words_round_trip_through_display() {
-    for action in Action::ALL {
+    for action in ActionKind::ALL {
         let config = parse_ok(&format!(
             "[respond]\nactions = [\"{action}\"]\ncommand = [\"/bin/true\"]\n"
         ));
         assert_eq!(config.respond.actions, [*action]);
     }
-    assert_eq!(Action::NftSet.to_string(), "nft-set");
-    assert_eq!(Action::HostsDeny.to_string(), "hosts-deny");
+    assert_eq!(ActionKind::NftSet.to_string(), "nft-set");
+    assert_eq!(ActionKind::HostsDeny.to_string(), "hosts-deny");
 }
 
 #[test]

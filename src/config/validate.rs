@@ -19,8 +19,8 @@ use super::raw::{
     RawRespond,
 };
 use super::{
-    read_text, Action, Config, ConfigWord, Daemon, Detect, LogTarget, Monitor, Origin, QueueMode,
-    Respond, RouteTarget, Verdict, DEFAULT_COMMAND_TIMEOUT, DEFAULT_EXCLUDE_TCP,
+    read_text, ActionKind, Config, ConfigWord, Daemon, Detect, LogTarget, Monitor, Origin,
+    QueueMode, Respond, RouteTarget, Verdict, DEFAULT_COMMAND_TIMEOUT, DEFAULT_EXCLUDE_TCP,
     DEFAULT_EXCLUDE_UDP, DEFAULT_HOSTS_DENY, DEFAULT_HOSTS_DENY_LINE, DEFAULT_IGNORE,
     DEFAULT_MAX_BLOCKS, DEFAULT_MAX_SOURCES, DEFAULT_NFLOG_GROUP, DEFAULT_QUEUE,
     DEFAULT_SCAN_TRIGGER, DEFAULT_STATE_DIR, DEFAULT_TABLE, DEFAULT_TCP_PORTS, DEFAULT_UDP_PORTS,
@@ -365,14 +365,17 @@ fn respond(raw: &RawRespond, source: SourceText<'_>) -> Result<Respond, ConfigEr
     })
 }
 
-fn actions(source: SourceText<'_>, field: &ListField<String>) -> Result<Vec<Action>, ConfigError> {
+fn actions(
+    source: SourceText<'_>,
+    field: &ListField<String>,
+) -> Result<Vec<ActionKind>, ConfigError> {
     let Some(words) = field else {
-        return Ok(vec![Action::NftSet]);
+        return Ok(vec![ActionKind::NftSet]);
     };
     let mut actions = Vec::with_capacity(words.get_ref().len());
     for written in words.get_ref() {
-        let action = Action::from_word(written.get_ref())
-            .ok_or_else(|| unknown_word_error::<Action>(source, written, "respond.actions"))?;
+        let action = ActionKind::from_word(written.get_ref())
+            .ok_or_else(|| unknown_word_error::<ActionKind>(source, written, "respond.actions"))?;
         if actions.contains(&action) {
             return Err(source.value_error(
                 &written.span(),
@@ -392,7 +395,7 @@ fn command(
     source: SourceText<'_>,
     field: &ListField<String>,
     action_words: &ListField<String>,
-    actions: &[Action],
+    actions: &[ActionKind],
 ) -> Result<Vec<String>, ConfigError> {
     let argv: Vec<String> = list(field).map(|arg| arg.get_ref().clone()).collect();
     if let Some(program) = list(field).next() {
@@ -413,7 +416,7 @@ fn command(
             "contains a NUL character",
         ));
     }
-    if argv.is_empty() && actions.contains(&Action::Command) {
+    if argv.is_empty() && actions.contains(&ActionKind::Command) {
         return Err(match field {
             Some(empty) => source.value_error(
                 &empty.span(),
@@ -423,12 +426,12 @@ fn command(
             ),
             None => {
                 let word = list(action_words)
-                    .find(|word| word.get_ref() == Action::Command.as_str())
+                    .find(|word| word.get_ref() == ActionKind::Command.as_str())
                     .map_or(0..0, Spanned::span);
                 source.value_error(
                     &word,
                     "respond.actions",
-                    Action::Command.as_str(),
+                    ActionKind::Command.as_str(),
                     "needs respond.command, the program and its arguments",
                 )
             }

@@ -7,17 +7,20 @@
 //! descriptors closed at exec) is [`super::process`]'s job; this module builds the argv and logs
 //! the outcome.
 
-use std::path::PathBuf;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use caps::Capability;
 use log::{info, warn};
 use thiserror::Error;
 
 use super::process::{self, Invocation, Outcome, RunError};
-use super::{Backend, BackendError};
+use super::{attempt_each, Action, ActionError};
+use crate::config;
 use crate::store::BlockRecord;
 
-const BACKEND_NAME: &str = "command";
+const ACTION_NAME: &str = "command";
 pub const TARGET_PLACEHOLDER: &str = "$TARGET$";
 pub const PORT_PLACEHOLDER: &str = "$PORT$";
 pub const MODE_PLACEHOLDER: &str = "$MODE$";
@@ -31,14 +34,20 @@ pub enum CommandError {
     Run { program: String, cause: RunError },
 }
 
-pub struct CommandBackend {
+pub struct CommandAction {
     argv: Vec<String>,
     timeout: Duration,
+    /// Only for `describe`: where the responder runs it is [`super::build`]'s business.
+    runs_first: bool,
 }
 
-impl CommandBackend {
-    pub fn new(argv: Vec<String>, timeout: Duration) -> CommandBackend {
-        CommandBackend { argv, timeout }
+impl CommandAction {
+    pub fn new(argv: Vec<String>, timeout: Duration, runs_first: bool) -> CommandAction {
+        CommandAction {
+            argv,
+            timeout,
+            runs_first,
+        }
     }
 
     /// The argv for `block`: each placeholder replaced inside its own argument, which stays one
@@ -60,7 +69,7 @@ impl CommandBackend {
     }
 
     /// Runs the command for `block` and waits for it, at most the timeout (plus the time to
-    /// reap a killed child). The argv it ran is [`CommandBackend::argv_for`]'s.
+    /// reap a killed child). The argv it ran is [`CommandAction::argv_for`]'s.
     pub fn run(&self, block: &BlockRecord) -> Result<Outcome, CommandError> {
         self.run_argv(&self.argv_for(block))
     }
@@ -100,40 +109,72 @@ impl CommandBackend {
     }
 }
 
-fn failed(message: String) -> BackendError {
-    BackendError::Failed {
-        backend: BACKEND_NAME,
-        message,
+fn failed(detail: String) -> ActionError {
+    ActionError::Program {
+        action: ACTION_NAME,
+        detail,
     }
 }
 
-impl Backend for CommandBackend {
+impl Action for CommandAction {
     fn name(&self) -> &'static str {
-        BACKEND_NAME
+        ACTION_NAME
     }
 
-    fn block(&mut self, block: &BlockRecord, _now: SystemTime) -> Result<(), BackendError> {
-        let argv = self.argv_for(block);
-        let outcome = self.run_argv(&argv).map_err(|e| failed(e.to_string()))?;
-        self.log(argv.first().map_or("", String::as_str), &outcome, block);
-        if outcome.timed_out {
-            return Err(failed(format!("killed after {:?}", self.timeout)));
+    fn check(&self) -> Vec<String> {
+        let Some(program) = self.argv.first() else {
+            return vec!["no program configured".to_owned()];
+        };
+        let runnable = std::fs::metadata(Path::new(program))
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+        match runnable {
+            true => Vec::new(),
+            false => vec![format!("{program} does not exist or is not executable")],
         }
-        if !outcome.status.success() {
-            return Err(failed(outcome.status.to_string()));
-        }
-        Ok(())
     }
 
-    /// Does nothing: like PortSentry's KILL_RUN_CMD, the command has no undo, and nfsentry
-    /// cannot know what it did.
-    fn release(&mut self, _block: &BlockRecord) -> Result<(), BackendError> {
-        Ok(())
+    fn describe(&self) -> Vec<String> {
+        let when = if self.runs_first { "first" } else { "last" };
+        vec![
+            format!(
+                "block (runs {when}, no shell, killed after {}): {}",
+                config::format_duration(self.timeout),
+                self.argv.join(" ")
+            ),
+            "release: nothing (the command has no undo)".to_owned(),
+        ]
+    }
+
+    /// Programs it runs get CAP_NET_RAW (iptables-legacy needs it, and so may the admin's).
+    fn capabilities(&self) -> &'static [Capability] {
+        &[Capability::CAP_NET_RAW]
     }
 
     /// Does nothing: the command ran when the block was placed, and running an arbitrary
     /// program again on every start would not be idempotent (a second mail, a doubled rule).
-    fn restore(&mut self, _blocks: &[&BlockRecord], _now: SystemTime) -> Result<(), BackendError> {
+    fn init(&mut self, _due: &[&BlockRecord], _now: SystemTime) -> Result<(), ActionError> {
+        Ok(())
+    }
+
+    /// Runs the command once per block, one after the other.
+    fn block(&mut self, blocks: &[&BlockRecord], _now: SystemTime) -> Result<(), ActionError> {
+        attempt_each(ACTION_NAME, blocks, |block| {
+            let argv = self.argv_for(block);
+            let outcome = self.run_argv(&argv).map_err(|e| failed(e.to_string()))?;
+            self.log(argv.first().map_or("", String::as_str), &outcome, block);
+            if outcome.timed_out {
+                return Err(failed(format!("killed after {:?}", self.timeout)));
+            }
+            if !outcome.status.success() {
+                return Err(failed(outcome.status.to_string()));
+            }
+            Ok(())
+        })
+    }
+
+    /// Does nothing: like PortSentry's KILL_RUN_CMD, the command has no undo, and nfsentry
+    /// cannot know what it did.
+    fn release(&mut self, _blocks: &[&BlockRecord]) -> Result<(), ActionError> {
         Ok(())
     }
 }
@@ -176,10 +217,11 @@ mod tests {
         }
     }
 
-    fn backend(argv: &[&str]) -> CommandBackend {
-        CommandBackend::new(
+    fn backend(argv: &[&str]) -> CommandAction {
+        CommandAction::new(
             argv.iter().map(|a| a.to_string()).collect(),
             Duration::from_secs(5),
+            false,
         )
     }
 
@@ -223,7 +265,7 @@ mod tests {
 
     #[test]
     fn an_empty_argv_is_an_error_not_a_panic() {
-        let backend = CommandBackend::new(Vec::new(), Duration::from_secs(1));
+        let backend = CommandAction::new(Vec::new(), Duration::from_secs(1), false);
         let v4 = record(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)), "TCP", 23);
         assert!(matches!(backend.run(&v4), Err(CommandError::NoProgram)));
     }

@@ -70,15 +70,16 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
+use caps::Capability;
 use log::{debug, info, warn};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use thiserror::Error;
 
-use super::{Backend, BackendError};
+use super::{sources, Action, ActionError};
 use crate::store::BlockRecord;
 
-const BACKEND_NAME: &str = "hosts-deny";
+const ACTION_NAME: &str = "hosts-deny";
 const TARGET_PLACEHOLDER: &str = "$TARGET$";
 const MARKER_PREFIX: &str = "# nfsentry block ";
 const RELEASED_PREFIX: &str = "# nfsentry released";
@@ -115,7 +116,7 @@ pub enum HostsDenyError {
 
 /// The hosts.deny writer. Single-threaded by design (the responder owns it); other writers,
 /// including other instances on the same file, are kept apart by flock(2).
-pub struct HostsDenyBackend {
+pub struct HostsDenyAction {
     path: PathBuf,
     line_template: String,
     /// Leftover temporary files are removed once per process, under the lock, before the first
@@ -144,9 +145,9 @@ struct NewEntry {
     rule: String,
 }
 
-impl HostsDenyBackend {
-    pub fn new(path: PathBuf, line_template: String) -> HostsDenyBackend {
-        HostsDenyBackend {
+impl HostsDenyAction {
+    pub fn new(path: PathBuf, line_template: String) -> HostsDenyAction {
+        HostsDenyAction {
             path,
             line_template,
             temps_swept: false,
@@ -284,39 +285,112 @@ impl HostsDenyBackend {
     }
 }
 
-fn failed(e: HostsDenyError) -> BackendError {
-    BackendError::Failed {
-        backend: BACKEND_NAME,
-        message: e.to_string(),
+impl From<HostsDenyError> for ActionError {
+    fn from(error: HostsDenyError) -> ActionError {
+        let io = |doing, path: PathBuf, source| ActionError::Io {
+            action: ACTION_NAME,
+            doing,
+            path,
+            source,
+        };
+        match error {
+            HostsDenyError::Template { .. } => ActionError::Config {
+                action: ACTION_NAME,
+                detail: error.to_string(),
+            },
+            HostsDenyError::Open { path, source } => io("open", path, source),
+            HostsDenyError::Lock { path, source } => io("lock", path, source.into()),
+            HostsDenyError::LockRace { ref path } => io(
+                "lock",
+                path.clone(),
+                io::Error::other(format!(
+                    "it was replaced {LOCK_ATTEMPTS} times in a row while waiting for its lock"
+                )),
+            ),
+            HostsDenyError::Read { path, source } => io("read", path, source),
+            HostsDenyError::Write { path, source } => io("write", path, source),
+        }
     }
 }
 
-impl Backend for HostsDenyBackend {
-    fn name(&self) -> &'static str {
-        BACKEND_NAME
-    }
-
-    fn block(&mut self, block: &BlockRecord, _now: SystemTime) -> Result<(), BackendError> {
-        let changed = self.change(&[block.source], &[]).map_err(failed)?;
+impl HostsDenyAction {
+    /// Writes entries for the sources that have none, as one change of the file.
+    fn add(&mut self, blocks: &[&BlockRecord]) -> Result<(), ActionError> {
+        let changed = self.change(&sources(blocks), &[])?;
         if changed.added.is_empty() {
-            debug!(
-                "{} already has an entry for {}",
-                self.path.display(),
-                block.source
-            );
+            debug!("{} already has the entries asked for", self.path.display());
         }
         self.report_added(&changed);
         Ok(())
     }
 
-    fn release(&mut self, block: &BlockRecord) -> Result<(), BackendError> {
-        self.release_all(&[block])
+    /// Where the file cannot be written, or created when it does not exist, a block would fail.
+    fn writable_problem(&self) -> Option<String> {
+        use nix::unistd::{access, AccessFlags};
+        let path = self.resolved_path();
+        let (probe, what) = match path.exists() {
+            true => (path.clone(), "the file"),
+            false => (parent_dir(&path).to_path_buf(), "its directory"),
+        };
+        access(&probe, AccessFlags::W_OK).err().map(|errno| {
+            format!(
+                "{} cannot be written ({what}: {})",
+                self.path.display(),
+                io::Error::from(errno)
+            )
+        })
+    }
+}
+
+impl Action for HostsDenyAction {
+    fn name(&self) -> &'static str {
+        ACTION_NAME
+    }
+
+    fn check(&self) -> Vec<String> {
+        let template = self
+            .line_for(IpAddr::from([192, 0, 2, 1]))
+            .err()
+            .map(|e| format!("hosts_deny_line: {e}"));
+        template
+            .into_iter()
+            .chain(self.writable_problem())
+            .collect()
+    }
+
+    fn describe(&self) -> Vec<String> {
+        vec![
+            format!(
+                "block:   add to {}: \"{}\" (IPv6 as [addr]) under a '# nfsentry block' marker line",
+                self.path.display(),
+                self.line_template
+            ),
+            "release: remove that marker and line again".to_owned(),
+        ]
+    }
+
+    /// A hosts.deny that is not root's may need the file-ownership overrides.
+    fn capabilities(&self) -> &'static [Capability] {
+        &[
+            Capability::CAP_DAC_OVERRIDE,
+            Capability::CAP_CHOWN,
+            Capability::CAP_FOWNER,
+        ]
+    }
+
+    /// One change for all due blocks; sources that already have an entry are left as they are.
+    fn init(&mut self, due: &[&BlockRecord], _now: SystemTime) -> Result<(), ActionError> {
+        self.add(due)
+    }
+
+    /// A burst of new blocks is one rewrite of the file, not one per source.
+    fn block(&mut self, blocks: &[&BlockRecord], _now: SystemTime) -> Result<(), ActionError> {
+        self.add(blocks)
     }
 
     /// All the releases are one change of the file; when that change fails, none is made.
-    fn release_all(&mut self, blocks: &[&BlockRecord]) -> Result<(), BackendError> {
-        let sources: Vec<IpAddr> = blocks.iter().map(|block| block.source).collect();
-        let changed = self.change(&[], &sources).map_err(failed)?;
+    fn release(&mut self, blocks: &[&BlockRecord]) -> Result<(), ActionError> {
+        let changed = self.change(&[], &sources(blocks))?;
         match changed.released.as_slice() {
             [] => {}
             [one] => info!("removed the entry for {one} from {}", self.path.display()),
@@ -326,19 +400,6 @@ impl Backend for HostsDenyBackend {
                 self.path.display()
             ),
         }
-        Ok(())
-    }
-
-    /// A burst of new blocks is one rewrite of the file, not one per source.
-    fn block_all(&mut self, blocks: &[&BlockRecord], now: SystemTime) -> Result<(), BackendError> {
-        self.restore(blocks, now)
-    }
-
-    /// One change for all blocks; sources that already have an entry are left as they are.
-    fn restore(&mut self, blocks: &[&BlockRecord], _now: SystemTime) -> Result<(), BackendError> {
-        let sources: Vec<IpAddr> = blocks.iter().map(|block| block.source).collect();
-        let changed = self.change(&sources, &[]).map_err(failed)?;
-        self.report_added(&changed);
         Ok(())
     }
 }
@@ -1167,17 +1228,17 @@ mod tests {
         fs::write(&path, admin).unwrap();
         let inode = fs::metadata(&path).unwrap().ino();
         let mut backend =
-            HostsDenyBackend::new(path.clone(), "ALL: $TARGET$".into()).in_place_only();
+            HostsDenyAction::new(path.clone(), "ALL: $TARGET$".into()).in_place_only();
         let now = SystemTime::now();
 
-        backend.block(&record(V4), now).unwrap();
-        backend.block(&record(V6), now).unwrap();
+        backend.block(&[&record(V4)], now).unwrap();
+        backend.block(&[&record(V6)], now).unwrap();
         // The admin then adds a line below nfsentry's entries.
         let mut appended = fs::read(&path).unwrap();
         appended.extend_from_slice(b"sshd: 10.0.0.2\n");
         fs::write(&path, &appended).unwrap();
 
-        backend.release(&record(V4)).unwrap();
+        backend.release(&[&record(V4)]).unwrap();
         let text = fs::read(&path).unwrap();
         assert_eq!(
             text.len(),
@@ -1202,16 +1263,16 @@ ALL: [2001:db8::7]\nsshd: 10.0.0.2\n"
         let admin = b"# admin\nALL: 10.0.0.1";
         fs::write(&path, admin).unwrap();
         let mut backend =
-            HostsDenyBackend::new(path.clone(), "ALL: $TARGET$".into()).in_place_only();
+            HostsDenyAction::new(path.clone(), "ALL: $TARGET$".into()).in_place_only();
         let now = SystemTime::now();
-        backend.block(&record(V4), now).unwrap();
-        backend.block(&record(V6), now).unwrap();
-        backend.block(&record(V4_OTHER), now).unwrap();
+        backend.block(&[&record(V4)], now).unwrap();
+        backend.block(&[&record(V6)], now).unwrap();
+        backend.block(&[&record(V4_OTHER)], now).unwrap();
         // Releasing the middle one leaves a released line; releasing the rest cuts them all.
-        backend.release(&record(V6)).unwrap();
+        backend.release(&[&record(V6)]).unwrap();
         assert_eq!(backend.sources().unwrap(), vec![V4, V4_OTHER]);
-        backend.release(&record(V4_OTHER)).unwrap();
-        backend.release(&record(V4)).unwrap();
+        backend.release(&[&record(V4_OTHER)]).unwrap();
+        backend.release(&[&record(V4)]).unwrap();
         assert_eq!(fs::read(&path).unwrap(), admin.to_vec());
     }
 
@@ -1227,7 +1288,7 @@ ALL: [2001:db8::7]\nsshd: 10.0.0.2\n"
         let admin = b"# admin\nALL: 10.0.0.1";
         fs::write(&path, admin).unwrap();
         let inode = fs::metadata(&path).unwrap().ino();
-        let mut backend = HostsDenyBackend::new(path.clone(), "ALL: $TARGET$".into());
+        let mut backend = HostsDenyAction::new(path.clone(), "ALL: $TARGET$".into());
         if in_place {
             backend = backend.in_place_only();
         }
@@ -1236,7 +1297,7 @@ ALL: [2001:db8::7]\nsshd: 10.0.0.2\n"
             .collect();
         let records: Vec<BlockRecord> = sources.iter().map(|source| record(*source)).collect();
         let all: Vec<&BlockRecord> = records.iter().collect();
-        backend.block_all(&all, SystemTime::now()).unwrap();
+        backend.block(&all, SystemTime::now()).unwrap();
         assert_eq!(backend.sources().unwrap(), sources);
         let mut with_admin_line = fs::read(&path).unwrap();
         with_admin_line.extend_from_slice(b"sshd: 10.0.0.2\n");
@@ -1245,7 +1306,7 @@ ALL: [2001:db8::7]\nsshd: 10.0.0.2\n"
         let absent = record(V4);
         let first_batch = [&records[0], &records[2], &absent, &records[4]];
         let written_before = backend.changes_written;
-        backend.release_all(&first_batch).unwrap();
+        backend.release(&first_batch).unwrap();
         assert_eq!(backend.changes_written, written_before + 1, "one change");
         assert_eq!(backend.sources().unwrap(), vec![sources[1], sources[3]]);
         let text = fs::read(&path).unwrap();
@@ -1269,7 +1330,7 @@ ALL: [2001:db8::7]\nsshd: 10.0.0.2\n"
             );
         }
 
-        backend.release_all(&[&records[3], &records[1]]).unwrap();
+        backend.release(&[&records[3], &records[1]]).unwrap();
         assert_eq!(backend.sources().unwrap(), Vec::<IpAddr>::new());
         let text = fs::read(&path).unwrap();
         assert!(text.starts_with(admin), "the admin's bytes moved");
@@ -1297,11 +1358,11 @@ ALL: [2001:db8::7]\nsshd: 10.0.0.2\n"
         let admin = b"# admin\nALL: 10.0.0.1";
         fs::write(&path, admin).unwrap();
         let mut backend =
-            HostsDenyBackend::new(path.clone(), "ALL: $TARGET$".into()).in_place_only();
+            HostsDenyAction::new(path.clone(), "ALL: $TARGET$".into()).in_place_only();
         let records = [record(V4), record(V6), record(V4_OTHER)];
         let all: Vec<&BlockRecord> = records.iter().collect();
-        backend.block_all(&all, SystemTime::now()).unwrap();
-        backend.release_all(&all).unwrap();
+        backend.block(&all, SystemTime::now()).unwrap();
+        backend.release(&all).unwrap();
         assert_eq!(fs::read(&path).unwrap(), admin.to_vec());
     }
 
@@ -1315,8 +1376,8 @@ ALL: [2001:db8::7]\nsshd: 10.0.0.2\n"
         )
         .unwrap();
         let mut backend =
-            HostsDenyBackend::new(path.clone(), "ALL: $TARGET$".into()).in_place_only();
-        backend.block(&record(V4), SystemTime::now()).unwrap();
+            HostsDenyAction::new(path.clone(), "ALL: $TARGET$".into()).in_place_only();
+        backend.block(&[&record(V4)], SystemTime::now()).unwrap();
         assert_eq!(
             String::from_utf8(fs::read(&path).unwrap()).unwrap(),
             "ALL: 10.0.0.1\n# nfsentry block 192.0.2.7\nALL: 192.0.2.7\n"

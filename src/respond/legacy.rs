@@ -13,11 +13,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use caps::Capability;
 use log::{debug, info, warn};
 
 use super::process::{self, Invocation, Outcome};
-use super::{Backend, BackendError};
-use crate::config::Action;
+use super::{attempt_each, Action, ActionError};
 use crate::store::BlockRecord;
 
 /// How long one tool invocation may take before it is killed. Firewall tools answer in
@@ -49,19 +49,7 @@ pub enum LegacyTool {
 }
 
 impl LegacyTool {
-    /// The tool behind a configured action, or None for actions that are not legacy tools.
-    pub fn from_action(action: Action) -> Option<LegacyTool> {
-        match action {
-            Action::Iptables => Some(LegacyTool::Iptables),
-            Action::Ipchains => Some(LegacyTool::Ipchains),
-            Action::Ipfwadm => Some(LegacyTool::Ipfwadm),
-            Action::Ipfw => Some(LegacyTool::Ipfw),
-            Action::Ipfilter => Some(LegacyTool::Ipfilter),
-            Action::NftSet | Action::Route | Action::HostsDeny | Action::Command => None,
-        }
-    }
-
-    /// The action's word in the config file, also the backend's name in logs.
+    /// The action's word in the config file, also the action's name in logs.
     pub fn action_name(self) -> &'static str {
         match self {
             LegacyTool::Iptables => "iptables",
@@ -277,32 +265,28 @@ pub fn describe(tool: LegacyTool, ipfilter_interface: Option<&str>) -> Vec<Strin
     lines
 }
 
-/// Checks that an action's programs are installed, for `check-config`; gives the path of the
-/// first one, or a message such as "action iptables: iptables not found in PATH (/usr/sbin:…)".
-pub fn preflight(tool: LegacyTool) -> Result<PathBuf, String> {
-    let search_path = search_path();
-    let mut first = None;
-    for program in tool.programs() {
-        let found = find_program(program, &search_path).ok_or_else(|| {
-            format!(
-                "action {tool}: {}",
-                not_found_message(program, &search_path)
-            )
-        })?;
-        first.get_or_insert(found);
-    }
-    first.ok_or_else(|| format!("action {tool}: no program to run"))
+/// The tool's programs, each as its absolute path in `search_path`; the first one missing is
+/// the error.
+fn find_programs(
+    tool: LegacyTool,
+    search_path: &OsStr,
+) -> Result<Vec<(&'static str, PathBuf)>, ActionError> {
+    tool.programs()
+        .iter()
+        .map(|program| {
+            find_program(program, search_path)
+                .map(|path| (*program, path))
+                .ok_or_else(|| ActionError::MissingTool {
+                    action: tool.action_name(),
+                    program: (*program).to_owned(),
+                    search_path: search_path.to_string_lossy().into_owned(),
+                })
+        })
+        .collect()
 }
 
 fn search_path() -> OsString {
     env::var_os("PATH").unwrap_or_else(|| OsString::from(FALLBACK_SEARCH_PATH))
-}
-
-fn not_found_message(program: &str, search_path: &OsStr) -> String {
-    format!(
-        "{program} not found in PATH ({})",
-        search_path.to_string_lossy()
-    )
 }
 
 /// The first executable regular file named `program` in `search_path`, as an absolute path.
@@ -324,58 +308,65 @@ fn is_executable_file(path: &Path) -> bool {
 
 /// Blocks and releases addresses with one legacy firewall tool.
 ///
-/// The tools other than iptables cannot be asked whether a rule is in place, so the backend
+/// The tools other than iptables cannot be asked whether a rule is in place, so the action
 /// remembers which addresses it placed during this run: a second block of the same address does
-/// nothing, and `restore` removes a rule before placing it so a restart does not double it.
-pub struct LegacyBackend {
+/// nothing, and `init` removes a rule before placing it so a restart does not double it.
+pub struct LegacyAction {
     tool: LegacyTool,
     ipfilter_interface: Option<String>,
-    /// Absolute paths of `tool.programs()`, resolved once so a later PATH change cannot swap them.
+    /// Absolute paths of `tool.programs()`, resolved once by `init` so a later PATH change
+    /// cannot swap them.
     programs: Vec<(&'static str, PathBuf)>,
-    /// Addresses this backend placed a rule for and has not released.
+    /// Addresses this action placed a rule for and has not released.
     placed: BTreeSet<IpAddr>,
     timeout: Duration,
 }
 
-impl LegacyBackend {
-    /// Finds the tool's programs in PATH now; fails naming the tool and the PATH searched when
-    /// one is missing, or when `ipfilter_interface` is not a plain interface name.
-    pub fn new(
-        tool: LegacyTool,
-        ipfilter_interface: Option<String>,
-    ) -> Result<LegacyBackend, BackendError> {
-        let failed = |message: String| BackendError::Failed {
-            backend: tool.action_name(),
-            message,
-        };
-        if let Some(name) = ipfilter_interface.as_deref() {
-            if !is_plain_interface_name(name) {
-                return Err(failed(format!(
-                    "ipfilter_interface {name:?} is not a plain interface name (letters, digits, \
-                     '.', '_', '-'; at most {INTERFACE_NAME_MAX_BYTES} bytes)"
-                )));
-            }
-        }
-        let search_path = search_path();
-        let mut programs = Vec::new();
-        for program in tool.programs() {
-            let path = find_program(program, &search_path)
-                .ok_or_else(|| failed(not_found_message(program, &search_path)))?;
-            programs.push((*program, path));
-        }
-        Ok(LegacyBackend {
+impl LegacyAction {
+    pub fn new(tool: LegacyTool, ipfilter_interface: Option<String>) -> LegacyAction {
+        LegacyAction {
             tool,
             ipfilter_interface,
-            programs,
+            programs: Vec::new(),
             placed: BTreeSet::new(),
             timeout: TOOL_TIMEOUT,
+        }
+    }
+
+    /// An `ipfilter_interface` that is not a plain interface name, said as `check` says it.
+    fn interface_problem(&self) -> Option<String> {
+        let name = self.ipfilter_interface.as_deref()?;
+        (!is_plain_interface_name(name)).then(|| {
+            format!(
+                "ipfilter_interface {name:?} is not a plain interface name (letters, digits, \
+                 '.', '_', '-'; at most {INTERFACE_NAME_MAX_BYTES} bytes): it goes into an ipf \
+                 rule line"
+            )
         })
     }
 
-    fn failed(&self, message: String) -> BackendError {
-        BackendError::Failed {
-            backend: self.tool.action_name(),
-            message,
+    /// Where `init` found the tool's programs, in the order `tool.programs()` names them.
+    pub fn program_paths(&self) -> Vec<PathBuf> {
+        self.programs.iter().map(|(_, path)| path.clone()).collect()
+    }
+
+    /// Checks the interface name and finds the tool's programs in PATH now; fails naming the
+    /// tool and the PATH searched when one is missing.
+    fn take_up(&mut self) -> Result<(), ActionError> {
+        if let Some(detail) = self.interface_problem() {
+            return Err(ActionError::Config {
+                action: self.tool.action_name(),
+                detail,
+            });
+        }
+        self.programs = find_programs(self.tool, &search_path())?;
+        Ok(())
+    }
+
+    fn failed(&self, detail: String) -> ActionError {
+        ActionError::Program {
+            action: self.tool.action_name(),
+            detail,
         }
     }
 
@@ -402,7 +393,7 @@ impl LegacyBackend {
         &self,
         commands: &RuleCommands,
         args: &[String],
-    ) -> Result<Invocation, BackendError> {
+    ) -> Result<Invocation, ActionError> {
         let program = self
             .programs
             .iter()
@@ -418,7 +409,7 @@ impl LegacyBackend {
 
     /// Runs one command and logs how it ended; a failure to run at all (not found, timed out)
     /// is an error, a non-zero exit is for the caller to judge.
-    fn execute(&self, invocation: &Invocation) -> Result<Outcome, BackendError> {
+    fn execute(&self, invocation: &Invocation) -> Result<Outcome, ActionError> {
         let outcome = process::run(invocation, self.timeout)
             .map_err(|e| self.failed(format!("`{invocation}`: {e}")))?;
         if outcome.timed_out {
@@ -438,7 +429,7 @@ impl LegacyBackend {
     }
 
     /// Runs a command that must succeed.
-    fn execute_ok(&self, invocation: &Invocation) -> Result<(), BackendError> {
+    fn execute_ok(&self, invocation: &Invocation) -> Result<(), ActionError> {
         let outcome = self.execute(invocation)?;
         if !outcome.status.success() {
             return Err(self.failed(format!(
@@ -456,7 +447,7 @@ impl LegacyBackend {
     }
 
     /// Asks iptables whether the rule is in place (`-C` exits 0 when it is, 1 when it is not).
-    fn is_in_place(&self, commands: &RuleCommands, check: &[String]) -> Result<bool, BackendError> {
+    fn is_in_place(&self, commands: &RuleCommands, check: &[String]) -> Result<bool, ActionError> {
         let invocation = self.invocation(commands, check)?;
         let outcome = self.execute(&invocation)?;
         match outcome.status.code() {
@@ -470,7 +461,7 @@ impl LegacyBackend {
         }
     }
 
-    fn place(&mut self, address: IpAddr) -> Result<(), BackendError> {
+    fn place(&mut self, address: IpAddr) -> Result<(), ActionError> {
         let Some(commands) = self.commands_for(address) else {
             return Ok(());
         };
@@ -489,7 +480,7 @@ impl LegacyBackend {
         Ok(())
     }
 
-    fn remove(&mut self, address: IpAddr) -> Result<(), BackendError> {
+    fn remove(&mut self, address: IpAddr) -> Result<(), ActionError> {
         let Some(commands) = self.commands_for(address) else {
             return Ok(());
         };
@@ -514,7 +505,7 @@ impl LegacyBackend {
 
     /// For tools without a check: removes any rule an earlier run left, then places it anew, so
     /// the address ends up blocked exactly once whether or not the rule survived.
-    fn replace(&mut self, address: IpAddr) -> Result<(), BackendError> {
+    fn replace(&mut self, address: IpAddr) -> Result<(), ActionError> {
         let Some(commands) = self.commands_for(address) else {
             return Ok(());
         };
@@ -530,7 +521,7 @@ impl LegacyBackend {
     /// rule 1, so one address is released by deleting rule 1 and adding the others back. Those
     /// others are unblocked for the few milliseconds this takes; any foreign rule numbered 1 is
     /// lost, which is why `describe` says nfsentry owns rule 1.
-    fn rebuild_ipfw_rule(&mut self) -> Result<(), BackendError> {
+    fn rebuild_ipfw_rule(&mut self) -> Result<(), ActionError> {
         let ipfw = RuleCommands {
             program: "ipfw",
             check: None,
@@ -567,53 +558,59 @@ impl LegacyBackend {
     /// One error for a batch: how many failed, and the first failure's message.
     fn summarise(
         &self,
-        failures: Vec<BackendError>,
+        failures: Vec<ActionError>,
         total: usize,
         what: &str,
-    ) -> Result<(), BackendError> {
+    ) -> Result<(), ActionError> {
         let count = failures.len();
         match failures.into_iter().next() {
             None => Ok(()),
-            Some(BackendError::Failed { message, .. }) => Err(self.failed(format!(
-                "{count} of {total} addresses could not be {what}; first: {message}"
+            Some(first) => Err(self.failed(format!(
+                "{count} of {total} addresses could not be {what}; first: {}",
+                first.detail()
             ))),
         }
     }
 }
 
-impl Backend for LegacyBackend {
+impl Action for LegacyAction {
     fn name(&self) -> &'static str {
         self.tool.action_name()
     }
 
-    fn block(&mut self, block: &BlockRecord, _now: SystemTime) -> Result<(), BackendError> {
-        self.place(block.source)
+    fn check(&self) -> Vec<String> {
+        let missing = find_programs(self.tool, &search_path())
+            .err()
+            .map(|e| e.detail());
+        self.interface_problem()
+            .into_iter()
+            .chain(missing)
+            .collect()
     }
 
-    fn release(&mut self, block: &BlockRecord) -> Result<(), BackendError> {
-        self.remove(block.source)
+    fn describe(&self) -> Vec<String> {
+        describe(self.tool, self.ipfilter_interface.as_deref())
     }
 
-    /// For ipfw, one rebuild of rule 1 for the whole batch: `delete 1`, then one add per address
-    /// still blocked, where releasing one by one would re-add the survivors once per released
-    /// address. The other tools delete each address's own rule.
-    fn release_all(&mut self, blocks: &[&BlockRecord]) -> Result<(), BackendError> {
-        if self.tool != LegacyTool::Ipfw {
-            return super::attempt_each(blocks, |block| self.remove(block.source));
+    /// iptables-legacy and its kin need CAP_NET_RAW besides CAP_NET_ADMIN.
+    fn capabilities(&self) -> &'static [Capability] {
+        &[Capability::CAP_NET_RAW]
+    }
+
+    /// Finds the programs, then re-applies the due blocks. iptables is asked whether each rule
+    /// is still in place; the tools that cannot be asked have any rule an earlier run left
+    /// removed before it is placed again, and ipfw has its rule 1 rebuilt once for them all.
+    fn init(&mut self, due: &[&BlockRecord], _now: SystemTime) -> Result<(), ActionError> {
+        self.take_up()?;
+        if due.is_empty() {
+            return Ok(());
         }
-        for block in blocks {
-            self.placed.remove(&block.source);
-        }
-        self.rebuild_ipfw_rule()
-    }
-
-    fn restore(&mut self, blocks: &[&BlockRecord], _now: SystemTime) -> Result<(), BackendError> {
         if self.tool == LegacyTool::Ipfw {
-            self.placed.extend(blocks.iter().map(|block| block.source));
+            self.placed.extend(due.iter().map(|block| block.source));
             return self.rebuild_ipfw_rule();
         }
         let mut failures = Vec::new();
-        for block in blocks {
+        for block in due {
             let restored = if self.tool == LegacyTool::Iptables {
                 self.place(block.source)
             } else {
@@ -623,7 +620,26 @@ impl Backend for LegacyBackend {
                 failures.push(e);
             }
         }
-        self.summarise(failures, blocks.len(), "restored")
+        self.summarise(failures, due.len(), "restored")
+    }
+
+    fn block(&mut self, blocks: &[&BlockRecord], _now: SystemTime) -> Result<(), ActionError> {
+        let action = self.tool.action_name();
+        attempt_each(action, blocks, |block| self.place(block.source))
+    }
+
+    /// For ipfw, one rebuild of rule 1 for the whole batch: `delete 1`, then one add per address
+    /// still blocked, where releasing one by one would re-add the survivors once per released
+    /// address. The other tools delete each address's own rule.
+    fn release(&mut self, blocks: &[&BlockRecord]) -> Result<(), ActionError> {
+        if self.tool != LegacyTool::Ipfw {
+            let action = self.tool.action_name();
+            return attempt_each(action, blocks, |block| self.remove(block.source));
+        }
+        for block in blocks {
+            self.placed.remove(&block.source);
+        }
+        self.rebuild_ipfw_rule()
     }
 }
 
@@ -785,7 +801,7 @@ mod tests {
         let hung_tool = scratch.0.join("ipchains");
         fs::write(&hung_tool, "#!/bin/sh\necho hanging >&2\nexec sleep 30\n").unwrap();
         fs::set_permissions(&hung_tool, fs::Permissions::from_mode(0o755)).unwrap();
-        let mut backend = LegacyBackend {
+        let mut backend = LegacyAction {
             tool: LegacyTool::Ipchains,
             ipfilter_interface: None,
             programs: vec![("ipchains", hung_tool.clone())],
@@ -794,7 +810,7 @@ mod tests {
         };
         let source: IpAddr = "192.0.2.7".parse().unwrap();
         let started = std::time::Instant::now();
-        let BackendError::Failed { message, .. } = backend.place(source).unwrap_err();
+        let message = backend.place(source).unwrap_err().detail();
         assert!(started.elapsed() < Duration::from_secs(2));
         assert_eq!(
             message,

@@ -1,66 +1,94 @@
-//! The `nft-set` action: blocked sources go into nfsentry's own `blocked_v4` / `blocked_v6`
-//! sets, which the prerouting chain drops first thing; the kernel expires timed elements itself.
+//! The `nft-set` action: blocked sources go into the `blocked_v4` / `blocked_v6` sets of
+//! nfsentry's own table, which the prerouting chain drops first thing; the kernel expires timed
+//! elements itself. The sets come and go with the table, which [`crate::firewall`] owns.
 
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
-use super::{Backend, BackendError};
+use super::{sources, Action, ActionError};
+use crate::config;
 use crate::nft::netlink::{Nft, NftError};
 use crate::store::BlockRecord;
 
-pub struct NftSetBackend {
-    nft: Nft,
+const ACTION_NAME: &str = "nft-set";
+
+pub struct NftSetAction {
     table: String,
+    /// Only for `describe`: each element carries its block's own remaining time.
+    block_timeout: Option<Duration>,
+    /// Opened by `init`.
+    nft: Option<Nft>,
 }
 
-impl NftSetBackend {
-    pub fn new(nft: Nft, table: String) -> Self {
-        NftSetBackend { nft, table }
-    }
-
-    fn failed(e: NftError) -> BackendError {
-        BackendError::Failed {
-            backend: "nft-set",
-            message: e.to_string(),
+impl NftSetAction {
+    pub fn new(table: &str, block_timeout: Option<Duration>) -> NftSetAction {
+        NftSetAction {
+            table: table.to_owned(),
+            block_timeout,
+            nft: None,
         }
     }
-}
 
-impl Backend for NftSetBackend {
-    fn name(&self) -> &'static str {
-        "nft-set"
+    fn nft(&mut self) -> Result<&mut Nft, ActionError> {
+        self.nft.as_mut().ok_or_else(|| ActionError::Config {
+            action: ACTION_NAME,
+            detail: "used before init".to_owned(),
+        })
     }
 
-    fn block(&mut self, block: &BlockRecord, now: SystemTime) -> Result<(), BackendError> {
-        self.nft
-            .block(&self.table, block.source, block.remaining(now))
-            .map_err(Self::failed)
-    }
-
-    fn release(&mut self, block: &BlockRecord) -> Result<(), BackendError> {
-        self.nft
-            .release(&self.table, block.source)
-            .map_err(Self::failed)
-    }
-
-    fn release_all(&mut self, blocks: &[&BlockRecord]) -> Result<(), BackendError> {
-        let sources: Vec<IpAddr> = blocks.iter().map(|b| b.source).collect();
-        self.nft
-            .release_many(&self.table, &sources)
-            .map_err(Self::failed)
-    }
-
-    fn block_all(&mut self, blocks: &[&BlockRecord], now: SystemTime) -> Result<(), BackendError> {
-        self.restore(blocks, now)
-    }
-
-    fn restore(&mut self, blocks: &[&BlockRecord], now: SystemTime) -> Result<(), BackendError> {
+    fn add(&mut self, blocks: &[&BlockRecord], now: SystemTime) -> Result<(), ActionError> {
         let entries: Vec<(IpAddr, Option<Duration>)> = blocks
             .iter()
-            .map(|b| (b.source, b.remaining(now)))
+            .map(|block| (block.source, block.remaining(now)))
             .collect();
-        self.nft
-            .block_many(&self.table, &entries)
-            .map_err(Self::failed)
+        let table = self.table.clone();
+        self.nft()?.block_many(&table, &entries).map_err(refused)
+    }
+}
+
+fn refused(error: NftError) -> ActionError {
+    ActionError::kernel(ACTION_NAME, error.errno(), &error)
+}
+
+impl Action for NftSetAction {
+    fn name(&self) -> &'static str {
+        ACTION_NAME
+    }
+
+    fn check(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn describe(&self) -> Vec<String> {
+        let table = &self.table;
+        let timeout = match self.block_timeout {
+            Some(t) => format!(" timeout {}", config::format_duration(t)),
+            None => String::new(),
+        };
+        vec![
+            format!(
+                "block:   add element inet {table} blocked_v4 {{ $TARGET${timeout} }}   \
+                 (blocked_v6 for IPv6; netlink, no nft process)"
+            ),
+            format!("release: delete element inet {table} blocked_v4 {{ $TARGET$ }}"),
+        ]
+    }
+
+    /// Opens its netlink socket and puts the due blocks back into the sets, which the firewall
+    /// has just built empty. Re-adding a present element only refreshes its timeout.
+    fn init(&mut self, due: &[&BlockRecord], now: SystemTime) -> Result<(), ActionError> {
+        self.nft = Some(Nft::open().map_err(refused)?);
+        self.add(due, now)
+    }
+
+    fn block(&mut self, blocks: &[&BlockRecord], now: SystemTime) -> Result<(), ActionError> {
+        self.add(blocks, now)
+    }
+
+    fn release(&mut self, blocks: &[&BlockRecord]) -> Result<(), ActionError> {
+        let table = self.table.clone();
+        self.nft()?
+            .release_many(&table, &sources(blocks))
+            .map_err(refused)
     }
 }

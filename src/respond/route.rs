@@ -27,9 +27,8 @@ use nix::errno::Errno;
 use nix::sys::socket::{sendto, MsgFlags, NetlinkAddr, SockProtocol};
 use thiserror::Error;
 
-use super::{Backend, BackendError};
+use super::{attempt_each, Action, ActionError};
 use crate::config::RouteTarget;
-use crate::error_text::with_causes;
 use crate::netlink_wire::{self, OpenError, Request};
 pub use crate::netlink_wire::{find_answer, Answer};
 use crate::store::BlockRecord;
@@ -41,7 +40,7 @@ use crate::store::BlockRecord;
 /// line `254 nfsentry` in `/etc/iproute2/rt_protos.d/nfsentry.conf` names them in `ip` output.
 pub const ROUTE_PROTOCOL: u8 = 0xfe;
 
-const BACKEND_NAME: &str = "route";
+const ACTION_NAME: &str = "route";
 /// How long the kernel may take to acknowledge one route change. It normally answers in
 /// microseconds; the bound only keeps a wedged socket from stalling the responder.
 const ACK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -118,12 +117,9 @@ fn kernel_says(message: &Option<String>) -> String {
         .map_or_else(String::new, |text| format!(" ({text})"))
 }
 
-impl From<RouteError> for BackendError {
-    fn from(error: RouteError) -> BackendError {
-        BackendError::Failed {
-            backend: BACKEND_NAME,
-            message: with_causes(&error),
-        }
+impl From<RouteError> for ActionError {
+    fn from(error: RouteError) -> ActionError {
+        ActionError::kernel(ACTION_NAME, error.errno(), &error)
     }
 }
 
@@ -264,22 +260,40 @@ impl fmt::Display for RouteChange {
     }
 }
 
+/// The `route` action: what it is configured to do, and its socket once `init` has opened it.
+pub struct RouteAction {
+    target: RouteTarget,
+    routes: Option<Routes>,
+}
+
+impl RouteAction {
+    pub fn new(target: RouteTarget) -> RouteAction {
+        RouteAction {
+            target,
+            routes: None,
+        }
+    }
+
+    fn routes(&mut self) -> Result<&mut Routes, ActionError> {
+        self.routes.as_mut().ok_or_else(|| ActionError::Config {
+            action: ACTION_NAME,
+            detail: "used before init".to_owned(),
+        })
+    }
+}
+
 /// Places and lifts host routes for blocked sources over one rtnetlink socket.
-pub struct RouteBackend {
+pub struct Routes {
     socket: OwnedFd,
     target: RouteTarget,
     sequence: u32,
     receive_buffer: Vec<u8>,
 }
 
-impl RouteBackend {
+impl Routes {
     /// Opens the rtnetlink socket in the calling thread's network namespace. Routes go to the
     /// main table.
-    pub fn new(target: RouteTarget) -> Result<RouteBackend, BackendError> {
-        Ok(RouteBackend::open(target)?)
-    }
-
-    fn open(target: RouteTarget) -> Result<RouteBackend, RouteError> {
+    pub fn open(target: RouteTarget) -> Result<Routes, RouteError> {
         let socket = netlink_wire::open_socket(SockProtocol::NetlinkRoute, ACK_TIMEOUT).map_err(
             |error| match error {
                 OpenError::Socket(errno) | OpenError::Bind(errno) => RouteError::Open(errno),
@@ -289,7 +303,7 @@ impl RouteBackend {
                 },
             },
         )?;
-        Ok(RouteBackend {
+        Ok(Routes {
             socket,
             target,
             sequence: 0,
@@ -298,7 +312,7 @@ impl RouteBackend {
     }
 
     /// Adds the host route for `source`; present already (ours, identical) counts as done.
-    fn add(&mut self, source: IpAddr) -> Result<(), RouteError> {
+    pub fn block(&mut self, source: IpAddr) -> Result<(), RouteError> {
         let change = RouteChange::Add {
             destination: source,
             kind: RouteKind::for_destination(&self.target, source),
@@ -313,7 +327,7 @@ impl RouteBackend {
     }
 
     /// Deletes every route to `source` tagged with [`ROUTE_PROTOCOL`]; none at all is fine.
-    fn remove(&mut self, source: IpAddr) -> Result<(), RouteError> {
+    pub fn release(&mut self, source: IpAddr) -> Result<(), RouteError> {
         for _ in 0..MAX_OWN_ROUTES_PER_SOURCE {
             match self.apply(RouteChange::DeleteOwn {
                 destination: source,
@@ -383,17 +397,45 @@ impl RouteBackend {
     }
 }
 
-impl Backend for RouteBackend {
+impl Action for RouteAction {
     fn name(&self) -> &'static str {
-        BACKEND_NAME
+        ACTION_NAME
     }
 
-    fn block(&mut self, block: &BlockRecord, _now: SystemTime) -> Result<(), BackendError> {
-        Ok(self.add(block.source)?)
+    fn check(&self) -> Vec<String> {
+        Vec::new()
     }
 
-    fn release(&mut self, block: &BlockRecord) -> Result<(), BackendError> {
-        Ok(self.remove(block.source)?)
+    fn describe(&self) -> Vec<String> {
+        let how = match &self.target {
+            RouteTarget::Blackhole => "blackhole $TARGET$/32".to_string(),
+            RouteTarget::Gateway(gateway) => format!("$TARGET$/32 via {gateway}"),
+        };
+        vec![
+            format!(
+                "block:   ip route add {how} proto {ROUTE_PROTOCOL}   (/128 for IPv6; \
+                 rtnetlink, no ip process)"
+            ),
+            format!("release: ip route del $TARGET$/32 proto {ROUTE_PROTOCOL}"),
+        ]
+    }
+
+    /// Opens the socket and adds the due routes; one already in place counts as added.
+    fn init(&mut self, due: &[&BlockRecord], now: SystemTime) -> Result<(), ActionError> {
+        self.routes = Some(Routes::open(self.target)?);
+        self.block(due, now)
+    }
+
+    fn block(&mut self, blocks: &[&BlockRecord], _now: SystemTime) -> Result<(), ActionError> {
+        let routes = self.routes()?;
+        attempt_each(ACTION_NAME, blocks, |block| Ok(routes.block(block.source)?))
+    }
+
+    fn release(&mut self, blocks: &[&BlockRecord]) -> Result<(), ActionError> {
+        let routes = self.routes()?;
+        attempt_each(ACTION_NAME, blocks, |block| {
+            Ok(routes.release(block.source)?)
+        })
     }
 }
 
@@ -620,7 +662,7 @@ mod tests {
     }
 
     #[test]
-    fn backend_error_names_the_change_and_the_errno() {
+    fn action_error_names_the_change_and_the_errno() {
         let error = RouteError::Refused {
             change: RouteChange::Add {
                 destination: SCANNER_V4,
@@ -630,8 +672,13 @@ mod tests {
             errno: Errno::ENETUNREACH,
         };
         assert_eq!(error.errno(), Some(Errno::ENETUNREACH));
-        let BackendError::Failed { backend, message } = BackendError::from(error);
-        assert_eq!(backend, "route");
+        let error = ActionError::from(error);
+        let message = error.to_string();
+        let ActionError::Kernel { action, errno, .. } = error else {
+            panic!("a refusal is the kernel's: {message}");
+        };
+        assert_eq!(action, "route");
+        assert_eq!(errno, Some(Errno::ENETUNREACH));
         assert!(
             message.contains("ip route add 192.0.2.7/32 via 198.51.100.1 proto 254"),
             "{message}"

@@ -1,0 +1,96 @@
+//! The one owner of nfsentry's nft tables (`inet` and `netdev`, both named `daemon.table`):
+//! it clears what a crashed run left, installs the ruleset, and removes it at a clean stop.
+//! Nothing else in nfsentry creates or deletes these tables. What goes into the blocked sets is
+//! the `nft-set` action's business, and what the ruleset says is [`crate::nft::ruleset`]'s.
+
+use log::{error, info, warn};
+
+use crate::error_text::with_causes;
+use crate::nft::netlink::{Nft, NftError};
+use crate::nft::ruleset::QueueMode;
+use crate::nft::ruleset::RulesetSpec;
+
+/// What was installed, for the daemon's start-up report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Installed {
+    pub mode: QueueMode,
+    /// The devices the short-header chain hooks; empty when none could be hooked.
+    pub ingress_devices: Vec<String>,
+}
+
+/// Removes the tables a crashed run left behind. They still queue to our queue number, and
+/// packets that arrive while the queue binding is negotiated would be dropped unanswered and
+/// hold their queue slots; so this runs before the queue is bound, and the install that follows
+/// the binding builds the tables afresh anyway.
+pub fn clear_stale(table: &str) {
+    let removed = Nft::open().and_then(|mut nft| nft.remove(table));
+    if let Err(e) = removed {
+        warn!(
+            "cannot remove stale nft tables {table} before binding the queue: {}",
+            with_causes(&e)
+        );
+    }
+}
+
+/// nfsentry's tables in the kernel, from install to removal.
+pub struct Firewall {
+    nft: Nft,
+    spec: RulesetSpec,
+    prefer: Option<QueueMode>,
+}
+
+impl Firewall {
+    /// Installs `spec` as one transaction. `prefer` forces a queue mode; `None` tries the native
+    /// `queue` statement and falls back to the compat NFQUEUE target.
+    ///
+    /// Some kernels refuse a netdev hook on a device that does not exist (yet), and the netdev
+    /// chain shares the transaction with everything else: rather than start without any
+    /// protection, the install is retried without the short-header chain, saying why.
+    pub fn install(
+        spec: RulesetSpec,
+        prefer: Option<QueueMode>,
+    ) -> Result<(Firewall, Installed), NftError> {
+        let mut firewall = Firewall {
+            nft: Nft::open()?,
+            spec,
+            prefer,
+        };
+        let installed = firewall.install_spec()?;
+        Ok((firewall, installed))
+    }
+
+    fn install_spec(&mut self) -> Result<Installed, NftError> {
+        match self.nft.install(&self.spec, self.prefer) {
+            Ok(mode) => Ok(Installed {
+                mode,
+                ingress_devices: self.spec.ingress_devices.clone(),
+            }),
+            Err(e) if !self.spec.ingress_devices.is_empty() => {
+                let devices = std::mem::take(&mut self.spec.ingress_devices);
+                let Ok(mode) = self.nft.install(&self.spec, self.prefer) else {
+                    return Err(e);
+                };
+                error!(
+                    "the short-header chain on {} was refused ({}); running without it, so IPv4 \
+                     headers shorter than 5 words go unseen",
+                    devices.join(", "),
+                    with_causes(&e)
+                );
+                Ok(Installed {
+                    mode,
+                    ingress_devices: Vec::new(),
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes the tables at a clean stop: nothing is queued while nfsentry is away.
+    pub fn remove(mut self) {
+        let table = &self.spec.table;
+        match self.nft.remove(table) {
+            Ok(()) => info!("removed nft tables inet {table} and netdev {table}"),
+            Err(e) => error!("cannot remove nft table {table}: {}", with_causes(&e)),
+        }
+    }
+}

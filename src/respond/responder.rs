@@ -1,0 +1,419 @@
+//! The responder thread: it owns the firewall, the actions and the block store, takes block
+//! orders from the packet loop over a channel, and releases blocks whose time is up, including
+//! blocks placed by an earlier run.
+//!
+//! Nothing flows back into the packet loop, so the per-packet path never waits for a disk or a
+//! firewall. The responder decides nothing about who is blocked: the pipeline does.
+
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, SystemTime};
+
+use log::{error, info, warn};
+
+use super::Action;
+use crate::error_text::with_causes;
+use crate::firewall::{Firewall, Installed};
+use crate::nft::ruleset::QueueMode;
+use crate::nft::ruleset::RulesetSpec;
+use crate::report;
+use crate::store::{BlockRecord, BlockStore};
+
+/// What the packet loop asks of the responder.
+pub enum Order {
+    Block {
+        record: BlockRecord,
+        history_line: String,
+    },
+    Shutdown,
+}
+
+/// What the responder starts with.
+pub struct ResponderSetup {
+    pub spec: RulesetSpec,
+    pub prefer: Option<QueueMode>,
+    pub store: BlockStore,
+    /// Built by [`super::build`], in the order they run.
+    pub actions: Vec<Box<dyn Action>>,
+}
+
+/// Most block orders carried out as one burst.
+const MAX_BURST: usize = 4096;
+/// How often blocks are checked for expiry; a block outlives its timeout by at most this.
+const EXPIRY_CHECK: Duration = Duration::from_secs(1);
+
+/// Starts the responder thread. It installs the ruleset, has every action take over the stored
+/// blocks, then reports what it installed (or why it could not) on `ready` before taking orders.
+pub fn spawn(
+    setup: ResponderSetup,
+    orders: Receiver<Order>,
+    ready: SyncSender<Result<Installed, String>>,
+) -> std::io::Result<JoinHandle<()>> {
+    thread::Builder::new()
+        .name("responder".into())
+        .spawn(move || run(setup, orders, ready))
+}
+
+fn run(
+    setup: ResponderSetup,
+    orders: Receiver<Order>,
+    ready: SyncSender<Result<Installed, String>>,
+) {
+    let ResponderSetup {
+        spec,
+        prefer,
+        store,
+        actions,
+    } = setup;
+    let (firewall, installed) = match Firewall::install(spec, prefer) {
+        Ok(done) => done,
+        Err(e) => {
+            let _ = ready.send(Err(format!(
+                "cannot install the nft ruleset: {}",
+                with_causes(&e)
+            )));
+            return;
+        }
+    };
+    let mut responder = Responder::init(store, actions);
+    let _ = ready.send(Ok(installed));
+
+    loop {
+        let first = match orders.recv_timeout(EXPIRY_CHECK) {
+            Ok(order) => Some(order),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        // Take whatever else queued up meanwhile: a burst costs one firewall batch and one disk
+        // flush instead of one of each per source.
+        let mut burst = Vec::new();
+        let mut shutdown = false;
+        let pending = std::iter::from_fn(|| orders.try_recv().ok()).take(MAX_BURST);
+        for order in first.into_iter().chain(pending) {
+            match order {
+                Order::Block {
+                    record,
+                    history_line,
+                } => burst.push((record, history_line)),
+                Order::Shutdown => {
+                    shutdown = true;
+                    break;
+                }
+            }
+        }
+        if !burst.is_empty() {
+            responder.block(burst);
+        }
+        if shutdown {
+            break;
+        }
+        responder.release_expired(SystemTime::now());
+    }
+    responder.fin();
+    firewall.remove();
+}
+
+/// The actions and the store, kept in step: every block and release goes through every action
+/// and into the journal.
+struct Responder {
+    store: BlockStore,
+    actions: Vec<Box<dyn Action>>,
+}
+
+impl Responder {
+    /// Lifts what expired while nfsentry was away, then has each action take up its resources
+    /// and re-apply the blocks still due. An action that cannot start (tool missing, no netlink)
+    /// is logged and left out; the others still run.
+    fn init(store: BlockStore, actions: Vec<Box<dyn Action>>) -> Responder {
+        let mut responder = Responder {
+            store,
+            actions: Vec::new(),
+        };
+        let now = SystemTime::now();
+        let expired = responder.take_expired(now);
+        let due: Vec<&BlockRecord> = responder.store.live().collect();
+        let mut ready = Vec::with_capacity(actions.len());
+        for mut action in actions {
+            match action.init(&due, now) {
+                Ok(()) => ready.push(action),
+                Err(e) => error!(
+                    "action {} is unavailable and will not run: {e}",
+                    action.name()
+                ),
+            }
+        }
+        if !due.is_empty() {
+            info!("restored {} blocks from the state directory", due.len());
+        }
+        let names: Vec<&str> = ready.iter().map(|action| action.name()).collect();
+        match names.is_empty() {
+            true => warn!(
+                "no blocking action could start: detections are logged and dropped inline only"
+            ),
+            false => info!("blocking actions, in order: {}", names.join(", ")),
+        }
+        responder.actions = ready;
+        // Actions that held these blocks from the earlier run let them go now.
+        responder.release(&expired);
+        responder
+    }
+
+    /// Blocks a burst of new sources through every action, then journals them.
+    fn block(&mut self, burst: Vec<(BlockRecord, String)>) {
+        let now = SystemTime::now();
+        let records: Vec<&BlockRecord> = burst.iter().map(|(record, _)| record).collect();
+        for action in &mut self.actions {
+            if let Err(e) = action.block(&records, now) {
+                match records.as_slice() {
+                    [one] => error!("block of {} failed: {e}", one.source),
+                    all => error!("block of {} sources failed: {e}", all.len()),
+                }
+            }
+        }
+        // Recorded even when an action failed: the block is due, and the next start retries it.
+        for (record, history_line) in burst {
+            let source = record.source;
+            self.store.add(record, &history_line);
+            warn!("{}", report::blocked_line(source));
+        }
+        self.sync();
+    }
+
+    /// Releases every block whose time is up, handing each action all of them at once: a
+    /// spoofed flood with a block timeout makes thousands expire in the same second, and
+    /// releasing them one by one (a file rewrite, or a whole ipfw rebuild, each) would stall new
+    /// blocks behind them.
+    fn release_expired(&mut self, now: SystemTime) {
+        let expired = self.take_expired(now);
+        self.release(&expired);
+    }
+
+    /// Removes the blocks due at `now` from the store, in address order: the store hands them
+    /// out in hash order, and file order, tool runs and log lines should not change from one run
+    /// to the next.
+    fn take_expired(&mut self, now: SystemTime) -> Vec<BlockRecord> {
+        let mut expired = self.store.expired(now);
+        expired.sort_unstable();
+        expired
+            .iter()
+            .filter_map(|source| self.store.remove(source))
+            .collect()
+    }
+
+    fn release(&mut self, records: &[BlockRecord]) {
+        if records.is_empty() {
+            return;
+        }
+        let due: Vec<&BlockRecord> = records.iter().collect();
+        for action in &mut self.actions {
+            if let Err(e) = action.release(&due) {
+                match due.as_slice() {
+                    [one] => error!("release of {} failed: {e}", one.source),
+                    all => error!("release of {} sources failed: {e}", all.len()),
+                }
+            }
+        }
+        for record in records {
+            info!(
+                "{}",
+                report::released_line(record.source, "block timeout expired")
+            );
+        }
+        self.sync();
+    }
+
+    /// A clean stop: the journal is flushed and each action tears down.
+    fn fin(&mut self) {
+        self.sync();
+        for action in &mut self.actions {
+            if let Err(e) = action.fin() {
+                error!("{e}");
+            }
+        }
+    }
+
+    fn sync(&mut self) {
+        if let Err(e) = self.store.sync() {
+            error!("{e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::respond::ActionError;
+    use std::net::IpAddr;
+    use std::sync::{Arc, Mutex};
+
+    type Calls = Arc<Mutex<Vec<(&'static str, Vec<IpAddr>)>>>;
+
+    /// Shares with the test every call it gets, as (verb, addresses).
+    struct Recorder {
+        calls: Calls,
+        refuse_init: bool,
+    }
+
+    impl Recorder {
+        fn note(&self, verb: &'static str, blocks: &[&BlockRecord]) {
+            let sources = blocks.iter().map(|block| block.source).collect();
+            self.calls.lock().unwrap().push((verb, sources));
+        }
+    }
+
+    impl Action for Recorder {
+        fn name(&self) -> &'static str {
+            "recorder"
+        }
+        fn check(&self) -> Vec<String> {
+            Vec::new()
+        }
+        fn describe(&self) -> Vec<String> {
+            Vec::new()
+        }
+        fn init(&mut self, due: &[&BlockRecord], _now: SystemTime) -> Result<(), ActionError> {
+            self.note("init", due);
+            match self.refuse_init {
+                true => Err(ActionError::Config {
+                    action: "recorder",
+                    detail: "refused".into(),
+                }),
+                false => Ok(()),
+            }
+        }
+        fn block(&mut self, blocks: &[&BlockRecord], _now: SystemTime) -> Result<(), ActionError> {
+            self.note("block", blocks);
+            Ok(())
+        }
+        fn release(&mut self, blocks: &[&BlockRecord]) -> Result<(), ActionError> {
+            self.note("release", blocks);
+            Ok(())
+        }
+    }
+
+    fn recorder(refuse_init: bool) -> (Box<dyn Action>, Calls) {
+        let calls = Calls::default();
+        let action = Recorder {
+            calls: calls.clone(),
+            refuse_init,
+        };
+        (Box::new(action), calls)
+    }
+
+    fn record(addr: &str, expires: Option<u64>) -> BlockRecord {
+        BlockRecord {
+            source: addr.parse().unwrap(),
+            added: 1_700_000_000,
+            expires,
+            protocol: "TCP".into(),
+            port: 23,
+            kind: "SYN/Normal".into(),
+        }
+    }
+
+    fn addresses(list: &[&str]) -> Vec<IpAddr> {
+        list.iter().map(|a| a.parse().unwrap()).collect()
+    }
+
+    fn store_with(dir: &std::path::Path, blocks: &[(&str, Option<u64>)]) -> BlockStore {
+        let (mut store, _) = BlockStore::open(dir).unwrap();
+        for (address, expires) in blocks {
+            store.add(record(address, *expires), "history");
+        }
+        store.sync().unwrap();
+        store
+    }
+
+    #[test]
+    fn expiry_hands_each_action_all_due_blocks_in_one_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = SystemTime::now();
+        let now_seconds = crate::store::unix_seconds(now);
+        let store = store_with(
+            dir.path(),
+            &[
+                ("198.51.100.9", Some(now_seconds + 3600)),
+                ("198.51.100.8", None),
+            ],
+        );
+        let (first, first_calls) = recorder(false);
+        let (second, second_calls) = recorder(false);
+        let mut responder = Responder::init(store, vec![first, second]);
+        for (address, expires) in [
+            ("198.51.100.3", Some(now_seconds - 5)),
+            ("198.51.100.1", Some(now_seconds)),
+            ("198.51.100.2", Some(now_seconds - 60)),
+        ] {
+            responder
+                .store
+                .add(record(address, expires), "history line");
+        }
+        first_calls.lock().unwrap().clear();
+        second_calls.lock().unwrap().clear();
+
+        responder.release_expired(now);
+        let due = addresses(&["198.51.100.1", "198.51.100.2", "198.51.100.3"]);
+        assert_eq!(*first_calls.lock().unwrap(), vec![("release", due.clone())]);
+        assert_eq!(*second_calls.lock().unwrap(), vec![("release", due)]);
+        let mut left: Vec<IpAddr> = responder.store.live().map(|block| block.source).collect();
+        left.sort_unstable();
+        assert_eq!(left, addresses(&["198.51.100.8", "198.51.100.9"]));
+
+        // Nothing further is due: no action is called at all.
+        responder.release_expired(now);
+        assert_eq!(first_calls.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn init_re_applies_what_is_due_and_releases_what_expired_while_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let now_seconds = crate::store::unix_seconds(SystemTime::now());
+        let store = store_with(
+            dir.path(),
+            &[
+                ("198.51.100.1", None),
+                ("198.51.100.2", Some(now_seconds - 10)),
+                ("198.51.100.3", Some(now_seconds + 3600)),
+            ],
+        );
+        let (working, calls) = recorder(false);
+        let (broken, broken_calls) = recorder(true);
+        let responder = Responder::init(store, vec![broken, working]);
+
+        let mut calls = calls.lock().unwrap().clone();
+        if let Some((_, sources)) = calls.first_mut() {
+            sources.sort_unstable();
+        }
+        assert_eq!(
+            calls,
+            vec![
+                ("init", addresses(&["198.51.100.1", "198.51.100.3"])),
+                ("release", addresses(&["198.51.100.2"])),
+            ]
+        );
+        // The action that could not start is left out: it is not asked to release.
+        assert_eq!(broken_calls.lock().unwrap().len(), 1);
+        assert_eq!(responder.actions.len(), 1);
+        assert_eq!(responder.store.len(), 2);
+    }
+
+    #[test]
+    fn a_burst_is_one_call_per_action_and_is_journaled() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with(dir.path(), &[]);
+        let (action, calls) = recorder(false);
+        let mut responder = Responder::init(store, vec![action]);
+        calls.lock().unwrap().clear();
+        responder.block(vec![
+            (record("198.51.100.1", None), "h1".into()),
+            (record("2001:db8::1", None), "h2".into()),
+        ]);
+        assert_eq!(
+            *calls.lock().unwrap(),
+            vec![("block", addresses(&["198.51.100.1", "2001:db8::1"]))]
+        );
+        drop(responder);
+        let (reopened, _) = BlockStore::open(dir.path()).unwrap();
+        assert_eq!(reopened.len(), 2);
+    }
+}
