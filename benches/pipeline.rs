@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ipnet::IpNet;
 use nfsentry::addrset::AddrSet;
-use nfsentry::engine::{Engine, EngineSettings, PacketVerdict};
+use nfsentry::config::Verdict;
+use nfsentry::engine::{Engine, EngineSettings};
 use nfsentry::packet;
 
 /// An nmap -sS SYN (IPv4, MSS option only) from 198.51.100.7 to port `dport`.
@@ -40,7 +41,7 @@ fn engine(max_sources: usize) -> Engine {
         max_sources: NonZeroUsize::new(max_sources).unwrap(),
         max_blocks: 65536,
         block_timeout: None,
-        verdict: PacketVerdict::Drop,
+        verdict: Verdict::Drop,
         ignore: AddrSet::new(&ignore),
         block: true,
     })

@@ -21,8 +21,8 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use thiserror::Error;
 
 use crate::addrset::AddrSet;
-use crate::config::{self, Config, Origin};
-use crate::engine::{Detection, Engine, EngineSettings, Event, PacketVerdict};
+use crate::config::{self, Config, Origin, Verdict};
+use crate::engine::{Detection, Engine, EngineSettings, Event};
 use crate::error_text::with_causes;
 use crate::nflog::NflogSocket;
 use crate::nft::ruleset::{QueueMode, RulesetSpec};
@@ -112,11 +112,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     };
     drop_capabilities(&config.respond.actions);
 
-    let prefer = match config.daemon.queue_mode {
-        config::QueueMode::Auto => None,
-        config::QueueMode::Native => Some(QueueMode::Native),
-        config::QueueMode::Compat => Some(QueueMode::Compat),
-    };
+    let prefer = config.daemon.queue_mode;
     let (order_tx, order_rx) = mpsc::channel();
     let (ready_tx, ready_rx) = mpsc::sync_channel(1);
     let responder = respond::spawn(
@@ -187,7 +183,7 @@ struct Pipeline {
     local: Vec<IpAddr>,
     orders: mpsc::Sender<Order>,
     block_timeout: Option<Duration>,
-    default_verdict: PacketVerdict,
+    default_verdict: Verdict,
     alerts: AlertLimiter,
     stats: Stats,
 }
@@ -204,10 +200,7 @@ struct Stats {
 
 impl Pipeline {
     fn new(config: &Config, local: &[IpAddr], orders: mpsc::Sender<Order>) -> Self {
-        let default_verdict = match config.respond.verdict {
-            config::Verdict::Drop => PacketVerdict::Drop,
-            config::Verdict::Accept => PacketVerdict::Accept,
-        };
+        let default_verdict = config.respond.verdict;
         let settings = EngineSettings {
             scan_trigger: config.detect.scan_trigger,
             window: config.detect.window,
@@ -340,7 +333,7 @@ impl Pipeline {
         }
     }
 
-    fn decide_queued(&mut self, bytes: &[u8]) -> PacketVerdict {
+    fn decide_queued(&mut self, bytes: &[u8]) -> Verdict {
         self.stats.queued += 1;
         self.observe(bytes, "queued packet")
             .unwrap_or(self.default_verdict)
@@ -354,7 +347,7 @@ impl Pipeline {
     }
 
     /// Parse, classify, decide and act; None when the packet cannot be read (counted).
-    fn observe(&mut self, bytes: &[u8], what: &str) -> Option<PacketVerdict> {
+    fn observe(&mut self, bytes: &[u8], what: &str) -> Option<Verdict> {
         match packet::parse(bytes) {
             Ok(parsed) => {
                 let kind = packet::classify(&parsed);

@@ -12,15 +12,9 @@ use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
 use crate::addrset::AddrSet;
+use crate::config::Verdict;
 use crate::packet::{Packet, ScanKind, Transport};
 use crate::tracker::{Target, Tracker};
-
-/// The answer to the kernel for one queued packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PacketVerdict {
-    Accept,
-    Drop,
-}
 
 /// How the engine is tuned; built by the daemon from the validated config.
 #[derive(Debug, Clone)]
@@ -32,7 +26,7 @@ pub struct EngineSettings {
     pub max_blocks: usize,
     pub block_timeout: Option<Duration>,
     /// Verdict for queued packets from sources that are watched but not (yet) blocked.
-    pub verdict: PacketVerdict,
+    pub verdict: Verdict,
     /// Sources never counted nor blocked: the configured ignore list plus the host's own
     /// addresses.
     pub ignore: AddrSet,
@@ -68,7 +62,7 @@ pub enum Event {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
-    pub verdict: PacketVerdict,
+    pub verdict: Verdict,
     pub event: Event,
 }
 
@@ -123,13 +117,13 @@ impl Engine {
         let source = packet.src;
         if self.settings.ignore.contains(source) || source.is_unspecified() {
             return Outcome {
-                verdict: PacketVerdict::Accept,
+                verdict: Verdict::Accept,
                 event: Event::Ignored,
             };
         }
         if self.is_blocked(&source, now) {
             return Outcome {
-                verdict: PacketVerdict::Drop,
+                verdict: Verdict::Drop,
                 event: Event::AlreadyBlocked,
             };
         }
@@ -160,7 +154,7 @@ impl Engine {
         }
         if self.blocked.len() >= self.settings.max_blocks {
             return Outcome {
-                verdict: PacketVerdict::Drop,
+                verdict: Verdict::Drop,
                 event: Event::BlockRefused(detection),
             };
         }
@@ -169,7 +163,7 @@ impl Engine {
         self.blocked.insert(source, until);
         self.tracker.forget(&source);
         Outcome {
-            verdict: PacketVerdict::Drop,
+            verdict: Verdict::Drop,
             event: Event::Block(detection),
         }
     }
@@ -203,7 +197,7 @@ mod tests {
             max_sources: NonZeroUsize::new(1024).unwrap(),
             max_blocks: 4,
             block_timeout: None,
-            verdict: PacketVerdict::Drop,
+            verdict: Verdict::Drop,
             ignore: AddrSet::new(&ignore),
             block: true,
         }
@@ -234,7 +228,7 @@ mod tests {
         let mut e = Engine::new(settings(0));
         let now = Instant::now();
         let out = observe(&mut e, &syn("198.51.100.7", 23), now);
-        assert_eq!(out.verdict, PacketVerdict::Drop);
+        assert_eq!(out.verdict, Verdict::Drop);
         match out.event {
             Event::Block(d) => {
                 assert_eq!(d.kind, ScanKind::SynNormal);
@@ -246,7 +240,7 @@ mod tests {
         }
         let again = observe(&mut e, &syn("198.51.100.7", 24), now);
         assert_eq!(again.event, Event::AlreadyBlocked);
-        assert_eq!(again.verdict, PacketVerdict::Drop);
+        assert_eq!(again.verdict, Verdict::Drop);
     }
 
     #[test]
@@ -279,7 +273,7 @@ mod tests {
         for port in 1..100 {
             let out = observe(&mut e, &syn("192.0.2.50", port), now);
             assert_eq!(out.event, Event::Ignored);
-            assert_eq!(out.verdict, PacketVerdict::Accept);
+            assert_eq!(out.verdict, Verdict::Accept);
         }
         assert_eq!(e.tracked_sources(), 0);
         assert_eq!(e.blocked_count(), 0);
@@ -347,7 +341,7 @@ mod tests {
         }
         let out = observe(&mut e, &syn("198.51.100.200", 1), now);
         assert!(matches!(out.event, Event::BlockRefused(_)));
-        assert_eq!(out.verdict, PacketVerdict::Drop);
+        assert_eq!(out.verdict, Verdict::Drop);
         assert_eq!(e.blocked_count(), 4);
     }
 
@@ -355,11 +349,11 @@ mod tests {
     fn alert_only_reports_but_never_blocks() {
         let mut s = settings(0);
         s.block = false;
-        s.verdict = PacketVerdict::Accept;
+        s.verdict = Verdict::Accept;
         let mut e = Engine::new(s);
         let out = observe(&mut e, &syn("198.51.100.7", 1), Instant::now());
         assert!(matches!(out.event, Event::Detected(_)));
-        assert_eq!(out.verdict, PacketVerdict::Accept);
+        assert_eq!(out.verdict, Verdict::Accept);
     }
 
     #[test]

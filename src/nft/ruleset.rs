@@ -13,24 +13,9 @@ use ipnet::{Ipv4Net, Ipv6Net};
 
 use crate::packet::TcpFlags;
 
-/// How the queue statement reaches the kernel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum QueueMode {
-    /// The `queue` expression (module `nft_queue`), present on distribution kernels.
-    Native,
-    /// The xtables `NFQUEUE` target run through `nft_compat`, for kernels built without
-    /// `nft_queue`. `nft list` shows both forms as `queue num N bypass`.
-    Compat,
-}
-
-impl fmt::Display for QueueMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            QueueMode::Native => "native nft queue",
-            QueueMode::Compat => "xt NFQUEUE via nft compat",
-        })
-    }
-}
+/// How the queue statement reaches the kernel: the config's type, so that a mode the admin
+/// forces and a mode the installer reports are one and the same.
+pub use crate::config::QueueMode;
 
 /// Everything the ruleset depends on, as plain data so this module needs no config types.
 #[derive(Debug, Clone, PartialEq, Eq)]
