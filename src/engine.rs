@@ -244,6 +244,28 @@ mod tests {
     }
 
     #[test]
+    fn portless_detections_name_the_ip_protocol_number_as_their_port() {
+        let mut e = Engine::new(settings(1));
+        let now = Instant::now();
+        let icmp = Packet {
+            transport: Transport::Other { protocol: 1 },
+            ..syn("198.51.100.7", 0)
+        };
+        match observe(&mut e, &icmp, now).event {
+            Event::Detected(d) => {
+                assert_eq!(d.protocol, "IP");
+                assert_eq!(d.port, 1);
+            }
+            other => panic!("expected a detection, got {other:?}"),
+        }
+        let tcp_port_1 = observe(&mut e, &syn("198.51.100.7", 1), now);
+        assert!(
+            matches!(tcp_port_1.event, Event::Block(_)),
+            "TCP port 1 is another target than IP protocol 1"
+        );
+    }
+
+    #[test]
     fn trigger_two_blocks_on_the_third_distinct_port() {
         let mut e = Engine::new(settings(2));
         let now = Instant::now();
