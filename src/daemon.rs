@@ -9,7 +9,6 @@
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -24,6 +23,7 @@ use crate::addrset::AddrSet;
 use crate::config::{self, Config, Origin, Verdict};
 use crate::engine::{Detection, Engine, EngineSettings, Event};
 use crate::error_text::with_causes;
+use crate::host;
 use crate::nflog::NflogSocket;
 use crate::nft::ruleset::{QueueMode, RulesetSpec};
 use crate::packet;
@@ -76,9 +76,9 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     }
     info!("{}", config.summary());
 
-    let local = local_addresses();
-    let devices = ingress_devices(&config);
-    let spec = ruleset_spec(&config, devices.clone());
+    let local = host::local_addresses();
+    let devices = host::ingress_devices(&config);
+    let spec = RulesetSpec::from_config(&config, devices.clone());
 
     let (store, skipped) = BlockStore::open(&config.daemon.state_dir)?;
     for line in skipped {
@@ -317,7 +317,7 @@ impl Pipeline {
     /// spoofed from a new one cannot get the host blocked from itself.
     fn housekeeping(&mut self, now: Instant) {
         self.engine.expire(now);
-        let local = local_addresses();
+        let local = host::local_addresses();
         if local != self.local {
             info!(
                 "local addresses changed; never counted nor blocked now: {}",
@@ -499,31 +499,6 @@ fn ignore_set(configured: &[IpNet], local: &[IpAddr]) -> AddrSet {
     AddrSet::new(configured.iter().chain(&own))
 }
 
-pub fn ruleset_spec(config: &Config, ingress_devices: Vec<String>) -> RulesetSpec {
-    let (ignore_v4, ignore_v6) =
-        config
-            .detect
-            .ignore
-            .iter()
-            .fold((Vec::new(), Vec::new()), |(mut v4, mut v6), net| {
-                match net {
-                    IpNet::V4(n) => v4.push(*n),
-                    IpNet::V6(n) => v6.push(*n),
-                }
-                (v4, v6)
-            });
-    RulesetSpec {
-        table: config.daemon.table.clone(),
-        queue: config.daemon.queue,
-        tcp_ports: config.monitor.tcp.ranges().collect(),
-        udp_ports: config.monitor.udp.ranges().collect(),
-        ignore_v4,
-        ignore_v6,
-        ingress_devices,
-        nflog_group: config.daemon.nflog_group,
-    }
-}
-
 /// A crashed run leaves its tables behind, still queueing to our queue number; packets that
 /// arrive while the queue binding is negotiated would be dropped unanswered by nfq and hold
 /// their queue slots. The install replaces the tables anyway, so they go first.
@@ -535,50 +510,6 @@ fn remove_stale_tables(table: &str) {
             with_causes(&e)
         );
     }
-}
-
-/// The configured devices, or every non-loopback interface present now.
-pub fn ingress_devices(config: &Config) -> Vec<String> {
-    if !config.daemon.interfaces.is_empty() {
-        for name in &config.daemon.interfaces {
-            if !Path::new("/sys/class/net").join(name).exists() {
-                warn!("interface {name} (daemon.interfaces) does not exist now; short IPv4 headers arriving on it are caught only once it does");
-            }
-        }
-        return config.daemon.interfaces.clone();
-    }
-    let mut names: Vec<String> = std::fs::read_dir("/sys/class/net")
-        .map(|dir| {
-            // Devices are symlinks there; plain files such as bonding_masters are not devices.
-            dir.filter_map(|entry| entry.ok())
-                .filter(|entry| entry.file_type().is_ok_and(|t| t.is_symlink()))
-                .filter_map(|entry| entry.file_name().into_string().ok())
-                .filter(|name| name != "lo")
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
-/// The host's own addresses: never counted nor blocked, so spoofing them cannot make nfsentry
-/// shut the host out of itself.
-fn local_addresses() -> Vec<IpAddr> {
-    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
-        warn!("cannot list local addresses; only the configured ignore list protects them");
-        return Vec::new();
-    };
-    let mut found: Vec<IpAddr> = addrs
-        .filter_map(|ifa| ifa.address)
-        .filter_map(|a| {
-            a.as_sockaddr_in()
-                .map(|s| IpAddr::V4(s.ip()))
-                .or_else(|| a.as_sockaddr_in6().map(|s| IpAddr::V6(s.ip())))
-        })
-        .collect();
-    found.sort();
-    found.dedup();
-    found
 }
 
 /// Signals are read from a signalfd in the packet loop; blocked here, before any thread

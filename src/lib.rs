@@ -9,6 +9,7 @@ pub mod config;
 pub mod daemon;
 pub mod engine;
 pub mod error_text;
+pub mod host;
 pub mod logging;
 pub mod netlink_wire;
 pub mod nflog;
