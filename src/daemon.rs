@@ -6,29 +6,23 @@
 //! (capabilities are per thread), and install the ruleset and restore blocks before the first
 //! packet is decided.
 
-use std::net::IpAddr;
-use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
-use ipnet::IpNet;
-use log::{debug, error, info, warn};
+use log::{debug, error, info, log, warn};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use thiserror::Error;
 
-use crate::addrset::AddrSet;
 use crate::config::{self, Config, Origin, Verdict};
-use crate::engine::{Detection, Engine, EngineSettings, Event};
 use crate::error_text::with_causes;
 use crate::host;
 use crate::nflog::NflogSocket;
 use crate::nft::ruleset::{QueueMode, RulesetSpec};
-use crate::packet;
+use crate::pipeline::{Arrival, BlockOrder, Handled, LogLine, Pipeline};
 use crate::queue::PacketQueue;
-use crate::report;
 use crate::respond::{self, Order, ResponderSetup};
 use crate::store::{self, BlockRecord, BlockStore};
 
@@ -63,8 +57,6 @@ const STATUS_EVERY: Duration = Duration::from_secs(600);
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(5);
 /// Packets answered before the loop looks at signals, NFLOG and timers again.
 const DRAIN_BATCH: usize = 1024;
-/// Most alert lines written per second; a spoofed flood must not flood the log too.
-const ALERT_LINES_PER_SECOND: u32 = 200;
 
 pub fn run(config: Config) -> Result<(), DaemonError> {
     match &config.origin {
@@ -155,19 +147,17 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         );
     }
 
-    let mut pipeline = Pipeline::new(&config, &local, order_tx.clone());
-    let now_instant = Instant::now();
-    let now_system = SystemTime::now();
-    for block in &restored {
-        let until = block
-            .remaining(now_system)
-            .and_then(|left| now_instant.checked_add(left));
-        pipeline.engine.restore_blocked(block.source, until);
-    }
+    let mut pipeline = Pipeline::new(&config, local);
+    pipeline.restore_blocked(&restored, Instant::now(), SystemTime::now());
     info!("watching; {} blocks in place", restored.len());
 
-    let result = pipeline.run(&mut queue, nflog.as_mut(), &signals);
-    pipeline.log_status("stopping");
+    let mut packet_loop = PacketLoop {
+        pipeline,
+        orders: order_tx.clone(),
+        default_verdict: config.respond.verdict,
+    };
+    let result = packet_loop.run(&mut queue, nflog.as_mut(), &signals);
+    packet_loop.log_status("stopping");
     let _ = order_tx.send(Order::Shutdown);
     if responder.join().is_err() {
         error!("the responder thread panicked");
@@ -175,54 +165,16 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     result
 }
 
-/// The packet loop and its counters.
-struct Pipeline {
-    engine: Engine,
-    configured_ignore: Vec<IpNet>,
-    /// The host's own addresses as last read; they are ignored like the configured list.
-    local: Vec<IpAddr>,
+/// The packet loop: reads the kernel edges, hands each packet to the pipeline with the time,
+/// and carries out what comes back.
+struct PacketLoop {
+    pipeline: Pipeline,
     orders: mpsc::Sender<Order>,
-    block_timeout: Option<Duration>,
+    /// What a queued packet gets if the pipeline gave no verdict (it always gives one).
     default_verdict: Verdict,
-    alerts: AlertLimiter,
-    stats: Stats,
 }
 
-#[derive(Default)]
-struct Stats {
-    queued: u64,
-    logged_short: u64,
-    malformed: u64,
-    detections: u64,
-    blocks: u64,
-    refused: u64,
-}
-
-impl Pipeline {
-    fn new(config: &Config, local: &[IpAddr], orders: mpsc::Sender<Order>) -> Self {
-        let default_verdict = config.respond.verdict;
-        let settings = EngineSettings {
-            scan_trigger: config.detect.scan_trigger,
-            window: config.detect.window,
-            max_sources: NonZeroUsize::new(config.detect.max_sources).unwrap_or(NonZeroUsize::MIN),
-            max_blocks: config.respond.max_blocks,
-            block_timeout: config.respond.block_timeout,
-            verdict: default_verdict,
-            ignore: ignore_set(&config.detect.ignore, local),
-            block: !config.respond.actions.is_empty(),
-        };
-        Pipeline {
-            engine: Engine::new(settings),
-            configured_ignore: config.detect.ignore.clone(),
-            local: local.to_vec(),
-            orders,
-            block_timeout: config.respond.block_timeout,
-            default_verdict,
-            alerts: AlertLimiter::new(ALERT_LINES_PER_SECOND),
-            stats: Stats::default(),
-        }
-    }
-
+impl PacketLoop {
     fn run(
         &mut self,
         queue: &mut PacketQueue,
@@ -300,7 +252,9 @@ impl Pipeline {
                 }
             }
             let now = Instant::now();
-            self.alerts.roll_over(now);
+            if let Some(line) = self.pipeline.tick(now) {
+                write_line(&line);
+            }
             if now >= next_housekeeping {
                 self.housekeeping(now);
                 next_housekeeping = now + HOUSEKEEPING_EVERY;
@@ -312,104 +266,58 @@ impl Pipeline {
         }
     }
 
-    /// Timed chores off the per-packet path: lift expired blocks from the engine's table, and
+    /// Timed chores off the per-packet path: lift expired blocks from the pipeline's table, and
     /// follow the host's own addresses (DHCP, rotating IPv6 temporary addresses) so a packet
     /// spoofed from a new one cannot get the host blocked from itself.
     fn housekeeping(&mut self, now: Instant) {
-        self.engine.expire(now);
-        let local = host::local_addresses();
-        if local != self.local {
+        self.pipeline.expire(now);
+        if self.pipeline.set_local_addresses(host::local_addresses()) {
             info!(
                 "local addresses changed; never counted nor blocked now: {}",
-                local
+                self.pipeline
+                    .local_addresses()
                     .iter()
                     .map(|a| a.to_string())
                     .collect::<Vec<_>>()
                     .join(", ")
             );
-            self.engine
-                .set_ignore(ignore_set(&self.configured_ignore, &local));
-            self.local = local;
         }
     }
 
     fn decide_queued(&mut self, bytes: &[u8]) -> Verdict {
-        self.stats.queued += 1;
-        self.observe(bytes, "queued packet")
-            .unwrap_or(self.default_verdict)
+        let handled =
+            self.pipeline
+                .handle(bytes, Arrival::Queued, Instant::now(), SystemTime::now());
+        let verdict = handled.verdict.unwrap_or(self.default_verdict);
+        self.carry_out(handled);
+        verdict
     }
 
     /// Short-header packets reach nfsentry through NFLOG: the kernel drops them anyway, so there
     /// is no verdict to give, only a source to count.
     fn note_short_header(&mut self, bytes: &[u8]) {
-        self.stats.logged_short += 1;
-        self.observe(bytes, "short-header packet");
+        let handled = self.pipeline.handle(
+            bytes,
+            Arrival::ShortHeaderLog,
+            Instant::now(),
+            SystemTime::now(),
+        );
+        self.carry_out(handled);
     }
 
-    /// Parse, classify, decide and act; None when the packet cannot be read (counted).
-    fn observe(&mut self, bytes: &[u8], what: &str) -> Option<Verdict> {
-        match packet::parse(bytes) {
-            Ok(parsed) => {
-                let kind = packet::classify(&parsed);
-                let outcome = self.engine.observe(&parsed, kind, Instant::now());
-                self.act_on(outcome.event);
-                Some(outcome.verdict)
-            }
-            Err(e) => {
-                self.stats.malformed += 1;
-                debug!("malformed {what} ({} bytes): {e}", bytes.len());
-                None
-            }
+    /// Writes the lines, then hands the block order to the responder thread.
+    fn carry_out(&self, handled: Handled) {
+        for line in &handled.lines {
+            write_line(line);
         }
-    }
-
-    fn act_on(&mut self, event: Event) {
-        match event {
-            Event::Ignored | Event::AlreadyBlocked => {}
-            Event::Detected(d) => {
-                self.stats.detections += 1;
-                self.alert(&d);
-            }
-            Event::Block(d) => {
-                self.stats.detections += 1;
-                self.stats.blocks += 1;
-                self.alert(&d);
-                self.order_block(&d);
-            }
-            Event::BlockRefused(d) => {
-                self.stats.detections += 1;
-                self.stats.refused += 1;
-                self.alert(&d);
-                if self.alerts.allow(Instant::now()) {
-                    error!(
-                        "block table full: {} is not blocked (raise respond.max_blocks?)",
-                        d.source
-                    );
-                }
-            }
-        }
-    }
-
-    fn alert(&mut self, d: &Detection) {
-        if self.alerts.allow(Instant::now()) {
-            warn!("{}", report::detection_line(d));
-        }
-    }
-
-    fn order_block(&mut self, d: &Detection) {
-        let now = SystemTime::now();
-        let added = store::unix_seconds(now);
-        let record = BlockRecord {
-            source: d.source,
-            added,
-            expires: self
-                .block_timeout
-                .map(|t| added.saturating_add(t.as_secs().max(1))),
-            protocol: d.protocol.to_string(),
-            port: d.port,
-            kind: d.kind.word().to_string(),
+        let Some(BlockOrder {
+            record,
+            history_line,
+        }) = handled.block
+        else {
+            return;
         };
-        let history_line = report::history_line(now, d.source, d.protocol, d.port);
+        let source = record.source;
         if self
             .orders
             .send(Order::Block {
@@ -418,85 +326,18 @@ impl Pipeline {
             })
             .is_err()
         {
-            error!(
-                "the responder thread is gone: {} is dropped inline but not blocked",
-                d.source
-            );
+            error!("the responder thread is gone: {source} is dropped inline but not blocked");
         }
     }
 
     fn log_status(&self, what: &str) {
-        let s = &self.stats;
-        info!(
-            "{what}: {} packets queued, {} short headers logged, {} malformed, {} detections, \
-             {} blocks ordered, {} refused (table full), {} blocked now, {} sources tracked, \
-             {} evicted, {} alert lines suppressed",
-            s.queued,
-            s.logged_short,
-            s.malformed,
-            s.detections,
-            s.blocks,
-            s.refused,
-            self.engine.blocked_count(),
-            self.engine.tracked_sources(),
-            self.engine.evicted_sources(),
-            self.alerts.suppressed_total
-        );
+        info!("{what}: {}", self.pipeline.status());
     }
 }
 
-/// At most `per_second` lines a second; what is held back is counted and said once a second.
-struct AlertLimiter {
-    per_second: u32,
-    second_start: Instant,
-    used: u32,
-    suppressed: u64,
-    suppressed_total: u64,
-}
-
-impl AlertLimiter {
-    fn new(per_second: u32) -> Self {
-        AlertLimiter {
-            per_second,
-            second_start: Instant::now(),
-            used: 0,
-            suppressed: 0,
-            suppressed_total: 0,
-        }
-    }
-
-    fn allow(&mut self, now: Instant) -> bool {
-        self.roll_over(now);
-        if self.used < self.per_second {
-            self.used += 1;
-            true
-        } else {
-            self.suppressed += 1;
-            self.suppressed_total += 1;
-            false
-        }
-    }
-
-    fn roll_over(&mut self, now: Instant) {
-        if now.duration_since(self.second_start) < Duration::from_secs(1) {
-            return;
-        }
-        if self.suppressed > 0 {
-            warn!(
-                "{} alert lines suppressed in the last second (flood of sources?)",
-                self.suppressed
-            );
-        }
-        self.second_start = now;
-        self.used = 0;
-        self.suppressed = 0;
-    }
-}
-
-/// The configured ignore list plus the host's own addresses.
-fn ignore_set(configured: &[IpNet], local: &[IpAddr]) -> AddrSet {
-    let own: Vec<IpNet> = local.iter().map(|&a| IpNet::from(a)).collect();
-    AddrSet::new(configured.iter().chain(&own))
+/// A pipeline line at its level; the text is only built when the level is logged.
+fn write_line(line: &LogLine) {
+    log!(line.level(), "{line}");
 }
 
 /// A crashed run leaves its tables behind, still queueing to our queue number; packets that

@@ -1,7 +1,7 @@
 //! The decision core: one classified packet and the current time in, a verdict and what to do
 //! about its source out.
 //!
-//! No I/O, no clock, no kernel: the daemon feeds it, and tests drive it on a fake clock. It
+//! No I/O, no clock, no kernel: the pipeline feeds it, and tests drive it on a fake clock. It
 //! remembers which sources it has ordered blocked so that packets already queued behind the
 //! triggering one are dropped without waiting for the firewall, and so that one scanner yields
 //! one block order, not one per packet.
@@ -16,7 +16,7 @@ use crate::config::Verdict;
 use crate::packet::{Packet, ScanKind, Transport};
 use crate::tracker::{Target, Tracker};
 
-/// How the engine is tuned; built by the daemon from the validated config.
+/// How the engine is tuned; built by the pipeline from the validated config.
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
     /// React on hit number `scan_trigger + 1` (PortSentry's meaning).
@@ -218,29 +218,10 @@ mod tests {
         }
     }
 
+    /// The engine takes the scan kind as given: naming it from the bytes is the pipeline's
+    /// composition, and tested there.
     fn observe(engine: &mut Engine, packet: &Packet, now: Instant) -> Outcome {
-        let kind = crate::packet::classify(packet);
-        engine.observe(packet, kind, now)
-    }
-
-    #[test]
-    fn trigger_zero_blocks_on_the_first_hit_and_drops_it() {
-        let mut e = Engine::new(settings(0));
-        let now = Instant::now();
-        let out = observe(&mut e, &syn("198.51.100.7", 23), now);
-        assert_eq!(out.verdict, Verdict::Drop);
-        match out.event {
-            Event::Block(d) => {
-                assert_eq!(d.kind, ScanKind::SynNormal);
-                assert_eq!(d.protocol, "TCP");
-                assert_eq!(d.port, 23);
-                assert_eq!(d.hits, 1);
-            }
-            other => panic!("expected a block, got {other:?}"),
-        }
-        let again = observe(&mut e, &syn("198.51.100.7", 24), now);
-        assert_eq!(again.event, Event::AlreadyBlocked);
-        assert_eq!(again.verdict, Verdict::Drop);
+        engine.observe(packet, ScanKind::SynNormal, now)
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod netlink_wire;
 pub mod nflog;
 pub mod nft;
 pub mod packet;
+pub mod pipeline;
 pub mod queue;
 pub mod report;
 pub mod respond;
