@@ -162,7 +162,7 @@ pub struct Daemon {
     pub log: LogTarget,
     /// Devices for the netdev ingress chain that catches IPv4 headers shorter than 5 words
     /// (the kernel drops those before any inet hook). Empty means every non-loopback interface
-    /// present at start; resolving that is the daemon's job.
+    /// present at start, which [`crate::host::ingress_devices`] resolves.
     pub interfaces: Vec<String>,
     /// NFLOG group the short-header packets are logged to.
     pub nflog_group: u16,
