@@ -6,30 +6,24 @@
 //! (capabilities are per thread), and install the ruleset and restore blocks before the first
 //! packet is decided.
 
-use std::net::IpAddr;
-use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
-use ipnet::IpNet;
-use log::{debug, error, info, warn};
+use log::{debug, error, info, log, warn};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use thiserror::Error;
 
-use crate::addrset::AddrSet;
-use crate::config::{self, Config, Origin};
-use crate::engine::{Detection, Engine, EngineSettings, Event, PacketVerdict};
+use crate::config::{self, Config, Origin, Verdict};
 use crate::error_text::with_causes;
 use crate::firewall;
+use crate::host;
 use crate::nflog::NflogSocket;
 use crate::nft::ruleset::{QueueMode, RulesetSpec};
-use crate::packet;
+use crate::pipeline::{Arrival, BlockOrder, Handled, LogLine, Pipeline};
 use crate::queue::PacketQueue;
-use crate::report;
 use crate::respond::responder::{self, Order, ResponderSetup};
 use crate::respond::{self, Action};
 use crate::store::{self, BlockRecord, BlockStore};
@@ -65,8 +59,6 @@ const STATUS_EVERY: Duration = Duration::from_secs(600);
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(5);
 /// Packets answered before the loop looks at signals, NFLOG and timers again.
 const DRAIN_BATCH: usize = 1024;
-/// Most alert lines written per second; a spoofed flood must not flood the log too.
-const ALERT_LINES_PER_SECOND: u32 = 200;
 
 pub fn run(config: Config) -> Result<(), DaemonError> {
     match &config.origin {
@@ -78,9 +70,9 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     }
     info!("{}", config.summary());
 
-    let local = local_addresses();
-    let devices = ingress_devices(&config);
-    let spec = ruleset_spec(&config, devices.clone());
+    let local = host::local_addresses();
+    let devices = host::ingress_devices(&config);
+    let spec = RulesetSpec::from_config(&config, devices.clone());
 
     let (store, skipped) = BlockStore::open(&config.daemon.state_dir)?;
     for line in skipped {
@@ -115,11 +107,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     let actions = respond::build(&config.respond, &config.daemon.table);
     drop_capabilities(&actions);
 
-    let prefer = match config.daemon.queue_mode {
-        config::QueueMode::Auto => None,
-        config::QueueMode::Native => Some(QueueMode::Native),
-        config::QueueMode::Compat => Some(QueueMode::Compat),
-    };
+    let prefer = config.daemon.queue_mode;
     let (order_tx, order_rx) = mpsc::channel();
     let (ready_tx, ready_rx) = mpsc::sync_channel(1);
     let responder = responder::spawn(
@@ -162,19 +150,17 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         );
     }
 
-    let mut pipeline = Pipeline::new(&config, &local, order_tx.clone());
-    let now_instant = Instant::now();
-    let now_system = SystemTime::now();
-    for block in &restored {
-        let until = block
-            .remaining(now_system)
-            .and_then(|left| now_instant.checked_add(left));
-        pipeline.engine.restore_blocked(block.source, until);
-    }
+    let mut pipeline = Pipeline::new(&config, local);
+    pipeline.restore_blocked(&restored, Instant::now(), SystemTime::now());
     info!("watching; {} blocks in place", restored.len());
 
-    let result = pipeline.run(&mut queue, nflog.as_mut(), &signals);
-    pipeline.log_status("stopping");
+    let mut packet_loop = PacketLoop {
+        pipeline,
+        orders: order_tx.clone(),
+        default_verdict: config.respond.verdict,
+    };
+    let result = packet_loop.run(&mut queue, nflog.as_mut(), &signals);
+    packet_loop.log_status("stopping");
     let _ = order_tx.send(Order::Shutdown);
     if responder.join().is_err() {
         error!("the responder thread panicked");
@@ -182,57 +168,16 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     result
 }
 
-/// The packet loop and its counters.
-struct Pipeline {
-    engine: Engine,
-    configured_ignore: Vec<IpNet>,
-    /// The host's own addresses as last read; they are ignored like the configured list.
-    local: Vec<IpAddr>,
+/// The packet loop: reads the kernel edges, hands each packet to the pipeline with the time,
+/// and carries out what comes back.
+struct PacketLoop {
+    pipeline: Pipeline,
     orders: mpsc::Sender<Order>,
-    block_timeout: Option<Duration>,
-    default_verdict: PacketVerdict,
-    alerts: AlertLimiter,
-    stats: Stats,
+    /// What a queued packet gets if the pipeline gave no verdict (it always gives one).
+    default_verdict: Verdict,
 }
 
-#[derive(Default)]
-struct Stats {
-    queued: u64,
-    logged_short: u64,
-    malformed: u64,
-    detections: u64,
-    blocks: u64,
-    refused: u64,
-}
-
-impl Pipeline {
-    fn new(config: &Config, local: &[IpAddr], orders: mpsc::Sender<Order>) -> Self {
-        let default_verdict = match config.respond.verdict {
-            config::Verdict::Drop => PacketVerdict::Drop,
-            config::Verdict::Accept => PacketVerdict::Accept,
-        };
-        let settings = EngineSettings {
-            scan_trigger: config.detect.scan_trigger,
-            window: config.detect.window,
-            max_sources: NonZeroUsize::new(config.detect.max_sources).unwrap_or(NonZeroUsize::MIN),
-            max_blocks: config.respond.max_blocks,
-            block_timeout: config.respond.block_timeout,
-            verdict: default_verdict,
-            ignore: ignore_set(&config.detect.ignore, local),
-            block: !config.respond.actions.is_empty(),
-        };
-        Pipeline {
-            engine: Engine::new(settings),
-            configured_ignore: config.detect.ignore.clone(),
-            local: local.to_vec(),
-            orders,
-            block_timeout: config.respond.block_timeout,
-            default_verdict,
-            alerts: AlertLimiter::new(ALERT_LINES_PER_SECOND),
-            stats: Stats::default(),
-        }
-    }
-
+impl PacketLoop {
     fn run(
         &mut self,
         queue: &mut PacketQueue,
@@ -310,7 +255,9 @@ impl Pipeline {
                 }
             }
             let now = Instant::now();
-            self.alerts.roll_over(now);
+            if let Some(line) = self.pipeline.tick(now) {
+                write_line(&line);
+            }
             if now >= next_housekeeping {
                 self.housekeeping(now);
                 next_housekeeping = now + HOUSEKEEPING_EVERY;
@@ -322,104 +269,58 @@ impl Pipeline {
         }
     }
 
-    /// Timed chores off the per-packet path: lift expired blocks from the engine's table, and
+    /// Timed chores off the per-packet path: lift expired blocks from the pipeline's table, and
     /// follow the host's own addresses (DHCP, rotating IPv6 temporary addresses) so a packet
     /// spoofed from a new one cannot get the host blocked from itself.
     fn housekeeping(&mut self, now: Instant) {
-        self.engine.expire(now);
-        let local = local_addresses();
-        if local != self.local {
+        self.pipeline.expire(now);
+        if self.pipeline.set_local_addresses(host::local_addresses()) {
             info!(
                 "local addresses changed; never counted nor blocked now: {}",
-                local
+                self.pipeline
+                    .local_addresses()
                     .iter()
                     .map(|a| a.to_string())
                     .collect::<Vec<_>>()
                     .join(", ")
             );
-            self.engine
-                .set_ignore(ignore_set(&self.configured_ignore, &local));
-            self.local = local;
         }
     }
 
-    fn decide_queued(&mut self, bytes: &[u8]) -> PacketVerdict {
-        self.stats.queued += 1;
-        self.observe(bytes, "queued packet")
-            .unwrap_or(self.default_verdict)
+    fn decide_queued(&mut self, bytes: &[u8]) -> Verdict {
+        let handled =
+            self.pipeline
+                .handle(bytes, Arrival::Queued, Instant::now(), SystemTime::now());
+        let verdict = handled.verdict.unwrap_or(self.default_verdict);
+        self.carry_out(handled);
+        verdict
     }
 
     /// Short-header packets reach nfsentry through NFLOG: the kernel drops them anyway, so there
     /// is no verdict to give, only a source to count.
     fn note_short_header(&mut self, bytes: &[u8]) {
-        self.stats.logged_short += 1;
-        self.observe(bytes, "short-header packet");
+        let handled = self.pipeline.handle(
+            bytes,
+            Arrival::ShortHeaderLog,
+            Instant::now(),
+            SystemTime::now(),
+        );
+        self.carry_out(handled);
     }
 
-    /// Parse, classify, decide and act; None when the packet cannot be read (counted).
-    fn observe(&mut self, bytes: &[u8], what: &str) -> Option<PacketVerdict> {
-        match packet::parse(bytes) {
-            Ok(parsed) => {
-                let kind = packet::classify(&parsed);
-                let outcome = self.engine.observe(&parsed, kind, Instant::now());
-                self.act_on(outcome.event);
-                Some(outcome.verdict)
-            }
-            Err(e) => {
-                self.stats.malformed += 1;
-                debug!("malformed {what} ({} bytes): {e}", bytes.len());
-                None
-            }
+    /// Writes the lines, then hands the block order to the responder thread.
+    fn carry_out(&self, handled: Handled) {
+        for line in &handled.lines {
+            write_line(line);
         }
-    }
-
-    fn act_on(&mut self, event: Event) {
-        match event {
-            Event::Ignored | Event::AlreadyBlocked => {}
-            Event::Detected(d) => {
-                self.stats.detections += 1;
-                self.alert(&d);
-            }
-            Event::Block(d) => {
-                self.stats.detections += 1;
-                self.stats.blocks += 1;
-                self.alert(&d);
-                self.order_block(&d);
-            }
-            Event::BlockRefused(d) => {
-                self.stats.detections += 1;
-                self.stats.refused += 1;
-                self.alert(&d);
-                if self.alerts.allow(Instant::now()) {
-                    error!(
-                        "block table full: {} is not blocked (raise respond.max_blocks?)",
-                        d.source
-                    );
-                }
-            }
-        }
-    }
-
-    fn alert(&mut self, d: &Detection) {
-        if self.alerts.allow(Instant::now()) {
-            warn!("{}", report::detection_line(d));
-        }
-    }
-
-    fn order_block(&mut self, d: &Detection) {
-        let now = SystemTime::now();
-        let added = store::unix_seconds(now);
-        let record = BlockRecord {
-            source: d.source,
-            added,
-            expires: self
-                .block_timeout
-                .map(|t| added.saturating_add(t.as_secs().max(1))),
-            protocol: d.protocol.to_string(),
-            port: d.port,
-            kind: d.kind.word().to_string(),
+        let Some(BlockOrder {
+            record,
+            history_line,
+        }) = handled.block
+        else {
+            return;
         };
-        let history_line = report::history_line(now, d.source, d.protocol, d.port);
+        let source = record.source;
         if self
             .orders
             .send(Order::Block {
@@ -428,154 +329,18 @@ impl Pipeline {
             })
             .is_err()
         {
-            error!(
-                "the responder thread is gone: {} is dropped inline but not blocked",
-                d.source
-            );
+            error!("the responder thread is gone: {source} is dropped inline but not blocked");
         }
     }
 
     fn log_status(&self, what: &str) {
-        let s = &self.stats;
-        info!(
-            "{what}: {} packets queued, {} short headers logged, {} malformed, {} detections, \
-             {} blocks ordered, {} refused (table full), {} blocked now, {} sources tracked, \
-             {} evicted, {} alert lines suppressed",
-            s.queued,
-            s.logged_short,
-            s.malformed,
-            s.detections,
-            s.blocks,
-            s.refused,
-            self.engine.blocked_count(),
-            self.engine.tracked_sources(),
-            self.engine.evicted_sources(),
-            self.alerts.suppressed_total
-        );
+        info!("{what}: {}", self.pipeline.status());
     }
 }
 
-/// At most `per_second` lines a second; what is held back is counted and said once a second.
-struct AlertLimiter {
-    per_second: u32,
-    second_start: Instant,
-    used: u32,
-    suppressed: u64,
-    suppressed_total: u64,
-}
-
-impl AlertLimiter {
-    fn new(per_second: u32) -> Self {
-        AlertLimiter {
-            per_second,
-            second_start: Instant::now(),
-            used: 0,
-            suppressed: 0,
-            suppressed_total: 0,
-        }
-    }
-
-    fn allow(&mut self, now: Instant) -> bool {
-        self.roll_over(now);
-        if self.used < self.per_second {
-            self.used += 1;
-            true
-        } else {
-            self.suppressed += 1;
-            self.suppressed_total += 1;
-            false
-        }
-    }
-
-    fn roll_over(&mut self, now: Instant) {
-        if now.duration_since(self.second_start) < Duration::from_secs(1) {
-            return;
-        }
-        if self.suppressed > 0 {
-            warn!(
-                "{} alert lines suppressed in the last second (flood of sources?)",
-                self.suppressed
-            );
-        }
-        self.second_start = now;
-        self.used = 0;
-        self.suppressed = 0;
-    }
-}
-
-/// The configured ignore list plus the host's own addresses.
-fn ignore_set(configured: &[IpNet], local: &[IpAddr]) -> AddrSet {
-    let own: Vec<IpNet> = local.iter().map(|&a| IpNet::from(a)).collect();
-    AddrSet::new(configured.iter().chain(&own))
-}
-
-pub fn ruleset_spec(config: &Config, ingress_devices: Vec<String>) -> RulesetSpec {
-    let (ignore_v4, ignore_v6) =
-        config
-            .detect
-            .ignore
-            .iter()
-            .fold((Vec::new(), Vec::new()), |(mut v4, mut v6), net| {
-                match net {
-                    IpNet::V4(n) => v4.push(*n),
-                    IpNet::V6(n) => v6.push(*n),
-                }
-                (v4, v6)
-            });
-    RulesetSpec {
-        table: config.daemon.table.clone(),
-        queue: config.daemon.queue,
-        tcp_ports: config.monitor.tcp.ranges().collect(),
-        udp_ports: config.monitor.udp.ranges().collect(),
-        ignore_v4,
-        ignore_v6,
-        ingress_devices,
-        nflog_group: config.daemon.nflog_group,
-    }
-}
-
-/// The configured devices, or every non-loopback interface present now.
-pub fn ingress_devices(config: &Config) -> Vec<String> {
-    if !config.daemon.interfaces.is_empty() {
-        for name in &config.daemon.interfaces {
-            if !Path::new("/sys/class/net").join(name).exists() {
-                warn!("interface {name} (daemon.interfaces) does not exist now; short IPv4 headers arriving on it are caught only once it does");
-            }
-        }
-        return config.daemon.interfaces.clone();
-    }
-    let mut names: Vec<String> = std::fs::read_dir("/sys/class/net")
-        .map(|dir| {
-            // Devices are symlinks there; plain files such as bonding_masters are not devices.
-            dir.filter_map(|entry| entry.ok())
-                .filter(|entry| entry.file_type().is_ok_and(|t| t.is_symlink()))
-                .filter_map(|entry| entry.file_name().into_string().ok())
-                .filter(|name| name != "lo")
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
-/// The host's own addresses: never counted nor blocked, so spoofing them cannot make nfsentry
-/// shut the host out of itself.
-fn local_addresses() -> Vec<IpAddr> {
-    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
-        warn!("cannot list local addresses; only the configured ignore list protects them");
-        return Vec::new();
-    };
-    let mut found: Vec<IpAddr> = addrs
-        .filter_map(|ifa| ifa.address)
-        .filter_map(|a| {
-            a.as_sockaddr_in()
-                .map(|s| IpAddr::V4(s.ip()))
-                .or_else(|| a.as_sockaddr_in6().map(|s| IpAddr::V6(s.ip())))
-        })
-        .collect();
-    found.sort();
-    found.dedup();
-    found
+/// A pipeline line at its level; the text is only built when the level is logged.
+fn write_line(line: &LogLine) {
+    log!(line.level(), "{line}");
 }
 
 /// Signals are read from a signalfd in the packet loop; blocked here, before any thread

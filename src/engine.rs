@@ -1,7 +1,7 @@
 //! The decision core: one classified packet and the current time in, a verdict and what to do
 //! about its source out.
 //!
-//! No I/O, no clock, no kernel: the daemon feeds it, and tests drive it on a fake clock. It
+//! No I/O, no clock, no kernel: the pipeline feeds it, and tests drive it on a fake clock. It
 //! remembers which sources it has ordered blocked so that packets already queued behind the
 //! triggering one are dropped without waiting for the firewall, and so that one scanner yields
 //! one block order, not one per packet.
@@ -12,17 +12,11 @@ use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
 use crate::addrset::AddrSet;
+use crate::config::Verdict;
 use crate::packet::{Packet, ScanKind, Transport};
 use crate::tracker::{Target, Tracker};
 
-/// The answer to the kernel for one queued packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PacketVerdict {
-    Accept,
-    Drop,
-}
-
-/// How the engine is tuned; built by the daemon from the validated config.
+/// How the engine is tuned; built by the pipeline from the validated config.
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
     /// React on hit number `scan_trigger + 1` (PortSentry's meaning).
@@ -32,7 +26,7 @@ pub struct EngineSettings {
     pub max_blocks: usize,
     pub block_timeout: Option<Duration>,
     /// Verdict for queued packets from sources that are watched but not (yet) blocked.
-    pub verdict: PacketVerdict,
+    pub verdict: Verdict,
     /// Sources never counted nor blocked: the configured ignore list plus the host's own
     /// addresses.
     pub ignore: AddrSet,
@@ -68,7 +62,7 @@ pub enum Event {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
-    pub verdict: PacketVerdict,
+    pub verdict: Verdict,
     pub event: Event,
 }
 
@@ -123,13 +117,13 @@ impl Engine {
         let source = packet.src;
         if self.settings.ignore.contains(source) || source.is_unspecified() {
             return Outcome {
-                verdict: PacketVerdict::Accept,
+                verdict: Verdict::Accept,
                 event: Event::Ignored,
             };
         }
         if self.is_blocked(&source, now) {
             return Outcome {
-                verdict: PacketVerdict::Drop,
+                verdict: Verdict::Drop,
                 event: Event::AlreadyBlocked,
             };
         }
@@ -160,7 +154,7 @@ impl Engine {
         }
         if self.blocked.len() >= self.settings.max_blocks {
             return Outcome {
-                verdict: PacketVerdict::Drop,
+                verdict: Verdict::Drop,
                 event: Event::BlockRefused(detection),
             };
         }
@@ -169,7 +163,7 @@ impl Engine {
         self.blocked.insert(source, until);
         self.tracker.forget(&source);
         Outcome {
-            verdict: PacketVerdict::Drop,
+            verdict: Verdict::Drop,
             event: Event::Block(detection),
         }
     }
@@ -203,7 +197,7 @@ mod tests {
             max_sources: NonZeroUsize::new(1024).unwrap(),
             max_blocks: 4,
             block_timeout: None,
-            verdict: PacketVerdict::Drop,
+            verdict: Verdict::Drop,
             ignore: AddrSet::new(&ignore),
             block: true,
         }
@@ -224,29 +218,32 @@ mod tests {
         }
     }
 
+    /// The engine takes the scan kind as given: naming it from the bytes is the pipeline's
+    /// composition, and tested there.
     fn observe(engine: &mut Engine, packet: &Packet, now: Instant) -> Outcome {
-        let kind = crate::packet::classify(packet);
-        engine.observe(packet, kind, now)
+        engine.observe(packet, ScanKind::SynNormal, now)
     }
 
     #[test]
-    fn trigger_zero_blocks_on_the_first_hit_and_drops_it() {
-        let mut e = Engine::new(settings(0));
+    fn portless_detections_name_the_ip_protocol_number_as_their_port() {
+        let mut e = Engine::new(settings(1));
         let now = Instant::now();
-        let out = observe(&mut e, &syn("198.51.100.7", 23), now);
-        assert_eq!(out.verdict, PacketVerdict::Drop);
-        match out.event {
-            Event::Block(d) => {
-                assert_eq!(d.kind, ScanKind::SynNormal);
-                assert_eq!(d.protocol, "TCP");
-                assert_eq!(d.port, 23);
-                assert_eq!(d.hits, 1);
+        let icmp = Packet {
+            transport: Transport::Other { protocol: 1 },
+            ..syn("198.51.100.7", 0)
+        };
+        match observe(&mut e, &icmp, now).event {
+            Event::Detected(d) => {
+                assert_eq!(d.protocol, "IP");
+                assert_eq!(d.port, 1);
             }
-            other => panic!("expected a block, got {other:?}"),
+            other => panic!("expected a detection, got {other:?}"),
         }
-        let again = observe(&mut e, &syn("198.51.100.7", 24), now);
-        assert_eq!(again.event, Event::AlreadyBlocked);
-        assert_eq!(again.verdict, PacketVerdict::Drop);
+        let tcp_port_1 = observe(&mut e, &syn("198.51.100.7", 1), now);
+        assert!(
+            matches!(tcp_port_1.event, Event::Block(_)),
+            "TCP port 1 is another target than IP protocol 1"
+        );
     }
 
     #[test]
@@ -279,7 +276,7 @@ mod tests {
         for port in 1..100 {
             let out = observe(&mut e, &syn("192.0.2.50", port), now);
             assert_eq!(out.event, Event::Ignored);
-            assert_eq!(out.verdict, PacketVerdict::Accept);
+            assert_eq!(out.verdict, Verdict::Accept);
         }
         assert_eq!(e.tracked_sources(), 0);
         assert_eq!(e.blocked_count(), 0);
@@ -347,7 +344,7 @@ mod tests {
         }
         let out = observe(&mut e, &syn("198.51.100.200", 1), now);
         assert!(matches!(out.event, Event::BlockRefused(_)));
-        assert_eq!(out.verdict, PacketVerdict::Drop);
+        assert_eq!(out.verdict, Verdict::Drop);
         assert_eq!(e.blocked_count(), 4);
     }
 
@@ -355,11 +352,11 @@ mod tests {
     fn alert_only_reports_but_never_blocks() {
         let mut s = settings(0);
         s.block = false;
-        s.verdict = PacketVerdict::Accept;
+        s.verdict = Verdict::Accept;
         let mut e = Engine::new(s);
         let out = observe(&mut e, &syn("198.51.100.7", 1), Instant::now());
         assert!(matches!(out.event, Event::Detected(_)));
-        assert_eq!(out.verdict, PacketVerdict::Accept);
+        assert_eq!(out.verdict, Verdict::Accept);
     }
 
     #[test]

@@ -5,9 +5,9 @@
 
 use log::{error, info, warn};
 
+use crate::config::QueueMode;
 use crate::error_text::with_causes;
 use crate::nft::netlink::{Nft, NftError};
-use crate::nft::ruleset::QueueMode;
 use crate::nft::ruleset::RulesetSpec;
 
 /// What was installed, for the daemon's start-up report.

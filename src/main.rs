@@ -8,8 +8,8 @@ use clap::{Parser, Subcommand};
 use log::{error, LevelFilter};
 
 use nfsentry::config::{self, Config};
-use nfsentry::nft::ruleset::{self, QueueMode};
-use nfsentry::{daemon, logging, respond};
+use nfsentry::nft::ruleset::{self, QueueMode, RulesetSpec};
+use nfsentry::{daemon, host, logging, respond};
 
 /// Port-scan detector and inline blocker for nftables/NFQUEUE.
 #[derive(Parser)]
@@ -106,8 +106,8 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Ok(c) => {
-                let devices = daemon::ingress_devices(&c);
-                let spec = daemon::ruleset_spec(&c, devices);
+                let devices = host::ingress_devices(&c);
+                let spec = RulesetSpec::from_config(&c, devices);
                 println!(
                     "# The ruleset `nfsentry run` installs (as one netlink transaction).\n\
                      # Kernels without nft_queue get the xt NFQUEUE target through nft compat\n\

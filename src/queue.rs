@@ -8,10 +8,10 @@ use std::io;
 use std::os::fd::{BorrowedFd, RawFd};
 
 use log::warn;
-use nfq::{Queue, Verdict};
+use nfq::Queue;
 use thiserror::Error;
 
-use crate::engine::PacketVerdict;
+use crate::config::Verdict;
 use crate::netlink_wire::{grow_receive_buffer, RECEIVE_BUFFER_BYTES};
 
 /// The whole packet (the kernel copies min(length, range)). A fixed header-sized range looks
@@ -103,7 +103,7 @@ impl PacketQueue {
     pub fn drain(
         &mut self,
         limit: usize,
-        mut decide: impl FnMut(&[u8]) -> PacketVerdict,
+        mut decide: impl FnMut(&[u8]) -> Verdict,
     ) -> Result<usize, QueueError> {
         let mut answered = 0;
         while answered < limit {
@@ -122,8 +122,8 @@ impl PacketQueue {
                 }
             };
             let verdict = match decide(message.get_payload()) {
-                PacketVerdict::Accept => Verdict::Accept,
-                PacketVerdict::Drop => Verdict::Drop,
+                Verdict::Accept => nfq::Verdict::Accept,
+                Verdict::Drop => nfq::Verdict::Drop,
             };
             message.set_verdict(verdict);
             self.queue

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use lru::LruCache;
 
 /// What a source touched: protocol number and port, packed so that a recent-target check is a
-/// comparison of plain integers. Targets without a port (IP options on ICMP, short headers) use
-/// port 0 of their protocol.
+/// comparison of plain integers. Targets without a port (IP options on ICMP, short headers) carry
+/// their IP protocol number as the port too, as the engine fills them in: the same number the
+/// log line and the history name, and each such protocol counts once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Target {
     pub protocol: u8,

@@ -103,18 +103,21 @@ pub enum LogTarget {
     File(PathBuf),
 }
 
-/// How packets are sent to the NFQUEUE.
+/// How the queue statement reaches the kernel. The config's `"auto"` is no mode of its own: it
+/// is the absence of one (`Option<QueueMode>::None`), and the installer tries native first.
+/// `Display` names the mechanism for logs; the config words are `native` and `compat`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum QueueMode {
-    /// Native nft `queue` if the kernel has it, else the xt NFQUEUE target through nft compat.
-    Auto,
-    /// The nft `queue` expression only (needs CONFIG_NFT_QUEUE).
+    /// The nft `queue` expression (module `nft_queue`, CONFIG_NFT_QUEUE), present on
+    /// distribution kernels.
     Native,
-    /// The xt NFQUEUE target through nft compat only.
+    /// The xtables `NFQUEUE` target run through `nft_compat`, for kernels built without
+    /// `nft_queue`. `nft list` shows both forms as `queue num N bypass`.
     Compat,
 }
 
-/// The inline answer to the kernel for a queued packet to a watched port.
+/// The answer to the kernel for one queued packet. As `respond.verdict`, the answer for packets
+/// from sources that are watched but not (yet) blocked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Verdict {
     Drop,
@@ -159,11 +162,12 @@ pub struct Daemon {
     pub log: LogTarget,
     /// Devices for the netdev ingress chain that catches IPv4 headers shorter than 5 words
     /// (the kernel drops those before any inet hook). Empty means every non-loopback interface
-    /// present at start; resolving that is the daemon's job.
+    /// present at start, which [`crate::host::ingress_devices`] resolves.
     pub interfaces: Vec<String>,
     /// NFLOG group the short-header packets are logged to.
     pub nflog_group: u16,
-    pub queue_mode: QueueMode,
+    /// `None` is the config's `"auto"`: native if the kernel has `nft_queue`, else compat.
+    pub queue_mode: Option<QueueMode>,
 }
 
 /// `[monitor]`: the final watched sets.
@@ -226,7 +230,7 @@ impl Config {
                 log: LogTarget::Stderr,
                 interfaces: Vec::new(),
                 nflog_group: DEFAULT_NFLOG_GROUP,
-                queue_mode: QueueMode::Auto,
+                queue_mode: None,
             },
             monitor: Monitor {
                 tcp: DEFAULT_TCP_PORTS.into_iter().collect(),
@@ -348,14 +352,16 @@ pub(crate) trait ConfigWord: Copy + 'static {
     }
 }
 
-impl ConfigWord for QueueMode {
-    const ALL: &'static [QueueMode] = &[QueueMode::Auto, QueueMode::Native, QueueMode::Compat];
+/// `"auto"` is `None`: the choice left to the installer.
+impl ConfigWord for Option<QueueMode> {
+    const ALL: &'static [Option<QueueMode>] =
+        &[None, Some(QueueMode::Native), Some(QueueMode::Compat)];
     const WHAT: &'static str = "a queue mode";
     fn as_str(self) -> &'static str {
         match self {
-            QueueMode::Auto => "auto",
-            QueueMode::Native => "native",
-            QueueMode::Compat => "compat",
+            None => "auto",
+            Some(QueueMode::Native) => "native",
+            Some(QueueMode::Compat) => "compat",
         }
     }
 }
@@ -423,7 +429,10 @@ impl fmt::Display for Verdict {
 
 impl fmt::Display for QueueMode {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str(self.as_str())
+        formatter.write_str(match self {
+            QueueMode::Native => "native nft queue",
+            QueueMode::Compat => "xt NFQUEUE via nft compat",
+        })
     }
 }
 

@@ -90,7 +90,7 @@ fn defaults_have_the_documented_values() {
     assert_eq!(config.daemon.log, LogTarget::Stderr);
     assert!(config.daemon.interfaces.is_empty());
     assert_eq!(config.daemon.nflog_group, 7219);
-    assert_eq!(config.daemon.queue_mode, QueueMode::Auto);
+    assert_eq!(config.daemon.queue_mode, None, "auto");
     assert_eq!(config.monitor.tcp.len(), 26);
     assert_eq!(config.monitor.udp.len(), 21);
     assert!(config.monitor.tcp.contains(31337) && config.monitor.tcp.contains(54320));
@@ -338,7 +338,7 @@ port_banner = "** UNAUTHORIZED ACCESS PROHIBITED **"
     );
     assert_eq!(config.daemon.interfaces, ["eth0", "wlp2s0", "br-lan.10"]);
     assert_eq!(config.daemon.nflog_group, 0);
-    assert_eq!(config.daemon.queue_mode, QueueMode::Compat);
+    assert_eq!(config.daemon.queue_mode, Some(QueueMode::Compat));
     assert_eq!(config.monitor.tcp.iter().collect::<Vec<_>>(), [22]);
     assert_eq!(
         config.monitor.udp.iter().collect::<Vec<_>>(),
@@ -421,8 +421,12 @@ fn log_targets_and_queue_modes() {
         LogTarget::File(PathBuf::from("/var/log/x")).to_string(),
         "file:/var/log/x"
     );
-    for mode in [QueueMode::Auto, QueueMode::Native, QueueMode::Compat] {
-        let config = parse_ok(&format!("[daemon]\nqueue_mode = \"{mode}\"\n"));
+    for (word, mode) in [
+        ("auto", None),
+        ("native", Some(QueueMode::Native)),
+        ("compat", Some(QueueMode::Compat)),
+    ] {
+        let config = parse_ok(&format!("[daemon]\nqueue_mode = \"{word}\"\n"));
         assert_eq!(config.daemon.queue_mode, mode);
     }
 }

@@ -112,12 +112,7 @@ fn daemon(raw: &RawDaemon, source: SourceText<'_>) -> Result<Daemon, ConfigError
             "is not an NFLOG group (0-65535)",
             DEFAULT_NFLOG_GROUP,
         )?,
-        queue_mode: word(
-            source,
-            &raw.queue_mode,
-            "daemon.queue_mode",
-            QueueMode::Auto,
-        )?,
+        queue_mode: word::<Option<QueueMode>>(source, &raw.queue_mode, "daemon.queue_mode", None)?,
     })
 }
 

@@ -2,37 +2,24 @@
 //! not know how the ruleset reaches the kernel (that is [`super::netlink`]).
 //!
 //! The rule list, the set names and the interval-set encoding are defined here once, so the text
-//! an admin reads (`nfsentry --print-ruleset`, `nft -f`) and the netlink batch cannot drift apart.
+//! an admin reads (`nfsentry rules`, `nft -f`) and the netlink batch cannot drift apart.
 
 use std::ffi::CStr;
 use std::fmt::{self, Write as _};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::ops::RangeInclusive;
 
-use ipnet::{Ipv4Net, Ipv6Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
+use crate::config::Config;
 use crate::packet::TcpFlags;
 
-/// How the queue statement reaches the kernel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum QueueMode {
-    /// The `queue` expression (module `nft_queue`), present on distribution kernels.
-    Native,
-    /// The xtables `NFQUEUE` target run through `nft_compat`, for kernels built without
-    /// `nft_queue`. `nft list` shows both forms as `queue num N bypass`.
-    Compat,
-}
+/// How the queue statement reaches the kernel: the config's type, so that a mode the admin
+/// forces and a mode the installer reports are one and the same.
+pub use crate::config::QueueMode;
 
-impl fmt::Display for QueueMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            QueueMode::Native => "native nft queue",
-            QueueMode::Compat => "xt NFQUEUE via nft compat",
-        })
-    }
-}
-
-/// Everything the ruleset depends on, as plain data so this module needs no config types.
+/// Everything the ruleset depends on, as plain data: [`RulesetSpec::from_config`] maps the
+/// validated config onto it, and tests build one by hand.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RulesetSpec {
     /// Name of both the `inet` table and the `netdev` table.
@@ -55,6 +42,30 @@ pub struct RulesetSpec {
 }
 
 impl RulesetSpec {
+    /// The ruleset `config` asks for. `ingress_devices` is passed in rather than read from the
+    /// config because an empty `daemon.interfaces` means "every interface present", which only
+    /// the host can answer.
+    pub fn from_config(config: &Config, ingress_devices: Vec<String>) -> RulesetSpec {
+        let mut ignore_v4 = Vec::new();
+        let mut ignore_v6 = Vec::new();
+        for net in &config.detect.ignore {
+            match net {
+                IpNet::V4(net) => ignore_v4.push(*net),
+                IpNet::V6(net) => ignore_v6.push(*net),
+            }
+        }
+        RulesetSpec {
+            table: config.daemon.table.clone(),
+            queue: config.daemon.queue,
+            tcp_ports: config.monitor.tcp.ranges().collect(),
+            udp_ports: config.monitor.udp.ranges().collect(),
+            ignore_v4,
+            ignore_v6,
+            ingress_devices,
+            nflog_group: config.daemon.nflog_group,
+        }
+    }
+
     /// The `ignore_v4` set contents, merged.
     pub fn ignore_v4_intervals(&self) -> IntervalList<Ipv4Addr> {
         IntervalList::from_ranges(
@@ -940,6 +951,27 @@ mod tests {
             assert!(!hits(probe, SYN), "{probe:?}");
             assert!(!hits(probe, SYN | ACK), "{probe:?}");
         }
+    }
+
+    #[test]
+    fn the_built_in_config_maps_onto_the_spec() {
+        let config = Config::defaults();
+        let spec = RulesetSpec::from_config(&config, vec!["eth0".to_owned()]);
+        assert_eq!(spec.table, "nfsentry");
+        assert_eq!(spec.queue, 0);
+        assert_eq!(spec.nflog_group, 7219);
+        assert_eq!(spec.ingress_devices, ["eth0"]);
+        assert_eq!(spec.ignore_v4, ["127.0.0.0/8".parse::<Ipv4Net>().unwrap()]);
+        assert_eq!(spec.ignore_v6, ["::1/128".parse::<Ipv6Net>().unwrap()]);
+        assert_eq!(
+            spec.tcp_ports
+                .iter()
+                .map(|&(first, last)| usize::from(last - first) + 1)
+                .sum::<usize>(),
+            config.monitor.tcp.len()
+        );
+        assert!(spec.tcp_ports.contains(&(31337, 31337)));
+        assert!(spec.udp_ports.contains(&(37444, 37444)));
     }
 
     #[test]

@@ -12,9 +12,9 @@ use std::time::{Duration, SystemTime};
 use log::{error, info, warn};
 
 use super::Action;
+use crate::config::QueueMode;
 use crate::error_text::with_causes;
 use crate::firewall::{Firewall, Installed};
-use crate::nft::ruleset::QueueMode;
 use crate::nft::ruleset::RulesetSpec;
 use crate::report;
 use crate::store::{BlockRecord, BlockStore};
