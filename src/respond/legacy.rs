@@ -295,7 +295,7 @@ pub struct LegacyAction {
     /// cannot swap them.
     programs: Vec<(&'static str, PathBuf)>,
     /// Addresses this action placed a rule for and has not released.
-    placed: BTreeSet<IpAddr>,
+    blocked: BTreeSet<IpAddr>,
     timeout: Duration,
     executor: Box<dyn Executor>,
 }
@@ -308,7 +308,7 @@ impl LegacyAction {
             tool,
             ipfilter_interface,
             programs: Vec::new(),
-            placed: BTreeSet::new(),
+            blocked: BTreeSet::new(),
             timeout: TOOL_TIMEOUT,
             executor: Box::new(SpawningExecutor::new()),
         }
@@ -450,30 +450,34 @@ impl LegacyAction {
         }
     }
 
-    fn place(&mut self, address: IpAddr) -> Result<(), ActionError> {
+    /// Places the rule for `address` unless it is known to be in place: asked of iptables,
+    /// remembered from this run for the others.
+    fn block_one(&mut self, address: IpAddr) -> Result<(), ActionError> {
         let Some(commands) = self.commands_for(address) else {
             return Ok(());
         };
         if let Some(check) = &commands.check {
             if self.is_in_place(&commands, check)? {
                 debug!("{}: {address} is already blocked", self.tool);
-                self.placed.insert(address);
+                self.blocked.insert(address);
                 return Ok(());
             }
-        } else if self.placed.contains(&address) {
+        } else if self.blocked.contains(&address) {
             debug!("{}: {address} is already blocked by this run", self.tool);
             return Ok(());
         }
         self.execute_ok(&self.invocation(&commands, &commands.insert)?)?;
-        self.placed.insert(address);
+        self.blocked.insert(address);
         Ok(())
     }
 
-    fn remove(&mut self, address: IpAddr) -> Result<(), ActionError> {
+    /// Deletes the rule for `address`; iptables is asked again after each delete, so every copy
+    /// goes.
+    fn release_one(&mut self, address: IpAddr) -> Result<(), ActionError> {
         let Some(commands) = self.commands_for(address) else {
             return Ok(());
         };
-        self.placed.remove(&address);
+        self.blocked.remove(&address);
         if self.tool == LegacyTool::Ipfw {
             return self.rebuild_ipfw_rule();
         }
@@ -494,7 +498,7 @@ impl LegacyAction {
 
     /// For tools without a check: removes any rule an earlier run left, then places it anew, so
     /// the address ends up blocked exactly once whether or not the rule survived.
-    fn replace(&mut self, address: IpAddr) -> Result<(), ActionError> {
+    fn restore_one(&mut self, address: IpAddr) -> Result<(), ActionError> {
         let Some(commands) = self.commands_for(address) else {
             return Ok(());
         };
@@ -502,8 +506,8 @@ impl LegacyAction {
         if !outcome.status.success() {
             debug!("{}: no earlier rule for {address} to remove", self.tool);
         }
-        self.placed.remove(&address);
-        self.place(address)
+        self.blocked.remove(&address);
+        self.block_one(address)
     }
 
     /// ipfw deletes by rule number only and PortSentry's block command puts every address in
@@ -530,7 +534,7 @@ impl LegacyAction {
                 outcome.stderr_suffix()
             );
         }
-        let still_blocked: Vec<IpAddr> = self.placed.iter().copied().collect();
+        let still_blocked: Vec<IpAddr> = self.blocked.iter().copied().collect();
         let mut failures = Vec::new();
         for address in still_blocked {
             let added = self.commands_for(address).map_or(Ok(()), |commands| {
@@ -541,7 +545,7 @@ impl LegacyAction {
                 failures.push(e);
             }
         }
-        self.summarise(failures, self.placed.len(), "re-added to ipfw rule 1")
+        self.summarise(failures, self.blocked.len(), "re-added to ipfw rule 1")
     }
 
     /// One error for a batch: how many failed, and the first failure's message.
@@ -595,15 +599,15 @@ impl Action for LegacyAction {
             return Ok(());
         }
         if self.tool == LegacyTool::Ipfw {
-            self.placed.extend(due.iter().map(|block| block.source));
+            self.blocked.extend(due.iter().map(|block| block.source));
             return self.rebuild_ipfw_rule();
         }
         let mut failures = Vec::new();
         for block in due {
             let restored = if self.tool == LegacyTool::Iptables {
-                self.place(block.source)
+                self.block_one(block.source)
             } else {
-                self.replace(block.source)
+                self.restore_one(block.source)
             };
             if let Err(e) = restored {
                 failures.push(e);
@@ -614,7 +618,7 @@ impl Action for LegacyAction {
 
     fn block(&mut self, blocks: &[&BlockRecord], _now: SystemTime) -> Result<(), ActionError> {
         let action = self.tool.action_name();
-        attempt_each(action, blocks, |block| self.place(block.source))
+        attempt_each(action, blocks, |block| self.block_one(block.source))
     }
 
     /// For ipfw, one rebuild of rule 1 for the whole batch: `delete 1`, then one add per address
@@ -623,10 +627,10 @@ impl Action for LegacyAction {
     fn release(&mut self, blocks: &[&BlockRecord]) -> Result<(), ActionError> {
         if self.tool != LegacyTool::Ipfw {
             let action = self.tool.action_name();
-            return attempt_each(action, blocks, |block| self.remove(block.source));
+            return attempt_each(action, blocks, |block| self.release_one(block.source));
         }
         for block in blocks {
-            self.placed.remove(&block.source);
+            self.blocked.remove(&block.source);
         }
         self.rebuild_ipfw_rule()
     }
@@ -777,7 +781,7 @@ mod tests {
         backend.init(&[], SystemTime::now()).unwrap();
         let source: IpAddr = "192.0.2.7".parse().unwrap();
         let started = std::time::Instant::now();
-        let message = backend.place(source).unwrap_err().detail();
+        let message = backend.block_one(source).unwrap_err().detail();
         assert!(started.elapsed() < Duration::from_secs(2));
         assert_eq!(
             message,
@@ -788,7 +792,7 @@ mod tests {
             )
         );
         assert!(
-            backend.placed.is_empty(),
+            backend.blocked.is_empty(),
             "a block that timed out is not placed"
         );
     }
