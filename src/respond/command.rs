@@ -4,18 +4,18 @@
 //! restored at start: PortSentry's KILL_RUN_CMD is a one-shot hook.
 //!
 //! How the child is started and supervised (no stdin, stderr captured, cwd `/`, the daemon's
-//! descriptors closed at exec) is [`super::process`]'s job; this module builds the argv and logs
-//! the outcome.
+//! descriptors closed at exec) is [`super::process`]'s job, reached through an [`Executor`] that a
+//! test can swap for a recording one; this module builds the argv and logs the outcome.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use caps::Capability;
 use log::{info, warn};
 use thiserror::Error;
 
-use super::process::{self, Invocation, Outcome, RunError};
+use super::executor::{Executor, SpawningExecutor};
+use super::process::{Invocation, Outcome, RunError};
 use super::{attempt_each, Action, ActionError};
 use crate::config;
 use crate::store::BlockRecord;
@@ -39,15 +39,24 @@ pub struct CommandAction {
     timeout: Duration,
     /// Only for `describe`: where the responder runs it is [`super::build`]'s business.
     runs_first: bool,
+    executor: Box<dyn Executor>,
 }
 
 impl CommandAction {
+    /// An action that runs `argv` as a process; nothing is looked at or run before a block.
     pub fn new(argv: Vec<String>, timeout: Duration, runs_first: bool) -> CommandAction {
         CommandAction {
             argv,
             timeout,
             runs_first,
+            executor: Box::new(SpawningExecutor::new()),
         }
+    }
+
+    /// The same action, checking for and running its program through `executor` instead.
+    pub fn with_executor(mut self, executor: impl Executor + 'static) -> CommandAction {
+        self.executor = Box::new(executor);
+        self
     }
 
     /// The argv for `block`: each placeholder replaced inside its own argument, which stays one
@@ -81,10 +90,12 @@ impl CommandAction {
             args: args.to_vec(),
             stdin: None,
         };
-        process::run(&invocation, self.timeout).map_err(|cause| CommandError::Run {
-            program: program.clone(),
-            cause,
-        })
+        self.executor
+            .run(&invocation, self.timeout)
+            .map_err(|cause| CommandError::Run {
+                program: program.clone(),
+                cause,
+            })
     }
 
     fn log(&self, program: &str, outcome: &Outcome, block: &BlockRecord) {
@@ -121,15 +132,15 @@ impl Action for CommandAction {
         ACTION_NAME
     }
 
+    /// The program is an absolute path (the config insists), which the executor checks as it
+    /// is: "PROGRAM does not exist or is not executable".
     fn check(&self) -> Vec<String> {
         let Some(program) = self.argv.first() else {
             return vec!["no program configured".to_owned()];
         };
-        let runnable = std::fs::metadata(Path::new(program))
-            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
-        match runnable {
-            true => Vec::new(),
-            false => vec![format!("{program} does not exist or is not executable")],
+        match self.executor.find(program) {
+            Ok(_) => Vec::new(),
+            Err(missing) => vec![missing.to_string()],
         }
     }
 
@@ -204,6 +215,8 @@ fn substitute(arg: &str, values: &[(&str, &str)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::respond::executor::{RecordingExecutor, Reply};
+    use std::io;
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
     fn record(source: IpAddr, protocol: &str, port: u16) -> BlockRecord {
@@ -268,5 +281,157 @@ mod tests {
         let backend = CommandAction::new(Vec::new(), Duration::from_secs(1), false);
         let v4 = record(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)), "TCP", 23);
         assert!(matches!(backend.run(&v4), Err(CommandError::NoProgram)));
+    }
+
+    /// The admin's program as `check` and the recording executor see it.
+    const NOTIFY: &str = "/usr/local/sbin/notify-admin";
+    const TIMEOUT: Duration = Duration::from_millis(250);
+
+    fn recording(argv: &[&str], tools: &RecordingExecutor) -> CommandAction {
+        CommandAction::new(argv.iter().map(|a| a.to_string()).collect(), TIMEOUT, false)
+            .with_executor(tools.clone())
+    }
+
+    fn notify_installed() -> RecordingExecutor {
+        RecordingExecutor::new("/usr/sbin:/sbin", &[NOTIFY])
+    }
+
+    fn v4(last: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(192, 0, 2, last))
+    }
+
+    #[test]
+    fn block_runs_exactly_the_configured_argv_once_per_source() {
+        let tools = notify_installed();
+        let mut action = recording(
+            &[
+                NOTIFY,
+                "--host=$TARGET$",
+                "$PORT$/$MODE$",
+                "x;$TARGET$|`id` $(touch pwned) && echo '\"",
+                "",
+            ],
+            &tools,
+        );
+        let v6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7));
+        let blocks = [record(v4(7), "TCP", 23), record(v6, "UDP", 161)];
+        action
+            .block(&[&blocks[0], &blocks[1]], SystemTime::now())
+            .unwrap();
+
+        let call = |args: &[&str]| {
+            let invocation = Invocation {
+                program: PathBuf::from(NOTIFY),
+                args: args.iter().map(|a| a.to_string()).collect(),
+                stdin: None,
+            };
+            (invocation, TIMEOUT)
+        };
+        assert_eq!(
+            tools.take_timed_calls(),
+            vec![
+                call(&[
+                    "--host=192.0.2.7",
+                    "23/tcp",
+                    "x;192.0.2.7|`id` $(touch pwned) && echo '\"",
+                    "",
+                ]),
+                call(&[
+                    "--host=2001:db8::7",
+                    "161/udp",
+                    "x;2001:db8::7|`id` $(touch pwned) && echo '\"",
+                    "",
+                ]),
+            ]
+        );
+    }
+
+    #[test]
+    fn describe_shows_what_a_block_runs() {
+        let tools = notify_installed();
+        let mut action = recording(&[NOTIFY, "$TARGET$", "$PORT$", "$MODE$"], &tools);
+        let lines = action.describe();
+        assert_eq!(
+            lines,
+            [
+                "block (runs last, no shell, killed after 250ms): \
+                 /usr/local/sbin/notify-admin $TARGET$ $PORT$ $MODE$",
+                "release: nothing (the command has no undo)",
+            ]
+        );
+        let described = lines[0]
+            .split_once("): ")
+            .map(|(_, command)| command.to_owned())
+            .unwrap_or_default()
+            .replace(TARGET_PLACEHOLDER, "192.0.2.7")
+            .replace(PORT_PLACEHOLDER, "23")
+            .replace(MODE_PLACEHOLDER, "tcp");
+        action
+            .block(&[&record(v4(7), "TCP", 23)], SystemTime::now())
+            .unwrap();
+        let ran: Vec<String> = tools.take_calls().iter().map(|c| c.to_string()).collect();
+        assert_eq!(ran, [described]);
+    }
+
+    #[test]
+    fn release_and_restore_run_nothing() {
+        let tools = notify_installed();
+        let mut action = recording(&[NOTIFY, "$TARGET$"], &tools);
+        let block = record(v4(7), "TCP", 23);
+        action.init(&[&block], SystemTime::now()).unwrap();
+        action.release(&[&block]).unwrap();
+        action.flush(&[&block]).unwrap();
+        action.fin().unwrap();
+        assert!(tools.take_calls().is_empty());
+    }
+
+    #[test]
+    fn a_failed_timed_out_or_unstartable_command_is_an_error() {
+        let tools = notify_installed();
+        let mut action = recording(&[NOTIFY, "$TARGET$"], &tools);
+        let now = SystemTime::now();
+        let block = |last: u8| record(v4(last), "TCP", 23);
+        let error = |action: &mut CommandAction, blocks: &[&BlockRecord]| {
+            action.block(blocks, now).unwrap_err().to_string()
+        };
+
+        tools.answer([Reply::status(3).with_stderr("cannot reach 192.0.2.7")]);
+        assert_eq!(error(&mut action, &[&block(7)]), "command: exit status: 3");
+        tools.answer([Reply::TimedOut {
+            stderr: String::new(),
+        }]);
+        assert_eq!(
+            error(&mut action, &[&block(7)]),
+            "command: killed after 250ms"
+        );
+        tools.answer([Reply::CannotStart(io::ErrorKind::NotFound)]);
+        assert_eq!(
+            error(&mut action, &[&block(7)]),
+            format!(
+                "command: {NOTIFY}: cannot start: {}",
+                io::Error::from(io::ErrorKind::NotFound)
+            )
+        );
+
+        // One failure in a burst: every block still runs, and the error counts them.
+        tools.take_calls();
+        tools.answer([Reply::status(1), Reply::status(0)]);
+        assert_eq!(
+            error(&mut action, &[&block(8), &block(9)]),
+            "command: 1 of 2 failed; first: exit status: 1"
+        );
+        assert_eq!(tools.take_calls().len(), 2);
+    }
+
+    #[test]
+    fn check_reports_a_program_that_is_not_there_without_running_it() {
+        let tools = notify_installed();
+        assert!(recording(&[NOTIFY, "$TARGET$"], &tools).check().is_empty());
+        assert_eq!(
+            recording(&["/usr/local/sbin/gone", "$TARGET$"], &tools).check(),
+            ["/usr/local/sbin/gone does not exist or is not executable"]
+        );
+        assert_eq!(recording(&[], &tools).check(), ["no program configured"]);
+        assert!(tools.take_calls().is_empty());
     }
 }

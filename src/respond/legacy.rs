@@ -1,30 +1,26 @@
 //! The legacy firewall actions PortSentry shipped (iptables, ipchains, ipfwadm, ipfw, ipfilter):
 //! each block and release runs the tool itself, with an argv built from the blocked address and
 //! never through a shell. It does not read firewall state back beyond `iptables -C`, and it does
-//! not decide when to block or release; the responder does.
+//! not decide when to block or release; the responder does. Finding and running the tools is an
+//! [`Executor`]'s job, so that what runs can be recorded instead (tests/respond_legacy.rs).
 
 use std::collections::BTreeSet;
-use std::env;
-use std::ffi::{OsStr, OsString};
 use std::fmt;
-use std::fs;
 use std::net::IpAddr;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use caps::Capability;
 use log::{debug, info, warn};
 
-use super::process::{self, Invocation, Outcome};
+use super::executor::{Executor, SpawningExecutor};
+use super::process::{Invocation, Outcome};
 use super::{attempt_each, Action, ActionError};
 use crate::store::BlockRecord;
 
 /// How long one tool invocation may take before it is killed. Firewall tools answer in
 /// milliseconds; a hung one must not stall the responder, which also lifts expired blocks.
 const TOOL_TIMEOUT: Duration = Duration::from_secs(10);
-/// Used when the daemon's environment has no PATH at all (some init systems start that way).
-const FALLBACK_SEARCH_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// A release deletes the iptables rule until `-C` no longer finds it, so a rule inserted twice by
 /// hand or by PortSentry goes too. The bound stops a tool that reports success without deleting.
 const MAX_IPTABLES_DELETIONS: usize = 32;
@@ -265,45 +261,26 @@ pub fn describe(tool: LegacyTool, ipfilter_interface: Option<&str>) -> Vec<Strin
     lines
 }
 
-/// The tool's programs, each as its absolute path in `search_path`; the first one missing is
-/// the error.
+/// The tool's programs, each as the absolute path `executor` finds it at; the first one missing
+/// is the error.
 fn find_programs(
     tool: LegacyTool,
-    search_path: &OsStr,
+    executor: &dyn Executor,
 ) -> Result<Vec<(&'static str, PathBuf)>, ActionError> {
     tool.programs()
         .iter()
         .map(|program| {
-            find_program(program, search_path)
+            executor
+                .find(program)
                 .map(|path| (*program, path))
-                .ok_or_else(|| ActionError::MissingTool {
+                .map_err(|missing| ActionError::MissingTool {
                     action: tool.action_name(),
-                    program: (*program).to_owned(),
-                    search_path: search_path.to_string_lossy().into_owned(),
+                    program: missing.program,
+                    // The names above are bare, so they were searched for.
+                    search_path: missing.search_path.unwrap_or_default(),
                 })
         })
         .collect()
-}
-
-fn search_path() -> OsString {
-    env::var_os("PATH").unwrap_or_else(|| OsString::from(FALLBACK_SEARCH_PATH))
-}
-
-/// The first executable regular file named `program` in `search_path`, as an absolute path.
-/// Relative PATH entries are skipped: they would resolve against whatever the working directory
-/// is when the tool runs. Symlinks are kept as found, not resolved, because iptables is a
-/// multi-call binary that picks its personality from the name it is run by.
-fn find_program(program: &str, search_path: &OsStr) -> Option<PathBuf> {
-    env::split_paths(search_path)
-        .filter(|directory| directory.is_absolute())
-        .map(|directory| directory.join(program))
-        .find(|candidate| is_executable_file(candidate))
-}
-
-fn is_executable_file(path: &Path) -> bool {
-    fs::metadata(path)
-        .map(|metadata| metadata.is_file() && metadata.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
 }
 
 /// Blocks and releases addresses with one legacy firewall tool.
@@ -318,19 +295,29 @@ pub struct LegacyAction {
     /// cannot swap them.
     programs: Vec<(&'static str, PathBuf)>,
     /// Addresses this action placed a rule for and has not released.
-    placed: BTreeSet<IpAddr>,
+    blocked: BTreeSet<IpAddr>,
     timeout: Duration,
+    executor: Box<dyn Executor>,
 }
 
 impl LegacyAction {
+    /// An action that finds its tool in the daemon's PATH and runs it; nothing is looked up
+    /// or run before `init`.
     pub fn new(tool: LegacyTool, ipfilter_interface: Option<String>) -> LegacyAction {
         LegacyAction {
             tool,
             ipfilter_interface,
             programs: Vec::new(),
-            placed: BTreeSet::new(),
+            blocked: BTreeSet::new(),
             timeout: TOOL_TIMEOUT,
+            executor: Box::new(SpawningExecutor::new()),
         }
+    }
+
+    /// The same action, finding and running its tool through `executor` instead.
+    pub fn with_executor(mut self, executor: impl Executor + 'static) -> LegacyAction {
+        self.executor = Box::new(executor);
+        self
     }
 
     /// An `ipfilter_interface` that is not a plain interface name, said as `check` says it.
@@ -350,8 +337,8 @@ impl LegacyAction {
         self.programs.iter().map(|(_, path)| path.clone()).collect()
     }
 
-    /// Checks the interface name and finds the tool's programs in PATH now; fails naming the
-    /// tool and the PATH searched when one is missing.
+    /// Checks the interface name and finds the tool's programs now; fails naming the tool and
+    /// the PATH searched when one is missing.
     fn take_up(&mut self) -> Result<(), ActionError> {
         if let Some(detail) = self.interface_problem() {
             return Err(ActionError::Config {
@@ -359,7 +346,7 @@ impl LegacyAction {
                 detail,
             });
         }
-        self.programs = find_programs(self.tool, &search_path())?;
+        self.programs = find_programs(self.tool, self.executor.as_ref())?;
         Ok(())
     }
 
@@ -410,7 +397,9 @@ impl LegacyAction {
     /// Runs one command and logs how it ended; a failure to run at all (not found, timed out)
     /// is an error, a non-zero exit is for the caller to judge.
     fn execute(&self, invocation: &Invocation) -> Result<Outcome, ActionError> {
-        let outcome = process::run(invocation, self.timeout)
+        let outcome = self
+            .executor
+            .run(invocation, self.timeout)
             .map_err(|e| self.failed(format!("`{invocation}`: {e}")))?;
         if outcome.timed_out {
             return Err(self.failed(format!(
@@ -461,30 +450,34 @@ impl LegacyAction {
         }
     }
 
-    fn place(&mut self, address: IpAddr) -> Result<(), ActionError> {
+    /// Places the rule for `address` unless it is known to be in place: asked of iptables,
+    /// remembered from this run for the others.
+    fn block_one(&mut self, address: IpAddr) -> Result<(), ActionError> {
         let Some(commands) = self.commands_for(address) else {
             return Ok(());
         };
         if let Some(check) = &commands.check {
             if self.is_in_place(&commands, check)? {
                 debug!("{}: {address} is already blocked", self.tool);
-                self.placed.insert(address);
+                self.blocked.insert(address);
                 return Ok(());
             }
-        } else if self.placed.contains(&address) {
+        } else if self.blocked.contains(&address) {
             debug!("{}: {address} is already blocked by this run", self.tool);
             return Ok(());
         }
         self.execute_ok(&self.invocation(&commands, &commands.insert)?)?;
-        self.placed.insert(address);
+        self.blocked.insert(address);
         Ok(())
     }
 
-    fn remove(&mut self, address: IpAddr) -> Result<(), ActionError> {
+    /// Deletes the rule for `address`; iptables is asked again after each delete, so every copy
+    /// goes.
+    fn release_one(&mut self, address: IpAddr) -> Result<(), ActionError> {
         let Some(commands) = self.commands_for(address) else {
             return Ok(());
         };
-        self.placed.remove(&address);
+        self.blocked.remove(&address);
         if self.tool == LegacyTool::Ipfw {
             return self.rebuild_ipfw_rule();
         }
@@ -505,7 +498,7 @@ impl LegacyAction {
 
     /// For tools without a check: removes any rule an earlier run left, then places it anew, so
     /// the address ends up blocked exactly once whether or not the rule survived.
-    fn replace(&mut self, address: IpAddr) -> Result<(), ActionError> {
+    fn restore_one(&mut self, address: IpAddr) -> Result<(), ActionError> {
         let Some(commands) = self.commands_for(address) else {
             return Ok(());
         };
@@ -513,8 +506,8 @@ impl LegacyAction {
         if !outcome.status.success() {
             debug!("{}: no earlier rule for {address} to remove", self.tool);
         }
-        self.placed.remove(&address);
-        self.place(address)
+        self.blocked.remove(&address);
+        self.block_one(address)
     }
 
     /// ipfw deletes by rule number only and PortSentry's block command puts every address in
@@ -541,7 +534,7 @@ impl LegacyAction {
                 outcome.stderr_suffix()
             );
         }
-        let still_blocked: Vec<IpAddr> = self.placed.iter().copied().collect();
+        let still_blocked: Vec<IpAddr> = self.blocked.iter().copied().collect();
         let mut failures = Vec::new();
         for address in still_blocked {
             let added = self.commands_for(address).map_or(Ok(()), |commands| {
@@ -552,7 +545,7 @@ impl LegacyAction {
                 failures.push(e);
             }
         }
-        self.summarise(failures, self.placed.len(), "re-added to ipfw rule 1")
+        self.summarise(failures, self.blocked.len(), "re-added to ipfw rule 1")
     }
 
     /// One error for a batch: how many failed, and the first failure's message.
@@ -579,7 +572,7 @@ impl Action for LegacyAction {
     }
 
     fn check(&self) -> Vec<String> {
-        let missing = find_programs(self.tool, &search_path())
+        let missing = find_programs(self.tool, self.executor.as_ref())
             .err()
             .map(|e| e.detail());
         self.interface_problem()
@@ -606,15 +599,15 @@ impl Action for LegacyAction {
             return Ok(());
         }
         if self.tool == LegacyTool::Ipfw {
-            self.placed.extend(due.iter().map(|block| block.source));
+            self.blocked.extend(due.iter().map(|block| block.source));
             return self.rebuild_ipfw_rule();
         }
         let mut failures = Vec::new();
         for block in due {
             let restored = if self.tool == LegacyTool::Iptables {
-                self.place(block.source)
+                self.block_one(block.source)
             } else {
-                self.replace(block.source)
+                self.restore_one(block.source)
             };
             if let Err(e) = restored {
                 failures.push(e);
@@ -625,7 +618,7 @@ impl Action for LegacyAction {
 
     fn block(&mut self, blocks: &[&BlockRecord], _now: SystemTime) -> Result<(), ActionError> {
         let action = self.tool.action_name();
-        attempt_each(action, blocks, |block| self.place(block.source))
+        attempt_each(action, blocks, |block| self.block_one(block.source))
     }
 
     /// For ipfw, one rebuild of rule 1 for the whole batch: `delete 1`, then one add per address
@@ -634,10 +627,10 @@ impl Action for LegacyAction {
     fn release(&mut self, blocks: &[&BlockRecord]) -> Result<(), ActionError> {
         if self.tool != LegacyTool::Ipfw {
             let action = self.tool.action_name();
-            return attempt_each(action, blocks, |block| self.remove(block.source));
+            return attempt_each(action, blocks, |block| self.release_one(block.source));
         }
         for block in blocks {
-            self.placed.remove(&block.source);
+            self.blocked.remove(&block.source);
         }
         self.rebuild_ipfw_rule()
     }
@@ -659,6 +652,9 @@ pub fn is_plain_interface_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::env;
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
     use std::sync::atomic::{AtomicU32, Ordering};
 
     static NEXT_DIR: AtomicU32 = AtomicU32::new(0);
@@ -763,29 +759,6 @@ mod tests {
     }
 
     #[test]
-    fn lookup_takes_the_first_executable_and_skips_relative_entries() {
-        let first = ScratchDir::new();
-        let second = ScratchDir::new();
-        // Not executable: must be passed over for the one in the second directory.
-        fs::write(first.0.join("ipfw"), "").unwrap();
-        let executable = second.0.join("ipfw");
-        fs::write(&executable, "").unwrap();
-        fs::set_permissions(&executable, fs::Permissions::from_mode(0o755)).unwrap();
-        let search = env::join_paths([first.0.clone(), second.0.clone()]).unwrap();
-        assert_eq!(find_program("ipfw", &search), Some(executable.clone()));
-
-        // A directory named like the tool is not a program.
-        fs::create_dir(first.0.join("ipf")).unwrap();
-        assert_eq!(find_program("ipf", &search), None);
-
-        // From any working directory up to eight levels deep this relative entry means /bin,
-        // where `sh` exists; it must still be skipped.
-        let relative = OsString::from("../../../../../../../../bin");
-        assert!(find_program("sh", OsStr::new("/bin")).is_some());
-        assert_eq!(find_program("sh", &relative), None);
-    }
-
-    #[test]
     fn interface_names_that_could_change_an_ipf_rule_are_refused() {
         for good in ["em0", "igb0.100", "e1000g0", "lagg_1", "vlan-7"] {
             assert!(is_plain_interface_name(good), "{good}");
@@ -801,16 +774,14 @@ mod tests {
         let hung_tool = scratch.0.join("ipchains");
         fs::write(&hung_tool, "#!/bin/sh\necho hanging >&2\nexec sleep 30\n").unwrap();
         fs::set_permissions(&hung_tool, fs::Permissions::from_mode(0o755)).unwrap();
-        let mut backend = LegacyAction {
-            tool: LegacyTool::Ipchains,
-            ipfilter_interface: None,
-            programs: vec![("ipchains", hung_tool.clone())],
-            placed: BTreeSet::new(),
-            timeout: Duration::from_millis(200),
-        };
+        // A real process, found by the real lookup in a search path given to it.
+        let mut backend = LegacyAction::new(LegacyTool::Ipchains, None)
+            .with_executor(SpawningExecutor::with_search_path(&scratch.0));
+        backend.timeout = Duration::from_millis(200);
+        backend.init(&[], SystemTime::now()).unwrap();
         let source: IpAddr = "192.0.2.7".parse().unwrap();
         let started = std::time::Instant::now();
-        let message = backend.place(source).unwrap_err().detail();
+        let message = backend.block_one(source).unwrap_err().detail();
         assert!(started.elapsed() < Duration::from_secs(2));
         assert_eq!(
             message,
@@ -821,7 +792,7 @@ mod tests {
             )
         );
         assert!(
-            backend.placed.is_empty(),
+            backend.blocked.is_empty(),
             "a block that timed out is not placed"
         );
     }

@@ -21,6 +21,7 @@ use thiserror::Error;
 
 mod alert_only;
 pub mod command;
+pub mod executor;
 pub mod hosts_deny;
 pub mod legacy;
 mod nft_set;

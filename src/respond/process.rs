@@ -2,7 +2,8 @@
 //! process group of its own, with cwd `/`, stdout on /dev/null, none of the daemon's descriptors
 //! above stderr, its standard input fed without blocking, the start of its standard error kept,
 //! and the whole group killed when it overruns its time. It does not build argv, search PATH,
-//! judge an exit status or log what a program did: the actions that call it do.
+//! judge an exit status or log what a program did: the actions do, and they reach this module
+//! through [`super::executor`]'s spawning executor.
 //!
 //! The child inherits the daemon's user and environment, and, as uid 0, exactly the
 //! capabilities left in the daemon's bounding set.
