@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod engine;
 pub mod error_text;
 pub mod firewall;
+pub mod import_portsentry;
 pub mod logging;
 pub mod netlink_wire;
 pub mod nflog;

@@ -26,6 +26,8 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 pub use duration::format_duration;
 pub use error::ConfigError;
 pub use ignore::parse_ignore_list;
+pub(crate) use ignore::parse_network;
+pub(crate) use ports::port_range_from_text;
 pub use ports::{PortRanges, PortSet, Ports};
 
 use error::SourceText;
