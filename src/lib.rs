@@ -11,6 +11,7 @@ pub mod engine;
 pub mod error_text;
 pub mod firewall;
 pub mod host;
+pub mod import_portsentry;
 pub mod logging;
 pub mod netlink_wire;
 pub mod nflog;

@@ -1,7 +1,7 @@
 //! The `nfsentry` command: parses the command line, loads the config, and hands over to the
 //! daemon or prints what was asked. Exit codes are decided here and nowhere else.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -9,7 +9,7 @@ use log::{error, LevelFilter};
 
 use nfsentry::config::{self, Config};
 use nfsentry::nft::ruleset::{self, QueueMode, RulesetSpec};
-use nfsentry::{daemon, host, logging, respond};
+use nfsentry::{daemon, host, import_portsentry, logging, respond};
 
 /// Port-scan detector and inline blocker for nftables/NFQUEUE.
 #[derive(Parser)]
@@ -33,6 +33,12 @@ enum Command {
     CheckConfig {
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
+    },
+    /// Translate a PortSentry portsentry.conf into nfsentry.toml on stdout; what cannot be
+    /// carried over is named on stderr, with the reason.
+    ImportPortsentry {
+        #[arg(value_name = "PORTSENTRY_CONF")]
+        path: PathBuf,
     },
     /// Print the nft ruleset that `run` would install.
     Rules {
@@ -98,6 +104,7 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_BAD_CONFIG_CHECK)
             }
         },
+        Command::ImportPortsentry { path } => import_portsentry(&path),
         Command::Rules { config, actions } => match load(config) {
             Ok(c) if actions => {
                 for line in respond::describe(&respond::build(&c.respond, &c.daemon.table)) {
@@ -122,6 +129,28 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// `nfsentry import-portsentry FILE`: the TOML on stdout, one line per note on stderr, exit 0;
+/// an unreadable file is `FILE: ...` and exit 2, like a bad config.
+fn import_portsentry(path: &Path) -> ExitCode {
+    let imported = match import_portsentry::import_file(path) {
+        Ok(imported) => imported,
+        Err(e) => {
+            eprintln!("nfsentry: {e}");
+            return ExitCode::from(EXIT_BAD_CONFIG_CHECK);
+        }
+    };
+    if let Err(e) = &imported.self_check {
+        eprintln!("nfsentry: the imported configuration does not load (a bug in the import): {e}");
+        return ExitCode::from(EXIT_FAILURE);
+    }
+    print!("{}", imported.toml);
+    let name = path.display().to_string();
+    for note in &imported.notes {
+        eprintln!("{}", note.render(&name));
+    }
+    ExitCode::SUCCESS
 }
 
 fn origin_label(config: &Config) -> String {

@@ -26,6 +26,8 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 pub use duration::format_duration;
 pub use error::ConfigError;
 pub use ignore::parse_ignore_list;
+pub(crate) use ignore::parse_network;
+pub(crate) use ports::port_range_from_text;
 pub use ports::{PortRanges, PortSet, Ports};
 
 use error::SourceText;
@@ -37,6 +39,8 @@ const DEFAULT_QUEUE: u16 = 0;
 const DEFAULT_TABLE: &str = "nfsentry";
 const DEFAULT_STATE_DIR: &str = "/var/lib/nfsentry";
 const DEFAULT_NFLOG_GROUP: u16 = 7219;
+/// The local syslog socket that `log = "syslog"` writes to, as the C library's syslog() does.
+pub const DEFAULT_SYSLOG_SOCKET: &str = "/dev/log";
 
 /// PortSentry's shipped TCP_PORTS: trojans, backdoors and services scanners probe first.
 const DEFAULT_TCP_PORTS: [u16; 26] = [
@@ -97,8 +101,9 @@ pub enum Origin {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogTarget {
     Stderr,
-    /// The local syslog, facility daemon.
-    Syslog,
+    /// The local syslog's datagram socket (an absolute path; [`DEFAULT_SYSLOG_SOCKET`] unless
+    /// the file says otherwise), facility daemon.
+    Syslog(PathBuf),
     /// Appended to this file (an absolute path).
     File(PathBuf),
 }
@@ -440,7 +445,10 @@ impl fmt::Display for LogTarget {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LogTarget::Stderr => formatter.write_str("stderr"),
-            LogTarget::Syslog => formatter.write_str("syslog"),
+            LogTarget::Syslog(socket) if socket == Path::new(DEFAULT_SYSLOG_SOCKET) => {
+                formatter.write_str("syslog")
+            }
+            LogTarget::Syslog(socket) => write!(formatter, "syslog:{}", socket.display()),
             LogTarget::File(path) => write!(formatter, "file:{}", path.display()),
         }
     }

@@ -411,7 +411,23 @@ fn action_words_round_trip_through_display() {
 #[test]
 fn log_targets_and_queue_modes() {
     let log = |value: &str| parse(&format!("[daemon]\nlog = {value:?}\n")).map(|c| c.daemon.log);
-    assert_eq!(log("syslog").ok(), Some(LogTarget::Syslog));
+    assert_eq!(
+        log("syslog").ok(),
+        Some(LogTarget::Syslog(PathBuf::from("/dev/log")))
+    );
+    assert_eq!(
+        log("syslog:/run/test/log.sock").ok(),
+        Some(LogTarget::Syslog(PathBuf::from("/run/test/log.sock")))
+    );
+    // The default socket displays as the plain word, so a summary reads as the file was written.
+    assert_eq!(
+        LogTarget::Syslog(PathBuf::from("/dev/log")).to_string(),
+        "syslog"
+    );
+    assert_eq!(
+        LogTarget::Syslog(PathBuf::from("/run/test/log.sock")).to_string(),
+        "syslog:/run/test/log.sock"
+    );
     assert_eq!(log("stderr").ok(), Some(LogTarget::Stderr));
     assert_eq!(
         log("file:/var/log/x").ok(),
@@ -748,7 +764,22 @@ fn every_error_names_file_line_key_and_value() {
         (
             "[daemon]\nlog = \"file:nfsentry.log\"\n",
             "/tmp/x.toml:2: daemon.log: \"file:nfsentry.log\" is not a log target (\"stderr\", \
-             \"syslog\" or \"file:/absolute/path\")",
+             \"syslog\", \"syslog:/absolute/socket\" or \"file:/absolute/path\")",
+        ),
+        (
+            "[daemon]\nlog = \"syslog:dev/log\"\n",
+            "/tmp/x.toml:2: daemon.log: \"syslog:dev/log\" is not a log target (\"stderr\", \
+             \"syslog\", \"syslog:/absolute/socket\" or \"file:/absolute/path\")",
+        ),
+        (
+            "[daemon]\n\nlog = \"syslog:\"\n",
+            "/tmp/x.toml:3: daemon.log: \"syslog:\" is not a log target (\"stderr\", \
+             \"syslog\", \"syslog:/absolute/socket\" or \"file:/absolute/path\")",
+        ),
+        (
+            "[daemon]\nlog = \"journal\"\n",
+            "/tmp/x.toml:2: daemon.log: \"journal\" is not a log target (\"stderr\", \
+             \"syslog\", \"syslog:/absolute/socket\" or \"file:/absolute/path\")",
         ),
         (
             "[daemon]\ninterfaces = [\"eth0\", \"eth0/1\"]\n",

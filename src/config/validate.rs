@@ -23,8 +23,8 @@ use super::{
     QueueMode, Respond, RouteTarget, Verdict, DEFAULT_COMMAND_TIMEOUT, DEFAULT_EXCLUDE_TCP,
     DEFAULT_EXCLUDE_UDP, DEFAULT_HOSTS_DENY, DEFAULT_HOSTS_DENY_LINE, DEFAULT_IGNORE,
     DEFAULT_MAX_BLOCKS, DEFAULT_MAX_SOURCES, DEFAULT_NFLOG_GROUP, DEFAULT_QUEUE,
-    DEFAULT_SCAN_TRIGGER, DEFAULT_STATE_DIR, DEFAULT_TABLE, DEFAULT_TCP_PORTS, DEFAULT_UDP_PORTS,
-    DEFAULT_WINDOW, MAX_TABLE_ENTRIES, TARGET_PLACEHOLDER,
+    DEFAULT_SCAN_TRIGGER, DEFAULT_STATE_DIR, DEFAULT_SYSLOG_SOCKET, DEFAULT_TABLE,
+    DEFAULT_TCP_PORTS, DEFAULT_UDP_PORTS, DEFAULT_WINDOW, MAX_TABLE_ENTRIES, TARGET_PLACEHOLDER,
 };
 
 /// Longest nft table name accepted; nft allows more, but a name this long is already a typo.
@@ -64,7 +64,8 @@ fn daemon(raw: &RawDaemon, source: SourceText<'_>) -> Result<Daemon, ConfigError
                 &log.span(),
                 "daemon.log",
                 log.get_ref(),
-                "is not a log target (\"stderr\", \"syslog\" or \"file:/absolute/path\")",
+                "is not a log target (\"stderr\", \"syslog\", \"syslog:/absolute/socket\" or \
+                 \"file:/absolute/path\")",
             )
         })?,
     };
@@ -609,14 +610,21 @@ fn is_nft_quotable(name: &str) -> bool {
     !name.contains('"')
 }
 
+/// "stderr", "syslog" (the default socket), "syslog:/socket" or "file:/path". A relative path
+/// is refused: it would depend on the directory the daemon happened to be started from.
 fn log_target(written: &str) -> Option<LogTarget> {
+    let absolute = |path: &str| {
+        let path = Path::new(path);
+        path.is_absolute().then(|| path.to_path_buf())
+    };
     match written {
         "stderr" => Some(LogTarget::Stderr),
-        "syslog" => Some(LogTarget::Syslog),
+        "syslog" => Some(LogTarget::Syslog(PathBuf::from(DEFAULT_SYSLOG_SOCKET))),
         _ => {
-            let path = Path::new(written.strip_prefix("file:")?);
-            path.is_absolute()
-                .then(|| LogTarget::File(path.to_path_buf()))
+            if let Some(socket) = written.strip_prefix("syslog:") {
+                return absolute(socket).map(LogTarget::Syslog);
+            }
+            absolute(written.strip_prefix("file:")?).map(LogTarget::File)
         }
     }
 }

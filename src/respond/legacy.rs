@@ -57,7 +57,7 @@ impl LegacyTool {
     }
 
     /// Every program the action runs; all must be installed for it to work.
-    fn programs(self) -> &'static [&'static str] {
+    pub(crate) fn programs(self) -> &'static [&'static str] {
         match self {
             LegacyTool::Iptables => &["iptables", "ip6tables"],
             LegacyTool::Ipchains => &["ipchains"],
