@@ -3,8 +3,9 @@
 //!
 //! The journal is appended and fsync'd once per batch of changes, so a burst of blocks costs one
 //! disk flush, and a crash can at worst tear the last line, which is skipped on load. It is
-//! rewritten compactly (write, fsync, rename, fsync the directory) at start-up. This module
-//! knows files only; it neither decides nor talks to the firewall.
+//! rewritten compactly at start-up, and while running when it has grown mostly dead, by
+//! replacement through [`crate::atomic_file`], so a crash leaves the old journal or the new one.
+//! This module knows files only; it neither decides nor talks to the firewall.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -14,6 +15,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
+
+use crate::atomic_file::{self, AtomicFileError, Ownership};
 
 const JOURNAL: &str = "blocks";
 const HISTORY: &str = "history";
@@ -31,6 +34,9 @@ pub enum StoreError {
     Read { path: PathBuf, source: io::Error },
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
+    /// Rewriting the journal failed; the old one is still in place.
+    #[error(transparent)]
+    Rewrite(#[from] AtomicFileError),
 }
 
 /// One block as remembered on disk.
@@ -123,6 +129,8 @@ impl BlockStore {
         })?;
         let journal_path = dir.join(JOURNAL);
         let (live, skipped) = replay(&journal_path)?;
+        // Nothing else writes the state directory, so any temporary journal is a crash's.
+        atomic_file::sweep_temps(&journal_path);
         rewrite(dir, &live)?;
         let live_count = live.len();
         let journal = open_append(&journal_path)?;
@@ -298,12 +306,6 @@ fn replay(path: &Path) -> Result<(HashMap<IpAddr, BlockRecord>, Vec<SkippedLine>
 
 /// Replaces the journal with one `+` line per live block, crash-safely.
 fn rewrite(dir: &Path, live: &HashMap<IpAddr, BlockRecord>) -> Result<(), StoreError> {
-    let path = dir.join(JOURNAL);
-    let tmp = dir.join(format!("{JOURNAL}.tmp"));
-    let write_err = |source| StoreError::Write {
-        path: tmp.clone(),
-        source,
-    };
     let mut records: Vec<&BlockRecord> = live.values().collect();
     records.sort_by_key(|r| (r.added, r.source));
     let mut text = String::with_capacity(64 * (records.len() + 1));
@@ -313,20 +315,8 @@ fn rewrite(dir: &Path, live: &HashMap<IpAddr, BlockRecord>) -> Result<(), StoreE
         text.push_str(&record.journal_line());
         text.push('\n');
     }
-    let mut file = File::create(&tmp).map_err(write_err)?;
-    file.write_all(text.as_bytes()).map_err(write_err)?;
-    file.sync_all().map_err(write_err)?;
-    fs::rename(&tmp, &path).map_err(|source| StoreError::Write {
-        path: path.clone(),
-        source,
-    })?;
-    // The rename is only durable once the directory entry is.
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|source| StoreError::Write {
-            path: dir.to_path_buf(),
-            source,
-        })
+    atomic_file::replace(&dir.join(JOURNAL), text.as_bytes(), Ownership::Fresh)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -38,9 +38,11 @@
 //! inode it locked is still the one at the path: a writer that replaced the file leaves waiters
 //! holding a lock on the old one.
 //!
-//! The normal way is replacement: the new content goes to a temporary file in the same directory,
-//! with the file's permissions and owner, which is fsync'd, renamed over the file, and the
-//! directory fsync'd, so readers and crashes see the old file or the new one.
+//! The normal way is replacement ([`crate::atomic_file`]): the new content goes to a temporary
+//! file in the same directory, with the file's permissions and owner, which is fsync'd, renamed
+//! over the file, and the directory fsync'd, so readers and crashes see the old file or the new
+//! one. Temporary files that a crash left behind are swept once, under the lock, before the
+//! first replacement.
 //!
 //! A hardened unit may allow writing the file but not creating files next to it
 //! (`ReadWritePaths=/etc/hosts.deny` under `ProtectSystem=strict`: /etc is read-only and the file
@@ -61,13 +63,12 @@
 //! (when one works again) drops them.
 
 use std::collections::HashSet;
-use std::fs::{self, File, OpenOptions, Permissions};
-use std::io::{self, Read, Write};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
 use std::net::IpAddr;
 use std::ops::Range;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use caps::Capability;
@@ -77,6 +78,7 @@ use nix::fcntl::{Flock, FlockArg};
 use thiserror::Error;
 
 use super::{sources, Action, ActionError};
+use crate::atomic_file::{self, AtomicFileError, Ownership, Step};
 use crate::store::BlockRecord;
 
 const ACTION_NAME: &str = "hosts-deny";
@@ -85,15 +87,11 @@ const MARKER_PREFIX: &str = "# nfsentry block ";
 const RELEASED_PREFIX: &str = "# nfsentry released";
 /// Suffix of a marker or released line whose preceding newline nfsentry wrote.
 const NEWLINE_ADDED: &str = " newline-added";
-/// Temporary files are `.<name><TEMP_INFIX><pid>-<sequence>` next to the file.
-const TEMP_INFIX: &str = ".nfsentry-";
 /// Permissions of a hosts.deny that nfsentry has to create; libwrap runs as every daemon's user.
 const NEW_FILE_MODE: u32 = 0o644;
 /// Each retry means another writer replaced the file while we waited for its lock; this many in
 /// a row is a writer that never releases, not bad luck.
 const LOCK_ATTEMPTS: usize = 64;
-
-static TEMP_SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
 #[derive(Debug, Error)]
 pub enum HostsDenyError {
@@ -233,14 +231,12 @@ impl HostsDenyAction {
             Err(Unavailable::Forced)
         } else {
             if !self.temps_swept {
-                sweep_temps(&path);
+                atomic_file::sweep_temps(&path);
                 self.temps_swept = true;
             }
-            replace(
-                &path,
-                &file,
-                &document.render(releasing.iter().copied(), &added),
-            )
+            let content = document.render(releasing.iter().copied(), &added);
+            atomic_file::replace(&path, &content, Ownership::SameAs(&file))
+                .map_err(Unavailable::from)
         };
         match replaced {
             Ok(()) => {}
@@ -330,7 +326,10 @@ impl HostsDenyAction {
         let path = self.resolved_path();
         let (probe, what) = match path.exists() {
             true => (path.clone(), "the file"),
-            false => (parent_dir(&path).to_path_buf(), "its directory"),
+            false => (
+                atomic_file::directory_of(&path).to_path_buf(),
+                "its directory",
+            ),
         };
         access(&probe, AccessFlags::W_OK).err().map(|errno| {
             format!(
@@ -786,6 +785,17 @@ fn read_all(file: &File, path: &Path) -> Result<Vec<u8>, HostsDenyError> {
     Ok(text)
 }
 
+impl From<AtomicFileError> for HostsDenyError {
+    fn from(error: AtomicFileError) -> HostsDenyError {
+        let AtomicFileError { step, path, source } = error;
+        match step {
+            Step::Read => HostsDenyError::Read { path, source },
+            Step::Name => HostsDenyError::Open { path, source },
+            _ => HostsDenyError::Write { path, source },
+        }
+    }
+}
+
 /// Why replacement was not done; all but `Failed` send the change down the in-place path.
 #[derive(Debug, Error)]
 enum Unavailable {
@@ -801,130 +811,23 @@ enum Unavailable {
     Failed(HostsDenyError),
 }
 
-/// Errors that say "not allowed here" rather than "broken": read-only or hardened directories,
-/// and files that are mount points.
-fn is_not_permitted(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EROFS | libc::EACCES | libc::EPERM | libc::EBUSY | libc::EXDEV)
-    )
-}
-
-/// Removes the temporary file unless the rename consumed it.
-struct TempFile {
-    path: PathBuf,
-    renamed: bool,
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if !self.renamed {
-            let _ = fs::remove_file(&self.path);
-        }
-    }
-}
-
-fn temp_name_prefix(path: &Path) -> Option<String> {
-    let name = path.file_name()?.to_str()?;
-    Some(format!(".{name}{TEMP_INFIX}"))
-}
-
-fn parent_dir(path: &Path) -> &Path {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    }
-}
-
-/// Writers create temporary files only while holding the lock, so any found while holding it
-/// were left by a crash.
-fn sweep_temps(path: &Path) {
-    let Some(prefix) = temp_name_prefix(path) else {
-        return;
-    };
-    let Ok(entries) = fs::read_dir(parent_dir(path)) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        if entry
-            .file_name()
-            .to_str()
-            .is_some_and(|n| n.starts_with(&prefix))
-        {
-            match fs::remove_file(entry.path()) {
-                Ok(()) => info!(
-                    "removed {} left by an interrupted write",
-                    entry.path().display()
-                ),
-                Err(e) => debug!("cannot remove {}: {e}", entry.path().display()),
-            }
-        }
-    }
-}
-
-fn replace(path: &Path, held: &File, content: &[u8]) -> Result<(), Unavailable> {
-    let write_error = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| Unavailable::Failed(HostsDenyError::Write { path, source })
-    };
-    let metadata = held.metadata().map_err(|source| {
-        Unavailable::Failed(HostsDenyError::Read {
-            path: path.to_path_buf(),
-            source,
-        })
-    })?;
-    let dir = parent_dir(path);
-    let prefix = temp_name_prefix(path).ok_or_else(|| {
-        Unavailable::Failed(HostsDenyError::Open {
-            path: path.to_path_buf(),
-            source: io::Error::new(io::ErrorKind::InvalidInput, "not a file name"),
-        })
-    })?;
-    let sequence = TEMP_SEQUENCE.fetch_add(1, Ordering::Relaxed);
-    let temp_path = dir.join(format!("{prefix}{}-{sequence}", std::process::id()));
-    let mut temp = match OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(&temp_path)
-    {
-        Ok(temp) => temp,
-        Err(source) if is_not_permitted(&source) => {
-            return Err(Unavailable::CreateTemp {
-                path: temp_path,
-                source,
-            })
-        }
-        Err(source) => return Err(write_error(&temp_path)(source)),
-    };
-    let mut guard = TempFile {
-        path: temp_path.clone(),
-        renamed: false,
-    };
-    let created = temp.metadata().map_err(write_error(&temp_path))?;
-    if created.uid() != metadata.uid() || created.gid() != metadata.gid() {
-        // Replacing the file must not hand it to another owner; without CAP_CHOWN the
-        // in-place path keeps the owner by keeping the inode.
-        std::os::unix::fs::fchown(&temp, Some(metadata.uid()), Some(metadata.gid())).map_err(
-            |source| Unavailable::Owner {
-                path: temp_path.clone(),
-                source,
+impl From<AtomicFileError> for Unavailable {
+    fn from(error: AtomicFileError) -> Unavailable {
+        match (error.step, error.refused()) {
+            (Step::CreateTemp, true) => Unavailable::CreateTemp {
+                path: error.path,
+                source: error.source,
             },
-        )?;
+            (Step::GiveOwner, true) => Unavailable::Owner {
+                path: error.path,
+                source: error.source,
+            },
+            (Step::Rename, true) => Unavailable::Rename {
+                source: error.source,
+            },
+            _ => Unavailable::Failed(error.into()),
+        }
     }
-    temp.set_permissions(Permissions::from_mode(metadata.mode() & 0o7777))
-        .map_err(write_error(&temp_path))?;
-    temp.write_all(content).map_err(write_error(&temp_path))?;
-    temp.sync_all().map_err(write_error(&temp_path))?;
-    match fs::rename(&temp_path, path) {
-        Ok(()) => guard.renamed = true,
-        Err(source) if is_not_permitted(&source) => return Err(Unavailable::Rename { source }),
-        Err(source) => return Err(write_error(path)(source)),
-    }
-    File::open(dir)
-        .and_then(|dir| dir.sync_all())
-        .map_err(write_error(dir))
 }
 
 /// The change written over the locked file itself; see the module documentation for why each
@@ -936,10 +839,6 @@ fn change_in_place(
     release: &HashSet<IpAddr>,
     add: &[NewEntry],
 ) -> Result<(), HostsDenyError> {
-    let write_error = |source| HostsDenyError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
     let unwanted = |piece: &Piece| match piece.kind {
         PieceKind::Admin => false,
         PieceKind::Dead => true,
@@ -956,23 +855,17 @@ fn change_in_place(
         .get(kept)
         .map_or(document.text.len(), |piece| piece.span.start);
 
-    let mut overwritten = false;
+    let mut overwrites = Vec::new();
     for piece in document.pieces.iter().take(kept) {
         if matches!(piece.kind, PieceKind::Entry { source, .. } if release.contains(&source)) {
             let start = piece.span.start + usize::from(piece.newline_added);
             let len = piece.span.end.saturating_sub(start);
-            let line = released_line(len, piece.newline_added);
-            file.write_all_at(&line, start as u64)
-                .map_err(write_error)?;
-            overwritten = true;
+            overwrites.push((start as u64, released_line(len, piece.newline_added)));
         }
     }
-    if overwritten {
-        file.sync_data().map_err(write_error)?;
-    }
+    atomic_file::write_at(file, path, &overwrites)?;
     if cut < document.text.len() {
-        file.set_len(cut as u64).map_err(write_error)?;
-        file.sync_data().map_err(write_error)?;
+        atomic_file::truncate(file, path, cut as u64)?;
     }
     if !add.is_empty() {
         let before = document.text.get(..cut).unwrap_or_default();
@@ -985,9 +878,7 @@ fn change_in_place(
         let appended = appended
             .get(usize::from(!before.is_empty())..)
             .unwrap_or_default();
-        file.write_all_at(appended, cut as u64)
-            .map_err(write_error)?;
-        file.sync_data().map_err(write_error)?;
+        atomic_file::write_at(file, path, &[(cut as u64, appended)])?;
     }
     Ok(())
 }
