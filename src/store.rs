@@ -323,10 +323,12 @@ fn rewrite(dir: &Path, live: &HashMap<IpAddr, BlockRecord>) -> Result<(), StoreE
 mod tests {
     use super::*;
 
-    fn temp_dir(tag: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("nfsentry-store-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        dir
+    /// A state directory that `open` has to create, in a scratch directory removed when the
+    /// test ends.
+    fn state_dir() -> (tempfile::TempDir, PathBuf) {
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path().join("state");
+        (scratch, dir)
     }
 
     fn record(addr: &str, expires: Option<u64>) -> BlockRecord {
@@ -342,7 +344,7 @@ mod tests {
 
     #[test]
     fn blocks_survive_reopen_and_removals_stick() {
-        let dir = temp_dir("reopen");
+        let (_scratch, dir) = state_dir();
         {
             let (mut store, skipped) = BlockStore::open(&dir).unwrap();
             assert!(skipped.is_empty());
@@ -368,12 +370,11 @@ mod tests {
             2,
             "{journal}"
         );
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn a_journal_of_mostly_released_blocks_is_compacted_while_running() {
-        let dir = temp_dir("compact");
+        let (_scratch, dir) = state_dir();
         let (mut store, _) = BlockStore::open(&dir).unwrap();
         store.add(record("198.51.100.7", None), "kept");
         for i in 0..3000u32 {
@@ -396,12 +397,11 @@ mod tests {
         let mut live: Vec<String> = store.live().map(|r| r.source.to_string()).collect();
         live.sort();
         assert_eq!(live, vec!["198.51.100.7", "198.51.100.8"]);
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn a_torn_last_line_is_skipped_not_fatal() {
-        let dir = temp_dir("torn");
+        let (_scratch, dir) = state_dir();
         fs::create_dir_all(&dir).unwrap();
         fs::write(
             dir.join(JOURNAL),
@@ -412,7 +412,6 @@ mod tests {
         assert_eq!(store.len(), 1);
         assert_eq!(skipped.len(), 1);
         assert_eq!(skipped[0].line, 2);
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -432,7 +431,7 @@ mod tests {
 
     #[test]
     fn the_history_file_is_appended_never_truncated() {
-        let dir = temp_dir("history");
+        let (_scratch, dir) = state_dir();
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join(HISTORY), "old line from PortSentry\n").unwrap();
         let (mut store, _) = BlockStore::open(&dir).unwrap();
@@ -442,6 +441,5 @@ mod tests {
             fs::read_to_string(dir.join(HISTORY)).unwrap(),
             "old line from PortSentry\nnew line\n"
         );
-        fs::remove_dir_all(&dir).unwrap();
     }
 }
