@@ -493,11 +493,7 @@ fn push_entry(out: &mut Vec<u8>, source: IpAddr, rule_with_newline: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::{Ipv4Addr, Ipv6Addr};
-
-    const V4: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
-    const V4_OTHER: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 9));
-    const V6: IpAddr = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7));
+    use crate::respond::hosts_deny::test_addresses::{V4, V4_OTHER, V6};
 
     fn entry(source: IpAddr) -> NewEntry {
         NewEntry {

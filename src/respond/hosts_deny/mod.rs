@@ -465,14 +465,21 @@ fn change_in_place(file: &File, path: &Path, edits: &InPlace) -> Result<(), Atom
     Ok(())
 }
 
+/// Documentation addresses that the tests of the action and of its document share.
+#[cfg(test)]
+mod test_addresses {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    pub const V4: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
+    pub const V4_OTHER: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 9));
+    pub const V6: IpAddr = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7));
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_addresses::{V4, V4_OTHER, V6};
     use super::*;
-    use std::net::{Ipv4Addr, Ipv6Addr};
-
-    const V4: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
-    const V4_OTHER: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 9));
-    const V6: IpAddr = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7));
+    use std::net::Ipv4Addr;
 
     fn record(source: IpAddr) -> BlockRecord {
         BlockRecord {
