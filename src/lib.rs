@@ -5,6 +5,7 @@
 //! ([`queue`], [`nflog`], [`nft`]) are kept apart from the core, which does no I/O.
 
 pub mod addrset;
+pub mod atomic_file;
 pub mod config;
 pub mod daemon;
 pub mod engine;

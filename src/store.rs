@@ -3,8 +3,9 @@
 //!
 //! The journal is appended and fsync'd once per batch of changes, so a burst of blocks costs one
 //! disk flush, and a crash can at worst tear the last line, which is skipped on load. It is
-//! rewritten compactly (write, fsync, rename, fsync the directory) at start-up. This module
-//! knows files only; it neither decides nor talks to the firewall.
+//! rewritten compactly at start-up, and while running when it has grown mostly dead, by
+//! replacement through [`crate::atomic_file`], so a crash leaves the old journal or the new one.
+//! This module knows files only; it neither decides nor talks to the firewall.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -14,6 +15,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
+
+use crate::atomic_file::{self, AtomicFileError, Ownership};
 
 const JOURNAL: &str = "blocks";
 const HISTORY: &str = "history";
@@ -31,6 +34,9 @@ pub enum StoreError {
     Read { path: PathBuf, source: io::Error },
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
+    /// Rewriting the journal failed; the old one is still in place.
+    #[error(transparent)]
+    Rewrite(#[from] AtomicFileError),
 }
 
 /// One block as remembered on disk.
@@ -123,6 +129,8 @@ impl BlockStore {
         })?;
         let journal_path = dir.join(JOURNAL);
         let (live, skipped) = replay(&journal_path)?;
+        // Nothing else writes the state directory, so any temporary journal is a crash's.
+        atomic_file::sweep_temps(&journal_path);
         rewrite(dir, &live)?;
         let live_count = live.len();
         let journal = open_append(&journal_path)?;
@@ -298,12 +306,6 @@ fn replay(path: &Path) -> Result<(HashMap<IpAddr, BlockRecord>, Vec<SkippedLine>
 
 /// Replaces the journal with one `+` line per live block, crash-safely.
 fn rewrite(dir: &Path, live: &HashMap<IpAddr, BlockRecord>) -> Result<(), StoreError> {
-    let path = dir.join(JOURNAL);
-    let tmp = dir.join(format!("{JOURNAL}.tmp"));
-    let write_err = |source| StoreError::Write {
-        path: tmp.clone(),
-        source,
-    };
     let mut records: Vec<&BlockRecord> = live.values().collect();
     records.sort_by_key(|r| (r.added, r.source));
     let mut text = String::with_capacity(64 * (records.len() + 1));
@@ -313,30 +315,20 @@ fn rewrite(dir: &Path, live: &HashMap<IpAddr, BlockRecord>) -> Result<(), StoreE
         text.push_str(&record.journal_line());
         text.push('\n');
     }
-    let mut file = File::create(&tmp).map_err(write_err)?;
-    file.write_all(text.as_bytes()).map_err(write_err)?;
-    file.sync_all().map_err(write_err)?;
-    fs::rename(&tmp, &path).map_err(|source| StoreError::Write {
-        path: path.clone(),
-        source,
-    })?;
-    // The rename is only durable once the directory entry is.
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|source| StoreError::Write {
-            path: dir.to_path_buf(),
-            source,
-        })
+    atomic_file::replace(&dir.join(JOURNAL), text.as_bytes(), Ownership::Fresh)?;
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn temp_dir(tag: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("nfsentry-store-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        dir
+    /// A state directory that `open` has to create, in a scratch directory removed when the
+    /// test ends.
+    fn state_dir() -> (tempfile::TempDir, PathBuf) {
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path().join("state");
+        (scratch, dir)
     }
 
     fn record(addr: &str, expires: Option<u64>) -> BlockRecord {
@@ -352,7 +344,7 @@ mod tests {
 
     #[test]
     fn blocks_survive_reopen_and_removals_stick() {
-        let dir = temp_dir("reopen");
+        let (_scratch, dir) = state_dir();
         {
             let (mut store, skipped) = BlockStore::open(&dir).unwrap();
             assert!(skipped.is_empty());
@@ -378,12 +370,11 @@ mod tests {
             2,
             "{journal}"
         );
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn a_journal_of_mostly_released_blocks_is_compacted_while_running() {
-        let dir = temp_dir("compact");
+        let (_scratch, dir) = state_dir();
         let (mut store, _) = BlockStore::open(&dir).unwrap();
         store.add(record("198.51.100.7", None), "kept");
         for i in 0..3000u32 {
@@ -406,12 +397,11 @@ mod tests {
         let mut live: Vec<String> = store.live().map(|r| r.source.to_string()).collect();
         live.sort();
         assert_eq!(live, vec!["198.51.100.7", "198.51.100.8"]);
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn a_torn_last_line_is_skipped_not_fatal() {
-        let dir = temp_dir("torn");
+        let (_scratch, dir) = state_dir();
         fs::create_dir_all(&dir).unwrap();
         fs::write(
             dir.join(JOURNAL),
@@ -422,7 +412,6 @@ mod tests {
         assert_eq!(store.len(), 1);
         assert_eq!(skipped.len(), 1);
         assert_eq!(skipped[0].line, 2);
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -442,7 +431,7 @@ mod tests {
 
     #[test]
     fn the_history_file_is_appended_never_truncated() {
-        let dir = temp_dir("history");
+        let (_scratch, dir) = state_dir();
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join(HISTORY), "old line from PortSentry\n").unwrap();
         let (mut store, _) = BlockStore::open(&dir).unwrap();
@@ -452,6 +441,5 @@ mod tests {
             fs::read_to_string(dir.join(HISTORY)).unwrap(),
             "old line from PortSentry\nnew line\n"
         );
-        fs::remove_dir_all(&dir).unwrap();
     }
 }

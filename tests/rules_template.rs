@@ -5,16 +5,14 @@ use std::process::Command;
 
 #[test]
 fn shipped_template_matches_the_rendered_defaults() {
-    let dir = std::env::temp_dir().join(format!("nfsentry-rules-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("eth0.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("eth0.toml");
     std::fs::write(&config, "[daemon]\ninterfaces = [\"eth0\"]\n").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_nfsentry"))
         .args(["rules", "--config"])
         .arg(&config)
         .output()
         .unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -38,16 +36,14 @@ fn shipped_template_matches_the_rendered_defaults() {
 
 #[test]
 fn check_config_names_file_line_and_value() {
-    let dir = std::env::temp_dir().join(format!("nfsentry-check-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("bad.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
     std::fs::write(&config, "[monitor]\n\ntcp_ports = [1, 70000]\n").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_nfsentry"))
         .args(["check-config", "--config"])
         .arg(&config)
         .output()
         .unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

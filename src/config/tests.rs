@@ -47,34 +47,23 @@ fn shipped_config_dir() -> PathBuf {
 }
 
 /// A directory removed when the test ends, pass or fail.
-struct TempDir(PathBuf);
+struct ConfigDir(tempfile::TempDir);
 
-impl TempDir {
-    fn new(label: &str) -> TempDir {
-        let path = std::env::temp_dir().join(format!(
-            "nfsentry-config-test-{label}-{}",
-            std::process::id()
-        ));
-        // A leftover from an earlier killed run would make the test lie.
-        let _ = fs::remove_dir_all(&path);
-        if let Err(error) = fs::create_dir_all(&path) {
-            panic!("creating {}: {error}", path.display());
-        }
-        TempDir(path)
+impl ConfigDir {
+    fn new() -> ConfigDir {
+        ConfigDir(tempfile::tempdir().unwrap_or_else(|error| panic!("scratch directory: {error}")))
+    }
+
+    fn join(&self, name: &str) -> PathBuf {
+        self.0.path().join(name)
     }
 
     fn write(&self, name: &str, contents: &[u8]) -> PathBuf {
-        let path = self.0.join(name);
+        let path = self.join(name);
         if let Err(error) = fs::write(&path, contents) {
             panic!("writing {}: {error}", path.display());
         }
         path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
     }
 }
 
@@ -856,7 +845,7 @@ fn long_and_odd_values_are_quoted_on_one_line() {
 
 #[test]
 fn load_reads_the_file_and_names_it() {
-    let dir = TempDir::new("load");
+    let dir = ConfigDir::new();
     let path = dir.write("nfsentry.toml", b"[daemon]\nqueue = 9\n");
     let config = Config::load(&path);
     let config = config.map_err(|error| error.to_string());
@@ -876,8 +865,8 @@ fn load_reads_the_file_and_names_it() {
 
 #[test]
 fn missing_file_error_has_no_line_and_keeps_the_cause() {
-    let dir = TempDir::new("missing");
-    let path = dir.0.join("absent.toml");
+    let dir = ConfigDir::new();
+    let path = dir.join("absent.toml");
     let Err(error) = Config::load(&path) else {
         panic!("a missing file loaded");
     };
@@ -899,7 +888,7 @@ fn missing_file_error_has_no_line_and_keeps_the_cause() {
 
 #[test]
 fn non_utf8_file_names_the_line() {
-    let dir = TempDir::new("utf8");
+    let dir = ConfigDir::new();
     let path = dir.write("latin1.toml", b"[daemon]\n# caf\xe9\nqueue = 1\n");
     let display = Config::load(&path).err().map(|error| error.to_string());
     assert_eq!(
@@ -910,7 +899,7 @@ fn non_utf8_file_names_the_line() {
 
 #[test]
 fn ignore_file_entries_follow_the_ignore_list() {
-    let dir = TempDir::new("ignore");
+    let dir = ConfigDir::new();
     dir.write(
         "ignore",
         b"# trusted\n198.51.100.0/24\n\n2001:db8::/32 # lab\n192.0.2.9\n",
@@ -922,7 +911,7 @@ fn ignore_file_entries_follow_the_ignore_list() {
     );
     let absolute_text = format!(
         "[detect]\nignore_file = {:?}\n",
-        dir.0.join("ignore").display().to_string()
+        dir.join("ignore").display().to_string()
     );
     let absolute = dir.write("absolute.toml", absolute_text.as_bytes());
     let expected_from_file = [
@@ -944,7 +933,7 @@ fn ignore_file_entries_follow_the_ignore_list() {
 
 #[test]
 fn ignore_file_errors_name_the_ignore_file_and_its_line() {
-    let dir = TempDir::new("ignore-bad");
+    let dir = ConfigDir::new();
     let ignore = dir.write("ignore", b"192.0.2.1\n# fine so far\n\n10.0.0.0/33\n");
     let config = dir.write("nfsentry.toml", b"[detect]\nignore_file = \"ignore\"\n");
     let Err(error) = Config::load(&config) else {
@@ -964,7 +953,7 @@ fn ignore_file_errors_name_the_ignore_file_and_its_line() {
 
 #[test]
 fn unreadable_ignore_file_is_reported_at_the_key() {
-    let dir = TempDir::new("ignore-missing");
+    let dir = ConfigDir::new();
     let config = dir.write(
         "nfsentry.toml",
         b"[detect]\nwindow = \"1m\"\nignore_file = \"nowhere\"\n",
@@ -977,7 +966,7 @@ fn unreadable_ignore_file_is_reported_at_the_key() {
     assert!(
         error.message.starts_with(&format!(
             "detect.ignore_file: \"nowhere\" cannot be used: {}: cannot read the file: ",
-            dir.0.join("nowhere").display()
+            dir.join("nowhere").display()
         )),
         "{}",
         error.message

@@ -229,7 +229,8 @@ pub struct Lab {
     tag: String,
     scanner_ns: String,
     target_ns: String,
-    work_dir: PathBuf,
+    /// Removed on drop unless a test failed: then it is kept for inspection.
+    work_dir: tempfile::TempDir,
     pub scanner_v4: Ipv4Addr,
     /// A second scanner address: an unblocked, un-ignored source on the same host, used to
     /// show a block is per address and that the daemon is still watching.
@@ -258,10 +259,16 @@ impl Lab {
         if !tag_is_valid {
             return Err(LabError::BadTag(tag.to_owned()));
         }
+        // Made before the tag is claimed, so that a failure here leaves nothing claimed.
+        let work_dir = tempfile::Builder::new()
+            .prefix(&format!("nfsentry-e2e-{tag}-"))
+            .tempdir()
+            .map_err(|source| LabError::File {
+                path: std::env::temp_dir(),
+                source,
+            })?;
         claim_tag(tag)?;
         let subnet = subnet_index(tag);
-        let work_dir =
-            std::env::temp_dir().join(format!("nfsentry-e2e-{tag}-{}", std::process::id()));
         // Constructed before any namespace exists so that Drop cleans up after a failed step.
         let mut lab = Lab {
             tag: tag.to_owned(),
@@ -282,12 +289,11 @@ impl Lab {
     }
 
     fn build(&mut self) -> Result<()> {
-        // A crashed earlier run may have left namespaces or files with these names.
+        // A crashed earlier run may have left namespaces with these names.
         for ns in [&self.scanner_ns, &self.target_ns] {
             let _ = run(&["ip", "netns", "del", ns], COMMAND_TIMEOUT);
         }
-        let _ = fs::remove_dir_all(&self.work_dir);
-        for dir in [self.work_dir.clone(), self.state_dir(), self.www_dir()] {
+        for dir in [self.state_dir(), self.www_dir()] {
             fs::create_dir_all(&dir).map_err(|source| LabError::File { path: dir, source })?;
         }
         let index = self.www_dir().join("index.html");
@@ -377,16 +383,16 @@ impl Lab {
     }
 
     pub fn work_dir(&self) -> &Path {
-        &self.work_dir
+        self.work_dir.path()
     }
 
     /// The daemon's state directory in this lab's config.
     pub fn state_dir(&self) -> PathBuf {
-        self.work_dir.join("state")
+        self.work_dir.path().join("state")
     }
 
     fn www_dir(&self) -> PathBuf {
-        self.work_dir.join("www")
+        self.work_dir.path().join("www")
     }
 
     /// Runs `args` in a namespace and fails unless it exits 0.
@@ -453,7 +459,7 @@ block_timeout = "0"
             .and_then(|daemon| daemon.get("state_dir"))
             .and_then(toml::Value::as_str)
             .map_or_else(|| self.state_dir(), PathBuf::from);
-        let config_path = self.work_dir.join("nfsentry.toml");
+        let config_path = self.work_dir.path().join("nfsentry.toml");
         fs::write(&config_path, config_toml).map_err(|source| LabError::File {
             path: config_path.clone(),
             source,
@@ -476,7 +482,7 @@ block_timeout = "0"
     pub fn start_http_server(&self, port: u16) -> Result<()> {
         let port_text = port.to_string();
         let www = self.www_dir().to_string_lossy().into_owned();
-        let log_path = self.work_dir.join(format!("http-{port}.log"));
+        let log_path = self.work_dir.path().join(format!("http-{port}.log"));
         let args = self.in_netns(
             Side::Target,
             &[
@@ -623,7 +629,10 @@ block_timeout = "0"
         };
         let count_text = count.to_string();
         let capture_number = self.captures_started.fetch_add(1, Ordering::Relaxed);
-        let log_path = self.work_dir.join(format!("tcpdump-{capture_number}.log"));
+        let log_path = self
+            .work_dir
+            .path()
+            .join(format!("tcpdump-{capture_number}.log"));
         let args = self.in_netns(
             side,
             &[
@@ -713,7 +722,7 @@ block_timeout = "0"
 
     /// Loads an nft script into the target namespace (for harness self-checks).
     pub fn nft_load(&self, script: &str) -> Result<()> {
-        let path = self.work_dir.join("load.nft");
+        let path = self.work_dir.path().join("load.nft");
         fs::write(&path, script).map_err(|source| LabError::File {
             path: path.clone(),
             source,
@@ -747,10 +756,9 @@ impl Drop for Lab {
             eprintln!(
                 "lab {}: keeping {} for inspection",
                 self.tag,
-                self.work_dir.display()
+                self.work_dir.path().display()
             );
-        } else {
-            let _ = fs::remove_dir_all(&self.work_dir);
+            self.work_dir.disable_cleanup(true);
         }
         release_tag(&self.tag);
     }
@@ -783,6 +791,7 @@ impl Daemon<'_> {
         self.log_path = self
             .lab
             .work_dir
+            .path()
             .join(format!("daemon-{}.log", self.starts));
         let config = self.config_path.to_string_lossy().into_owned();
         let args = self

@@ -1,13 +1,13 @@
 //! Scaffolding shared by the kernel-level test files: running a program that must succeed,
-//! throwaway network namespaces and scratch directories that are removed on drop, and running
-//! code inside a namespace. It asserts nothing about nfsentry itself; the test files do that.
+//! throwaway network namespaces and scratch directories (tempfile's) that are removed on drop,
+//! and running code inside a namespace. It asserts nothing about nfsentry itself; the test files do that.
 //! (The end-to-end lab in `tests/common/` is separate: it drives the whole daemon.)
 
 // Each test binary compiles this module and uses a different part of it.
 #![allow(dead_code)]
 
-use std::fs::{self, File};
-use std::io;
+use std::fs::File;
+use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -119,11 +119,14 @@ impl Netns {
     /// Loads a ruleset text with `nft -f` in this namespace; panics with the text when `nft`
     /// refuses it.
     pub fn nft_load(&self, ruleset: &str) {
-        let path = std::env::temp_dir().join(format!("{}.nft", self.name));
-        fs::write(&path, ruleset)
-            .unwrap_or_else(|error| panic!("write {}: {error}", path.display()));
-        let output = self.exec_output(&["nft", "-f", &path.to_string_lossy()]);
-        let _ = fs::remove_file(&path);
+        let mut file = tempfile::Builder::new()
+            .prefix(&format!("{}-", self.name))
+            .suffix(".nft")
+            .tempfile()
+            .unwrap_or_else(|error| panic!("create a ruleset file: {error}"));
+        file.write_all(ruleset.as_bytes())
+            .unwrap_or_else(|error| panic!("write {}: {error}", file.path().display()));
+        let output = self.exec_output(&["nft", "-f", &file.path().to_string_lossy()]);
         assert!(
             output.status.success(),
             "nft -f failed: {}\n{ruleset}",
@@ -219,31 +222,25 @@ impl Drop for ThreadInNamespace {
 /// A directory under the temp directory, removed with its contents when dropped, passed or
 /// failed.
 pub struct ScratchDir {
-    path: PathBuf,
+    dir: tempfile::TempDir,
 }
 
 impl ScratchDir {
-    /// Creates `{prefix}-{tag}-{pid}-{n}` under the temp directory, empty.
+    /// Creates an empty `{prefix}-{tag}-XXXXXX` under the temp directory; the name says which
+    /// test left it, should a killed run leave it behind.
     pub fn new(prefix: &str, tag: &str) -> ScratchDir {
-        let path = std::env::temp_dir().join(unique_name(prefix, tag));
-        // A leftover from a crashed run that had the same pid must not leak into this test.
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(&path)
-            .unwrap_or_else(|error| panic!("create {}: {error}", path.display()));
-        ScratchDir { path }
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{prefix}-{tag}-"))
+            .tempdir()
+            .unwrap_or_else(|error| panic!("create a scratch directory: {error}"));
+        ScratchDir { dir }
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.dir.path()
     }
 
     pub fn join(&self, name: &str) -> PathBuf {
-        self.path.join(name)
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.path);
+        self.dir.path().join(name)
     }
 }
