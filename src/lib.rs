@@ -18,5 +18,6 @@ pub mod packet;
 pub mod queue;
 pub mod report;
 pub mod respond;
+pub mod sd_notify;
 pub mod store;
 pub mod tracker;
