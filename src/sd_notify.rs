@@ -108,6 +108,15 @@ impl Notifier {
         })
     }
 
+    /// A notifier that sends nothing: what the daemon falls back to, after logging why, when
+    /// `$NOTIFY_SOCKET` cannot be used. Failing the start over it would help nobody.
+    pub fn disabled() -> Notifier {
+        Notifier {
+            target: None,
+            watchdog: None,
+        }
+    }
+
     /// Whether a service manager is listening.
     pub fn is_enabled(&self) -> bool {
         self.target.is_some()
@@ -286,6 +295,10 @@ mod tests {
             notifier.stopping().unwrap();
             assert!(!notifier.keep_alive(Instant::now()).unwrap());
         }
+        let mut disabled = Notifier::disabled();
+        assert!(!disabled.is_enabled());
+        disabled.ready("watching").unwrap();
+        assert!(!disabled.keep_alive(Instant::now()).unwrap());
     }
 
     #[test]
