@@ -10,6 +10,9 @@ packages=(
     nftables iptables nmap hping3 tcpdump conntrack python3-scapy
     libnftnl-dev libmnl-dev libnetfilter-queue-dev
     build-essential pkg-config iproute2 curl
+    # The packaging tests: the .deb's maintainer scripts (adduser), the man pages, the
+    # logrotate rule, and systemd-analyze for the unit (nothing here needs systemd running).
+    adduser man-db logrotate systemd
 )
 
 # Package installs need root; fall back to sudo when run as a normal user.
@@ -39,6 +42,11 @@ fi
 if command -v rustup >/dev/null 2>&1; then
     cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
     cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+fi
+
+# Builds the Debian package (tests/package_deb.rs); compiling it takes a minute or two, once.
+if ! cargo deb --version >/dev/null 2>&1; then
+    cargo install cargo-deb --locked
 fi
 
 cd "${repo_root}"

@@ -22,5 +22,6 @@ pub mod pipeline;
 pub mod queue;
 pub mod report;
 pub mod respond;
+pub mod sd_notify;
 pub mod store;
 pub mod tracker;

@@ -448,6 +448,12 @@ block_timeout = "0"
     /// Writes `config_toml` into the lab and starts `nfsentry run` in the target namespace;
     /// returns once its table is in the kernel and it has said which queue mode it uses.
     pub fn start_daemon(&self, config_toml: &str) -> Result<Daemon<'_>> {
+        self.start_daemon_via(config_toml, &[])
+    }
+
+    /// As [`Lab::start_daemon`], with `launcher` (a program and its arguments that ends by
+    /// exec'ing the rest of its command line, such as `setpriv ...`) in front of the daemon.
+    pub fn start_daemon_via(&self, config_toml: &str, launcher: &[&str]) -> Result<Daemon<'_>> {
         let config: toml::Table = config_toml.parse().map_err(LabError::ConfigToml)?;
         let daemon_section = config.get("daemon").and_then(toml::Value::as_table);
         let table = daemon_section
@@ -472,6 +478,7 @@ block_timeout = "0"
             child: None,
             log_path: PathBuf::new(),
             starts: 0,
+            launcher: launcher.iter().map(|&word| word.to_owned()).collect(),
         };
         daemon.start()?;
         Ok(daemon)
@@ -773,6 +780,8 @@ pub struct Daemon<'lab> {
     child: Option<Child>,
     log_path: PathBuf,
     starts: u32,
+    /// Run in front of the daemon's own command line; see [`Lab::start_daemon_via`].
+    launcher: Vec<String>,
 }
 
 impl Daemon<'_> {
@@ -794,9 +803,9 @@ impl Daemon<'_> {
             .path()
             .join(format!("daemon-{}.log", self.starts));
         let config = self.config_path.to_string_lossy().into_owned();
-        let args = self
-            .lab
-            .in_netns(Side::Target, &[DAEMON_BIN, "run", "--config", &config]);
+        let mut command: Vec<&str> = self.launcher.iter().map(String::as_str).collect();
+        command.extend_from_slice(&[DAEMON_BIN, "run", "--config", &config]);
+        let args = self.lab.in_netns(Side::Target, &command);
         self.child = Some(spawn_logged(&args, &self.log_path)?);
         self.wait_ready()
     }
@@ -930,6 +939,11 @@ impl Daemon<'_> {
     pub fn restart(&mut self) -> Result<()> {
         self.stop()?;
         self.start()
+    }
+
+    /// The daemon's process id: `ip netns exec` and a launcher exec it, so it is our child's.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     pub fn is_running(&mut self) -> bool {
