@@ -26,6 +26,7 @@ use crate::pipeline::{Arrival, BlockOrder, Handled, LogLine, Pipeline};
 use crate::queue::PacketQueue;
 use crate::respond::responder::{self, Order, ResponderSetup};
 use crate::respond::{self, Action};
+use crate::sd_notify::Notifier;
 use crate::store::{self, BlockRecord, BlockStore};
 
 #[derive(Debug, Error)]
@@ -61,6 +62,10 @@ const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(5);
 const DRAIN_BATCH: usize = 1024;
 
 pub fn run(config: Config) -> Result<(), DaemonError> {
+    let notifier = Notifier::from_env().unwrap_or_else(|e| {
+        warn!("{e}; systemd will not hear from nfsentry");
+        Notifier::disabled()
+    });
     match &config.origin {
         Origin::File(path) => info!("nfsentry starting with config {}", path.display()),
         Origin::Defaults => info!(
@@ -152,14 +157,20 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
 
     let mut pipeline = Pipeline::new(&config, local);
     pipeline.restore_blocked(&restored, Instant::now(), SystemTime::now());
-    info!("watching; {} blocks in place", restored.len());
+    let watching = format!("watching; {} blocks in place", restored.len());
+    info!("{watching}");
+    if let Err(e) = notifier.ready(&watching) {
+        warn!("cannot tell systemd nfsentry is ready: {e}");
+    }
 
     let mut packet_loop = PacketLoop {
         pipeline,
         orders: order_tx.clone(),
         default_verdict: config.respond.verdict,
+        notifier,
     };
     let result = packet_loop.run(&mut queue, nflog.as_mut(), &signals);
+    let _ = packet_loop.notifier.stopping();
     packet_loop.log_status("stopping");
     let _ = order_tx.send(Order::Shutdown);
     if responder.join().is_err() {
@@ -175,6 +186,8 @@ struct PacketLoop {
     orders: mpsc::Sender<Order>,
     /// What a queued packet gets if the pipeline gave no verdict (it always gives one).
     default_verdict: Verdict,
+    /// systemd's readiness, status and watchdog; does nothing outside a Type=notify unit.
+    notifier: Notifier,
 }
 
 impl PacketLoop {
@@ -255,6 +268,9 @@ impl PacketLoop {
                 }
             }
             let now = Instant::now();
+            if let Err(e) = self.notifier.keep_alive(now) {
+                debug!("watchdog ping failed: {e}");
+            }
             if let Some(line) = self.pipeline.tick(now) {
                 write_line(&line);
             }
@@ -334,7 +350,11 @@ impl PacketLoop {
     }
 
     fn log_status(&self, what: &str) {
-        info!("{what}: {}", self.pipeline.status());
+        let status = self.pipeline.status();
+        info!("{what}: {status}");
+        if let Err(e) = self.notifier.status(&status.to_string()) {
+            debug!("cannot send the status to systemd: {e}");
+        }
     }
 }
 
@@ -371,6 +391,11 @@ fn block_signals() -> Result<SignalFd, DaemonError> {
 /// CAP_NET_ADMIN always (queue, NFLOG, nftables, routes), and what each action says it needs
 /// (CAP_NET_RAW for the programs it starts, file-ownership overrides for a hosts.deny that is
 /// not root's). Children inherit the bounding set, so it is reduced too.
+///
+/// Root's children get the bounding set when they exec. A daemon running as its own user (the
+/// packaged unit) passes capabilities on only through the ambient set, which needs them in the
+/// inheritable set too; so when an action runs programs, the network capabilities it keeps are
+/// made ambient, and nothing else is.
 fn drop_capabilities(actions: &[Box<dyn Action>]) {
     use caps::{CapSet, Capability, CapsHashSet};
     let mut keep: CapsHashSet = [Capability::CAP_NET_ADMIN].into_iter().collect();
@@ -398,14 +423,27 @@ fn drop_capabilities(actions: &[Box<dyn Action>]) {
     let mut keep_names: Vec<String> = keep.iter().map(|c| c.to_string()).collect();
     keep_names.sort();
     let keep_names = keep_names.join(", ");
+    let for_programs: CapsHashSet =
+        match actions.iter().any(|a| a.runs_programs()) && !nix::unistd::geteuid().is_root() {
+            true => [Capability::CAP_NET_ADMIN, Capability::CAP_NET_RAW]
+                .into_iter()
+                .filter(|cap| keep.contains(cap))
+                .collect(),
+            false => CapsHashSet::new(),
+        };
     let targets = [
-        (CapSet::Inheritable, CapsHashSet::new()),
+        (CapSet::Inheritable, for_programs.clone()),
         (CapSet::Effective, keep.clone()),
         (CapSet::Permitted, keep),
     ];
     for (set, target) in targets {
         if let Err(e) = caps::set(None, set, &target) {
             warn!("cannot reduce {set:?} capabilities: {e}");
+        }
+    }
+    for cap in &for_programs {
+        if let Err(e) = caps::raise(None, CapSet::Ambient, *cap) {
+            warn!("programs nfsentry runs will lack {cap}: {e}");
         }
     }
     debug!("capabilities reduced to {keep_names}");

@@ -161,6 +161,10 @@ impl Action for CommandAction {
         &[Capability::CAP_NET_RAW]
     }
 
+    fn runs_programs(&self) -> bool {
+        true
+    }
+
     /// Does nothing: the command ran when the block was placed, and running an arbitrary
     /// program again on every start would not be idempotent (a second mail, a doubled rule).
     fn init(&mut self, _due: &[&BlockRecord], _now: SystemTime) -> Result<(), ActionError> {

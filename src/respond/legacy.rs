@@ -590,6 +590,10 @@ impl Action for LegacyAction {
         &[Capability::CAP_NET_RAW]
     }
 
+    fn runs_programs(&self) -> bool {
+        true
+    }
+
     /// Finds the programs, then re-applies the due blocks. iptables is asked whether each rule
     /// is still in place; the tools that cannot be asked have any rule an earlier run left
     /// removed before it is placed again, and ipfw has its rule 1 rebuilt once for them all.

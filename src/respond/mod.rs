@@ -151,6 +151,12 @@ pub trait Action: Send {
         &[]
     }
 
+    /// Whether the action starts programs, which then need the network capabilities passed on
+    /// to them (see the daemon's capability drop).
+    fn runs_programs(&self) -> bool {
+        false
+    }
+
     /// Takes up its resources and re-applies `due`, the blocks an earlier run placed that are
     /// still in force. It must be idempotent: what survived the restart is not doubled.
     fn init(&mut self, due: &[&BlockRecord], now: SystemTime) -> Result<(), ActionError>;
