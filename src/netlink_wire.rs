@@ -1,8 +1,9 @@
-//! The netlink layer that nfsentry's raw netlink sockets share (NFLOG, rtnetlink): splitting a
-//! datagram into messages and a message into attributes, building requests, reading the kernel's
-//! acknowledgement, and opening a socket that hears only the kernel. It knows nothing of any one
-//! family's messages: family headers such as `nfgenmsg` or `rtmsg`, the meaning of attribute
-//! values, and when to send or wait stay with their users.
+//! The netlink layer that nfsentry's netlink sockets share (nf_tables, NFLOG, rtnetlink):
+//! splitting a datagram into messages and a message into attributes, building requests, reading
+//! the kernel's acknowledgement, opening a socket that hears only the kernel, and (in
+//! [`exchange`]) sending a request and waiting for its answer, a batch's answers or a dump. It
+//! knows nothing of any one family's messages: family headers such as `nfgenmsg` or `rtmsg`, the
+//! meaning of attribute values, and what a request is for stay with their users.
 //!
 //! Parsing treats every byte as untrusted, even on a socket that hears only the kernel: every
 //! length is checked against the bytes actually present, nothing here can panic on any input,
@@ -17,10 +18,14 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::sys::socket::{
-    bind, connect, recvfrom, setsockopt, socket, sockopt, AddressFamily, NetlinkAddr, SockFlag,
+    bind, connect, setsockopt, socket, sockopt, AddressFamily, MsgFlags, NetlinkAddr, SockFlag,
     SockProtocol, SockType,
 };
 use nix::sys::time::TimeVal;
+
+mod exchange;
+
+pub use exchange::{request_ack, request_batch, request_dump, Dump, RequestError, Wait};
 
 /// `struct nlmsghdr`: u32 length (header included), u16 type, u16 flags, u32 sequence, u32 port.
 pub const MESSAGE_HEADER_BYTES: usize = 16;
@@ -34,6 +39,10 @@ pub const MAX_ATTRIBUTE_VALUE_BYTES: usize = u16::MAX as usize - ATTRIBUTE_HEADE
 pub const NLMSG_ERROR: u16 = libc::NLMSG_ERROR as u16;
 pub const NLMSG_DONE: u16 = libc::NLMSG_DONE as u16;
 
+/// A message that is one of several answering the same request (a dump's).
+pub const NLM_F_MULTI: u16 = libc::NLM_F_MULTI as u16;
+/// A dumped message or NLMSG_DONE: what was dumped changed while the kernel was dumping it.
+pub const NLM_F_DUMP_INTR: u16 = libc::NLM_F_DUMP_INTR as u16;
 /// NLMSG_ERROR flag: the echoed request is its header alone.
 pub const NLM_F_CAPPED: u16 = libc::NLM_F_CAPPED as u16;
 /// NLMSG_ERROR flag: extended-ack attributes follow the echoed request.
@@ -427,11 +436,40 @@ pub fn receive_from_kernel<'a>(
     socket: &impl AsFd,
     buffer: &'a mut [u8],
 ) -> Result<Option<&'a [u8]>, Errno> {
-    let (length, sender) = recvfrom::<NetlinkAddr>(socket.as_fd().as_raw_fd(), buffer)?;
-    match sender {
-        Some(sender) if sender.pid() == 0 => Ok(buffer.get(..length.min(buffer.len()))),
-        _ => Ok(None),
-    }
+    receive_datagram(socket, buffer, MsgFlags::empty())
+}
+
+/// [`receive_from_kernel`] with `recvfrom` flags, such as MSG_DONTWAIT to read only what is
+/// queued; nix's `recvfrom` takes none.
+fn receive_datagram<'a>(
+    socket: &impl AsFd,
+    buffer: &'a mut [u8],
+    flags: MsgFlags,
+) -> Result<Option<&'a [u8]>, Errno> {
+    // SAFETY: all-zero is a valid sockaddr_nl.
+    let mut sender: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    let mut sender_length = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+    // SAFETY: the descriptor is open (borrowed) for the call; the buffer pointer and length
+    // describe `buffer`, and the address pointer and length describe `sender` and
+    // `sender_length`, all of which outlive the call.
+    let received = unsafe {
+        libc::recvfrom(
+            socket.as_fd().as_raw_fd(),
+            buffer.as_mut_ptr().cast(),
+            buffer.len(),
+            flags.bits(),
+            std::ptr::from_mut(&mut sender).cast(),
+            &mut sender_length,
+        )
+    };
+    let length = usize::try_from(Errno::result(received)?).unwrap_or_default();
+    let whole_address = usize::try_from(sender_length)
+        .is_ok_and(|length| length >= std::mem::size_of::<libc::sockaddr_nl>());
+    let from_kernel =
+        whole_address && i32::from(sender.nl_family) == libc::AF_NETLINK && sender.nl_pid == 0;
+    Ok(from_kernel
+        .then(|| buffer.get(..length.min(buffer.len())))
+        .flatten())
 }
 
 /// Kernel-like messages built from arbitrary bytes, for the tests of this module and its users.
