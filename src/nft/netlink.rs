@@ -12,21 +12,21 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::ptr::NonNull;
 use std::time::Duration;
 
 use nftnl::{Batch, MsgType, NlMsg, ProtoFamily, Table};
 use nftnl_sys as sys;
 use nix::errno::Errno;
-use nix::sys::socket::{self, sockopt, MsgFlags, SockProtocol};
+use nix::sys::socket::{self, sockopt, SockProtocol};
 
 use super::ruleset::{
     blocked_set, ignore_set, port_set, IntervalBoundary, IntervalKey, IntervalList, IpFamily,
     PreroutingRule, QueueMode, RulesetSpec, Transport, PREROUTING_CHAIN, PREROUTING_PRIORITY,
     PREROUTING_RULES, SHORT_HEADER_CHAIN, SHORT_HEADER_PRIORITY,
 };
-use crate::netlink_wire::{self, kernel_says, Answer, Messages, OpenError};
+use crate::netlink_wire::{self, kernel_says, OpenError, RequestError, Wait};
 
 /// Why talking to nf_tables failed. Kernel refusals carry the errno and the step of the batch
 /// the kernel refused, e.g. `add rule 8 to inet nfsentry/prerouting: ip hdrlength > 5 ...`.
@@ -110,7 +110,8 @@ pub struct Nft {
 
 /// Large enough for several hundred acknowledgements at once (each costs a full skb of buffer).
 const ANSWER_SOCKET_BUFFER_BYTES: usize = 4 << 20;
-/// The kernel answers a batch before `sendmsg` returns; this only guards against a lost answer.
+/// The kernel answers a batch before `sendmsg` returns; this bound on the whole wait for the
+/// answers only matters if one is lost.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 /// One answer is at most an error with an echoed 64 KiB message, should `NETLINK_CAP_ACK` be
 /// unsupported; the buffer holds that twice.
@@ -365,40 +366,41 @@ impl Nft {
     ) -> Result<(), CommitError> {
         let Transaction { batch, steps } = transaction;
         let batch = batch.finalize();
-        self.discard_stale_answers();
-        self.send(&batch, operation).map_err(CommitError::Failed)?;
-        self.read_answers(&steps, operation)
-    }
-
-    fn send(
-        &mut self,
-        batch: &nftnl::FinalizedBatch,
-        operation: &'static str,
-    ) -> Result<(), NftError> {
         let pages: Vec<&[u8]> = batch.iter().collect();
         let bytes: usize = pages.iter().map(|page| page.len()).sum();
-        self.ensure_send_buffer(bytes)?;
-        loop {
-            match send_to_kernel(self.socket.as_raw_fd(), &pages) {
-                Ok(sent) if sent == bytes => return Ok(()),
-                // Netlink sends datagrams whole or not at all; a short count would be a kernel bug.
-                Ok(_) => {
-                    return Err(NftError::Send {
+        self.ensure_send_buffer(bytes)
+            .map_err(CommitError::Failed)?;
+        let awaited: Vec<u32> = steps.iter().map(|step| step.seq).collect();
+        let wait = Wait::new(&mut self.answer_buffer, ANSWER_TIMEOUT);
+        netlink_wire::request_batch(&self.socket, &pages, &awaited, wait).map_err(|error| {
+            let step = |sequence: u32| steps.iter().find(|step| step.seq == sequence).cloned();
+            match error {
+                RequestError::Send(source) => CommitError::Failed(NftError::Send {
+                    operation,
+                    bytes,
+                    source,
+                }),
+                RequestError::Receive(source) => {
+                    CommitError::Failed(NftError::Receive { operation, source })
+                }
+                RequestError::Unanswered { sequence, .. } => {
+                    CommitError::Failed(NftError::Unanswered {
                         operation,
-                        bytes,
-                        source: Errno::EMSGSIZE,
+                        step: step(sequence).map(|s| s.what).unwrap_or_default(),
                     })
                 }
-                Err(Errno::EINTR) => continue,
-                Err(source) => {
-                    return Err(NftError::Send {
-                        operation,
-                        bytes,
-                        source,
-                    })
-                }
+                RequestError::Refused {
+                    sequence,
+                    errno,
+                    kernel_message,
+                } => CommitError::Refused {
+                    operation,
+                    step: step(sequence),
+                    errno,
+                    kernel_message,
+                },
             }
-        }
+        })
     }
 
     fn ensure_send_buffer(&mut self, batch_bytes: usize) -> Result<(), NftError> {
@@ -416,112 +418,6 @@ impl Nft {
         self.send_buffer_bytes = wanted;
         Ok(())
     }
-
-    /// Reads until every step is answered. After a refusal the kernel still answers the rest of
-    /// the batch (it reports every error), but nothing more is waited for.
-    fn read_answers(&mut self, steps: &[Step], operation: &'static str) -> Result<(), CommitError> {
-        let mut unanswered: HashMap<u32, &Step> = steps.iter().map(|s| (s.seq, s)).collect();
-        // The earliest refused message is the cause; later ones often only follow from it.
-        let mut refusal: Option<Refusal> = None;
-        while !unanswered.is_empty() {
-            let flags = if refusal.is_some() {
-                MsgFlags::MSG_DONTWAIT
-            } else {
-                MsgFlags::empty()
-            };
-            let received = match self.receive(flags) {
-                Ok(received) => received,
-                Err(Errno::EINTR) => continue,
-                Err(Errno::EAGAIN) if refusal.is_some() => break,
-                Err(Errno::EAGAIN) => {
-                    let first = unanswered.keys().min().and_then(|seq| unanswered.get(seq));
-                    return Err(CommitError::Failed(NftError::Unanswered {
-                        operation,
-                        step: first.map(|s| s.what.clone()).unwrap_or_default(),
-                    }));
-                }
-                Err(source) => {
-                    return Err(CommitError::Failed(NftError::Receive { operation, source }))
-                }
-            };
-            for message in Messages::new(received) {
-                let Some(answer) = message.answer() else {
-                    continue;
-                };
-                unanswered.remove(&message.sequence);
-                let Answer::Refused {
-                    errno,
-                    kernel_message,
-                } = answer
-                else {
-                    continue;
-                };
-                let earliest_so_far = match &refusal {
-                    None => true,
-                    Some(earlier) => message.sequence < earlier.sequence,
-                };
-                if earliest_so_far {
-                    refusal = Some(Refusal {
-                        sequence: message.sequence,
-                        errno,
-                        kernel_message,
-                    });
-                }
-            }
-        }
-        // The acknowledgement of the batch end (kernels >= 6.10) is still queued.
-        self.discard_stale_answers();
-        match refusal {
-            None => Ok(()),
-            Some(refusal) => Err(CommitError::Refused {
-                operation,
-                step: steps.iter().find(|s| s.seq == refusal.sequence).cloned(),
-                errno: refusal.errno,
-                kernel_message: refusal.kernel_message,
-            }),
-        }
-    }
-
-    /// The socket is connected to the kernel, so whatever arrives is the kernel's.
-    fn receive(&mut self, flags: MsgFlags) -> Result<&[u8], Errno> {
-        let length = socket::recv(self.socket.as_raw_fd(), &mut self.answer_buffer, flags)?;
-        Ok(self.answer_buffer.get(..length).unwrap_or_default())
-    }
-
-    /// Drops whatever answers are still queued, so they cannot be taken for the next batch's.
-    fn discard_stale_answers(&mut self) {
-        while let Ok(length) = self.receive(MsgFlags::MSG_DONTWAIT) {
-            if length.is_empty() {
-                break;
-            }
-        }
-    }
-}
-
-/// Sends `pages` as one datagram to the kernel. The kernel takes a batch only whole, in one
-/// message, so a batch larger than one nftnl page must go out in a single `sendmsg`.
-fn send_to_kernel(fd: RawFd, pages: &[&[u8]]) -> Result<usize, Errno> {
-    let mut iovecs: Vec<libc::iovec> = pages
-        .iter()
-        .map(|page| libc::iovec {
-            // The kernel only reads from send buffers; the `mut` is the C type's.
-            iov_base: page.as_ptr().cast_mut().cast::<c_void>(),
-            iov_len: page.len(),
-        })
-        .collect();
-    // SAFETY: all-zero is a valid sockaddr_nl and msghdr; port id 0 addresses the kernel.
-    let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-    // SAFETY: as above.
-    let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
-    header.msg_name = (&mut kernel as *mut libc::sockaddr_nl).cast::<c_void>();
-    header.msg_namelen = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
-    header.msg_iov = iovecs.as_mut_ptr();
-    header.msg_iovlen = iovecs.len() as _;
-    // SAFETY: `header` points at the address and iovecs above, which outlive the call, and each
-    // iovec covers a live page of the batch.
-    let sent = unsafe { libc::sendmsg(fd, &header, 0) };
-    Errno::result(sent).map(|sent| sent as usize)
 }
 
 /// Whether the running kernel is at least `major.minor`, from /proc (no answer means no).
@@ -537,13 +433,6 @@ fn parse_kernel_release(release: &str) -> Option<(u32, u32)> {
     let major = parts.next()?.parse().ok()?;
     let minor = parts.next()?.parse().ok()?;
     Some((major, minor))
-}
-
-/// The kernel's refusal of one message of a batch.
-struct Refusal {
-    sequence: u32,
-    errno: Errno,
-    kernel_message: Option<String>,
 }
 
 /// How a commit failed: a refusal keeps its step so `install` can tell a missing `nft_queue`
