@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::sys::socket::MsgFlags;
 
+use super::socket::receive_datagram;
 use super::{
-    extended_ack_message, kernel_says, read_u32_ne, receive_datagram, Answer, Message, Messages,
-    NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK_TLVS, NLM_F_DUMP_INTR, NLM_F_MULTI,
+    extended_ack_message, kernel_says, read_u32_ne, Answer, Message, Messages, NLMSG_DONE,
+    NLMSG_ERROR, NLM_F_ACK_TLVS, NLM_F_DUMP_INTR, NLM_F_MULTI,
 };
 
 /// `NLMSG_DONE` starts with an int: 0, or the (negative) errno that ended the dump early.
