@@ -11,14 +11,15 @@
 
 use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
-use nix::sys::socket::{send, MsgFlags, SockProtocol};
+use nix::sys::socket::SockProtocol;
 
 use crate::netlink_wire::{
-    self, kernel_says, Answer, Attribute, Attributes, Message, Messages, OpenError, Request,
+    self, kernel_says, Attribute, Attributes, Message, Messages, OpenError, Request, RequestError,
+    Wait,
 };
 
 /// One datagram holds at most one packet of up to 64 KiB plus its attributes, or several small
@@ -193,54 +194,18 @@ impl NflogSocket {
         // packet is ever delivered with the default copy range (the whole packet).
         const CONFIG_SEQUENCE: u32 = 1;
         let request = config_request(group, copy_range, CONFIG_SEQUENCE);
-        send(socket.fd.as_raw_fd(), &request, MsgFlags::empty())
-            .map_err(fail(NflogStep::SendConfig))?;
-        socket.await_config_answer(CONFIG_SEQUENCE)?;
+        // A packet logged in the instant between the bind and the acknowledgement can arrive
+        // first; it is dropped, since the caller has no callback yet.
+        let wait = Wait::new(&mut socket.datagram, CONFIG_ANSWER_TIMEOUT)
+            .counting_overruns(&mut socket.overruns);
+        netlink_wire::request_ack(&socket.fd, &request, CONFIG_SEQUENCE, wait)
+            .map_err(|error| config_failure(group, error))?;
 
         let flags =
             fcntl(&socket.fd, FcntlArg::F_GETFL).map_err(fail(NflogStep::SetNonBlocking))?;
         let flags = OFlag::from_bits_retain(flags) | OFlag::O_NONBLOCK;
         fcntl(&socket.fd, FcntlArg::F_SETFL(flags)).map_err(fail(NflogStep::SetNonBlocking))?;
         Ok(socket)
-    }
-
-    /// Waits for the kernel's acknowledgement of request `sequence`. A packet logged in the instant
-    /// between the bind and the acknowledgement can arrive first; it is dropped, since the caller
-    /// has no callback yet.
-    fn await_config_answer(&mut self, sequence: u32) -> Result<(), NflogError> {
-        let group = self.group;
-        // The socket's receive timeout bounds each wait; this bounds the whole exchange, in case
-        // other datagrams keep arriving and no answer does.
-        let deadline = Instant::now() + CONFIG_ANSWER_TIMEOUT;
-        while Instant::now() < deadline {
-            let datagram = match netlink_wire::receive_from_kernel(&self.fd, &mut self.datagram) {
-                Ok(Some(datagram)) => datagram,
-                Ok(None) | Err(Errno::EINTR) => continue,
-                Err(Errno::ENOBUFS) => {
-                    self.overruns += 1;
-                    continue;
-                }
-                // The receive timeout surfaces as EAGAIN on a blocking socket.
-                Err(Errno::EAGAIN) => {
-                    return Err(NflogError::io(
-                        group,
-                        NflogStep::AwaitConfigAnswer,
-                        Errno::ETIMEDOUT,
-                    ))
-                }
-                Err(errno) => {
-                    return Err(NflogError::io(group, NflogStep::AwaitConfigAnswer, errno))
-                }
-            };
-            if let Some(answer) = netlink_wire::find_answer(datagram, sequence) {
-                return config_outcome(group, answer);
-            }
-        }
-        Err(NflogError::io(
-            group,
-            NflogStep::AwaitConfigAnswer,
-            Errno::ETIMEDOUT,
-        ))
     }
 
     /// Drains the datagrams available now (at most `MAX_DATAGRAMS_PER_BATCH`), calling `on_packet`
@@ -295,17 +260,24 @@ impl AsRawFd for NflogSocket {
     }
 }
 
-fn config_outcome(group: u16, answer: Answer) -> Result<(), NflogError> {
-    match answer {
-        Answer::Acknowledged => Ok(()),
-        Answer::Refused {
+/// Which step of `bind` the configuration request failed at. A configuration left unanswered
+/// is reported as ETIMEDOUT.
+fn config_failure(group: u16, error: RequestError) -> NflogError {
+    match error {
+        RequestError::Send(errno) => NflogError::io(group, NflogStep::SendConfig, errno),
+        RequestError::Receive(errno) => NflogError::io(group, NflogStep::AwaitConfigAnswer, errno),
+        RequestError::Unanswered { .. } => {
+            NflogError::io(group, NflogStep::AwaitConfigAnswer, Errno::ETIMEDOUT)
+        }
+        RequestError::Refused {
             errno,
             kernel_message,
-        } => Err(NflogError::Refused {
+            ..
+        } => NflogError::Refused {
             group,
             kernel_message,
             errno,
-        }),
+        },
     }
 }
 
@@ -394,11 +366,19 @@ mod tests {
     use super::*;
     use crate::netlink_wire::fixtures::{attribute, is_within, truncations_and_corruptions};
     use crate::netlink_wire::{
-        read_u16_ne, read_u32_ne, ATTRIBUTE_HEADER_BYTES, MESSAGE_HEADER_BYTES, NLMSG_DONE,
+        read_u16_ne, read_u32_ne, Answer, ATTRIBUTE_HEADER_BYTES, MESSAGE_HEADER_BYTES, NLMSG_DONE,
         NLMSG_ERROR,
     };
 
     const GROUP: u16 = 7;
+
+    /// What `bind` makes of the kernel's answer to its configuration request.
+    fn config_outcome(group: u16, answer: Answer) -> Result<(), NflogError> {
+        answer
+            .outcome(1)
+            .map_err(|error| config_failure(group, error))
+    }
+
     /// An IPv4/TCP header with IHL 4 from 192.0.2.1 to 192.0.2.2, as a scanner would send it.
     const IHL4_PACKET: [u8; 24] = [
         0x44, 0x00, 0x00, 0x28, 0x00, 0x01, 0x00, 0x00, 0x40, 0x06, 0xf7, 0xcb, 0xc0, 0x00, 0x02,

@@ -1,6 +1,13 @@
 //! Everything nfsentry says to nftables: the ruleset it owns and the set elements it changes.
+//!
+//! [`ruleset`] is the model of the ruleset and its text; [`netlink`] the connection that applies
+//! it. Between them, [`batches`] says what each batch contains, [`bytecode`] how each rule is
+//! written, and [`objects`] wraps the libnftnl objects they are built from.
 
+mod batches;
+mod bytecode;
 pub mod netlink;
+mod objects;
 pub mod ruleset;
 
 pub use netlink::{Nft, NftError};

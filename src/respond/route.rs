@@ -20,16 +20,16 @@
 
 use std::fmt;
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::time::{Duration, Instant, SystemTime};
+use std::os::fd::OwnedFd;
+use std::time::{Duration, SystemTime};
 
 use nix::errno::Errno;
-use nix::sys::socket::{sendto, MsgFlags, NetlinkAddr, SockProtocol};
+use nix::sys::socket::SockProtocol;
 use thiserror::Error;
 
 use super::{attempt_each, Action, ActionError};
 use crate::config::RouteTarget;
-use crate::netlink_wire::{self, OpenError, Request};
+use crate::netlink_wire::{self, kernel_says, OpenError, Request, RequestError, Wait};
 pub use crate::netlink_wire::{find_answer, Answer};
 use crate::store::BlockRecord;
 
@@ -109,12 +109,6 @@ impl RouteError {
             RouteError::Unanswered { .. } => None,
         }
     }
-}
-
-fn kernel_says(message: &Option<String>) -> String {
-    message
-        .as_ref()
-        .map_or_else(String::new, |text| format!(" ({text})"))
 }
 
 impl From<RouteError> for ActionError {
@@ -343,56 +337,29 @@ impl Routes {
         Ok(())
     }
 
-    /// Sends one change and waits for the kernel's acknowledgement of it.
+    /// Sends one change and waits for the kernel's acknowledgement of it. A late answer to an
+    /// earlier change that timed out carries that change's sequence number and is skipped.
     fn apply(&mut self, change: RouteChange) -> Result<(), RouteError> {
         self.sequence = self.sequence.wrapping_add(1);
-        let sequence = self.sequence;
-        let message = change.encode(sequence);
-        match sendto(
-            self.socket.as_raw_fd(),
-            &message,
-            &NetlinkAddr::new(0, 0),
-            MsgFlags::empty(),
-        ) {
-            Ok(sent) if sent == message.len() => {}
-            Ok(_) => {
-                return Err(RouteError::Send {
-                    change,
-                    source: Errno::EMSGSIZE,
-                })
-            }
-            Err(source) => return Err(RouteError::Send { change, source }),
-        }
-
-        let deadline = Instant::now() + ACK_TIMEOUT;
-        while Instant::now() < deadline {
-            let datagram =
-                match netlink_wire::receive_from_kernel(&self.socket, &mut self.receive_buffer) {
-                    Ok(Some(datagram)) => datagram,
-                    // Only the kernel answers requests; anything else is not ours to read.
-                    Ok(None) | Err(Errno::EINTR) => continue,
-                    Err(Errno::EAGAIN) => break,
-                    Err(source) => return Err(RouteError::Receive { change, source }),
-                };
-            match find_answer(datagram, sequence) {
-                Some(Answer::Acknowledged) => return Ok(()),
-                Some(Answer::Refused {
+        let request = change.encode(self.sequence);
+        let wait = Wait::new(&mut self.receive_buffer, ACK_TIMEOUT);
+        netlink_wire::request_ack(&self.socket, &request, self.sequence, wait).map_err(|error| {
+            match error {
+                RequestError::Send(source) => RouteError::Send { change, source },
+                RequestError::Receive(source) => RouteError::Receive { change, source },
+                RequestError::Unanswered { timeout, .. } => {
+                    RouteError::Unanswered { change, timeout }
+                }
+                RequestError::Refused {
                     errno,
                     kernel_message,
-                }) => {
-                    return Err(RouteError::Refused {
-                        change,
-                        kernel_message,
-                        errno,
-                    })
-                }
-                // A late answer to an earlier request that timed out.
-                None => continue,
+                    ..
+                } => RouteError::Refused {
+                    change,
+                    kernel_message,
+                    errno,
+                },
             }
-        }
-        Err(RouteError::Unanswered {
-            change,
-            timeout: ACK_TIMEOUT,
         })
     }
 }

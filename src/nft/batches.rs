@@ -1,0 +1,329 @@
+//! What each batch nfsentry sends to nf_tables contains, step by step, with the words each step
+//! is named by when the kernel refuses it: the whole ruleset, the removal of its tables, and
+//! blocked addresses added to or removed from their sets. The rules' byte code is
+//! [`super::bytecode`]'s and the libnftnl objects are [`super::objects`]'; sending is
+//! [`super::netlink`]'s.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::ffi::{c_void, CStr, CString};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use nftnl::{Batch, MsgType, NlMsg, ProtoFamily, Table};
+
+use super::bytecode::{address_key, prerouting_rule, short_header_rule, KeyBytes, KeyKind};
+use super::objects::{ChainObject, ElementChunks, ElementObject, ElementOp, Hook, SetObject};
+use super::ruleset::{
+    blocked_set, ignore_set, port_set, short_header_rule_text, IntervalBoundary, IntervalKey,
+    IntervalList, IpFamily, QueueMode, RulesetSpec, Transport, PREROUTING_CHAIN,
+    PREROUTING_PRIORITY, PREROUTING_RULES, SHORT_HEADER_CHAIN, SHORT_HEADER_PRIORITY,
+};
+
+/// One message of a batch, for matching the kernel's answer to what was asked.
+#[derive(Debug, Clone)]
+pub(super) struct Step {
+    pub(super) seq: u32,
+    pub(super) what: String,
+    /// The message carries the native `queue` expression.
+    pub(super) native_queue: bool,
+}
+
+/// A batch under construction and the steps in it. Objects are serialised into the batch as
+/// they are pushed, so they can be dropped right after.
+pub(super) struct Transaction {
+    pub(super) batch: Batch,
+    pub(super) steps: Vec<Step>,
+}
+
+impl Transaction {
+    fn new() -> Self {
+        Transaction {
+            batch: Batch::new(),
+            steps: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, message: &impl NlMsg, kind: MsgType, what: String) {
+        self.push_step(message, kind, what, false);
+    }
+
+    fn push_step(&mut self, message: &impl NlMsg, kind: MsgType, what: String, native_queue: bool) {
+        let probe = SeqProbe {
+            message,
+            seq: Cell::new(0),
+        };
+        self.batch.add(&probe, kind);
+        self.steps.push(Step {
+            seq: probe.seq.get(),
+            what,
+            native_queue,
+        });
+    }
+
+    /// Pushes as many element messages as the set's elements need (each holds up to 64 KiB).
+    fn push_elements(&mut self, set: &SetObject, op: ElementOp, what: &str) {
+        let chunks = ElementChunks::new(set, op);
+        let mut part = 1;
+        while chunks.has_more() {
+            let what = if part == 1 {
+                what.to_owned()
+            } else {
+                format!("{what} (message {part})")
+            };
+            self.push(&chunks, MsgType::Add, what);
+            part += 1;
+        }
+    }
+}
+
+/// Records the sequence number `Batch` gives a message.
+struct SeqProbe<'m, M> {
+    message: &'m M,
+    seq: Cell<u32>,
+}
+
+// SAFETY: writes exactly what the wrapped message writes.
+unsafe impl<M: NlMsg> NlMsg for SeqProbe<'_, M> {
+    unsafe fn write(&self, buf: *mut c_void, seq: u32, msg_type: MsgType) {
+        self.seq.set(seq);
+        // SAFETY: the caller's guarantee about `buf` is passed on unchanged.
+        unsafe { self.message.write(buf, seq, msg_type) }
+    }
+}
+
+fn table_text(table: &CStr) -> std::borrow::Cow<'_, str> {
+    table.to_string_lossy()
+}
+
+/// Adds then deletes `table`: the delete cannot fail for a missing table, and a table present
+/// from an earlier run goes with everything in it.
+fn remove_table_if_present(batch: &mut Transaction, table: &CStr, family: ProtoFamily) {
+    let object = Table::new(table, family);
+    let label = format!("{} {}", family_text(family), table_text(table));
+    batch.push(&object, MsgType::Add, format!("add table {label}"));
+    batch.push(&object, MsgType::Del, format!("delete table {label}"));
+}
+
+fn family_text(family: ProtoFamily) -> &'static str {
+    match family {
+        ProtoFamily::Inet => "inet",
+        ProtoFamily::NetDev => "netdev",
+        _ => "other",
+    }
+}
+
+/// The whole ruleset as one batch.
+pub(super) fn install_batch(
+    spec: &RulesetSpec,
+    table: &CStr,
+    devices: &[CString],
+    mode: QueueMode,
+) -> Transaction {
+    let table_label = table_text(table);
+    let mut batch = Transaction::new();
+
+    remove_table_if_present(&mut batch, table, ProtoFamily::Inet);
+    let inet = Table::new(table, ProtoFamily::Inet);
+    batch.push(&inet, MsgType::Add, format!("add table inet {table_label}"));
+
+    let mut set_ids: HashMap<&'static str, u32> = HashMap::new();
+    let mut next_set_id = 1;
+    let mut declare = |batch: &mut Transaction, name: &'static str, key: KeyKind, flags: u32| {
+        let id = next_set_id;
+        next_set_id += 1;
+        set_ids.insert(name, id);
+        let set = SetObject::declared(table, name, key.type_and_length(), flags, id);
+        batch.push(
+            &set,
+            MsgType::Add,
+            format!("add set inet {table_label}/{name}"),
+        );
+        set
+    };
+    for family in [IpFamily::V4, IpFamily::V6] {
+        declare(
+            &mut batch,
+            blocked_set(family),
+            KeyKind::address(family),
+            libc::NFT_SET_TIMEOUT as u32,
+        );
+    }
+    let interval_sets = [
+        (
+            ignore_set(IpFamily::V4),
+            KeyKind::Ipv4,
+            interval_elements(&spec.ignore_v4_intervals()),
+        ),
+        (
+            ignore_set(IpFamily::V6),
+            KeyKind::Ipv6,
+            interval_elements(&spec.ignore_v6_intervals()),
+        ),
+        (
+            port_set(Transport::Tcp),
+            KeyKind::Port,
+            interval_elements(&spec.port_intervals(Transport::Tcp)),
+        ),
+        (
+            port_set(Transport::Udp),
+            KeyKind::Port,
+            interval_elements(&spec.port_intervals(Transport::Udp)),
+        ),
+    ];
+    let mut filled = Vec::new();
+    for (name, key, elements) in interval_sets {
+        let mut set = declare(&mut batch, name, key, libc::NFT_SET_INTERVAL as u32);
+        for element in elements {
+            set.push_element(element);
+        }
+        filled.push(set);
+    }
+    // Every set is declared before any elements are sent, as `nft` does.
+    for set in &filled {
+        if set.has_elements() {
+            let what = format!(
+                "add elements to inet {table_label}/{}",
+                set.name().to_string_lossy()
+            );
+            batch.push_elements(set, ElementOp::Add, &what);
+        }
+    }
+
+    let prerouting = PREROUTING_CHAIN.to_string_lossy();
+    let chain = ChainObject::base(
+        table,
+        PREROUTING_CHAIN,
+        Hook::InetPrerouting,
+        PREROUTING_PRIORITY,
+    );
+    batch.push(
+        &chain,
+        MsgType::Add,
+        format!("add chain inet {table_label}/{prerouting}"),
+    );
+    let lookup_id = |name: &'static str| set_ids.get(name).copied().unwrap_or(0);
+    for (position, rule) in PREROUTING_RULES.into_iter().enumerate() {
+        let object = prerouting_rule(table, PREROUTING_CHAIN, rule, spec.queue, mode, &lookup_id);
+        batch.push_step(
+            &object,
+            MsgType::Add,
+            format!(
+                "add rule {} to inet {table_label}/{prerouting}: {}",
+                position + 1,
+                rule.nft_text(spec.queue)
+            ),
+            mode == QueueMode::Native && rule.queues(),
+        );
+    }
+
+    remove_table_if_present(&mut batch, table, ProtoFamily::NetDev);
+    if !devices.is_empty() {
+        let netdev = Table::new(table, ProtoFamily::NetDev);
+        batch.push(
+            &netdev,
+            MsgType::Add,
+            format!("add table netdev {table_label}"),
+        );
+        let short_header = SHORT_HEADER_CHAIN.to_string_lossy();
+        let chain = ChainObject::base(
+            table,
+            SHORT_HEADER_CHAIN,
+            Hook::NetdevIngress(devices),
+            SHORT_HEADER_PRIORITY,
+        );
+        batch.push(
+            &chain,
+            MsgType::Add,
+            format!(
+                "add chain netdev {table_label}/{short_header} (ingress devices {:?})",
+                spec.ingress_devices
+            ),
+        );
+        let rule = short_header_rule(table, SHORT_HEADER_CHAIN, spec.nflog_group);
+        batch.push(
+            &rule,
+            MsgType::Add,
+            format!(
+                "add rule to netdev {table_label}/{short_header}: {}",
+                short_header_rule_text(spec.nflog_group)
+            ),
+        );
+    }
+    batch
+}
+
+/// The element objects of an interval list, laid out as [`IntervalList::kernel_elements`] says.
+fn interval_elements<K: IntervalKey + KeyBytes>(list: &IntervalList<K>) -> Vec<ElementObject> {
+    list.kernel_elements()
+        .into_iter()
+        .map(|element| {
+            let mut object = ElementObject::new(&element.key.key_bytes());
+            match element.boundary {
+                IntervalBoundary::Start => {}
+                IntervalBoundary::StartOpen => object.mark_interval_open(),
+                IntervalBoundary::End => object.mark_interval_end(),
+            }
+            object
+        })
+        .collect()
+}
+
+/// Deletes nfsentry's `inet` and `netdev` tables; absent ones are fine.
+pub(super) fn remove_batch(table: &CStr) -> Transaction {
+    let mut batch = Transaction::new();
+    for family in [ProtoFamily::Inet, ProtoFamily::NetDev] {
+        remove_table_if_present(&mut batch, table, family);
+    }
+    batch
+}
+
+/// Adds addresses to the blocked set of their family, each with its timeout (`None`: until
+/// released).
+pub(super) fn block_batch(table: &CStr, entries: &[(IpAddr, Option<Duration>)]) -> Transaction {
+    blocked_set_batch(table, ElementOp::Add, entries.iter().copied(), |set| {
+        format!("add elements to inet {}/{set}", table_text(table))
+    })
+}
+
+/// Removes addresses from the blocked set of their family, with `op` saying whether an absent
+/// one is an error.
+pub(super) fn release_batch(table: &CStr, op: ElementOp, addrs: &[IpAddr]) -> Transaction {
+    let what = match addrs {
+        [one] => format!("{} {one}", op.verb()),
+        many => format!("{} {} addresses", op.verb(), many.len()),
+    };
+    let elements = addrs.iter().map(|addr| (*addr, None));
+    blocked_set_batch(table, op, elements, |set| {
+        format!("{what} in inet {}/{set}", table_text(table))
+    })
+}
+
+/// One step per blocked set that has elements to change; `what` names the step from the set.
+fn blocked_set_batch(
+    table: &CStr,
+    op: ElementOp,
+    elements: impl Iterator<Item = (IpAddr, Option<Duration>)>,
+    what: impl Fn(&str) -> String,
+) -> Transaction {
+    let mut v4 = SetObject::new(ProtoFamily::Inet, table, blocked_set(IpFamily::V4));
+    let mut v6 = SetObject::new(ProtoFamily::Inet, table, blocked_set(IpFamily::V6));
+    for (addr, timeout) in elements {
+        let (family, key) = address_key(addr);
+        let mut element = ElementObject::new(&key);
+        if let Some(timeout) = timeout {
+            element.set_timeout(timeout);
+        }
+        match family {
+            IpFamily::V4 => v4.push_element(element),
+            IpFamily::V6 => v6.push_element(element),
+        }
+    }
+    let mut batch = Transaction::new();
+    for set in [&v4, &v6] {
+        if set.has_elements() {
+            batch.push_elements(set, op, &what(&set.name().to_string_lossy()));
+        }
+    }
+    batch
+}
