@@ -742,11 +742,18 @@ impl Worker {
                 let inbox = lock(&self.shared.inbox);
                 inbox.in_flight + inbox.backlog.len()
             };
+            // Milliseconds matter for a short outage only.
+            let after = if after < Duration::from_secs(10) {
+                Duration::from_millis(u64::try_from(after.as_millis()).unwrap_or(u64::MAX))
+            } else {
+                Duration::from_secs(after.as_secs())
+            };
+            let calls = if failures == 1 { "call" } else { "calls" };
             info!(
-                "crowdsec: the LAPI at {} answers again after {} ({failures} failed calls); \
+                "crowdsec: the LAPI at {} answers again after {} ({failures} failed {calls}); \
                  {pending} reports to send",
                 self.settings.url,
-                format_duration(Duration::from_secs(after.as_secs()))
+                format_duration(after)
             );
             // What changed meanwhile may be past the deltas' reach.
             self.need_full = true;
