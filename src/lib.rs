@@ -7,6 +7,7 @@
 pub mod addrset;
 pub mod atomic_file;
 pub mod config;
+pub mod crowdsec;
 pub mod daemon;
 pub mod engine;
 pub mod error_text;

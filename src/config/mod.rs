@@ -6,6 +6,7 @@
 //! Defaults live here, once, as constants; the shipped `config/nfsentry.toml` spells out the
 //! same values and a test keeps the two equal.
 
+mod crowdsec;
 mod duration;
 mod error;
 mod ignore;
@@ -23,6 +24,7 @@ use std::time::Duration;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
+pub use crowdsec::{Crowdsec, LapiUrl, Pull, Push, Secret};
 pub use duration::format_duration;
 pub use error::ConfigError;
 pub use ignore::parse_ignore_list;
@@ -86,6 +88,8 @@ pub struct Config {
     pub monitor: Monitor,
     pub detect: Detect,
     pub respond: Respond,
+    /// `[crowdsec]`: None unless the section is present.
+    pub crowdsec: Option<Crowdsec>,
 }
 
 /// Where a [`Config`] came from.
@@ -261,6 +265,7 @@ impl Config {
                 ipfilter_interface: None,
                 port_banner: None,
             },
+            crowdsec: None,
         }
     }
 

@@ -20,6 +20,8 @@ pub(crate) struct RawConfig {
     pub(crate) monitor: RawMonitor,
     pub(crate) detect: RawDetect,
     pub(crate) respond: RawRespond,
+    /// Spanned so that an error about a key the section lacks can point at the section.
+    pub(crate) crowdsec: Field<RawCrowdsec>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -70,6 +72,21 @@ pub(crate) struct RawRespond {
     pub(crate) command_timeout: Field<RawDuration>,
     pub(crate) ipfilter_interface: Field<String>,
     pub(crate) port_banner: Field<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawCrowdsec {
+    pub(crate) url: Field<String>,
+    pub(crate) push: Field<bool>,
+    pub(crate) machine_id: Field<String>,
+    pub(crate) password_file: Field<String>,
+    pub(crate) pull: Field<bool>,
+    pub(crate) bouncer_key_file: Field<String>,
+    pub(crate) pull_every: Field<RawDuration>,
+    pub(crate) resync_every: Field<RawDuration>,
+    pub(crate) scenario: Field<String>,
+    pub(crate) actions: ListField<String>,
 }
 
 /// One element of a port list: `80` or `"32771-32774"`.

@@ -549,7 +549,7 @@ fn every_error_names_file_line_key_and_value() {
         (
             "\n[deamon]\nqueue = 1\n",
             "/tmp/x.toml:2: unknown key \"deamon\" at the top level (expected one of: daemon, \
-             monitor, detect, respond)",
+             monitor, detect, respond, crowdsec)",
         ),
         (
             "respond.verdic = 1\n",
@@ -1030,4 +1030,409 @@ fn mangled_input_never_panics() {
         }
     }
     assert!(failures > 0, "no mangled variant was refused");
+}
+
+// ---------------------------------------------------------------- [crowdsec]
+
+/// A directory with a password and a bouncer key file, and a config file beside them.
+struct CrowdsecFiles {
+    dir: ConfigDir,
+}
+
+impl CrowdsecFiles {
+    const PASSWORD: &'static str = "pw-8c1f0e";
+    const KEY: &'static str = "key-3b9d27";
+
+    fn new() -> CrowdsecFiles {
+        let dir = ConfigDir::new();
+        // Trailing newlines, as an editor or `echo` leaves them, are not part of the secret.
+        dir.write("password", format!("{}\n", Self::PASSWORD).as_bytes());
+        dir.write("key", format!("  {}\r\n", Self::KEY).as_bytes());
+        CrowdsecFiles { dir }
+    }
+
+    fn load(&self, text: &str) -> Result<Config, ConfigError> {
+        let path = self.dir.write("nfsentry.toml", text.as_bytes());
+        Config::load(&path)
+    }
+
+    fn load_ok(&self, text: &str) -> Config {
+        self.load(text)
+            .unwrap_or_else(|error| panic!("expected {text:?} to load, got: {error}"))
+    }
+
+    /// The error's display with the directory replaced by `DIR`.
+    fn load_err(&self, text: &str) -> String {
+        match self.load(text) {
+            Ok(config) => panic!("expected {text:?} to fail, got {config:?}"),
+            Err(error) => error
+                .to_string()
+                .replace(&self.dir.0.path().display().to_string(), "DIR"),
+        }
+    }
+}
+
+const CROWDSEC_MINIMAL: &str =
+    "[crowdsec]\nmachine_id = \"web-01\"\npassword_file = \"password\"\n\
+                                bouncer_key_file = \"key\"\n";
+
+#[test]
+fn crowdsec_is_off_without_its_section() {
+    assert_eq!(Config::defaults().crowdsec, None);
+    assert_eq!(parse_ok("[respond]\nactions = []\n").crowdsec, None);
+}
+
+#[test]
+fn crowdsec_defaults_once_the_section_is_present() {
+    let files = CrowdsecFiles::new();
+    let config = files.load_ok(CROWDSEC_MINIMAL);
+    let Some(crowdsec) = config.crowdsec else {
+        panic!("the section was present");
+    };
+    assert_eq!(crowdsec.url.as_str(), "http://127.0.0.1:8080/");
+    assert_eq!(crowdsec.scenario, "nfsentry/portscan");
+    assert!(crowdsec.actions.is_empty());
+    let push = crowdsec.push.as_ref().map(|push| {
+        (
+            push.machine_id.as_str(),
+            push.password.expose(),
+            push.password_file.clone(),
+        )
+    });
+    assert_eq!(
+        push,
+        Some((
+            "web-01",
+            CrowdsecFiles::PASSWORD,
+            files.dir.join("password")
+        ))
+    );
+    let pull = crowdsec.pull.as_ref().map(|pull| {
+        (
+            pull.bouncer_key.expose(),
+            pull.every,
+            pull.resync_every,
+            pull.bouncer_key_file.clone(),
+        )
+    });
+    assert_eq!(
+        pull,
+        Some((
+            CrowdsecFiles::KEY,
+            Duration::from_secs(1),
+            Duration::from_secs(300),
+            files.dir.join("key")
+        ))
+    );
+    assert_eq!(
+        crowdsec.summary(),
+        "crowdsec http://127.0.0.1:8080/: push as web-01 (nfsentry/portscan), pull every 1s, \
+         resync every 5m"
+    );
+}
+
+#[test]
+fn crowdsec_every_key_set() {
+    let files = CrowdsecFiles::new();
+    let key_path = files.dir.join("key").display().to_string();
+    let config = files.load_ok(&format!(
+        "[respond]\ncommand = [\"/bin/true\", \"$TARGET$\"]\n\
+         [crowdsec]\nurl = \"http://[::1]:18080/lapi\"\npush = true\nmachine_id = \"web-02\"\n\
+         password_file = \"password\"\npull = true\nbouncer_key_file = {key_path:?}\n\
+         pull_every = \"250ms\"\nresync_every = 90\nscenario = \"example/scan_v2\"\n\
+         actions = [\"route\", \"command\", \"hosts-deny\"]\n"
+    ));
+    let crowdsec = config.crowdsec.unwrap_or_else(|| panic!("section present"));
+    assert_eq!(crowdsec.url.as_str(), "http://[::1]:18080/lapi/");
+    assert_eq!(crowdsec.scenario, "example/scan_v2");
+    assert_eq!(
+        crowdsec.actions,
+        [
+            ActionKind::Route,
+            ActionKind::Command,
+            ActionKind::HostsDeny
+        ]
+    );
+    let pull = crowdsec.pull.clone().unwrap_or_else(|| panic!("pull on"));
+    assert_eq!(pull.every, Duration::from_millis(250));
+    assert_eq!(pull.resync_every, Duration::from_secs(90));
+    assert_eq!(pull.bouncer_key_file, PathBuf::from(&key_path));
+    assert_eq!(
+        crowdsec.summary(),
+        "crowdsec http://[::1]:18080/lapi/: push as web-02 (example/scan_v2), pull every 250ms, \
+         resync every 1m30s, also route,command,hosts-deny"
+    );
+}
+
+#[test]
+fn crowdsec_directions_switched_off_need_no_secrets() {
+    let config = parse_ok("[crowdsec]\npush = false\npull = false\n");
+    let crowdsec = config.crowdsec.unwrap_or_else(|| panic!("section present"));
+    assert_eq!((crowdsec.push, crowdsec.pull), (None, None));
+    // A file named for a direction that is off is not read.
+    let config = parse_ok(
+        "[crowdsec]\npush = false\npassword_file = \"/nonexistent/pw\"\npull = false\n\
+         bouncer_key_file = \"/nonexistent/key\"\n",
+    );
+    assert!(config.crowdsec.is_some());
+    let files = CrowdsecFiles::new();
+    let config = files.load_ok("[crowdsec]\npush = false\nbouncer_key_file = \"key\"\n");
+    let crowdsec = config.crowdsec.unwrap_or_else(|| panic!("section present"));
+    assert!(crowdsec.push.is_none() && crowdsec.pull.is_some());
+    assert_eq!(
+        crowdsec.summary(),
+        "crowdsec http://127.0.0.1:8080/: push off, pull every 1s, resync every 5m"
+    );
+}
+
+#[test]
+fn crowdsec_errors_name_file_line_key_and_value() {
+    let files = CrowdsecFiles::new();
+    files.dir.write("empty", b"\n \n");
+    files.dir.write("two-lines", b"first\nsecond\n");
+    files.dir.write("not-ascii", "cl\u{e9}\n".as_bytes());
+    files.dir.write("huge", &vec![b'x'; 5000]);
+    let with = |extra: &str| format!("{CROWDSEC_MINIMAL}{extra}");
+    let cases: Vec<(String, String)> = vec![
+        (
+            "[crowdsec]\npassword_file = \"password\"\nbouncer_key_file = \"key\"\n".to_owned(),
+            "DIR/nfsentry.toml:1: crowdsec: \"[crowdsec]\" turns push on, which needs \
+             crowdsec.machine_id (or set push = false)"
+                .to_owned(),
+        ),
+        (
+            "[crowdsec]\nmachine_id = \"web-01\"\n\npush = true\nbouncer_key_file = \"key\"\n"
+                .to_owned(),
+            "DIR/nfsentry.toml:4: crowdsec.push: \"true\" needs crowdsec.password_file".to_owned(),
+        ),
+        (
+            "[crowdsec]\npush = false\npull = true\n".to_owned(),
+            "DIR/nfsentry.toml:3: crowdsec.pull: \"true\" needs crowdsec.bouncer_key_file"
+                .to_owned(),
+        ),
+        (
+            "[crowdsec]\nmachine_id = \"web-01\"\npassword_file = \"absent\"\npull = false\n"
+                .to_owned(),
+            "DIR/nfsentry.toml:3: crowdsec.password_file: \"absent\" cannot be read: No such \
+             file or directory (os error 2)"
+                .to_owned(),
+        ),
+        (
+            "[crowdsec]\npush = false\nbouncer_key_file = \"empty\"\n".to_owned(),
+            "DIR/nfsentry.toml:3: crowdsec.bouncer_key_file: \"empty\" is empty".to_owned(),
+        ),
+        (
+            "[crowdsec]\npush = false\nbouncer_key_file = \"two-lines\"\n".to_owned(),
+            "DIR/nfsentry.toml:3: crowdsec.bouncer_key_file: \"two-lines\" holds more than one \
+             line or control characters"
+                .to_owned(),
+        ),
+        (
+            "[crowdsec]\npush = false\nbouncer_key_file = \"not-ascii\"\n".to_owned(),
+            "DIR/nfsentry.toml:3: crowdsec.bouncer_key_file: \"not-ascii\" holds characters an \
+             HTTP header cannot carry"
+                .to_owned(),
+        ),
+        (
+            "[crowdsec]\npull = false\nmachine_id = \"m\"\npassword_file = \"huge\"\n".to_owned(),
+            "DIR/nfsentry.toml:4: crowdsec.password_file: \"huge\" is longer than 4096 bytes"
+                .to_owned(),
+        ),
+        (
+            "[crowdsec]\npull = false\nmachine_id = \"web 01\"\npassword_file = \"password\"\n"
+                .to_owned(),
+            "DIR/nfsentry.toml:3: crowdsec.machine_id: \"web 01\" is not a machine name (1-128 \
+             printable characters, no blanks)"
+                .to_owned(),
+        ),
+        (
+            with("url = \"127.0.0.1:8080\"\n"),
+            "DIR/nfsentry.toml:5: crowdsec.url: \"127.0.0.1:8080\" is not an http URL (e.g. \
+             \"http://127.0.0.1:8080/\")"
+                .to_owned(),
+        ),
+        (
+            with("url = \"https://lapi.example/\"\n"),
+            "DIR/nfsentry.toml:5: crowdsec.url: \"https://lapi.example/\" uses https, which \
+             nfsentry does not speak yet; reach the LAPI over http on loopback or a trusted \
+             network"
+                .to_owned(),
+        ),
+        (
+            with("url = \"http://bob:pw@lapi.example/\"\n"),
+            "DIR/nfsentry.toml:5: crowdsec.url: \"http://bob:pw@lapi.example/\" carries \
+             credentials; use password_file and bouncer_key_file instead"
+                .to_owned(),
+        ),
+        (
+            with("url = \"http://lapi.example:99999/\"\n"),
+            "DIR/nfsentry.toml:5: crowdsec.url: \"http://lapi.example:99999/\" does not name a \
+             host and port (e.g. \"http://127.0.0.1:8080/\", \"http://[::1]:8080/\", \
+             \"http://lapi.example:8080/\")"
+                .to_owned(),
+        ),
+        (
+            with("pull_every = \"50ms\"\n"),
+            "DIR/nfsentry.toml:5: crowdsec.pull_every: \"50ms\" is too short (at least 100ms: \
+             every poll is a query on the LAPI's database)"
+                .to_owned(),
+        ),
+        (
+            with("pull_every = \"10s\"\nresync_every = \"5s\"\n"),
+            "DIR/nfsentry.toml:6: crowdsec.resync_every: \"5s\" is shorter than \
+             crowdsec.pull_every (10s)"
+                .to_owned(),
+        ),
+        (
+            with("resync_every = \"5 min\"\n"),
+            "DIR/nfsentry.toml:5: crowdsec.resync_every: \"5 min\" is not a duration (unknown \
+             unit \" min\"; use d, h, m, s, ms, us or ns)"
+                .to_owned(),
+        ),
+        (
+            with("scenario = \"port scan\"\n"),
+            "DIR/nfsentry.toml:5: crowdsec.scenario: \"port scan\" is not a scenario name \
+             (1-128 characters of A-Z, a-z, 0-9, '_', '-', '.' and '/', e.g. \
+             \"nfsentry/portscan\")"
+                .to_owned(),
+        ),
+        (
+            with("actions = [\"route\", \"nft-set\"]\n"),
+            "DIR/nfsentry.toml:5: crowdsec.actions: \"nft-set\" is where pulled decisions \
+             always go; list only the other actions"
+                .to_owned(),
+        ),
+        (
+            with("actions = [\"route\",\n  \"route\"]\n"),
+            "DIR/nfsentry.toml:6: crowdsec.actions: \"route\" is listed twice".to_owned(),
+        ),
+        (
+            with("actions = [\"command\"]\n"),
+            "DIR/nfsentry.toml:5: crowdsec.actions: \"command\" needs respond.command, the \
+             program and its arguments"
+                .to_owned(),
+        ),
+        (
+            with("actions = [\"nftset\"]\n"),
+            "DIR/nfsentry.toml:5: crowdsec.actions: \"nftset\" is not an action (expected one \
+             of: nft-set, route, hosts-deny, command, iptables, ipchains, ipfwadm, ipfw, \
+             ipfilter)"
+                .to_owned(),
+        ),
+        (
+            with("pul = true\n"),
+            "DIR/nfsentry.toml:5: unknown key \"pul\" in [crowdsec] (expected one of: url, \
+             push, machine_id, password_file, pull, bouncer_key_file, pull_every, \
+             resync_every, scenario, actions)"
+                .to_owned(),
+        ),
+        (
+            with("push = \"yes\"\n"),
+            "DIR/nfsentry.toml:5: crowdsec.push: \"yes\" is a string, expected a boolean"
+                .to_owned(),
+        ),
+    ];
+    for (text, expected) in cases {
+        assert_eq!(files.load_err(&text), expected, "{text}");
+    }
+}
+
+#[test]
+fn unreadable_secret_keeps_its_cause() {
+    let files = CrowdsecFiles::new();
+    let Err(error) =
+        files.load("[crowdsec]\npush = false\nbouncer_key_file = \"/nonexistent/key\"\n")
+    else {
+        panic!("a missing key file was accepted");
+    };
+    assert_eq!(error.line, Some(3));
+    let cause = error
+        .source()
+        .and_then(|cause| cause.downcast_ref::<std::io::Error>());
+    assert_eq!(
+        cause.map(std::io::Error::kind),
+        Some(std::io::ErrorKind::NotFound)
+    );
+}
+
+/// Whatever is wrong with a secret file, the message names the file and never its contents;
+/// and a loaded config prints its secrets as `Secret(..)`.
+#[test]
+fn secrets_never_appear_in_errors_or_debug_output() {
+    let files = CrowdsecFiles::new();
+    let secret = "s3cr3t-Zq81";
+    let contents: [Vec<u8>; 4] = [
+        format!("{secret}\nsecond line\n").into_bytes(),
+        format!("{secret}\u{e9}").into_bytes(),
+        format!("{secret}\u{7}").into_bytes(),
+        [secret.as_bytes(), &[0xff]].concat(),
+    ];
+    for bytes in contents {
+        files.dir.write("key", &bytes);
+        let error = files.load_err("[crowdsec]\npush = false\nbouncer_key_file = \"key\"\n");
+        assert!(!error.contains(secret), "{error}");
+        assert!(
+            error.contains("crowdsec.bouncer_key_file: \"key\""),
+            "{error}"
+        );
+    }
+    let files = CrowdsecFiles::new();
+    let config = files.load_ok(CROWDSEC_MINIMAL);
+    let printed = format!("{config:?} {config:#?}");
+    assert!(!printed.contains(CrowdsecFiles::PASSWORD), "{printed}");
+    assert!(!printed.contains(CrowdsecFiles::KEY), "{printed}");
+    assert!(printed.contains("Secret(..)"));
+}
+
+/// The shipped example documents `[crowdsec]` commented out, since it is off by default. With
+/// its '#' removed (and the secret files pointed somewhere that exists) it must load, with
+/// every key of the contract shown, at the values of the built-in defaults.
+#[test]
+fn shipped_crowdsec_example_loads_once_uncommented() {
+    let text = match read_text(&shipped_config_dir().join("nfsentry.toml")) {
+        Ok(text) => text,
+        Err(error) => panic!("{error}"),
+    };
+    let Some(start) = text.find("\n#[crowdsec]\n") else {
+        panic!("config/nfsentry.toml shows no commented-out [crowdsec] section");
+    };
+    let files = CrowdsecFiles::new();
+    let mut keys = Vec::new();
+    let mut uncommented = String::from("[respond]\ncommand = [\"/bin/true\"]\n");
+    for line in text[start + 1..].lines() {
+        let setting = match line.strip_prefix('#') {
+            Some(rest) if !rest.starts_with(' ') && !rest.is_empty() => rest,
+            _ => continue,
+        };
+        let setting = setting
+            .replace("/etc/nfsentry/crowdsec-password", "password")
+            .replace("/etc/nfsentry/crowdsec-bouncer-key", "key");
+        if let Some((key, _)) = setting.split_once(" = ") {
+            keys.push(key.to_owned());
+        }
+        uncommented.push_str(&setting);
+        uncommented.push('\n');
+    }
+    let mut expected_keys = [
+        "url",
+        "push",
+        "machine_id",
+        "password_file",
+        "pull",
+        "bouncer_key_file",
+        "pull_every",
+        "resync_every",
+        "scenario",
+        "actions",
+    ];
+    keys.sort();
+    expected_keys.sort_unstable();
+    assert_eq!(keys, expected_keys);
+    let from_example = files.load_ok(&uncommented).crowdsec;
+    let defaults = files
+        .load_ok(&format!(
+            "[respond]\ncommand = [\"/bin/true\"]\n{CROWDSEC_MINIMAL}"
+        ))
+        .crowdsec;
+    assert_eq!(from_example, defaults);
 }

@@ -41,6 +41,7 @@ pub(super) fn validate(raw: RawConfig, source: SourceText<'_>) -> Result<Config,
         monitor: monitor(&raw.monitor, source)?,
         detect: detect(&raw.detect, source)?,
         respond: respond(&raw.respond, source)?,
+        crowdsec: super::crowdsec::validate(raw.crowdsec.as_ref(), &raw.respond, source)?,
     })
 }
 
@@ -437,12 +438,12 @@ fn command(
 }
 
 /// The elements of a list field; nothing when the key is absent.
-fn list<T>(field: &ListField<T>) -> impl Iterator<Item = &Spanned<T>> {
+pub(super) fn list<T>(field: &ListField<T>) -> impl Iterator<Item = &Spanned<T>> {
     field.iter().flat_map(|items| items.get_ref().iter())
 }
 
 /// A string field, unless it is absent or "" (both mean "not set").
-fn non_empty(field: &Field<String>) -> Option<&Spanned<String>> {
+pub(super) fn non_empty(field: &Field<String>) -> Option<&Spanned<String>> {
     field.as_ref().filter(|value| !value.get_ref().is_empty())
 }
 
@@ -487,7 +488,7 @@ fn table_bound(
     .map(Some)
 }
 
-fn duration(
+pub(super) fn duration(
     source: SourceText<'_>,
     field: &Field<RawDuration>,
     key: &str,
@@ -522,7 +523,7 @@ fn zero_duration_error(
     source.value_error(&span, key, &written, "must be longer than zero")
 }
 
-fn word<T: ConfigWord>(
+pub(super) fn word<T: ConfigWord>(
     source: SourceText<'_>,
     field: &Field<String>,
     key: &str,
@@ -535,7 +536,7 @@ fn word<T: ConfigWord>(
     }
 }
 
-fn unknown_word_error<T: ConfigWord>(
+pub(super) fn unknown_word_error<T: ConfigWord>(
     source: SourceText<'_>,
     written: &Spanned<String>,
     key: &str,
