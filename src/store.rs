@@ -93,6 +93,21 @@ impl BlockRecord {
     }
 }
 
+#[cfg(test)]
+impl BlockRecord {
+    /// A SYN/Normal block on TCP 23 added at 2023-11-14, the record the unit tests share.
+    pub(crate) fn example(source: &str, expires: Option<u64>) -> BlockRecord {
+        BlockRecord {
+            source: source.parse().expect("a test address"),
+            added: 1_700_000_000,
+            expires,
+            protocol: "TCP".into(),
+            port: 23,
+            kind: "SYN/Normal".into(),
+        }
+    }
+}
+
 pub fn unix_seconds(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
@@ -332,14 +347,7 @@ mod tests {
     }
 
     fn record(addr: &str, expires: Option<u64>) -> BlockRecord {
-        BlockRecord {
-            source: addr.parse().unwrap(),
-            added: 1_700_000_000,
-            expires,
-            protocol: "TCP".into(),
-            port: 23,
-            kind: "SYN/Normal".into(),
-        }
+        BlockRecord::example(addr, expires)
     }
 
     #[test]

@@ -14,8 +14,8 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::error::{ConfigError, SourceText};
-use super::raw::{Field, RawCrowdsec, RawDuration, RawRespond};
-use super::validate::{duration, list, non_empty, unknown_word_error};
+use super::raw::{Field, RawCrowdsec, RawRespond};
+use super::validate::{duration, duration_error, list, non_empty, unknown_word_error};
 use super::{format_duration, ActionKind, ConfigWord};
 
 /// CrowdSec's own default listen address for its LAPI.
@@ -398,26 +398,6 @@ fn secret(
         return Err(problem(&"holds characters an HTTP header cannot carry"));
     }
     Ok((path, Secret(text.to_owned())))
-}
-
-fn duration_error(
-    source: SourceText<'_>,
-    field: &Field<RawDuration>,
-    key: &str,
-    problem: impl fmt::Display,
-) -> ConfigError {
-    let (span, written) = match field {
-        Some(field) => (
-            field.span(),
-            match field.get_ref() {
-                RawDuration::Seconds(seconds) => seconds.to_string(),
-                RawDuration::Text(text) => text.clone(),
-            },
-        ),
-        // Only reachable if a default broke its own rule; keep the message honest anyway.
-        None => (0..0, "(default)".to_owned()),
-    };
-    source.value_error(&span, key, &written, problem)
 }
 
 /// `http://HOST[:PORT][/PATH]` to its canonical form with a trailing `/`.

@@ -2,6 +2,7 @@
 //! the ignore file; errors point at the key, line and value. It never touches the system
 //! beyond reading that one file.
 
+use std::fmt;
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
@@ -509,6 +510,17 @@ fn zero_duration_error(
     field: &Field<RawDuration>,
     key: &str,
 ) -> ConfigError {
+    duration_error(source, field, key, "must be longer than zero")
+}
+
+/// An error at a duration key, quoting the value as written (a default has no span, which
+/// happens only if a default breaks its own rule; the message stays honest anyway).
+pub(super) fn duration_error(
+    source: SourceText<'_>,
+    field: &Field<RawDuration>,
+    key: &str,
+    problem: impl fmt::Display,
+) -> ConfigError {
     let (span, written) = match field {
         Some(field) => (
             field.span(),
@@ -517,10 +529,9 @@ fn zero_duration_error(
                 RawDuration::Text(text) => text.clone(),
             },
         ),
-        // Only reachable if a default were zero; keep the message honest anyway.
-        None => (0..0, "0".to_owned()),
+        None => (0..0, "(default)".to_owned()),
     };
-    source.value_error(&span, key, &written, "must be longer than zero")
+    source.value_error(&span, key, &written, problem)
 }
 
 pub(super) fn word<T: ConfigWord>(

@@ -272,40 +272,28 @@ impl Executor for RecordingExecutor {
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
-    use std::sync::atomic::{AtomicU32, Ordering};
-
-    static NEXT_DIR: AtomicU32 = AtomicU32::new(0);
-
-    /// A scratch directory removed when the test ends, pass or fail.
-    struct ScratchDir(PathBuf);
+    /// A scratch directory (removed when the test ends, pass or fail) to put programs in.
+    struct ScratchDir(tempfile::TempDir);
 
     impl ScratchDir {
         fn new() -> ScratchDir {
-            let path = env::temp_dir().join(format!(
-                "nfsentry-executor-unit-{}-{}",
-                std::process::id(),
-                NEXT_DIR.fetch_add(1, Ordering::Relaxed)
-            ));
-            fs::create_dir_all(&path).unwrap();
-            ScratchDir(path)
+            ScratchDir(tempfile::tempdir().unwrap())
+        }
+
+        fn path(&self) -> &Path {
+            self.0.path()
         }
 
         fn executable(&self, name: &str) -> PathBuf {
-            let path = self.0.join(name);
+            let path = self.path().join(name);
             fs::write(&path, "").unwrap();
             fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
             path
         }
     }
 
-    impl Drop for ScratchDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
-
     fn search_path(dirs: &[&ScratchDir]) -> OsString {
-        env::join_paths(dirs.iter().map(|dir| dir.0.clone())).unwrap()
+        env::join_paths(dirs.iter().map(|dir| dir.path())).unwrap()
     }
 
     #[test]
@@ -313,13 +301,13 @@ mod tests {
         let first = ScratchDir::new();
         let second = ScratchDir::new();
         // Not executable: must be passed over for the one in the second directory.
-        fs::write(first.0.join("ipfw"), "").unwrap();
+        fs::write(first.path().join("ipfw"), "").unwrap();
         let executable = second.executable("ipfw");
         let spawning = SpawningExecutor::with_search_path(search_path(&[&first, &second]));
         assert_eq!(spawning.find("ipfw"), Ok(executable.clone()));
 
         // A directory named like the tool is not a program.
-        fs::create_dir(first.0.join("ipf")).unwrap();
+        fs::create_dir(first.path().join("ipf")).unwrap();
         let missing = spawning.find("ipf").unwrap_err();
         assert_eq!(
             missing.to_string(),
@@ -342,9 +330,9 @@ mod tests {
     fn lookup_keeps_links_as_named() {
         let dir = ScratchDir::new();
         let multi_call = dir.executable("xtables-legacy-multi");
-        symlink(&multi_call, dir.0.join("ip6tables")).unwrap();
+        symlink(&multi_call, dir.path().join("ip6tables")).unwrap();
         let spawning = SpawningExecutor::with_search_path(search_path(&[&dir]));
-        assert_eq!(spawning.find("ip6tables"), Ok(dir.0.join("ip6tables")));
+        assert_eq!(spawning.find("ip6tables"), Ok(dir.path().join("ip6tables")));
     }
 
     #[test]

@@ -656,33 +656,8 @@ pub fn is_plain_interface_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::env;
     use std::fs;
     use std::os::unix::fs::PermissionsExt;
-    use std::sync::atomic::{AtomicU32, Ordering};
-
-    static NEXT_DIR: AtomicU32 = AtomicU32::new(0);
-
-    /// A scratch directory removed when the test ends, pass or fail.
-    struct ScratchDir(PathBuf);
-
-    impl ScratchDir {
-        fn new() -> ScratchDir {
-            let path = env::temp_dir().join(format!(
-                "nfsentry-legacy-unit-{}-{}",
-                std::process::id(),
-                NEXT_DIR.fetch_add(1, Ordering::Relaxed)
-            ));
-            fs::create_dir_all(&path).unwrap();
-            ScratchDir(path)
-        }
-    }
-
-    impl Drop for ScratchDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
 
     fn args(text: &str) -> Vec<String> {
         text.split_whitespace().map(str::to_owned).collect()
@@ -774,13 +749,13 @@ mod tests {
 
     #[test]
     fn a_tool_that_overruns_its_time_is_an_error_naming_the_command() {
-        let scratch = ScratchDir::new();
-        let hung_tool = scratch.0.join("ipchains");
+        let scratch = tempfile::tempdir().unwrap();
+        let hung_tool = scratch.path().join("ipchains");
         fs::write(&hung_tool, "#!/bin/sh\necho hanging >&2\nexec sleep 30\n").unwrap();
         fs::set_permissions(&hung_tool, fs::Permissions::from_mode(0o755)).unwrap();
         // A real process, found by the real lookup in a search path given to it.
         let mut backend = LegacyAction::new(LegacyTool::Ipchains, None)
-            .with_executor(SpawningExecutor::with_search_path(&scratch.0));
+            .with_executor(SpawningExecutor::with_search_path(scratch.path()));
         backend.timeout = Duration::from_millis(200);
         backend.init(&[], SystemTime::now()).unwrap();
         let source: IpAddr = "192.0.2.7".parse().unwrap();

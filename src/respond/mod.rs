@@ -306,14 +306,7 @@ mod tests {
     }
 
     fn record(addr: &str) -> BlockRecord {
-        BlockRecord {
-            source: addr.parse().unwrap(),
-            added: 1_700_000_000,
-            expires: None,
-            protocol: "TCP".into(),
-            port: 23,
-            kind: "SYN/Normal".into(),
-        }
+        BlockRecord::example(addr, None)
     }
 
     fn addresses(list: &[&str]) -> Vec<IpAddr> {

@@ -301,14 +301,7 @@ mod tests {
     }
 
     fn record(addr: &str, expires: Option<u64>) -> BlockRecord {
-        BlockRecord {
-            source: addr.parse().unwrap(),
-            added: 1_700_000_000,
-            expires,
-            protocol: "TCP".into(),
-            port: 23,
-            kind: "SYN/Normal".into(),
-        }
+        BlockRecord::example(addr, expires)
     }
 
     fn addresses(list: &[&str]) -> Vec<IpAddr> {
