@@ -1,28 +1,76 @@
 //! nfsentry: a port-scan detector that sits inline on an NFQUEUE and blocks scanners in nftables.
 //!
-//! Data flows one way: packet → [`packet`] (parse, classify) → [`tracker`] (per-source state) →
-//! [`engine`] (decision) → verdict + response ([`respond`]). The edges that touch the kernel
-//! ([`queue`], [`nflog`], [`nft`]) are kept apart from the core, which does no I/O.
+//! Data flows one way, from a packet to a verdict and a response:
+//!
+//! ```text
+//!   kernel ──NFQUEUE──▶ queue ─┐                       ┌─▶ verdict ──▶ queue ──▶ kernel
+//!   kernel ──NFLOG────▶ nflog ─┤                       │
+//!                              ▼                       │
+//!            pipeline: packet (parse, classify) → tracker (per source) → engine (decide)
+//!                              │   report (log lines, history line)
+//!                              ▼
+//!                  block order ──channel──▶ respond::responder
+//!                                              ├─▶ store (journal, history file)
+//!                                              └─▶ respond actions: nft-set, route,
+//!                                                  hosts-deny, command, legacy tools
+//! ```
+//!
+//! The **core** does no I/O: bytes and the time go in, decisions come out, so all of it is
+//! tested without root, kernel or clock. The **edges** each talk to one thing outside: the
+//! kernel (netlink sockets), files, processes, the network. The daemon joins them: it owns the
+//! threads, signals and timers, and nothing in the core imports an edge.
+//!
+//! To add a blocking method: one file in `respond/` implementing [`respond::Action`], its config
+//! word in `config`'s `action_kinds!` list, and one line in [`respond::build`].
 
+// ── Core: no I/O ──────────────────────────────────────────────────────────────────────────
+// CIDR set lookups for the ignore list.
 pub mod addrset;
-pub mod atomic_file;
+// The configuration: TOML in, validated values out (reads the config and ignore files only).
 pub mod config;
-pub mod crowdsec;
-pub mod daemon;
+// The decision per classified packet: verdict, detection, block.
 pub mod engine;
+// An error with its causes on one line.
 pub mod error_text;
-pub mod firewall;
-pub mod host;
+// Translating a portsentry.conf (reading it is its `system` part's job).
 pub mod import_portsentry;
-pub mod logging;
-pub mod netlink_wire;
-pub mod nflog;
-pub mod nft;
+// Parsing and classifying one packet.
 pub mod packet;
+// The per-packet path: packet bytes and time in, verdict, block order and log lines out.
 pub mod pipeline;
-pub mod queue;
+// PortSentry's log and history wording.
 pub mod report;
-pub mod respond;
-pub mod sd_notify;
-pub mod store;
+// Per-source scan counters, bounded.
 pub mod tracker;
+
+// ── Edges: the kernel ─────────────────────────────────────────────────────────────────────
+// nfsentry's nft tables: install, removal, a crashed run's leftovers.
+pub mod firewall;
+// The host's interfaces and addresses.
+pub mod host;
+// Netlink framing, sockets and request/answer exchanges shared by the kernel edges.
+pub mod netlink_wire;
+// Short-header packets from NFLOG.
+pub mod nflog;
+// The nft ruleset model and its netlink encoding.
+pub mod nft;
+// Queued packets and their verdicts.
+pub mod queue;
+
+// ── Edges: files, processes, network, the service manager ────────────────────────────────
+// Crash-safe file replacement.
+pub mod atomic_file;
+// CrowdSec's Local API: pushing our blocks, pulling the fleet's.
+pub mod crowdsec;
+// Where log lines go: stderr/journal, syslog, a file.
+pub mod logging;
+// The blocking actions and the responder thread that runs them.
+pub mod respond;
+// systemd's readiness, status and watchdog notifications.
+pub mod sd_notify;
+// The blocks journal and the history file.
+pub mod store;
+
+// ── The process ───────────────────────────────────────────────────────────────────────────
+// `nfsentry run`: start-up, privileges, signals, threads and the packet loop.
+pub mod daemon;

@@ -133,22 +133,47 @@ pub enum Verdict {
     Accept,
 }
 
-/// One way of blocking a scanner. `Display` gives the word used in the config file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ActionKind {
+/// Declares [`ActionKind`] and its config words in one list, so that a new action is one line
+/// here (plus its file in `respond/` and its line in `respond::build`).
+macro_rules! action_kinds {
+    ($($(#[$doc:meta])* $kind:ident => $word:literal,)+) => {
+        /// One way of blocking a scanner. `Display` gives the word used in the config file.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ActionKind {
+            $($(#[$doc])* $kind,)+
+        }
+
+        impl ConfigWord for ActionKind {
+            const ALL: &'static [ActionKind] = &[$(ActionKind::$kind,)+];
+            const WHAT: &'static str = "an action";
+            fn as_str(self) -> &'static str {
+                match self {
+                    $(ActionKind::$kind => $word,)+
+                }
+            }
+        }
+    };
+}
+
+action_kinds! {
     /// Add the address to nfsentry's own nft set.
-    NftSet,
+    NftSet => "nft-set",
     /// Add a blackhole route, or a route through `respond.route`.
-    Route,
+    Route => "route",
     /// Append `respond.hosts_deny_line` to `respond.hosts_deny`.
-    HostsDeny,
+    HostsDeny => "hosts-deny",
     /// Run `respond.command`.
-    Command,
-    Iptables,
-    Ipchains,
-    Ipfwadm,
-    Ipfw,
-    Ipfilter,
+    Command => "command",
+    /// PortSentry's iptables recipe (ip6tables for IPv6).
+    Iptables => "iptables",
+    /// PortSentry's ipchains recipe (Linux 2.2).
+    Ipchains => "ipchains",
+    /// PortSentry's ipfwadm recipe (Linux 2.0).
+    Ipfwadm => "ipfwadm",
+    /// PortSentry's ipfw recipe (FreeBSD).
+    Ipfw => "ipfw",
+    /// PortSentry's ipf recipe (IPFilter).
+    Ipfilter => "ipfilter",
 }
 
 /// Where the `route` action sends a blocked address.
@@ -383,34 +408,6 @@ impl ConfigWord for Verdict {
         match self {
             Verdict::Drop => "drop",
             Verdict::Accept => "accept",
-        }
-    }
-}
-
-impl ConfigWord for ActionKind {
-    const ALL: &'static [ActionKind] = &[
-        ActionKind::NftSet,
-        ActionKind::Route,
-        ActionKind::HostsDeny,
-        ActionKind::Command,
-        ActionKind::Iptables,
-        ActionKind::Ipchains,
-        ActionKind::Ipfwadm,
-        ActionKind::Ipfw,
-        ActionKind::Ipfilter,
-    ];
-    const WHAT: &'static str = "an action";
-    fn as_str(self) -> &'static str {
-        match self {
-            ActionKind::NftSet => "nft-set",
-            ActionKind::Route => "route",
-            ActionKind::HostsDeny => "hosts-deny",
-            ActionKind::Command => "command",
-            ActionKind::Iptables => "iptables",
-            ActionKind::Ipchains => "ipchains",
-            ActionKind::Ipfwadm => "ipfwadm",
-            ActionKind::Ipfw => "ipfw",
-            ActionKind::Ipfilter => "ipfilter",
         }
     }
 }

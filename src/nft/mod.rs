@@ -6,6 +6,7 @@
 
 mod batches;
 mod bytecode;
+pub mod intervals;
 pub mod netlink;
 mod objects;
 pub mod ruleset;
