@@ -308,7 +308,7 @@ impl PacketLoop {
             self.pipeline
                 .handle(bytes, Arrival::Queued, Instant::now(), SystemTime::now());
         let verdict = handled.verdict.unwrap_or(self.default_verdict);
-        self.carry_out(handled);
+        self.pass_on(handled);
         verdict
     }
 
@@ -321,11 +321,11 @@ impl PacketLoop {
             Instant::now(),
             SystemTime::now(),
         );
-        self.carry_out(handled);
+        self.pass_on(handled);
     }
 
     /// Writes the lines, then hands the block order to the responder thread.
-    fn carry_out(&self, handled: Handled) {
+    fn pass_on(&self, handled: Handled) {
         for line in &handled.lines {
             write_line(line);
         }

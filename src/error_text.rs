@@ -1,5 +1,5 @@
 //! One line for an error and everything that caused it, for logs and for the text-only
-//! errors backends report: thiserror keeps causes as `source()`, out of `Display`.
+//! errors actions report: thiserror keeps causes as `source()`, out of `Display`.
 
 use std::error::Error;
 

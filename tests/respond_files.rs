@@ -115,21 +115,21 @@ fn admin_lines_survive_block_release_and_restore_byte_for_byte() {
     let dir = ScratchDir::new(SCRATCH_PREFIX, "survive");
     let path = dir.join("hosts.deny");
     fs::write(&path, ADMIN_HOSTS_DENY).unwrap();
-    let mut backend = HostsDenyAction::new(path.clone(), TEMPLATE.into());
+    let mut action = HostsDenyAction::new(path.clone(), TEMPLATE.into());
     let now = SystemTime::now();
 
-    backend.block(&[&record(v4(7))], now).unwrap();
-    backend.block(&[&record(v6(7))], now).unwrap();
+    action.block(&[&record(v4(7))], now).unwrap();
+    action.block(&[&record(v6(7))], now).unwrap();
     assert_blocks(&path, ADMIN_HOSTS_DENY, &[v4(7), v6(7)]);
     assert!(
         read_text(&path).ends_with("\nALL: [2001:db8::7]\n"),
         "IPv6 is written in brackets, one line per block"
     );
 
-    backend.release(&[&record(v4(7))]).unwrap();
+    action.release(&[&record(v4(7))]).unwrap();
     assert_blocks(&path, ADMIN_HOSTS_DENY, &[v6(7)]);
 
-    // A restart: a fresh backend restores what is due, some of it already in the file.
+    // A restart: a fresh action restores what is due, some of it already in the file.
     let mut restarted = HostsDenyAction::new(path.clone(), TEMPLATE.into());
     let due = [record(v6(7)), record(v4(8)), record(v4(9))];
     let due_refs: Vec<&BlockRecord> = due.iter().collect();
@@ -157,13 +157,13 @@ fn releases_remove_only_nfsentry_lines_even_when_the_admin_wrote_the_same_rule()
     let path = dir.join("hosts.deny");
     let admin = b"ALL: 192.0.2.7\n";
     fs::write(&path, admin).unwrap();
-    let mut backend = HostsDenyAction::new(path.clone(), TEMPLATE.into());
-    backend.block(&[&record(v4(7))], SystemTime::now()).unwrap();
+    let mut action = HostsDenyAction::new(path.clone(), TEMPLATE.into());
+    action.block(&[&record(v4(7))], SystemTime::now()).unwrap();
     assert_eq!(
         read_text(&path),
         "ALL: 192.0.2.7\n# nfsentry block 192.0.2.7\nALL: 192.0.2.7\n"
     );
-    backend.release(&[&record(v4(7))]).unwrap();
+    action.release(&[&record(v4(7))]).unwrap();
     assert_eq!(fs::read(&path).unwrap(), admin);
 }
 
@@ -183,8 +183,8 @@ fn replacement_keeps_permissions_owner_and_symlink_and_sweeps_stale_temps() {
     fs::write(&stale, b"left by a crash").unwrap();
     let inode_before = fs::metadata(&real).unwrap().ino();
 
-    let mut backend = HostsDenyAction::new(link.clone(), TEMPLATE.into());
-    backend.block(&[&record(v4(7))], SystemTime::now()).unwrap();
+    let mut action = HostsDenyAction::new(link.clone(), TEMPLATE.into());
+    action.block(&[&record(v4(7))], SystemTime::now()).unwrap();
 
     assert!(fs::symlink_metadata(&link)
         .unwrap()
@@ -216,19 +216,19 @@ fn replacement_keeps_permissions_owner_and_symlink_and_sweeps_stale_temps() {
 fn a_missing_file_is_created_by_a_block_but_not_by_a_release() {
     let dir = ScratchDir::new(SCRATCH_PREFIX, "missing");
     let path = dir.join("hosts.deny");
-    let mut backend = HostsDenyAction::new(path.clone(), TEMPLATE.into());
-    backend.release(&[&record(v4(7))]).unwrap();
+    let mut action = HostsDenyAction::new(path.clone(), TEMPLATE.into());
+    action.release(&[&record(v4(7))]).unwrap();
     assert!(!path.exists());
-    backend.block(&[&record(v6(1))], SystemTime::now()).unwrap();
+    action.block(&[&record(v6(1))], SystemTime::now()).unwrap();
     assert_eq!(
         read_text(&path),
         "# nfsentry block 2001:db8::1\nALL: [2001:db8::1]\n"
     );
-    backend.release(&[&record(v6(1))]).unwrap();
+    action.release(&[&record(v6(1))]).unwrap();
     assert_eq!(read_text(&path), "");
 }
 
-/// Two writers, each with its own backend on the same file, block and release at once; every
+/// Two writers, each with its own action on the same file, block and release at once; every
 /// change of both must be there at the end.
 fn race_two_writers(path: &Path) {
     const PER_WRITER: u8 = 30;
@@ -239,14 +239,14 @@ fn race_two_writers(path: &Path) {
             let path = path.to_path_buf();
             let barrier = Arc::clone(&barrier);
             thread::spawn(move || {
-                let mut backend = HostsDenyAction::new(path, TEMPLATE.into());
+                let mut action = HostsDenyAction::new(path, TEMPLATE.into());
                 barrier.wait();
                 for i in 1..=PER_WRITER {
-                    backend
+                    action
                         .block(&[&record(v4(base + i))], SystemTime::now())
                         .unwrap();
                     if i % 3 == 0 {
-                        backend.release(&[&record(v4(base + i - 1))]).unwrap();
+                        action.release(&[&record(v4(base + i - 1))]).unwrap();
                     }
                 }
             })
@@ -320,9 +320,9 @@ fn read_only_directory_falls_back_to_in_place_writes() {
 
     // Released entries may sit as comment lines between live ones; the next replacement
     // (the directory is writable out here) drops them and keeps everything else.
-    let mut backend = HostsDenyAction::new(path.clone(), TEMPLATE.into());
+    let mut action = HostsDenyAction::new(path.clone(), TEMPLATE.into());
     for source in &expected {
-        backend.release(&[&record(*source)]).unwrap();
+        action.release(&[&record(*source)]).unwrap();
     }
     assert_eq!(fs::read(&path).unwrap(), ADMIN_HOSTS_DENY);
 }
@@ -350,16 +350,16 @@ fn in_place_writes_under_a_read_only_directory() {
     );
     let inode = fs::metadata(&path).unwrap().ino();
 
-    let mut backend = HostsDenyAction::new(path.clone(), TEMPLATE.into());
+    let mut action = HostsDenyAction::new(path.clone(), TEMPLATE.into());
     let now = SystemTime::now();
-    backend.block(&[&record(v4(7))], now).unwrap();
-    backend.block(&[&record(v6(7))], now).unwrap();
-    backend.block(&[&record(v4(7))], now).unwrap();
+    action.block(&[&record(v4(7))], now).unwrap();
+    action.block(&[&record(v6(7))], now).unwrap();
+    action.block(&[&record(v4(7))], now).unwrap();
     assert_blocks(&path, ADMIN_HOSTS_DENY, &[v4(7), v6(7)]);
-    backend.release(&[&record(v4(7))]).unwrap();
+    action.release(&[&record(v4(7))]).unwrap();
     assert_blocks(&path, ADMIN_HOSTS_DENY, &[v6(7)]);
     let due = [record(v6(7))];
-    backend.init(&[&due[0]], now).unwrap();
+    action.init(&[&due[0]], now).unwrap();
     assert_blocks(&path, ADMIN_HOSTS_DENY, &[v6(7)]);
 
     race_two_writers(&path);
@@ -421,7 +421,7 @@ fn command_gets_exactly_the_configured_argv_with_placeholders_filled() {
     )
     .unwrap();
     fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
-    let mut backend = CommandAction::new(
+    let mut action = CommandAction::new(
         argv(&[
             script.to_str().unwrap(),
             out.to_str().unwrap(),
@@ -437,7 +437,7 @@ fn command_gets_exactly_the_configured_argv_with_placeholders_filled() {
     let mut block = record(v6(7));
     block.protocol = "UDP".into();
     block.port = 161;
-    backend.block(&[&block], SystemTime::now()).unwrap();
+    action.block(&[&block], SystemTime::now()).unwrap();
 
     let recorded = fs::read(&out).unwrap();
     let args: Vec<&[u8]> = recorded.split(|b| *b == 0).collect();
@@ -472,7 +472,7 @@ fn command_over_its_time_is_killed_with_everything_it_started() {
     let dir = ScratchDir::new(SCRATCH_PREFIX, "timeout");
     let pid_file = dir.join("sleeper.pid");
     let timeout = Duration::from_millis(300);
-    let backend = CommandAction::new(
+    let action = CommandAction::new(
         argv(&[
             "/bin/sh",
             "-c",
@@ -485,7 +485,7 @@ fn command_over_its_time_is_killed_with_everything_it_started() {
         false,
     );
     let started = Instant::now();
-    let outcome = backend.run(&record(v4(7))).unwrap();
+    let outcome = action.run(&record(v4(7))).unwrap();
     let took = started.elapsed();
     assert!(outcome.timed_out);
     assert!(!outcome.succeeded());
@@ -565,7 +565,7 @@ fn command_exit_status_and_stderr_are_logged() {
 
 #[test]
 fn command_stderr_flood_is_cut_to_its_first_bytes_without_stalling_the_child() {
-    let backend = CommandAction::new(
+    let action = CommandAction::new(
         argv(&[
             "/bin/sh",
             "-c",
@@ -574,7 +574,7 @@ fn command_stderr_flood_is_cut_to_its_first_bytes_without_stalling_the_child() {
         Duration::from_secs(10),
         false,
     );
-    let outcome = backend.run(&record(v4(7))).unwrap();
+    let outcome = action.run(&record(v4(7))).unwrap();
     assert!(outcome.succeeded(), "{outcome:?}");
     assert_eq!(outcome.stderr.len(), STDERR_KEPT_BYTES);
     assert!(outcome.stderr.iter().all(|b| *b == b'e'));
@@ -585,27 +585,27 @@ fn command_stderr_flood_is_cut_to_its_first_bytes_without_stalling_the_child() {
 fn command_release_and_restore_run_nothing() {
     let dir = ScratchDir::new(SCRATCH_PREFIX, "no-undo");
     let marker = dir.join("ran");
-    let mut backend = CommandAction::new(
+    let mut action = CommandAction::new(
         argv(&["/usr/bin/touch", marker.to_str().unwrap()]),
         Duration::from_secs(5),
         false,
     );
     let block = record(v4(7));
-    backend.release(&[&block]).unwrap();
-    backend.init(&[&block], SystemTime::now()).unwrap();
+    action.release(&[&block]).unwrap();
+    action.init(&[&block], SystemTime::now()).unwrap();
     assert!(!marker.exists());
-    backend.block(&[&block], SystemTime::now()).unwrap();
+    action.block(&[&block], SystemTime::now()).unwrap();
     assert!(marker.exists());
 }
 
 #[test]
 fn a_missing_program_is_an_error() {
-    let mut backend = CommandAction::new(
+    let mut action = CommandAction::new(
         argv(&["/nonexistent/nfsentry-test-program", "$TARGET$"]),
         Duration::from_secs(5),
         false,
     );
-    let error = backend
+    let error = action
         .block(&[&record(v4(7))], SystemTime::now())
         .unwrap_err();
     assert!(error.to_string().contains("cannot start"), "{error}");

@@ -89,7 +89,7 @@ fn record(source: &str) -> BlockRecord {
 }
 
 /// A recording action, after an `init` with nothing due, as the responder leaves it.
-fn backend(tool: LegacyTool, tools: &RecordingExecutor) -> LegacyAction {
+fn action_for(tool: LegacyTool, tools: &RecordingExecutor) -> LegacyAction {
     recording(tool, None, tools).unwrap()
 }
 
@@ -443,7 +443,7 @@ fn the_goldens_cover_every_tool_for_both_families() {
 #[test]
 fn iptables_checks_before_inserting_and_never_inserts_twice() {
     let tools = tools();
-    let mut iptables = backend(LegacyTool::Iptables, &tools);
+    let mut iptables = action_for(LegacyTool::Iptables, &tools);
     let now = SystemTime::now();
 
     tools.answer(statuses(&[1, 0])); // -C: not there; -I: done
@@ -467,7 +467,7 @@ fn iptables_checks_before_inserting_and_never_inserts_twice() {
 #[test]
 fn iptables_release_deletes_until_the_rule_is_gone() {
     let tools = tools();
-    let mut iptables = backend(LegacyTool::Iptables, &tools);
+    let mut iptables = action_for(LegacyTool::Iptables, &tools);
 
     // The rule is there twice (placed by hand, say): both copies must go.
     tools.answer(statuses(&[0, 0, 0, 0, 1]));
@@ -504,7 +504,7 @@ fn iptables_release_deletes_until_the_rule_is_gone() {
 #[test]
 fn iptables_uses_ip6tables_for_ipv6_sources() {
     let tools = tools();
-    let mut iptables = backend(LegacyTool::Iptables, &tools);
+    let mut iptables = action_for(LegacyTool::Iptables, &tools);
 
     tools.answer(statuses(&[1, 0, 0, 0, 1]));
     iptables
@@ -526,7 +526,7 @@ fn iptables_uses_ip6tables_for_ipv6_sources() {
 #[test]
 fn a_failing_tool_is_reported_with_its_status_and_stderr() {
     let tools = tools();
-    let mut iptables = backend(LegacyTool::Iptables, &tools);
+    let mut iptables = action_for(LegacyTool::Iptables, &tools);
     let now = SystemTime::now();
     let refusal = "iptables v1.8.9 (legacy): can't initialize iptables table `filter': \
                    Permission denied (you must be root)";
@@ -598,7 +598,7 @@ fn ipchains_and_ipfwadm_run_portsentrys_commands_and_skip_ipv6() {
         ),
     ];
     for (tool, block, release) in cases {
-        let mut legacy = backend(tool, &tools);
+        let mut legacy = action_for(tool, &tools);
         legacy.block(&[&record(BLOCKED_V4)], now).unwrap();
         // A second block of the same address in this run places nothing more.
         legacy.block(&[&record(BLOCKED_V4)], now).unwrap();
@@ -614,7 +614,7 @@ fn ipchains_and_ipfwadm_run_portsentrys_commands_and_skip_ipv6() {
 fn restore_without_a_check_removes_before_placing() {
     let tools = tools();
     let now = SystemTime::now();
-    let mut ipchains = backend(LegacyTool::Ipchains, &tools);
+    let mut ipchains = action_for(LegacyTool::Ipchains, &tools);
 
     // First address: no rule left from before (delete fails); second: one survived.
     tools.answer(statuses(&[1, 0, 0, 0]));
@@ -647,7 +647,7 @@ fn restore_without_a_check_removes_before_placing() {
 fn ipfw_release_rebuilds_rule_1_without_the_released_address() {
     let tools = tools();
     let now = SystemTime::now();
-    let mut ipfw = backend(LegacyTool::Ipfw, &tools);
+    let mut ipfw = action_for(LegacyTool::Ipfw, &tools);
 
     ipfw.block(&[&record(BLOCKED_V4)], now).unwrap();
     ipfw.block(&[&record(BLOCKED_V6)], now).unwrap();
@@ -680,7 +680,7 @@ fn ipfw_release_rebuilds_rule_1_without_the_released_address() {
 fn ipfw_releases_a_batch_with_one_rebuild_of_rule_1() {
     let tools = tools();
     let now = SystemTime::now();
-    let mut ipfw = backend(LegacyTool::Ipfw, &tools);
+    let mut ipfw = action_for(LegacyTool::Ipfw, &tools);
     let blocks = [record(BLOCKED_V4), record(OTHER_V4), record(BLOCKED_V6)];
     let all: Vec<&BlockRecord> = blocks.iter().collect();
 
@@ -704,7 +704,7 @@ fn ipfw_releases_a_batch_with_one_rebuild_of_rule_1() {
 fn tools_with_a_rule_per_address_release_a_batch_one_by_one() {
     let tools = tools();
     let now = SystemTime::now();
-    let mut ipchains = backend(LegacyTool::Ipchains, &tools);
+    let mut ipchains = action_for(LegacyTool::Ipchains, &tools);
     let blocks = [record(BLOCKED_V4), record(OTHER_V4)];
     let all: Vec<&BlockRecord> = blocks.iter().collect();
 
@@ -731,7 +731,7 @@ fn tools_with_a_rule_per_address_release_a_batch_one_by_one() {
 fn ipfw_restore_replaces_rule_1_so_nothing_is_doubled() {
     let tools = tools();
     let now = SystemTime::now();
-    let mut ipfw = backend(LegacyTool::Ipfw, &tools);
+    let mut ipfw = action_for(LegacyTool::Ipfw, &tools);
     let blocks = [record(BLOCKED_V4), record(OTHER_V4)];
     let due: Vec<&BlockRecord> = blocks.iter().collect();
 
@@ -784,7 +784,7 @@ fn ipfilter_feeds_the_rule_on_stdin_with_and_without_an_interface() {
         ]
     );
 
-    let mut anywhere = backend(LegacyTool::Ipfilter, &tools);
+    let mut anywhere = action_for(LegacyTool::Ipfilter, &tools);
     anywhere.block(&[&record(BLOCKED_V4)], now).unwrap();
     anywhere.block(&[&record(BLOCKED_V6)], now).unwrap();
     anywhere.release(&[&record(BLOCKED_V6)]).unwrap();
@@ -916,7 +916,7 @@ fn a_missing_tool_fails_init_and_check_naming_tool_and_path() {
     );
     assert!(check(LegacyTool::Ipchains, &tools).is_empty());
     // Found tools resolve to absolute paths along the search path, and run from there.
-    let mut ipchains = backend(LegacyTool::Ipchains, &tools);
+    let mut ipchains = action_for(LegacyTool::Ipchains, &tools);
     assert_eq!(
         ipchains.program_paths(),
         vec![PathBuf::from("/usr/sbin/ipchains")]
@@ -955,7 +955,7 @@ fn spawning(tool: LegacyTool) -> LegacyAction {
 /// What the namespace test does in and with its namespace.
 trait DaemonNamespace {
     /// Runs `body` on a thread that has entered the namespace and then, like the daemon, kept
-    /// only CAP_NET_ADMIN; the programs the backend starts inherit both.
+    /// only CAP_NET_ADMIN; the programs the action starts inherit both.
     fn run_as_daemon<T: Send>(&self, body: impl FnOnce() -> T + Send) -> T;
     /// `program -S INPUT` read from outside the test's thread, in the namespace.
     fn input_rules(&self, program: &str) -> Vec<String>;
@@ -1027,7 +1027,7 @@ fn real_iptables_places_one_rule_and_removes_every_copy() {
         "an IPv6 rule went to iptables"
     );
 
-    // A restart: a new backend restores the same blocks; the rules stay single.
+    // A restart: a new action restores the same blocks; the rules stay single.
     netns.run_as_daemon(|| {
         let mut second_run = spawning(LegacyTool::Iptables);
         second_run

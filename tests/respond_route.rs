@@ -1,4 +1,4 @@
-//! Kernel tests for the `route` response backend: each test enters a fresh network namespace
+//! Kernel tests for the `route` response action: each test enters a fresh network namespace
 //! (setns on the test thread), places and lifts routes through `RouteAction`, and reads the
 //! result back with `ip` and ICMP echoes. They need root and the `ip` tool; they do not
 //! test when the responder decides to block.
@@ -194,7 +194,7 @@ fn ours() -> String {
 }
 
 /// A route action that has opened its socket in the calling thread's namespace.
-fn backend(target: RouteTarget) -> RouteAction {
+fn action_for(target: RouteTarget) -> RouteAction {
     let mut action = RouteAction::new(target);
     action
         .init(&[], SystemTime::now())
@@ -212,7 +212,7 @@ fn check(result: Result<(), ActionError>, what: &str) {
 fn blackhole_routes_are_placed_once_and_released() {
     let mut lab = Lab::new("bh");
     lab.enter();
-    let mut routes = backend(RouteTarget::Blackhole);
+    let mut routes = action_for(RouteTarget::Blackhole);
     let now = SystemTime::now();
     assert_eq!(routes.name(), "route");
 
@@ -239,7 +239,7 @@ fn blackhole_routes_are_placed_once_and_released() {
 fn restore_places_nothing_twice() {
     let mut lab = Lab::new("restore");
     lab.enter();
-    let mut routes = backend(RouteTarget::Blackhole);
+    let mut routes = action_for(RouteTarget::Blackhole);
     let now = SystemTime::now();
     let v4 = record(SCANNER_V4);
     let v6 = record(SCANNER_V6);
@@ -257,7 +257,7 @@ fn gateway_mode_routes_the_scanner_via_the_gateway() {
     lab.enter();
     let now = SystemTime::now();
 
-    let mut via_v4 = backend(RouteTarget::Gateway("198.51.100.254".parse().unwrap()));
+    let mut via_v4 = action_for(RouteTarget::Gateway("198.51.100.254".parse().unwrap()));
     check(
         via_v4.block(&[&record(SCANNER_V4)], now),
         "block via v4 gateway",
@@ -274,7 +274,7 @@ fn gateway_mode_routes_the_scanner_via_the_gateway() {
     );
     assert_eq!(lab.routes_to("-6", "blackhole", SCANNER_V6), vec![ours()]);
 
-    let mut via_v6 = backend(RouteTarget::Gateway("2001:db8:1::fe".parse().unwrap()));
+    let mut via_v6 = action_for(RouteTarget::Gateway("2001:db8:1::fe".parse().unwrap()));
     let scanner = "2001:db8:99::9";
     check(
         via_v6.block(&[&record(scanner)], now),
@@ -298,7 +298,7 @@ fn gateway_mode_routes_the_scanner_via_the_gateway() {
 fn unreachable_gateway_is_reported_with_errno_and_route() {
     let mut lab = Lab::new("unreach");
     lab.enter();
-    let mut routes = backend(RouteTarget::Gateway("203.0.113.1".parse().unwrap()));
+    let mut routes = action_for(RouteTarget::Gateway("203.0.113.1".parse().unwrap()));
     let Err(error) = routes.block(&[&record(SCANNER_V4)], SystemTime::now()) else {
         panic!("a gateway with no route to it must be refused");
     };
@@ -323,10 +323,10 @@ fn release_removes_routes_of_an_earlier_target_too() {
     let now = SystemTime::now();
     // An earlier run with blackholes, this one with a gateway: both routes are ours.
     check(
-        backend(RouteTarget::Blackhole).block(&[&record(SCANNER_V4)], now),
+        action_for(RouteTarget::Blackhole).block(&[&record(SCANNER_V4)], now),
         "block as blackhole",
     );
-    let mut routes = backend(RouteTarget::Gateway("198.51.100.254".parse().unwrap()));
+    let mut routes = action_for(RouteTarget::Gateway("198.51.100.254".parse().unwrap()));
     check(
         routes.block(&[&record(SCANNER_V4)], now),
         "block via gateway",
@@ -344,7 +344,7 @@ fn admin_routes_to_the_same_address_survive_release() {
     let mut lab = Lab::new("admin");
     lab.enter();
     let now = SystemTime::now();
-    let mut routes = backend(RouteTarget::Blackhole);
+    let mut routes = action_for(RouteTarget::Blackhole);
 
     // IPv4, admin's route first at the same metric: ours goes in front, theirs stays put.
     lab.ip(&["route", "add", "blackhole", SCANNER_V4, "proto", "static"]);
@@ -418,7 +418,7 @@ fn blocked_scanner_gets_no_replies() {
         &["198.51.100.2/24", "2001:db8:7::2/64"],
     );
     lab.enter();
-    let mut routes = backend(RouteTarget::Blackhole);
+    let mut routes = action_for(RouteTarget::Blackhole);
     let cases = [
         ("198.51.100.1", "198.51.100.2"),
         ("2001:db8:7::1", "2001:db8:7::2"),

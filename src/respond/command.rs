@@ -234,7 +234,7 @@ mod tests {
         }
     }
 
-    fn backend(argv: &[&str]) -> CommandAction {
+    fn action_for(argv: &[&str]) -> CommandAction {
         CommandAction::new(
             argv.iter().map(|a| a.to_string()).collect(),
             Duration::from_secs(5),
@@ -244,7 +244,7 @@ mod tests {
 
     #[test]
     fn placeholders_are_filled_inside_arguments() {
-        let backend = backend(&[
+        let action = action_for(&[
             "/usr/local/sbin/notify",
             "--host=$TARGET$",
             "$PORT$/$MODE$",
@@ -253,7 +253,7 @@ mod tests {
         ]);
         let v4 = record(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)), "UDP", 161);
         assert_eq!(
-            backend.argv_for(&v4),
+            action.argv_for(&v4),
             vec![
                 "/usr/local/sbin/notify",
                 "--host=192.0.2.7",
@@ -267,8 +267,8 @@ mod tests {
             "IP",
             6,
         );
-        assert_eq!(backend.argv_for(&v6)[1], "--host=2001:db8::7");
-        assert_eq!(backend.argv_for(&v6)[2], "6/ip");
+        assert_eq!(action.argv_for(&v6)[1], "--host=2001:db8::7");
+        assert_eq!(action.argv_for(&v6)[2], "6/ip");
     }
 
     #[test]
@@ -282,9 +282,9 @@ mod tests {
 
     #[test]
     fn an_empty_argv_is_an_error_not_a_panic() {
-        let backend = CommandAction::new(Vec::new(), Duration::from_secs(1), false);
+        let action = CommandAction::new(Vec::new(), Duration::from_secs(1), false);
         let v4 = record(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)), "TCP", 23);
-        assert!(matches!(backend.run(&v4), Err(CommandError::NoProgram)));
+        assert!(matches!(action.run(&v4), Err(CommandError::NoProgram)));
     }
 
     /// The admin's program as `check` and the recording executor see it.

@@ -754,13 +754,13 @@ mod tests {
         fs::write(&hung_tool, "#!/bin/sh\necho hanging >&2\nexec sleep 30\n").unwrap();
         fs::set_permissions(&hung_tool, fs::Permissions::from_mode(0o755)).unwrap();
         // A real process, found by the real lookup in a search path given to it.
-        let mut backend = LegacyAction::new(LegacyTool::Ipchains, None)
+        let mut action = LegacyAction::new(LegacyTool::Ipchains, None)
             .with_executor(SpawningExecutor::with_search_path(scratch.path()));
-        backend.timeout = Duration::from_millis(200);
-        backend.init(&[], SystemTime::now()).unwrap();
+        action.timeout = Duration::from_millis(200);
+        action.init(&[], SystemTime::now()).unwrap();
         let source: IpAddr = "192.0.2.7".parse().unwrap();
         let started = std::time::Instant::now();
-        let message = backend.block_one(source).unwrap_err().detail();
+        let message = action.block_one(source).unwrap_err().detail();
         assert!(started.elapsed() < Duration::from_secs(2));
         assert_eq!(
             message,
@@ -771,7 +771,7 @@ mod tests {
             )
         );
         assert!(
-            backend.blocked.is_empty(),
+            action.blocked.is_empty(),
             "a block that timed out is not placed"
         );
     }

@@ -7,7 +7,7 @@
 //!
 //! # How the file is changed
 //!
-//! Every change holds flock(2) on the file, so two nfsentry backends, or any other tool that
+//! Every change holds flock(2) on the file, so two nfsentry actions, or any other tool that
 //! locks it, never lose each other's changes. A waiter re-checks after getting the lock that the
 //! inode it locked is still the one at the path: a writer that replaced the file leaves waiters
 //! holding a lock on the old one.
@@ -492,41 +492,41 @@ mod tests {
         }
     }
 
-    /// A hosts.deny holding `text`, in a directory removed when the test ends, and a backend
+    /// A hosts.deny holding `text`, in a directory removed when the test ends, and a action
     /// on it that changes it in place when `in_place` is set.
     fn scratch(text: &[u8], in_place: bool) -> (tempfile::TempDir, PathBuf, HostsDenyAction) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hosts.deny");
         fs::write(&path, text).unwrap();
-        let mut backend = HostsDenyAction::new(path.clone(), "ALL: $TARGET$".into());
+        let mut action = HostsDenyAction::new(path.clone(), "ALL: $TARGET$".into());
         if in_place {
-            backend = backend.in_place_only();
+            action = action.in_place_only();
         }
-        (dir, path, backend)
+        (dir, path, action)
     }
 
     #[test]
     fn in_place_changes_keep_the_inode_and_the_admin_bytes() {
         let admin = b"# admin\nALL: 10.0.0.1";
-        let (_dir, path, mut backend) = scratch(admin, true);
+        let (_dir, path, mut action) = scratch(admin, true);
         let inode = fs::metadata(&path).unwrap().ino();
         let now = SystemTime::now();
 
-        backend.block(&[&record(V4)], now).unwrap();
-        backend.block(&[&record(V6)], now).unwrap();
+        action.block(&[&record(V4)], now).unwrap();
+        action.block(&[&record(V6)], now).unwrap();
         // The admin then adds a line below nfsentry's entries.
         let mut appended = fs::read(&path).unwrap();
         appended.extend_from_slice(b"sshd: 10.0.0.2\n");
         fs::write(&path, &appended).unwrap();
 
-        backend.release(&[&record(V4)]).unwrap();
+        action.release(&[&record(V4)]).unwrap();
         let text = fs::read(&path).unwrap();
         assert_eq!(
             text.len(),
             appended.len(),
             "a release in place keeps the length"
         );
-        assert_eq!(backend.sources().unwrap(), vec![V6]);
+        assert_eq!(action.sources().unwrap(), vec![V6]);
         let document = Document::parse(&text);
         assert_eq!(
             document.render(None, &[]),
@@ -540,16 +540,16 @@ ALL: [2001:db8::7]\nsshd: 10.0.0.2\n"
     #[test]
     fn in_place_release_of_the_tail_gives_back_the_exact_admin_bytes() {
         let admin = b"# admin\nALL: 10.0.0.1";
-        let (_dir, path, mut backend) = scratch(admin, true);
+        let (_dir, path, mut action) = scratch(admin, true);
         let now = SystemTime::now();
-        backend.block(&[&record(V4)], now).unwrap();
-        backend.block(&[&record(V6)], now).unwrap();
-        backend.block(&[&record(V4_OTHER)], now).unwrap();
+        action.block(&[&record(V4)], now).unwrap();
+        action.block(&[&record(V6)], now).unwrap();
+        action.block(&[&record(V4_OTHER)], now).unwrap();
         // Releasing the middle one leaves a released line; releasing the rest cuts them all.
-        backend.release(&[&record(V6)]).unwrap();
-        assert_eq!(backend.sources().unwrap(), vec![V4, V4_OTHER]);
-        backend.release(&[&record(V4_OTHER)]).unwrap();
-        backend.release(&[&record(V4)]).unwrap();
+        action.release(&[&record(V6)]).unwrap();
+        assert_eq!(action.sources().unwrap(), vec![V4, V4_OTHER]);
+        action.release(&[&record(V4_OTHER)]).unwrap();
+        action.release(&[&record(V4)]).unwrap();
         assert_eq!(fs::read(&path).unwrap(), admin.to_vec());
     }
 
@@ -557,25 +557,25 @@ ALL: [2001:db8::7]\nsshd: 10.0.0.2\n"
     /// a source without an entry) in one call, then the other two in a second.
     fn release_three_of_five_in_one_call(in_place: bool) {
         let admin = b"# admin\nALL: 10.0.0.1";
-        let (_dir, path, mut backend) = scratch(admin, in_place);
+        let (_dir, path, mut action) = scratch(admin, in_place);
         let inode = fs::metadata(&path).unwrap().ino();
         let sources: Vec<IpAddr> = (1..=5)
             .map(|host| IpAddr::V4(Ipv4Addr::new(198, 51, 100, host)))
             .collect();
         let records: Vec<BlockRecord> = sources.iter().map(|source| record(*source)).collect();
         let all: Vec<&BlockRecord> = records.iter().collect();
-        backend.block(&all, SystemTime::now()).unwrap();
-        assert_eq!(backend.sources().unwrap(), sources);
+        action.block(&all, SystemTime::now()).unwrap();
+        assert_eq!(action.sources().unwrap(), sources);
         let mut with_admin_line = fs::read(&path).unwrap();
         with_admin_line.extend_from_slice(b"sshd: 10.0.0.2\n");
         fs::write(&path, &with_admin_line).unwrap();
 
         let absent = record(V4);
         let first_batch = [&records[0], &records[2], &absent, &records[4]];
-        let written_before = backend.changes_written;
-        backend.release(&first_batch).unwrap();
-        assert_eq!(backend.changes_written, written_before + 1, "one change");
-        assert_eq!(backend.sources().unwrap(), vec![sources[1], sources[3]]);
+        let written_before = action.changes_written;
+        action.release(&first_batch).unwrap();
+        assert_eq!(action.changes_written, written_before + 1, "one change");
+        assert_eq!(action.sources().unwrap(), vec![sources[1], sources[3]]);
         let text = fs::read(&path).unwrap();
         assert!(text.starts_with(admin), "the admin's bytes moved");
         if in_place {
@@ -597,8 +597,8 @@ ALL: [2001:db8::7]\nsshd: 10.0.0.2\n"
             );
         }
 
-        backend.release(&[&records[3], &records[1]]).unwrap();
-        assert_eq!(backend.sources().unwrap(), Vec::<IpAddr>::new());
+        action.release(&[&records[3], &records[1]]).unwrap();
+        assert_eq!(action.sources().unwrap(), Vec::<IpAddr>::new());
         let text = fs::read(&path).unwrap();
         assert!(text.starts_with(admin), "the admin's bytes moved");
         // The newline nfsentry added stays: the admin's later line needs it.
@@ -621,21 +621,21 @@ ALL: [2001:db8::7]\nsshd: 10.0.0.2\n"
     #[test]
     fn a_batch_release_of_the_tail_in_place_gives_back_the_exact_admin_bytes() {
         let admin = b"# admin\nALL: 10.0.0.1";
-        let (_dir, path, mut backend) = scratch(admin, true);
+        let (_dir, path, mut action) = scratch(admin, true);
         let records = [record(V4), record(V6), record(V4_OTHER)];
         let all: Vec<&BlockRecord> = records.iter().collect();
-        backend.block(&all, SystemTime::now()).unwrap();
-        backend.release(&all).unwrap();
+        action.block(&all, SystemTime::now()).unwrap();
+        action.release(&all).unwrap();
         assert_eq!(fs::read(&path).unwrap(), admin.to_vec());
     }
 
     #[test]
     fn in_place_block_drops_a_torn_append_first() {
-        let (_dir, path, mut backend) = scratch(
+        let (_dir, path, mut action) = scratch(
             b"ALL: 10.0.0.1\n# nfsentry block 192.0.2.7\nALL: 192.0",
             true,
         );
-        backend.block(&[&record(V4)], SystemTime::now()).unwrap();
+        action.block(&[&record(V4)], SystemTime::now()).unwrap();
         assert_eq!(
             String::from_utf8(fs::read(&path).unwrap()).unwrap(),
             "ALL: 10.0.0.1\n# nfsentry block 192.0.2.7\nALL: 192.0.2.7\n"
