@@ -26,6 +26,8 @@
 // ── Core: no I/O ──────────────────────────────────────────────────────────────────────────
 // CIDR set lookups for the ignore list.
 pub mod addrset;
+// Handshake cookies: the keyed sequence numbers that prove a source address is real.
+pub mod cookie;
 // The configuration: TOML in, validated values out (reads the config and ignore files only).
 pub mod config;
 // The decision per classified packet: verdict, detection, block.
