@@ -34,6 +34,8 @@ pub mod config;
 pub mod engine;
 // An error with its causes on one line.
 pub mod error_text;
+// The TCP segments nfsentry sends itself (SYN-ACK, banner, RST), and reading a segment's numbers.
+pub mod forge;
 // Translating a portsentry.conf (reading it is its `system` part's job).
 pub mod import_portsentry;
 // Parsing and classifying one packet.
