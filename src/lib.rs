@@ -36,6 +36,8 @@ pub mod engine;
 pub mod error_text;
 // The TCP segments nfsentry sends itself (SYN-ACK, banner, RST), and reading a segment's numbers.
 pub mod forge;
+// What a segment to a bait port proves about its source, and what to send back.
+pub mod handshake;
 // Translating a portsentry.conf (reading it is its `system` part's job).
 pub mod import_portsentry;
 // Parsing and classifying one packet.
