@@ -54,6 +54,8 @@ pub mod tracker;
 pub mod firewall;
 // The host's interfaces and addresses.
 pub mod host;
+// Raw sockets that send the packets nfsentry forges (handshake replies).
+pub mod inject;
 // Netlink framing, sockets and request/answer exchanges shared by the kernel edges.
 pub mod netlink_wire;
 // Short-header packets from NFLOG.
