@@ -46,6 +46,8 @@ pub mod packet;
 pub mod pipeline;
 // PortSentry's log and history wording.
 pub mod report;
+// Sources that cannot be real, and addresses never blocked (own, routers, ignore list).
+pub mod spoof;
 // Per-source scan counters, bounded.
 pub mod tracker;
 
