@@ -56,6 +56,8 @@ pub mod tracker;
 pub mod firewall;
 // The host's interfaces and addresses.
 pub mod host;
+// The host's addresses, routers and broadcast addresses, followed through rtnetlink events.
+pub mod host_watch;
 // Raw sockets that send the packets nfsentry forges (handshake replies).
 pub mod inject;
 // Netlink framing, sockets and request/answer exchanges shared by the kernel edges.
