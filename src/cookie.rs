@@ -91,20 +91,12 @@ impl Cookies {
     /// cookie plus one, since the SYN-ACK's SYN takes one sequence number.
     ///
     /// An ACK that passes proves a completed handshake: the peer received the SYN-ACK at the
-    /// source address and chose to go on. A RST whose *sequence* number is cookie plus one (see
-    /// [`Cookies::is_reset_of_challenge`]) proves much less: it is what any host's kernel answers
-    /// an unexpected SYN-ACK with, including an innocent host whose address a scanner spoofed.
+    /// source address and chose to go on. A RST proves nothing and cannot even be tied to the
+    /// challenge: a kernel answers an unexpected SYN-ACK with a RST whose sequence number is the
+    /// SYN-ACK's acknowledgement (the SYN's own number plus one), so it carries no cookie, and an
+    /// innocent host whose address a scanner spoofed sends exactly that.
     pub fn is_answer(&self, flow: &Flow, ack_number: u32, now: Instant) -> bool {
         self.was_challenged_with(flow, ack_number.wrapping_sub(1), now)
-    }
-
-    /// Whether `sequence_number`, that of a RST of `flow` arriving at `now`, answers a challenge of
-    /// this slot or the one before. A kernel with no socket for a SYN-ACK answers it with a RST
-    /// whose sequence number is the SYN-ACK's acknowledged position: the cookie plus one. Such a
-    /// RST is no evidence that the source scanned (see [`Cookies::is_answer`]); it only tells the
-    /// answer to a challenge apart from a new probe, so that one SYN is not counted twice.
-    pub fn is_reset_of_challenge(&self, flow: &Flow, sequence_number: u32, now: Instant) -> bool {
-        self.was_challenged_with(flow, sequence_number.wrapping_sub(1), now)
     }
 
     fn was_challenged_with(&self, flow: &Flow, cookie: u32, now: Instant) -> bool {
@@ -286,16 +278,6 @@ mod tests {
         let b = Cookies::generate(DEFAULT_SLOT, epoch).expect("getrandom works here");
         assert_ne!(a.secret, b.secret);
         assert_ne!(a.secret, [0; SECRET_BYTES]);
-    }
-
-    #[test]
-    fn a_reset_answering_the_challenge_is_told_apart() {
-        let epoch = Instant::now();
-        let c = cookies(epoch);
-        let flow = flow_v4();
-        let cookie = c.challenge(&flow, epoch);
-        assert!(c.is_reset_of_challenge(&flow, cookie.wrapping_add(1), epoch));
-        assert!(!c.is_reset_of_challenge(&flow, cookie, epoch));
     }
 
     #[test]

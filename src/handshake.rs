@@ -2,8 +2,8 @@
 //! to send back. A SYN is answered with a SYN-ACK whose sequence number is a cookie; an ACK that
 //! returns the cookie plus one completes a handshake, which no one off the path can fake, so its
 //! source address is real and the source is *verified*; it then gets the banner and a RST. A RST
-//! that returns the cookie proves nothing: an innocent host whose address was spoofed sends just
-//! that.
+//! in answer proves nothing: it is what the kernel of an innocent host whose address was spoofed
+//! sends, and it carries only the SYN's own sequence number plus one, nothing of the cookie.
 //!
 //! It does no I/O and keeps nothing per peer (the cookie is the state): the caller reads the
 //! segment ([`forge::read_tcp`]), passes the time, sends the replies ([`crate::inject`]) and
@@ -32,12 +32,9 @@ pub enum Evidence {
     /// The peer acknowledging the banner after a verified handshake: the same connection, not a
     /// new probe.
     AfterBanner,
-    /// A RST returning the cookie: whoever holds the address saw the SYN-ACK and refused it. An
-    /// innocent host whose address was spoofed answers so; so does a half-open scanner's kernel.
-    /// Not a new probe either.
-    ChallengeReset,
-    /// Nothing to do with a challenge of ours: an ACK or RST probe, a stale or forged answer, any
-    /// other flag combination.
+    /// Nothing that proves a handshake: an ACK probe, a stale or forged answer, any other flag
+    /// combination, and every RST, including the one a host's kernel answers an unexpected
+    /// SYN-ACK with (which carries nothing of the cookie, so it cannot be told from a RST probe).
     Unrelated,
 }
 
@@ -92,16 +89,10 @@ impl Handshakes {
                 replies: vec![forge::syn_ack(segment, cookie)],
             };
         }
-        if flags.contains(TcpFlags::RST) {
-            return Step::nothing(
-                if self.cookies.is_reset_of_challenge(flow, segment.seq, now) {
-                    Evidence::ChallengeReset
-                } else {
-                    Evidence::Unrelated
-                },
-            );
-        }
-        if !flags.contains(TcpFlags::ACK) || flags.contains(TcpFlags::SYN) {
+        let handshake_flags = flags.contains(TcpFlags::ACK)
+            && !flags.contains(TcpFlags::SYN)
+            && !flags.contains(TcpFlags::RST);
+        if !handshake_flags {
             return Step::nothing(Evidence::Unrelated);
         }
         let sent = forge::banner_bytes(&self.banner);
@@ -273,14 +264,16 @@ mod tests {
         let mut h = handshakes(BANNER, now);
         let cookie = cookie_of(&h.step(&segment(TcpFlags::SYN, PEER_SEQ, 0), now));
         let cases = [
-            // What a spoofed host's kernel answers the SYN-ACK with.
+            // What a spoofed host's kernel answers the SYN-ACK with: the SYN's number plus one.
+            (segment(TcpFlags::RST, PEER_SEQ + 1, 0), Evidence::Unrelated),
+            // A RST, even one that names the cookie, completes no handshake.
             (
-                segment(TcpFlags::RST, cookie.wrapping_add(1), 0),
-                Evidence::ChallengeReset,
-            ),
-            (
-                segment(TcpFlags::RST | TcpFlags::ACK, cookie.wrapping_add(1), 0),
-                Evidence::ChallengeReset,
+                segment(
+                    TcpFlags::RST | TcpFlags::ACK,
+                    PEER_SEQ + 1,
+                    cookie.wrapping_add(1),
+                ),
+                Evidence::Unrelated,
             ),
             // A blind guess, an ACK scan, a stale cookie.
             (

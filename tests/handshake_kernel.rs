@@ -4,24 +4,27 @@
 //! socket. The peer's kernel must accept it (connect() succeeds), its ACK must come back as a
 //! *new* flow to conntrack although the source was blocked in between, the cookie check must
 //! accept it, and the peer must read the banner and then see the connection reset. A real
-//! service on a watched port must be left alone. IPv4, IPv6 and IPv6 link-local.
+//! service on a watched port must be left alone. IPv4, IPv6 and IPv6 link-local. A SYN forged
+//! with the peer's address must get only the peer kernel's RST, which verifies nothing.
 //!
 //! The kernel here lacks `nft_queue`, so the rules hand packets over with `log group N` (NFLOG)
 //! and drop them where nfsentry's rules say `queue num N bypass` and its verdict is drop; the
-//! matches in front of them are the ones nfsentry's ruleset is to use. Needs root, `ip`, `nft`
-//! and `sysctl`.
+//! matches in front of them are the ones nfsentry's ruleset is to use. Needs root, `ip`, `nft`,
+//! `sysctl` and scapy under /usr/bin/python3.
 
 mod support;
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, SocketAddrV6, TcpListener, TcpStream};
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use nfsentry::cookie::{Cookies, DEFAULT_SLOT};
-use nfsentry::forge;
+use nfsentry::forge::{self, TcpSegment};
 use nfsentry::handshake::{Evidence, Handshakes, DEFAULT_CHALLENGES_PER_SECOND};
 use nfsentry::inject::{Injector, REPLY_MARK};
 use nfsentry::nflog::NflogSocket;
+use nfsentry::packet::TcpFlags;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use serde_json::Value;
 use support::Netns;
@@ -35,6 +38,8 @@ const PEER_LINK: &str = "hs-p";
 const BANNER: &[u8] = b"220 nothing to see here\r\n";
 const DEADLINE: Duration = Duration::from_secs(10);
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// scapy lives in the distro python; a pyenv `python3` earlier on PATH lacks it.
+const SYSTEM_PYTHON: &str = "/usr/bin/python3";
 
 /// A peer and a target namespace on one veth, the target with the ruleset below.
 struct Lab {
@@ -184,25 +189,79 @@ fn connect_and_read(to: SocketAddr) -> io::Result<ClientSaw> {
     }
 }
 
-/// One packet NFLOG handed over.
-struct Logged {
-    bytes: Vec<u8>,
-    in_ifindex: Option<u32>,
+/// nfsentry's part, played by the test: what NFLOG hands over goes through the handshake check,
+/// and its replies go out through the marked raw sockets.
+struct Responder {
+    nflog: NflogSocket,
+    injector: Injector,
+    handshakes: Handshakes,
+    cookies: Cookies,
+    /// What each segment to the bait port proved, in order.
+    evidence: Vec<Evidence>,
+    /// Those segments.
+    seen: Vec<TcpSegment>,
+    /// The ACK that completed a handshake.
+    verified: Option<TcpSegment>,
+}
+
+impl Responder {
+    fn open(lab: &Lab) -> Responder {
+        let (nflog, injector) = lab.target.enter(|| {
+            (
+                NflogSocket::bind(LOG_GROUP, 0).unwrap_or_else(|error| panic!("{error}")),
+                Injector::open(REPLY_MARK).unwrap_or_else(|error| panic!("{error}")),
+            )
+        });
+        let cookies = Cookies::generate(DEFAULT_SLOT, Instant::now()).expect("a secret");
+        Responder {
+            nflog,
+            injector,
+            handshakes: Handshakes::new(cookies.clone(), BANNER, DEFAULT_CHALLENGES_PER_SECOND),
+            cookies,
+            evidence: Vec::new(),
+            seen: Vec::new(),
+            verified: None,
+        }
+    }
+
+    /// Handles what arrives within a tenth of a second. `on_challenge` runs before a SYN-ACK
+    /// goes out.
+    fn serve_once(&mut self, peer_address: IpAddr, mut on_challenge: impl FnMut()) {
+        let mut fds = [PollFd::new(self.nflog.as_fd(), PollFlags::POLLIN)];
+        let _ = poll(&mut fds, PollTimeout::from(100u16));
+        let mut logged = Vec::new();
+        self.nflog
+            .recv_batch(|packet| logged.push((packet.payload.to_vec(), packet.in_ifindex)))
+            .unwrap_or_else(|error| panic!("{error}"));
+        for (bytes, in_ifindex) in logged {
+            let Ok(segment) = forge::read_tcp(&bytes) else {
+                continue;
+            };
+            if segment.flow.dport != BAIT_PORT {
+                continue;
+            }
+            assert_eq!(segment.flow.src, peer_address);
+            let step = self.handshakes.step(&segment, Instant::now());
+            self.evidence.push(step.evidence);
+            self.seen.push(segment);
+            match step.evidence {
+                Evidence::Challenged => on_challenge(),
+                Evidence::Verified => self.verified = Some(segment),
+                _ => {}
+            }
+            for reply in &step.replies {
+                self.injector
+                    .send(reply, in_ifindex)
+                    .unwrap_or_else(|error| panic!("{error}"));
+            }
+        }
+    }
 }
 
 /// The peer connects to `target` (`peer_address` is its source); the test plays nfsentry's part.
 fn handshake_through_the_kernel(tag: &str, target: IpAddr, peer_address: IpAddr) {
     let lab = Lab::new(tag);
-    let (mut nflog, injector) = lab.target.enter(|| {
-        (
-            NflogSocket::bind(LOG_GROUP, 0).unwrap_or_else(|error| panic!("{error}")),
-            Injector::open(REPLY_MARK).unwrap_or_else(|error| panic!("{error}")),
-        )
-    });
-    let epoch = Instant::now();
-    let cookies = Cookies::generate(DEFAULT_SLOT, epoch).expect("a secret");
-    let mut handshakes = Handshakes::new(cookies.clone(), BANNER, DEFAULT_CHALLENGES_PER_SECOND);
-
+    let mut responder = Responder::open(&lab);
     let destination = match target {
         IpAddr::V6(v6) if v6.segments()[0] == 0xfe80 => {
             let scope = lab.peer.enter(|| {
@@ -213,56 +272,23 @@ fn handshake_through_the_kernel(tag: &str, target: IpAddr, peer_address: IpAddr)
         address => SocketAddr::new(address, BAIT_PORT),
     };
 
-    let mut evidence = Vec::new();
-    let mut verified_ack = None;
     let mut blocked = false;
     let client = std::thread::scope(|scope| {
         let client = scope.spawn(|| lab.peer.enter(|| connect_and_read(destination)));
         let started = Instant::now();
-        while !(client.is_finished() && verified_ack.is_some()) {
+        while !(client.is_finished() && responder.verified.is_some()) {
             assert!(
                 started.elapsed() < DEADLINE,
-                "no completed handshake within {DEADLINE:?}; evidence so far: {evidence:?}"
+                "no completed handshake within {DEADLINE:?}; evidence so far: {:?}",
+                responder.evidence
             );
-            let mut fds = [PollFd::new(
-                std::os::fd::AsFd::as_fd(&nflog),
-                PollFlags::POLLIN,
-            )];
-            let _ = poll(&mut fds, PollTimeout::from(100u16));
-            let mut logged = Vec::new();
-            nflog
-                .recv_batch(|packet| {
-                    logged.push(Logged {
-                        bytes: packet.payload.to_vec(),
-                        in_ifindex: packet.in_ifindex,
-                    })
-                })
-                .unwrap_or_else(|error| panic!("{error}"));
-            for packet in logged {
-                let Ok(segment) = forge::read_tcp(&packet.bytes) else {
-                    continue;
-                };
-                if segment.flow.dport != BAIT_PORT {
-                    continue;
+            // The scan triggers a block at once; the answer must still get through.
+            responder.serve_once(peer_address, || {
+                if !blocked {
+                    lab.block(peer_address);
+                    blocked = true;
                 }
-                assert_eq!(segment.flow.src, peer_address);
-                let step = handshakes.step(&segment, Instant::now());
-                evidence.push(step.evidence);
-                match step.evidence {
-                    // The scan triggers a block at once; the answer must still get through.
-                    Evidence::Challenged if !blocked => {
-                        lab.block(peer_address);
-                        blocked = true;
-                    }
-                    Evidence::Verified => verified_ack = Some(segment),
-                    _ => {}
-                }
-                for reply in &step.replies {
-                    injector
-                        .send(reply, packet.in_ifindex)
-                        .unwrap_or_else(|error| panic!("{error}"));
-                }
-            }
+            });
         }
         client.join().expect("the client thread")
     });
@@ -275,6 +301,7 @@ fn handshake_through_the_kernel(tag: &str, target: IpAddr, peer_address: IpAddr)
         String::from_utf8_lossy(&saw.received)
     );
     assert_eq!(saw.ended_by, Some(io::ErrorKind::ConnectionReset));
+    let evidence = &responder.evidence;
     assert_eq!(
         evidence.first(),
         Some(&Evidence::Challenged),
@@ -283,9 +310,11 @@ fn handshake_through_the_kernel(tag: &str, target: IpAddr, peer_address: IpAddr)
     assert!(evidence.contains(&Evidence::Verified), "{evidence:?}");
 
     // The ACK that completed the handshake carries the cookie, by the cookie's own check.
-    let ack = verified_ack.expect("a verified ACK");
-    assert!(cookies.is_answer(&ack.flow, ack.ack, Instant::now()));
-    assert_eq!(ack.flags.bits(), nfsentry::packet::TcpFlags::ACK);
+    let ack = responder.verified.expect("a verified ACK");
+    assert!(responder
+        .cookies
+        .is_answer(&ack.flow, ack.ack, Instant::now()));
+    assert_eq!(ack.flags.bits(), TcpFlags::ACK);
 
     // Conntrack saw the returning ACKs as new flows, never as an established connection,
     // because the replies left untracked (SYN-ACK, banner, RST, at least).
@@ -322,6 +351,43 @@ fn an_ipv6_connect_completes_the_handshake() {
 #[test]
 fn a_link_local_connect_is_answered_through_its_interface() {
     handshake_through_the_kernel("ll", "fe80::1".parse().unwrap(), "fe80::2".parse().unwrap());
+}
+
+/// A SYN forged with the peer's address (scapy, no socket behind it): the peer's kernel answers
+/// the challenge with a RST, exactly as an innocent host whose address a scanner spoofed would.
+/// The RST carries the SYN's number plus one and nothing of the cookie: it verifies nothing.
+#[test]
+fn a_spoofed_syn_gets_only_a_reset_from_the_address_owner() {
+    const FORGED_SEQ: u32 = 1000;
+    let lab = Lab::new("spf");
+    let mut responder = Responder::open(&lab);
+    let peer_address: IpAddr = "192.0.2.2".parse().unwrap();
+    // The SYN waits in the NFLOG socket until the responder reads it.
+    lab.peer.exec(&[
+        SYSTEM_PYTHON,
+        "-c",
+        &format!(
+            "from scapy.all import IP, TCP, send; \
+             send(IP(src='{peer_address}', dst='192.0.2.1')/TCP(sport=40001, dport={BAIT_PORT}, flags='S', seq={FORGED_SEQ}), verbose=0)"
+        ),
+    ]);
+    let started = Instant::now();
+    while responder.seen.len() < 2 {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "no reset within {DEADLINE:?}; evidence so far: {:?}",
+            responder.evidence
+        );
+        responder.serve_once(peer_address, || {});
+    }
+    assert_eq!(
+        responder.evidence,
+        [Evidence::Challenged, Evidence::Unrelated]
+    );
+    let reset = responder.seen[1];
+    assert_eq!(reset.flags, TcpFlags(TcpFlags::RST));
+    assert_eq!(reset.seq, FORGED_SEQ + 1);
+    assert!(responder.verified.is_none());
 }
 
 /// A service listening on a watched port: its handshake is the kernel's, its ACK established or
