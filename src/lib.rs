@@ -26,12 +26,18 @@
 // ── Core: no I/O ──────────────────────────────────────────────────────────────────────────
 // CIDR set lookups for the ignore list.
 pub mod addrset;
+// Handshake cookies: the keyed sequence numbers that prove a source address is real.
+pub mod cookie;
 // The configuration: TOML in, validated values out (reads the config and ignore files only).
 pub mod config;
 // The decision per classified packet: verdict, detection, block.
 pub mod engine;
 // An error with its causes on one line.
 pub mod error_text;
+// The TCP segments nfsentry sends itself (SYN-ACK, banner, RST), and reading a segment's numbers.
+pub mod forge;
+// What a segment to a bait port proves about its source, and what to send back.
+pub mod handshake;
 // Translating a portsentry.conf (reading it is its `system` part's job).
 pub mod import_portsentry;
 // Parsing and classifying one packet.
@@ -40,6 +46,8 @@ pub mod packet;
 pub mod pipeline;
 // PortSentry's log and history wording.
 pub mod report;
+// Sources that cannot be real, and addresses never blocked (own, routers, ignore list).
+pub mod spoof;
 // Per-source scan counters, bounded.
 pub mod tracker;
 
@@ -48,6 +56,10 @@ pub mod tracker;
 pub mod firewall;
 // The host's interfaces and addresses.
 pub mod host;
+// The host's addresses, routers and broadcast addresses, followed through rtnetlink events.
+pub mod host_watch;
+// Raw sockets that send the packets nfsentry forges (handshake replies).
+pub mod inject;
 // Netlink framing, sockets and request/answer exchanges shared by the kernel edges.
 pub mod netlink_wire;
 // Short-header packets from NFLOG.
