@@ -13,6 +13,7 @@
 use std::io;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use caps::Capability;
@@ -21,6 +22,7 @@ use thiserror::Error;
 
 mod alert_only;
 pub mod command;
+pub mod detached;
 pub mod executor;
 pub mod hosts_deny;
 pub mod legacy;
@@ -80,6 +82,13 @@ pub enum ActionError {
         action: &'static str,
         detail: String,
     },
+    /// The thread that runs the action off the responder thread could not be started.
+    #[error("{action}: cannot start a worker thread: {source}")]
+    Thread {
+        action: &'static str,
+        #[source]
+        source: io::Error,
+    },
     /// Part of a batch failed; every item was attempted.
     #[error("{action}: {failed} of {total} failed; first: {}", .first.detail())]
     Partial {
@@ -99,6 +108,7 @@ impl ActionError {
             | ActionError::Io { action, .. }
             | ActionError::Program { action, .. }
             | ActionError::Config { action, .. }
+            | ActionError::Thread { action, .. }
             | ActionError::Partial { action, .. } => action,
         }
     }
@@ -155,6 +165,12 @@ pub trait Action: Send {
     /// to them (see the daemon's capability drop).
     fn runs_programs(&self) -> bool {
         false
+    }
+
+    /// The counters of the queue in front of the action when it runs off the responder thread
+    /// ([`detached::Detached`]), for the status line; None when it runs on that thread.
+    fn detached(&self) -> Option<Arc<detached::Counters>> {
+        None
     }
 
     /// Takes up its resources and re-applies `due`, the blocks an earlier run placed that are
