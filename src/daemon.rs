@@ -110,6 +110,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         ),
     };
     let actions = respond::build(&config.respond, &config.daemon.table);
+    let detached = respond::detached_status(&actions);
     drop_capabilities(&actions);
 
     let prefer = config.daemon.queue_mode;
@@ -168,6 +169,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         orders: order_tx.clone(),
         default_verdict: config.respond.verdict,
         notifier,
+        detached,
     };
     let result = packet_loop.run(&mut queue, nflog.as_mut(), &signals);
     let _ = packet_loop.notifier.stopping();
@@ -188,6 +190,8 @@ struct PacketLoop {
     default_verdict: Verdict,
     /// systemd's readiness, status and watchdog; does nothing outside a Type=notify unit.
     notifier: Notifier,
+    /// The queues of the actions that run off the responder thread, for the status line.
+    detached: respond::detached::StatusSuffix,
 }
 
 impl PacketLoop {
@@ -350,9 +354,9 @@ impl PacketLoop {
     }
 
     fn log_status(&self, what: &str) {
-        let status = self.pipeline.status();
+        let status = format!("{}{}", self.pipeline.status(), self.detached);
         info!("{what}: {status}");
-        if let Err(e) = self.notifier.status(&status.to_string()) {
+        if let Err(e) = self.notifier.status(&status) {
             debug!("cannot send the status to systemd: {e}");
         }
     }

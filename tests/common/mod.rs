@@ -612,19 +612,57 @@ block_timeout = "0"
     /// neither fix nor refuse them. `ip_layers` is a Python list expression of scapy IP
     /// packets that may use the names SCANNER and TARGET (IPv4 address strings).
     pub fn scapy_send(&self, ip_layers: &str) -> Result<CmdOutput> {
-        let script = format!(
+        self.run_scapy(&format!(
+            "for packet in {ip_layers}:\n    sendp(Ether(dst=MAC) / packet, iface=IFACE)\n"
+        ))
+    }
+
+    /// As [`Lab::scapy_send`], but in one `sendp` call on one socket: the packets leave back to
+    /// back, microseconds apart, where `scapy_send` spends milliseconds on each.
+    pub fn scapy_send_burst(&self, ip_layers: &str) -> Result<CmdOutput> {
+        self.run_scapy(&format!(
+            "sendp([Ether(dst=MAC) / packet for packet in {ip_layers}], iface=IFACE)\n"
+        ))
+    }
+
+    /// As [`Lab::scapy_send_burst`], from a scapy started now in the background that sends once
+    /// the file `go` exists: its start-up (seconds) is over by then, and the packets leave
+    /// within milliseconds of the file's creation.
+    pub fn scapy_send_burst_when(&self, go: &Path, ip_layers: &str) -> Result<PendingBurst> {
+        let script = self.scapy_script(&format!(
+            "import os, time\n\
+             while not os.path.exists({go:?}):\n    time.sleep(0.001)\n\
+             sendp([Ether(dst=MAC) / packet for packet in {ip_layers}], iface=IFACE)\n",
+            go = go.to_string_lossy(),
+        ));
+        let sender = self.captures_started.fetch_add(1, Ordering::Relaxed);
+        let log_path = self.work_dir.path().join(format!("scapy-{sender}.log"));
+        let args = self.in_netns(Side::Scanner, &[SYSTEM_PYTHON, "-c", &script]);
+        let child = spawn_logged(&args, &log_path)?;
+        Ok(PendingBurst { child, log_path })
+    }
+
+    /// Runs `body` in the scanner namespace after scapy's import, with SCANNER, TARGET, MAC
+    /// (the target's) and IFACE (the scanner's lab interface) defined.
+    fn run_scapy(&self, body: &str) -> Result<CmdOutput> {
+        let script = self.scapy_script(body);
+        self.run_in(Side::Scanner, &[SYSTEM_PYTHON, "-c", &script])
+    }
+
+    fn scapy_script(&self, body: &str) -> String {
+        format!(
             "from scapy.all import *\n\
              conf.verb = 0\n\
              SCANNER = {scanner:?}\n\
              TARGET = {target:?}\n\
-             for packet in {ip_layers}:\n    \
-                 sendp(Ether(dst={mac:?}) / packet, iface={iface:?})\n",
+             MAC = {mac:?}\n\
+             IFACE = {iface:?}\n\
+             {body}",
             scanner = self.scanner_v4.to_string(),
             target = self.target_v4.to_string(),
             mac = self.target_mac,
             iface = SCANNER_IF,
-        );
-        self.run_in(Side::Scanner, &[SYSTEM_PYTHON, "-c", &script])
+        )
     }
 
     /// Starts tcpdump on the lab interface of `side`; it exits after `count` packets match
@@ -1034,6 +1072,44 @@ impl Capture {
 impl Drop for Capture {
     fn drop(&mut self) {
         stop_child(&mut self.child, Signal::SIGTERM, Duration::from_secs(2));
+    }
+}
+
+/// A scapy sender started by [`Lab::scapy_send_burst_when`]; killed on drop.
+pub struct PendingBurst {
+    child: Child,
+    log_path: PathBuf,
+}
+
+impl PendingBurst {
+    /// Waits for scapy to have sent its packets and exited.
+    pub fn finish(mut self, timeout: Duration) -> Result<()> {
+        let mut finished = None;
+        wait_until("scapy to send its burst", timeout, || {
+            finished = self.child.try_wait().map_err(|source| LabError::Wait {
+                command: "scapy".to_owned(),
+                source,
+            })?;
+            Ok(finished.is_some())
+        })?;
+        match finished {
+            Some(status) if status.success() => Ok(()),
+            Some(status) => Err(LabError::ExitedEarly {
+                what: "scapy".to_owned(),
+                status,
+                output: read_lossy(&self.log_path),
+            }),
+            None => Err(LabError::Timeout {
+                what: "scapy to send its burst".to_owned(),
+                timeout,
+            }),
+        }
+    }
+}
+
+impl Drop for PendingBurst {
+    fn drop(&mut self) {
+        stop_child(&mut self.child, Signal::SIGKILL, Duration::from_secs(2));
     }
 }
 
