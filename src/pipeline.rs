@@ -350,6 +350,8 @@ fn block_order(
             protocol: d.protocol.to_string(),
             port: d.port,
             kind: d.kind.word().to_string(),
+            // Stealth detection proves nothing about the source address.
+            verified: false,
         },
         history_line: report::history_line(wall_clock, d.source, d.protocol, d.port),
     }
@@ -707,6 +709,7 @@ mod tests {
             protocol: "TCP".to_owned(),
             port: 23,
             kind: "SYN/Normal".to_owned(),
+            verified: false,
         }
     }
 
@@ -763,6 +766,7 @@ mod tests {
                 protocol: "TCP".to_owned(),
                 port: 25,
                 kind: "SYN/Normal".to_owned(),
+                verified: false,
             }
         );
         assert_eq!(

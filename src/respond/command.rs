@@ -231,6 +231,7 @@ mod tests {
             protocol: protocol.into(),
             port,
             kind: "SYN/Normal".into(),
+            verified: false,
         }
     }
 
