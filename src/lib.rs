@@ -9,7 +9,7 @@
 //!            pipeline: packet (parse, classify) → tracker (per source) → engine (decide)
 //!                              │   report (log lines, history line)
 //!                              ▼
-//!                  block order ──channel──▶ respond::responder
+//!        orders (block, release, renew) ──channel──▶ respond::responder
 //!                                              ├─▶ store (journal, history file)
 //!                                              └─▶ respond actions: nft-set, route,
 //!                                                  hosts-deny, command, legacy tools
@@ -30,7 +30,7 @@ pub mod addrset;
 pub mod cookie;
 // The configuration: TOML in, validated values out (reads the config and ignore files only).
 pub mod config;
-// The decision per classified packet: verdict, detection, block.
+// The decision per classified packet: verdict, detection, block; the limits on blocks.
 pub mod engine;
 // An error with its causes on one line.
 pub mod error_text;
@@ -42,7 +42,7 @@ pub mod handshake;
 pub mod import_portsentry;
 // Parsing and classifying one packet.
 pub mod packet;
-// The per-packet path: packet bytes and time in, verdict, block order and log lines out.
+// The per-packet path: packet bytes and time in, verdict, orders and log lines out.
 pub mod pipeline;
 // PortSentry's log and history wording.
 pub mod report;

@@ -70,6 +70,14 @@ const DEFAULT_IGNORE: [IpNet; 2] = [
 ];
 const DEFAULT_MAX_SOURCES: usize = 65_536;
 const DEFAULT_MAX_BLOCKS: usize = 65_536;
+/// A stealth detection proves nothing about its source address: an hour shuts a real scanner
+/// out for longer than a scan takes, and a spoofed flood's blocks clear away by themselves.
+const DEFAULT_UNVERIFIED_TIMEOUT: Duration = Duration::from_secs(3600);
+/// A real scan blocks one address; fifty a second is far beyond what honest detections need,
+/// and keeps a spoofed flood's inserts, journal lines and history lines small.
+const DEFAULT_MAX_BLOCKS_PER_SEC: u32 = 50;
+/// Upper bound for `max_blocks_per_sec`: a rate where a token costs a microsecond.
+const MAX_BLOCKS_PER_SEC_LIMIT: u32 = 1_000_000;
 /// Upper bound for `max_sources` and `max_blocks`: keeps memory bounded whatever the file says.
 const MAX_TABLE_ENTRIES: usize = 16 * 1024 * 1024;
 
@@ -131,6 +139,17 @@ pub enum QueueMode {
 pub enum Verdict {
     Drop,
     Accept,
+}
+
+/// What makes a block *verified*, which lasts `block_timeout` rather than at most
+/// `unverified_timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verify {
+    /// Nothing: every block is unverified (PortSentry's stealth detection, which never answers
+    /// a probe and so never learns whether the source address is real).
+    Off,
+    /// A TCP handshake the source completed with us: its address is its own.
+    Handshake,
 }
 
 /// Declares [`ActionKind`] and its config words in one list, so that a new action is one line
@@ -225,16 +244,22 @@ pub struct Detect {
     pub ignore: Vec<IpNet>,
     /// Bound on tracked sources; the oldest is evicted first.
     pub max_sources: usize,
+    /// What makes a block verified.
+    pub verify: Verify,
 }
 
 /// `[respond]`: what happens to a scanner.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Respond {
     pub verdict: Verdict,
-    /// How long a block lasts; `None` means until removed.
+    /// How long a verified block lasts; `None` means until removed.
     pub block_timeout: Option<Duration>,
+    /// The most an unverified block lasts; `None` means no cap beyond `block_timeout`.
+    pub unverified_timeout: Option<Duration>,
     /// Bound on simultaneous blocks.
     pub max_blocks: usize,
+    /// New blocks a second; 0 means unlimited.
+    pub max_blocks_per_sec: u32,
     /// The responses to run, in order, without duplicates; may be empty (alert only).
     pub actions: Vec<ActionKind>,
     pub hosts_deny: PathBuf,
@@ -275,11 +300,14 @@ impl Config {
                 window: DEFAULT_WINDOW,
                 ignore: DEFAULT_IGNORE.to_vec(),
                 max_sources: DEFAULT_MAX_SOURCES,
+                verify: Verify::Off,
             },
             respond: Respond {
                 verdict: Verdict::Drop,
                 block_timeout: None,
+                unverified_timeout: Some(DEFAULT_UNVERIFIED_TIMEOUT),
                 max_blocks: DEFAULT_MAX_BLOCKS,
+                max_blocks_per_sec: DEFAULT_MAX_BLOCKS_PER_SEC,
                 actions: vec![ActionKind::NftSet],
                 hosts_deny: PathBuf::from(DEFAULT_HOSTS_DENY),
                 hosts_deny_line: DEFAULT_HOSTS_DENY_LINE.to_owned(),
@@ -401,6 +429,17 @@ impl ConfigWord for Option<QueueMode> {
     }
 }
 
+impl ConfigWord for Verify {
+    const ALL: &'static [Verify] = &[Verify::Off, Verify::Handshake];
+    const WHAT: &'static str = "a kind of verification";
+    fn as_str(self) -> &'static str {
+        match self {
+            Verify::Off => "off",
+            Verify::Handshake => "handshake",
+        }
+    }
+}
+
 impl ConfigWord for Verdict {
     const ALL: &'static [Verdict] = &[Verdict::Drop, Verdict::Accept];
     const WHAT: &'static str = "a verdict";
@@ -425,6 +464,12 @@ impl ActionKind {
 impl fmt::Display for ActionKind {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         formatter.write_str(ConfigWord::as_str(*self))
+    }
+}
+
+impl fmt::Display for Verify {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.as_str())
     }
 }
 

@@ -235,6 +235,7 @@ mod tests {
             protocol: protocol.into(),
             port,
             kind: "SYN/Normal".into(),
+            verified: false,
         }
     }
 

@@ -23,6 +23,7 @@ use nix::errno::Errno;
 use thiserror::Error;
 
 mod alert_only;
+mod burst;
 pub mod command;
 pub mod detached;
 pub mod executor;
@@ -185,6 +186,13 @@ pub trait Action: Send {
 
     /// Lets the sources of these blocks in again (time up, or lifted by hand).
     fn release(&mut self, blocks: &[&BlockRecord]) -> Result<(), ActionError>;
+
+    /// Gives blocks in place their new end (a block made verified lasts longer). Only an
+    /// action whose blocks carry their end needs to act; the others keep a block until the
+    /// responder releases it, which it does by the new end.
+    fn renew(&mut self, _blocks: &[&BlockRecord], _now: SystemTime) -> Result<(), ActionError> {
+        Ok(())
+    }
 
     /// Lifts every block this action holds; `held` is every block in force.
     fn flush(&mut self, held: &[&BlockRecord]) -> Result<(), ActionError> {
