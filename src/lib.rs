@@ -72,6 +72,8 @@ pub mod queue;
 // ── Edges: files, processes, network, the service manager ────────────────────────────────
 // Crash-safe file replacement.
 pub mod atomic_file;
+// The control socket: its protocol, the daemon's and the command's ends, the printed text.
+pub mod control;
 // CrowdSec's Local API: pushing our blocks, pulling the fleet's.
 pub mod crowdsec;
 // Where log lines go: stderr/journal, syslog, a file.

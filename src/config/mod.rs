@@ -26,6 +26,12 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 pub use crowdsec::{Crowdsec, LapiUrl, Pull, Push, Secret};
 pub use duration::format_duration;
+
+/// A duration as the config writes them (`"90s"`, `"1h30m"`, `"7d"`, `"0"`), for command-line
+/// options that take one.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    duration::parse_duration(text).map_err(|e| e.to_string())
+}
 pub use error::ConfigError;
 pub use ignore::parse_ignore_list;
 pub(crate) use ignore::parse_network;
@@ -40,6 +46,8 @@ pub const DEFAULT_PATH: &str = "/etc/nfsentry/nfsentry.toml";
 const DEFAULT_QUEUE: u16 = 0;
 const DEFAULT_TABLE: &str = "nfsentry";
 const DEFAULT_STATE_DIR: &str = "/var/lib/nfsentry";
+/// In the unit's RuntimeDirectory, so systemd creates it owned by the daemon's user.
+const DEFAULT_CONTROL_SOCKET: &str = "/run/nfsentry/control.sock";
 const DEFAULT_NFLOG_GROUP: u16 = 7219;
 /// The local syslog socket that `log = "syslog"` writes to, as the C library's syslog() does.
 pub const DEFAULT_SYSLOG_SOCKET: &str = "/dev/log";
@@ -212,6 +220,8 @@ pub struct Daemon {
     /// Name of the nft tables nfsentry owns.
     pub table: String,
     pub state_dir: PathBuf,
+    /// The Unix socket `nfsentry status`, `list`, `block`, ... talk to the daemon through.
+    pub control_socket: PathBuf,
     pub log: LogTarget,
     /// Devices for the netdev ingress chain that catches IPv4 headers shorter than 5 words
     /// (the kernel drops those before any inet hook). Empty means every non-loopback interface
@@ -286,6 +296,7 @@ impl Config {
                 queue: DEFAULT_QUEUE,
                 table: DEFAULT_TABLE.to_owned(),
                 state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+                control_socket: PathBuf::from(DEFAULT_CONTROL_SOCKET),
                 log: LogTarget::Stderr,
                 interfaces: Vec::new(),
                 nflog_group: DEFAULT_NFLOG_GROUP,

@@ -30,6 +30,7 @@ pub(crate) struct RawDaemon {
     pub(crate) queue: Field<i64>,
     pub(crate) table: Field<String>,
     pub(crate) state_dir: Field<String>,
+    pub(crate) control_socket: Field<String>,
     pub(crate) log: Field<String>,
     pub(crate) interfaces: ListField<String>,
     pub(crate) nflog_group: Field<i64>,

@@ -21,12 +21,13 @@ use super::raw::{
 };
 use super::{
     read_text, ActionKind, Config, ConfigWord, Daemon, Detect, LogTarget, Monitor, Origin,
-    QueueMode, Respond, RouteTarget, Verdict, Verify, DEFAULT_COMMAND_TIMEOUT, DEFAULT_EXCLUDE_TCP,
-    DEFAULT_EXCLUDE_UDP, DEFAULT_HOSTS_DENY, DEFAULT_HOSTS_DENY_LINE, DEFAULT_IGNORE,
-    DEFAULT_MAX_BLOCKS, DEFAULT_MAX_BLOCKS_PER_SEC, DEFAULT_MAX_SOURCES, DEFAULT_NFLOG_GROUP,
-    DEFAULT_QUEUE, DEFAULT_SCAN_TRIGGER, DEFAULT_STATE_DIR, DEFAULT_SYSLOG_SOCKET, DEFAULT_TABLE,
-    DEFAULT_TCP_PORTS, DEFAULT_UDP_PORTS, DEFAULT_UNVERIFIED_TIMEOUT, DEFAULT_WINDOW,
-    MAX_BLOCKS_PER_SEC_LIMIT, MAX_TABLE_ENTRIES, TARGET_PLACEHOLDER,
+    QueueMode, Respond, RouteTarget, Verdict, Verify, DEFAULT_COMMAND_TIMEOUT,
+    DEFAULT_CONTROL_SOCKET, DEFAULT_EXCLUDE_TCP, DEFAULT_EXCLUDE_UDP, DEFAULT_HOSTS_DENY,
+    DEFAULT_HOSTS_DENY_LINE, DEFAULT_IGNORE, DEFAULT_MAX_BLOCKS, DEFAULT_MAX_BLOCKS_PER_SEC,
+    DEFAULT_MAX_SOURCES, DEFAULT_NFLOG_GROUP, DEFAULT_QUEUE, DEFAULT_SCAN_TRIGGER,
+    DEFAULT_STATE_DIR, DEFAULT_SYSLOG_SOCKET, DEFAULT_TABLE, DEFAULT_TCP_PORTS, DEFAULT_UDP_PORTS,
+    DEFAULT_UNVERIFIED_TIMEOUT, DEFAULT_WINDOW, MAX_BLOCKS_PER_SEC_LIMIT, MAX_TABLE_ENTRIES,
+    TARGET_PLACEHOLDER,
 };
 
 /// Longest nft table name accepted; nft allows more, but a name this long is already a typo.
@@ -105,6 +106,12 @@ fn daemon(raw: &RawDaemon, source: SourceText<'_>) -> Result<Daemon, ConfigError
             &raw.state_dir,
             "daemon.state_dir",
             DEFAULT_STATE_DIR,
+        )?,
+        control_socket: absolute_path(
+            source,
+            &raw.control_socket,
+            "daemon.control_socket",
+            DEFAULT_CONTROL_SOCKET,
         )?,
         log,
         interfaces,
