@@ -5,6 +5,8 @@
 //! Nothing flows back into the packet loop, so the per-packet path never waits for a disk or a
 //! firewall. The responder decides nothing about who is blocked: the pipeline does.
 
+mod manual;
+
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, SystemTime};
@@ -20,12 +22,15 @@ use crate::nft::ruleset::RulesetSpec;
 use crate::pipeline::{self, BlockOrder, ReleaseOrder, RenewOrder, EXPIRED};
 use crate::report;
 use crate::store::{BlockRecord, BlockStore};
+pub use manual::{ByHand, Changed, Done, Holding};
 
-/// What the packet loop asks of the responder: the pipeline's orders, and to stop.
+/// What the packet loop asks of the responder: the pipeline's orders, an admin's commands,
+/// and to stop.
 pub enum Order {
     Block(BlockOrder),
     Release(ReleaseOrder),
     Renew(RenewOrder),
+    ByHand(ByHand),
     Shutdown,
 }
 
@@ -76,7 +81,7 @@ fn run(
         store,
         actions,
     } = setup;
-    let (firewall, installed) = match Firewall::install(spec, prefer) {
+    let (mut firewall, installed) = match Firewall::install(spec, prefer) {
         Ok(done) => done,
         Err(e) => {
             let _ = ready.send(Err(format!(
@@ -105,6 +110,14 @@ fn run(
                 Order::Block(order) => burst.block(order),
                 Order::Release(order) => burst.release(order),
                 Order::Renew(order) => burst.renew(order),
+                Order::ByHand(command) => {
+                    // What came before it is carried out first: an unblock lifts the block
+                    // ordered just before it, not the other way round.
+                    for batch in std::mem::take(&mut burst).into_batches() {
+                        responder.carry_out(batch);
+                    }
+                    responder.by_hand(command, &mut firewall);
+                }
                 Order::Shutdown => {
                     shutdown = true;
                     break;
