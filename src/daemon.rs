@@ -6,8 +6,11 @@
 //! (capabilities are per thread), and install the ruleset and restore blocks before the first
 //! packet is decided.
 
+mod control;
+pub mod reload;
+
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime};
 
 use log::{debug, error, info, log, warn};
@@ -17,6 +20,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use thiserror::Error;
 
 use crate::config::{self, Config, Origin, Verdict};
+use crate::control::server::ControlSocket;
 use crate::error_text::with_causes;
 use crate::firewall;
 use crate::host;
@@ -111,6 +115,18 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     };
     let actions = respond::build(&config.respond, &config.daemon.table);
     let detached = respond::detached_status(&actions);
+    // Bound while the daemon may still create the socket's directory; answered once the
+    // ruleset is in. Without it nfsentry still protects the host, so a failure is logged only.
+    let control_socket = ControlSocket::bind(&config.daemon.control_socket)
+        .map_err(|e| {
+            error!("{e}; `nfsentry status` and the other commands will not reach this daemon")
+        })
+        .ok();
+    let (command_sender, commands) =
+        control::command_channel().map_err(|source| DaemonError::System {
+            what: "cannot create the control command pipe",
+            source,
+        })?;
     drop_capabilities(&actions);
 
     let prefer = config.daemon.queue_mode;
@@ -156,6 +172,30 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         );
     }
 
+    let published = Arc::new(control::Published::default());
+    let control_server = control_socket.and_then(|socket| {
+        let handler = control::ControlHandler::new(
+            command_sender,
+            order_tx.clone(),
+            published.clone(),
+            control::Facts {
+                started: Instant::now(),
+                queue_mode: installed.mode,
+                queues: vec![config.daemon.queue],
+            },
+        );
+        match socket.serve(Arc::new(handler)) {
+            Ok(server) => {
+                info!("control socket {}", server.path().display());
+                Some(server)
+            }
+            Err(e) => {
+                error!("cannot start answering on the control socket: {e}");
+                None
+            }
+        }
+    });
+
     let mut pipeline = Pipeline::new(&config, local);
     pipeline.restore_blocked(&restored, Instant::now(), SystemTime::now());
     let watching = format!("watching; {} blocks in place", restored.len());
@@ -170,8 +210,14 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         default_verdict: config.respond.verdict,
         notifier,
         detached,
+        config,
+        ingress_devices: devices,
+        published,
+        answered: 0,
     };
-    let result = packet_loop.run(&mut queue, nflog.as_mut(), &signals);
+    let result = packet_loop.run(&mut queue, nflog.as_mut(), &signals, &commands);
+    // No command is taken any more: stop answering before the responder goes.
+    drop(control_server);
     let _ = packet_loop.notifier.stopping();
     packet_loop.log_status("stopping");
     let _ = order_tx.send(Order::Shutdown);
@@ -192,6 +238,14 @@ struct PacketLoop {
     notifier: Notifier,
     /// The queues of the actions that run off the responder thread, for the status line.
     detached: respond::detached::StatusSuffix,
+    /// The configuration in force: as loaded, then as reloaded.
+    config: Config,
+    /// The devices the short-header chain hooks, kept across a reload.
+    ingress_devices: Vec<String>,
+    /// The counters `nfsentry status` reads.
+    published: Arc<control::Published>,
+    /// Verdicts given to the kernel.
+    answered: u64,
 }
 
 impl PacketLoop {
@@ -200,6 +254,7 @@ impl PacketLoop {
         queue: &mut PacketQueue,
         mut nflog: Option<&mut NflogSocket>,
         signals: &SignalFd,
+        commands: &control::Commands,
     ) -> Result<(), DaemonError> {
         let mut next_status = Instant::now() + STATUS_EVERY;
         let mut next_housekeeping = Instant::now() + HOUSEKEEPING_EVERY;
@@ -209,9 +264,10 @@ impl PacketLoop {
             None => PollTimeout::from(10u16),
         };
         loop {
-            let (queue_ready, nflog_ready, signal_ready) = {
-                let mut fds: Vec<PollFd> = Vec::with_capacity(3);
+            let (queue_ready, nflog_ready, signal_ready, command_ready) = {
+                let mut fds: Vec<PollFd> = Vec::with_capacity(4);
                 fds.push(PollFd::new(signals.as_fd(), PollFlags::POLLIN));
+                fds.push(PollFd::new(commands.fd(), PollFlags::POLLIN));
                 let queue_fd: Option<BorrowedFd> = queue.fd();
                 if let Some(fd) = queue_fd {
                     fds.push(PollFd::new(fd, PollFlags::POLLIN));
@@ -234,12 +290,13 @@ impl PacketLoop {
                         .and_then(|f| f.revents())
                         .is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLERR))
                 };
-                let queue_index = 1;
-                let nflog_index = if queue_fd.is_some() { 2 } else { 1 };
+                let queue_index = 2;
+                let nflog_index = if queue_fd.is_some() { 3 } else { 2 };
                 (
                     queue_fd.is_none() || readable(queue_index),
                     nflog.is_some() && readable(nflog_index),
                     readable(0),
+                    readable(1),
                 )
             };
 
@@ -258,9 +315,7 @@ impl PacketLoop {
                 match signals.read_signal() {
                     Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32) {
                         Ok(Signal::SIGUSR1) => self.log_status("status"),
-                        Ok(Signal::SIGHUP) => {
-                            warn!("SIGHUP: configuration reload is not supported; restart nfsentry to apply changes")
-                        }
+                        Ok(Signal::SIGHUP) => self.reload(None),
                         Ok(signal) => {
                             info!("{signal} received, shutting down");
                             return Ok(());
@@ -270,6 +325,9 @@ impl PacketLoop {
                     Ok(None) => {}
                     Err(e) => warn!("reading signals failed: {e}"),
                 }
+            }
+            if command_ready {
+                self.obey(commands);
             }
             let now = Instant::now();
             if let Err(e) = self.notifier.keep_alive(now) {
@@ -287,6 +345,8 @@ impl PacketLoop {
                 self.log_status("status");
                 next_status = now + STATUS_EVERY;
             }
+            self.published
+                .publish(&self.pipeline.status(), self.answered);
         }
     }
 
@@ -312,6 +372,7 @@ impl PacketLoop {
             self.pipeline
                 .handle(bytes, Arrival::Queued, Instant::now(), SystemTime::now());
         let verdict = handled.verdict.unwrap_or(self.default_verdict);
+        self.answered += 1;
         self.pass_on(handled.orders, &handled.lines);
         verdict
     }

@@ -138,10 +138,11 @@ fn main() -> ExitCode {
         }
         Command::CheckConfig { config } => match load(config) {
             Ok(c) => {
-                let problems = respond::check(&respond::build(&c.respond, &c.daemon.table));
+                // The same words a reload of the running daemon refuses a bad file with.
+                let problems = daemon::reload::problems(&c);
                 if !problems.is_empty() {
                     for problem in problems {
-                        eprintln!("nfsentry: {}: {problem}", origin_label(&c));
+                        eprintln!("nfsentry: {problem}");
                     }
                     return ExitCode::from(EXIT_BAD_CONFIG_CHECK);
                 }
@@ -250,13 +251,6 @@ fn import_portsentry(path: &Path) -> ExitCode {
         eprintln!("{}", note.render(&name));
     }
     ExitCode::SUCCESS
-}
-
-fn origin_label(config: &Config) -> String {
-    match &config.origin {
-        config::Origin::File(path) => path.display().to_string(),
-        config::Origin::Defaults => "built-in defaults".to_string(),
-    }
 }
 
 /// An explicit path must exist; the default path may be absent, and then the built-in
