@@ -36,6 +36,8 @@ pub mod error_text;
 pub mod import_portsentry;
 // Parsing and classifying one packet.
 pub mod packet;
+// What another process's change to nfsentry's tables means: damage to repair, or a release.
+pub mod heal;
 // The per-packet path: packet bytes and time in, verdict, block order and log lines out.
 pub mod pipeline;
 // PortSentry's log and history wording.
