@@ -50,6 +50,8 @@ pub mod tracker;
 pub mod firewall;
 // The host's interfaces and addresses.
 pub mod host;
+// One nfsentry per table and per state directory.
+pub mod instance;
 // Netlink framing, sockets and request/answer exchanges shared by the kernel edges.
 pub mod netlink_wire;
 // Short-header packets from NFLOG.
