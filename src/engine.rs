@@ -88,6 +88,11 @@ impl Engine {
         self.blocked.insert(source, until);
     }
 
+    /// Forgets the block of a source released by hand, so that it is judged afresh.
+    pub fn release(&mut self, source: &IpAddr) {
+        self.blocked.remove(source);
+    }
+
     /// Forgets blocks whose time is up, so that they stop counting against `max_blocks` even
     /// when their source never sends again. O(blocked): call it on a timer, not per packet.
     pub fn expire(&mut self, now: Instant) {
@@ -280,6 +285,27 @@ mod tests {
         }
         assert_eq!(e.tracked_sources(), 0);
         assert_eq!(e.blocked_count(), 0);
+    }
+
+    #[test]
+    fn a_source_released_by_hand_is_judged_afresh_and_can_be_blocked_again() {
+        let mut e = Engine::new(settings(0));
+        let now = Instant::now();
+        let src = "198.51.100.7";
+        assert!(matches!(
+            observe(&mut e, &syn(src, 1), now).event,
+            Event::Block(_)
+        ));
+        assert_eq!(
+            observe(&mut e, &syn(src, 2), now).event,
+            Event::AlreadyBlocked
+        );
+        e.release(&src.parse().unwrap());
+        assert_eq!(e.blocked_count(), 0);
+        assert!(matches!(
+            observe(&mut e, &syn(src, 3), now).event,
+            Event::Block(_)
+        ));
     }
 
     #[test]

@@ -251,6 +251,12 @@ impl Pipeline {
         self.engine.expire(now);
     }
 
+    /// Forgets the block of a source released by hand: its packets are judged afresh, and it
+    /// can be blocked again.
+    pub fn release(&mut self, source: IpAddr) {
+        self.engine.release(&source);
+    }
+
     /// Follows the host's own addresses (DHCP, rotating IPv6 temporary addresses) so that a
     /// packet spoofed from a new one cannot get the host blocked from itself. Returns whether
     /// they changed.
