@@ -612,7 +612,22 @@ block_timeout = "0"
     /// neither fix nor refuse them. `ip_layers` is a Python list expression of scapy IP
     /// packets that may use the names SCANNER and TARGET (IPv4 address strings).
     pub fn scapy_send(&self, ip_layers: &str) -> Result<CmdOutput> {
-        let script = format!(
+        let script = self.scapy_script(ip_layers);
+        self.run_in(Side::Scanner, &[SYSTEM_PYTHON, "-c", &script])
+    }
+
+    /// As [`Lab::scapy_send`], without waiting: the packets go out while the test goes on.
+    pub fn scapy_send_in_background(&self, ip_layers: &str) -> Result<Background> {
+        let script = self.scapy_script(ip_layers);
+        let number = self.captures_started.fetch_add(1, Ordering::Relaxed);
+        let log_path = self.work_dir.path().join(format!("scapy-{number}.log"));
+        let args = self.in_netns(Side::Scanner, &[SYSTEM_PYTHON, "-c", &script]);
+        let child = spawn_logged(&args, &log_path)?;
+        Ok(Background { child, log_path })
+    }
+
+    fn scapy_script(&self, ip_layers: &str) -> String {
+        format!(
             "from scapy.all import *\n\
              conf.verb = 0\n\
              SCANNER = {scanner:?}\n\
@@ -623,8 +638,7 @@ block_timeout = "0"
             target = self.target_v4.to_string(),
             mac = self.target_mac,
             iface = SCANNER_IF,
-        );
-        self.run_in(Side::Scanner, &[SYSTEM_PYTHON, "-c", &script])
+        )
     }
 
     /// Starts tcpdump on the lab interface of `side`; it exits after `count` packets match
@@ -1034,6 +1048,44 @@ impl Capture {
 impl Drop for Capture {
     fn drop(&mut self) {
         stop_child(&mut self.child, Signal::SIGTERM, Duration::from_secs(2));
+    }
+}
+
+/// A program started by [`Lab::scapy_send_in_background`]; killed on drop.
+pub struct Background {
+    child: Child,
+    log_path: PathBuf,
+}
+
+impl Background {
+    /// Waits for the program to end, and fails unless it exited 0.
+    pub fn finish(mut self, timeout: Duration) -> Result<()> {
+        let mut finished = None;
+        wait_until("a background program to end", timeout, || {
+            finished = self.child.try_wait().map_err(|source| LabError::Wait {
+                command: "background program".to_owned(),
+                source,
+            })?;
+            Ok(finished.is_some())
+        })?;
+        match finished {
+            Some(status) if status.success() => Ok(()),
+            Some(status) => Err(LabError::ExitedEarly {
+                what: "background program".to_owned(),
+                status,
+                output: read_lossy(&self.log_path),
+            }),
+            None => Err(LabError::Timeout {
+                what: "a background program to end".to_owned(),
+                timeout,
+            }),
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        stop_child(&mut self.child, Signal::SIGKILL, Duration::from_secs(2));
     }
 }
 
