@@ -15,6 +15,7 @@ use crate::firewall::Firewall;
 use crate::heal::{self, Held};
 use crate::nft::netlink::NftError;
 use crate::nft::watch::Seen;
+use crate::report;
 use crate::store::{BlockRecord, BlockStore};
 
 /// What a repair asks of the firewall: [`Firewall`] in the daemon, a recorder in the tests.
@@ -111,8 +112,10 @@ impl Responder {
             .iter()
             .filter_map(|source| self.store.remove(source))
             .collect();
-        self.release(&records, &format!("released by hand by {by}"));
+        self.release(&records);
+        let why = format!("released by hand by {by}");
         for record in &records {
+            info!("{}", report::released_line(record.source, &why));
             warn!(
                 "{} was deleted from nfsentry's blocked set by hand: released, and not blocked \
                  again at the next start",
