@@ -549,6 +549,23 @@ mod tests {
     }
 
     #[test]
+    fn a_source_released_by_hand_is_judged_afresh_and_can_be_blocked_again() {
+        let mut e = Engine::new(settings(0));
+        let now = Instant::now();
+        let (_, effects) = observe(&mut e, &syn(SCANNER, 1), now);
+        assert!(is_block(&effects, SCANNER));
+        let (outcome, effects) = observe(&mut e, &syn(SCANNER, 2), now);
+        assert_eq!(outcome.event, Event::AlreadyBlocked);
+        assert!(effects.is_empty());
+        e.release(&addr(SCANNER));
+        assert_eq!(e.blocked_count(), 0);
+        // Nothing expires later for a block that is gone.
+        assert!(tick(&mut e, now + Duration::from_secs(86_400)).is_empty());
+        let (_, effects) = observe(&mut e, &syn(SCANNER, 3), now);
+        assert!(is_block(&effects, SCANNER));
+    }
+
+    #[test]
     fn a_block_with_a_timeout_ends_and_the_source_is_watched_again() {
         let mut s = settings(0);
         s.block_timeout = Some(Duration::from_secs(60));
