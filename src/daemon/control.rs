@@ -198,7 +198,12 @@ impl ControlHandler {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             pid: std::process::id(),
             uptime_secs: self.facts.started.elapsed().as_secs(),
-            queue_mode: self.facts.queue_mode.to_string(),
+            // The config's words, which scripts compare against.
+            queue_mode: match self.facts.queue_mode {
+                QueueMode::Native => "native",
+                QueueMode::Compat => "compat",
+            }
+            .to_owned(),
             queues: self.facts.queues.clone(),
             packets: PacketCounts {
                 queued: get(&p.queued),
