@@ -5,7 +5,8 @@
 //! Every queued packet waits in the kernel for its verdict, so the per-packet cost here is
 //! latency and CPU for everything nfsentry watches. Packets are therefore read many per system
 //! call (recvmmsg), and the verdicts for what one call read go back in one datagram, with a run
-//! of equal verdicts said once by a batch verdict. Every packet read is answered before
+//! of accepts said once by a batch verdict and each drop on its own. Every packet read is
+//! answered before
 //! [`PacketQueue::drain`] returns, so nothing is held while the caller sleeps in poll, and a
 //! packet whose message cannot be read is dropped, since an unanswered packet holds its queue
 //! slot until the queue overflows.

@@ -4,14 +4,21 @@
 //!
 //! A batch verdict (NFQNL_MSG_VERDICT_BATCH) answers every packet *still queued* whose id is not
 //! after the one it names. The kernel numbers packets in the order it queues them and delivers
-//! them in that order, and it handles the messages of one datagram in order; so a run of packets
-//! with the same verdict, read one after the other, is answered by one batch verdict naming the
-//! run's last id: everything before the run was answered by the messages before it. A run of one
-//! gets a plain verdict, which names exactly its packet.
+//! them in that order, and it handles the messages of one datagram in order; so a run of accepted
+//! packets, read one after the other, is answered by one batch verdict naming the run's last id:
+//! everything before the run was answered by the messages before it. A run of one gets a plain
+//! verdict, which names exactly its packet.
+//!
+//! Drops always go one by one. A batch reaches every packet still queued up to its id, including
+//! any the kernel holds that this reader never saw (packets left unanswered while the queue was
+//! being configured, say); a stray accept lets a packet through that the rules meant to show us,
+//! while a stray drop cuts a connection, so a drop names exactly the packet it is for. Drops are
+//! few in practice (probes answered in kind), and they still share the one datagram.
 //!
 //! Should ids ever arrive out of order, a batch could reach a packet it was not meant for, so
 //! then every packet is answered on its own. A packet message whose id cannot be read is dropped
-//! by a batch verdict that reaches up to just before the next packet read.
+//! by a batch verdict that reaches up to just before the next packet read: the one drop that
+//! cannot name its packet.
 
 use crate::config::Verdict;
 
@@ -122,7 +129,7 @@ impl Verdicts {
                         self.put(Reach::UpTo, Verdict::Drop, id.wrapping_sub(1), sent);
                     }
                     run = match run {
-                        Some((_, run_verdict, length)) if run_verdict == verdict => {
+                        Some((_, Verdict::Accept, length)) if verdict == Verdict::Accept => {
                             Some((id, verdict, length + 1))
                         }
                         Some(ended) => {
@@ -231,7 +238,7 @@ mod tests {
     }
 
     #[test]
-    fn runs_change_with_the_verdict_and_a_run_of_one_is_a_plain_verdict() {
+    fn runs_of_accepts_are_batched_and_every_drop_goes_singly() {
         let mut verdicts = Verdicts::new(QUEUE, 8);
         let answers = [
             (1, Accept),
@@ -249,7 +256,9 @@ mod tests {
                 (Reach::UpTo, Accept, 2),
                 (Reach::One, Drop, 3),
                 (Reach::One, Accept, 4),
-                (Reach::UpTo, Drop, 7),
+                (Reach::One, Drop, 5),
+                (Reach::One, Drop, 6),
+                (Reach::One, Drop, 7),
                 (Reach::One, Accept, 9),
             ]
         );
