@@ -3,7 +3,10 @@
 //! very nft ruleset nfsentry installs for the same config, bound the same way (whole packets,
 //! same queue length and socket buffer, fail closed).
 //!
-//!   accept_all CONFIG
+//!   accept_all CONFIG [drop]
+//!
+//! With `drop` the same loop drops everything instead, which leaves out the kernel's work after an
+//! accept (routing, the TCP reset) and so measures the queue alone.
 //!
 //! Prints `ready` once the queue is bound and the ruleset installed; removes the ruleset and exits
 //! on SIGTERM or SIGINT. It keeps no count: the benchmark reads the kernel's.
@@ -28,8 +31,11 @@ extern "C" fn on_signal(_: libc::c_int) {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let Some(path) = std::env::args_os().nth(1).map(PathBuf::from) else {
-        return Err("usage: accept_all CONFIG".into());
+    let args: Vec<_> = std::env::args_os().skip(1).collect();
+    let (path, verdict) = match args.as_slice() {
+        [path] => (PathBuf::from(path), Verdict::Accept),
+        [path, drop] if drop == "drop" => (PathBuf::from(path), Verdict::Drop),
+        _ => return Err("usage: accept_all CONFIG [drop]".into()),
     };
     let config = Config::load(&path)?;
     for sig in [Signal::SIGTERM, Signal::SIGINT] {
@@ -65,7 +71,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if length < 0 {
             let error = std::io::Error::last_os_error();
             match error.raw_os_error() {
-                Some(libc::EINTR) | Some(libc::ENOBUFS) => continue,
+                // EAGAIN: the receive timeout the set-up left on the socket ran out.
+                Some(libc::EINTR | libc::EAGAIN | libc::ENOBUFS) => continue,
                 _ => {
                     outcome = Err(error.into());
                     break;
@@ -79,7 +86,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Event::Unreadable { id } => id,
                 _ => continue,
             };
-            let verdict = wire::verdict_message(Reach::One, number, Verdict::Accept, id);
+            let verdict = wire::verdict_message(Reach::One, number, verdict, id);
             // SAFETY: the pointer and length describe `verdict`, which outlives the call.
             let sent = unsafe { libc::send(socket, verdict.as_ptr().cast(), verdict.len(), 0) };
             if sent < 0 {
