@@ -1436,3 +1436,75 @@ fn shipped_crowdsec_example_loads_once_uncommented() {
         .crowdsec;
     assert_eq!(from_example, defaults);
 }
+
+// ---------------------------------------------------------------- values that could hurt
+
+/// The error's display with the scratch directory replaced by `DIR`.
+fn load_err_in(dir: &ConfigDir, name: &str, text: &str) -> String {
+    let path = dir.write(name, text.as_bytes());
+    match Config::load(&path) {
+        Ok(config) => panic!("expected {text:?} to fail, got {config:?}"),
+        Err(error) => error
+            .to_string()
+            .replace(&dir.0.path().display().to_string(), "DIR"),
+    }
+}
+
+#[test]
+fn ignore_files_that_are_no_regular_files_are_refused_unread() {
+    let dir = ConfigDir::new();
+    let fifo = dir.join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    // Sparse: no disk is used, and its size alone is enough to refuse it.
+    let large = fs::File::create(dir.join("large")).unwrap();
+    large.set_len(16 * 1024 * 1024 + 1).unwrap();
+    fs::create_dir(dir.join("directory")).unwrap();
+    let cases = [
+        (
+            "/dev/zero",
+            "/dev/zero: is a character device, not a regular file",
+        ),
+        (
+            "fifo",
+            "DIR/fifo: is a FIFO (named pipe), not a regular file",
+        ),
+        ("large", "DIR/large: is larger than 16 MiB"),
+        (
+            "directory",
+            "DIR/directory: is a directory, not a regular file",
+        ),
+    ];
+    for (written, problem) in cases {
+        let started = std::time::Instant::now();
+        let display = load_err_in(
+            &dir,
+            "nfsentry.toml",
+            &format!("[detect]\nwindow = \"1m\"\nignore_file = {written:?}\n"),
+        );
+        assert!(started.elapsed() < Duration::from_secs(5), "{written}");
+        assert_eq!(
+            display,
+            format!(
+                "DIR/nfsentry.toml:3: detect.ignore_file: {written:?} cannot be used: {problem}"
+            )
+        );
+    }
+    // The config file itself and the secrets are read the same way.
+    let display = Config::load(&fifo).err().map(|error| error.to_string());
+    assert_eq!(
+        display,
+        Some(format!(
+            "{}: is a FIFO (named pipe), not a regular file",
+            fifo.display()
+        ))
+    );
+    assert_eq!(
+        load_err_in(
+            &dir,
+            "secret.toml",
+            "[crowdsec]\npush = false\nbouncer_key_file = \"fifo\"\n"
+        ),
+        "DIR/secret.toml:3: crowdsec.bouncer_key_file: \"fifo\" cannot be read: it is a FIFO \
+         (named pipe), not a regular file"
+    );
+}
