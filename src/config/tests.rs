@@ -1451,6 +1451,51 @@ fn load_err_in(dir: &ConfigDir, name: &str, text: &str) -> String {
 }
 
 #[test]
+fn timeouts_the_kernel_cannot_hold_are_refused_with_the_bound() {
+    assert_eq!(format_duration(NFT_TIMEOUT_MAX), "213503d23h34m33s708ms");
+    let bound = "is longer than the kernel accepts for an nft element timeout (at most \
+                 \"213503d23h34m33s708ms\", about 584 years)";
+    let cases = [
+        ("\"200000000d\"", "\"200000000d\""),
+        ("\"213504d\"", "\"213504d\""),
+        ("\"213503d23h34m34s708ms\"", "\"213503d23h34m34s708ms\""),
+        (
+            "\"213503d23h34m33s708ms1ns\"",
+            "\"213503d23h34m33s708ms1ns\"",
+        ),
+        ("18446744074", "\"18446744074\""),
+    ];
+    for (written, quoted) in cases {
+        assert_eq!(
+            parse_err(&format!("[respond]\n\nblock_timeout = {written}\n")),
+            format!("/tmp/x.toml:3: respond.block_timeout: {quoted} {bound}"),
+            "{written}"
+        );
+    }
+    for written in [
+        "\"213503d23h34m33s708ms\"",
+        "\"213503d\"",
+        "18446744073",
+        "\"0\"",
+    ] {
+        let config = parse_ok(&format!("[respond]\nblock_timeout = {written}\n"));
+        assert!(
+            config
+                .respond
+                .block_timeout
+                .is_none_or(|timeout| timeout <= NFT_TIMEOUT_MAX),
+            "{written}"
+        );
+    }
+    assert_eq!(
+        parse_ok("[respond]\nblock_timeout = \"213503d23h34m33s708ms\"\n")
+            .respond
+            .block_timeout,
+        Some(NFT_TIMEOUT_MAX)
+    );
+}
+
+#[test]
 fn ignore_files_that_are_no_regular_files_are_refused_unread() {
     let dir = ConfigDir::new();
     let fifo = dir.join("fifo");

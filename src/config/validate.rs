@@ -11,7 +11,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use toml::Spanned;
 
-use super::duration::{duration_from_seconds, parse_duration};
+use super::duration::{duration_from_seconds, format_duration, parse_duration};
 use super::error::{ConfigError, SourceText};
 use super::ignore::{parse_ignore_list, parse_network};
 use super::ports::{port_from_number, port_range_from_text, PortSet};
@@ -27,6 +27,13 @@ use super::{
     DEFAULT_SCAN_TRIGGER, DEFAULT_STATE_DIR, DEFAULT_SYSLOG_SOCKET, DEFAULT_TABLE,
     DEFAULT_TCP_PORTS, DEFAULT_UDP_PORTS, DEFAULT_WINDOW, MAX_TABLE_ENTRIES, TARGET_PLACEHOLDER,
 };
+
+/// The longest timeout the kernel takes for an nft set element: nf_tables gets milliseconds and
+/// refuses any value from `u64::MAX / 1_000_000` up with ERANGE (`nf_msecs_to_jiffies64` turns
+/// them into nanoseconds first). 213503d23h34m33s708ms, about 584 years; measured on 6.18, and
+/// `tests/hostile_config.rs` keeps measuring it. Longer is refused here rather than by every
+/// kernel insert.
+pub const NFT_TIMEOUT_MAX: Duration = Duration::from_millis(u64::MAX / 1_000_000 - 1);
 
 /// Longest nft table name accepted; nft allows more, but a name this long is already a typo.
 const TABLE_NAME_MAX_CHARS: usize = 64;
@@ -269,7 +276,7 @@ fn ignore_file(source: SourceText<'_>, field: &Field<String>) -> Result<Vec<IpNe
 }
 
 fn respond(raw: &RawRespond, source: SourceText<'_>) -> Result<Respond, ConfigError> {
-    let block_timeout = duration(
+    let block_timeout = kernel_timeout(
         source,
         &raw.block_timeout,
         "respond.block_timeout",
@@ -503,6 +510,32 @@ pub(super) fn duration(
         RawDuration::Text(text) => (parse_duration(text), text.clone()),
     };
     parsed.map_err(|problem| source.value_error(&field.span(), key, &written, problem))
+}
+
+/// A duration nfsentry hands to the kernel as an nft element timeout: [`duration`]'s reading,
+/// refused when longer than [`NFT_TIMEOUT_MAX`], with that bound in the message. Zero passes
+/// (for `block_timeout` it means no timeout at all); a key that must not be zero says so itself.
+/// Every key whose value ends up as an element timeout goes through here.
+pub(super) fn kernel_timeout(
+    source: SourceText<'_>,
+    field: &Field<RawDuration>,
+    key: &str,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    let timeout = duration(source, field, key, default)?;
+    if timeout > NFT_TIMEOUT_MAX {
+        return Err(duration_error(
+            source,
+            field,
+            key,
+            format_args!(
+                "is longer than the kernel accepts for an nft element timeout (at most {:?}, \
+                 about 584 years)",
+                format_duration(NFT_TIMEOUT_MAX)
+            ),
+        ));
+    }
+    Ok(timeout)
 }
 
 fn zero_duration_error(
