@@ -33,6 +33,7 @@ pub use ignore::parse_ignore_list;
 pub(crate) use ignore::parse_network;
 pub(crate) use ports::port_range_from_text;
 pub use ports::{PortRanges, PortSet, Ports};
+pub(crate) use validate::gateway_problem;
 pub use validate::NFT_TIMEOUT_MAX;
 
 use error::SourceText;

@@ -1496,6 +1496,55 @@ fn timeouts_the_kernel_cannot_hold_are_refused_with_the_bound() {
 }
 
 #[test]
+fn gateways_that_never_take_replies_away_are_refused() {
+    let loopback = "is a loopback address, which hands the replies back to this host instead \
+                    of sending them away; \"blackhole\" drops them, which is what a loopback \
+                    gateway meant in PortSentry's recipes";
+    let unspecified =
+        "is the unspecified address, which names no gateway; \"blackhole\" drops the replies";
+    let multicast = "is a multicast address; a gateway is one host on a network this host is on";
+    let cases = [
+        ("0.0.0.0", unspecified),
+        ("::", unspecified),
+        (
+            "255.255.255.255",
+            "is the broadcast address; a gateway is one host on a network this host is on",
+        ),
+        ("224.0.0.1", multicast),
+        ("239.255.0.9", multicast),
+        ("ff02::1", multicast),
+        ("127.0.0.1", loopback),
+        ("127.9.9.9", loopback),
+        ("::1", loopback),
+        (
+            "::ffff:192.0.2.1",
+            "is an IPv4-mapped IPv6 address, which the kernel takes for an IPv6 gateway it \
+             cannot reach; write the IPv4 address",
+        ),
+        (
+            "fe80::1",
+            "is a link-local address, which the kernel takes as a gateway only with an \
+             interface, and the route action names none; use the gateway's global address",
+        ),
+    ];
+    for (gateway, problem) in cases {
+        assert_eq!(
+            parse_err(&format!(
+                "[respond]\nactions = [\"route\"]\nroute = \"{gateway}\"\n"
+            )),
+            format!("/tmp/x.toml:3: respond.route: \"{gateway}\" {problem}"),
+        );
+    }
+    for gateway in ["192.0.2.254", "169.254.0.1", "2001:db8::1"] {
+        let config = parse_ok(&format!("[respond]\nroute = \"{gateway}\"\n"));
+        assert_eq!(
+            config.respond.route,
+            RouteTarget::Gateway(gateway.parse().unwrap())
+        );
+    }
+}
+
+#[test]
 fn ignore_files_that_are_no_regular_files_are_refused_unread() {
     let dir = ConfigDir::new();
     let fifo = dir.join("fifo");

@@ -322,14 +322,19 @@ fn respond(raw: &RawRespond, source: SourceText<'_>) -> Result<Respond, ConfigEr
     };
     let route = match &raw.route {
         None => RouteTarget::Blackhole,
-        Some(route) => route_target(route.get_ref()).ok_or_else(|| {
-            source.value_error(
-                &route.span(),
-                "respond.route",
-                route.get_ref(),
-                "is neither \"blackhole\" nor a gateway IP address",
-            )
-        })?,
+        Some(route) => {
+            let error = |problem: &str| {
+                source.value_error(&route.span(), "respond.route", route.get_ref(), problem)
+            };
+            let target = route_target(route.get_ref())
+                .ok_or_else(|| error("is neither \"blackhole\" nor a gateway IP address"))?;
+            if let RouteTarget::Gateway(gateway) = target {
+                if let Some(problem) = gateway_problem(gateway) {
+                    return Err(error(problem));
+                }
+            }
+            target
+        }
     };
     let command = command(source, &raw.command, &raw.actions, &actions)?;
     let ipfilter_interface = match non_empty(&raw.ipfilter_interface) {
@@ -671,6 +676,41 @@ fn log_target(written: &str) -> Option<LogTarget> {
             }
             absolute(written.strip_prefix("file:")?).map(LogTarget::File)
         }
+    }
+}
+
+/// Why `gateway` can never be where the `route` action sends a scanner's replies, from the
+/// address alone; the action's own check adds what takes the host to know (its addresses).
+/// Each of these routes is refused by the kernel or sends the replies back to this host.
+pub(crate) fn gateway_problem(gateway: IpAddr) -> Option<&'static str> {
+    const LOOPBACK: &str = "is a loopback address, which hands the replies back to this host \
+                            instead of sending them away; \"blackhole\" drops them, which is \
+                            what a loopback gateway meant in PortSentry's recipes";
+    const NO_HOST: &str = "is the unspecified address, which names no gateway; \"blackhole\" \
+                           drops the replies";
+    const BROADCAST: &str = "is the broadcast address; a gateway is one host on a network \
+                             this host is on";
+    const MULTICAST: &str = "is a multicast address; a gateway is one host on a network this \
+                             host is on";
+    match gateway {
+        IpAddr::V4(v4) if v4.is_unspecified() => Some(NO_HOST),
+        IpAddr::V4(v4) if v4.is_broadcast() => Some(BROADCAST),
+        IpAddr::V4(v4) if v4.is_multicast() => Some(MULTICAST),
+        IpAddr::V4(v4) if v4.is_loopback() => Some(LOOPBACK),
+        IpAddr::V6(v6) if v6.is_unspecified() => Some(NO_HOST),
+        IpAddr::V6(v6) if v6.is_multicast() => Some(MULTICAST),
+        IpAddr::V6(v6) if v6.is_loopback() => Some(LOOPBACK),
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => Some(
+            "is an IPv4-mapped IPv6 address, which the kernel takes for an IPv6 gateway it \
+             cannot reach; write the IPv4 address",
+        ),
+        // fe80::/10: the kernel takes one only with the interface it is on, and the route
+        // action names none ("Egress device not specified").
+        IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80 => Some(
+            "is a link-local address, which the kernel takes as a gateway only with an \
+             interface, and the route action names none; use the gateway's global address",
+        ),
+        _ => None,
     }
 }
 
