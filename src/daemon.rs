@@ -22,7 +22,7 @@ use crate::firewall;
 use crate::host;
 use crate::nflog::NflogSocket;
 use crate::nft::ruleset::{QueueMode, RulesetSpec};
-use crate::pipeline::{Arrival, BlockOrder, Handled, LogLine, Pipeline};
+use crate::pipeline::{Arrival, LogLine, Order as PipelineOrder, Pipeline};
 use crate::queue::PacketQueue;
 use crate::respond::responder::{self, Order, ResponderSetup};
 use crate::respond::{self, Action};
@@ -56,7 +56,7 @@ pub enum DaemonError {
 const NFLOG_COPY_BYTES: u32 = 128;
 /// A status line this often, so an admin tailing the log sees the daemon is alive.
 const STATUS_EVERY: Duration = Duration::from_secs(600);
-/// How often expired blocks leave the engine's table and local addresses are re-read.
+/// How often local addresses are re-read.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(5);
 /// Packets answered before the loop looks at signals, NFLOG and timers again.
 const DRAIN_BATCH: usize = 1024;
@@ -110,6 +110,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         ),
     };
     let actions = respond::build(&config.respond, &config.daemon.table);
+    let detached = respond::detached_status(&actions);
     drop_capabilities(&actions);
 
     let prefer = config.daemon.queue_mode;
@@ -168,6 +169,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         orders: order_tx.clone(),
         default_verdict: config.respond.verdict,
         notifier,
+        detached,
     };
     let result = packet_loop.run(&mut queue, nflog.as_mut(), &signals);
     let _ = packet_loop.notifier.stopping();
@@ -188,6 +190,8 @@ struct PacketLoop {
     default_verdict: Verdict,
     /// systemd's readiness, status and watchdog; does nothing outside a Type=notify unit.
     notifier: Notifier,
+    /// The queues of the actions that run off the responder thread, for the status line.
+    detached: respond::detached::StatusSuffix,
 }
 
 impl PacketLoop {
@@ -271,11 +275,12 @@ impl PacketLoop {
             if let Err(e) = self.notifier.keep_alive(now) {
                 debug!("watchdog ping failed: {e}");
             }
-            if let Some(line) = self.pipeline.tick(now) {
-                write_line(&line);
-            }
+            // Expiries, tokens for sources waiting to be blocked, and the summaries of what
+            // the limits held back.
+            let ticked = self.pipeline.tick(now, SystemTime::now());
+            self.pass_on(ticked.orders, &ticked.lines);
             if now >= next_housekeeping {
-                self.housekeeping(now);
+                self.housekeeping();
                 next_housekeeping = now + HOUSEKEEPING_EVERY;
             }
             if now >= next_status {
@@ -285,11 +290,10 @@ impl PacketLoop {
         }
     }
 
-    /// Timed chores off the per-packet path: lift expired blocks from the pipeline's table, and
-    /// follow the host's own addresses (DHCP, rotating IPv6 temporary addresses) so a packet
-    /// spoofed from a new one cannot get the host blocked from itself.
-    fn housekeeping(&mut self, now: Instant) {
-        self.pipeline.expire(now);
+    /// Timed chores off the per-packet path: follow the host's own addresses (DHCP, rotating
+    /// IPv6 temporary addresses) so a packet spoofed from a new one cannot get the host blocked
+    /// from itself.
+    fn housekeeping(&mut self) {
         if self.pipeline.set_local_addresses(host::local_addresses()) {
             info!(
                 "local addresses changed; never counted nor blocked now: {}",
@@ -308,7 +312,7 @@ impl PacketLoop {
             self.pipeline
                 .handle(bytes, Arrival::Queued, Instant::now(), SystemTime::now());
         let verdict = handled.verdict.unwrap_or(self.default_verdict);
-        self.pass_on(handled);
+        self.pass_on(handled.orders, &handled.lines);
         verdict
     }
 
@@ -321,38 +325,30 @@ impl PacketLoop {
             Instant::now(),
             SystemTime::now(),
         );
-        self.pass_on(handled);
+        self.pass_on(handled.orders, &handled.lines);
     }
 
-    /// Writes the lines, then hands the block order to the responder thread.
-    fn pass_on(&self, handled: Handled) {
-        for line in &handled.lines {
+    /// Writes the lines, then hands the orders to the responder thread.
+    fn pass_on(&self, orders: Vec<PipelineOrder>, lines: &[LogLine]) {
+        for line in lines {
             write_line(line);
         }
-        let Some(BlockOrder {
-            record,
-            history_line,
-        }) = handled.block
-        else {
-            return;
-        };
-        let source = record.source;
-        if self
-            .orders
-            .send(Order::Block {
-                record,
-                history_line,
-            })
-            .is_err()
-        {
-            error!("the responder thread is gone: {source} is dropped inline but not blocked");
+        for order in orders {
+            let source = match &order {
+                PipelineOrder::Block(block) => block.record.source,
+                PipelineOrder::Release(release) => release.source,
+                PipelineOrder::Renew(renew) => renew.source,
+            };
+            if self.orders.send(Order::from(order)).is_err() {
+                error!("the responder thread is gone: {source} is dropped inline but not blocked");
+            }
         }
     }
 
     fn log_status(&self, what: &str) {
-        let status = self.pipeline.status();
+        let status = format!("{}{}", self.pipeline.status(), self.detached);
         info!("{what}: {status}");
-        if let Err(e) = self.notifier.status(&status.to_string()) {
+        if let Err(e) = self.notifier.status(&status) {
             debug!("cannot send the status to systemd: {e}");
         }
     }

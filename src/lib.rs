@@ -9,7 +9,7 @@
 //!            pipeline: packet (parse, classify) → tracker (per source) → engine (decide)
 //!                              │   report (log lines, history line)
 //!                              ▼
-//!                  block order ──channel──▶ respond::responder
+//!        orders (block, release, renew) ──channel──▶ respond::responder
 //!                                              ├─▶ store (journal, history file)
 //!                                              └─▶ respond actions: nft-set, route,
 //!                                                  hosts-deny, command, legacy tools
@@ -26,20 +26,28 @@
 // ── Core: no I/O ──────────────────────────────────────────────────────────────────────────
 // CIDR set lookups for the ignore list.
 pub mod addrset;
+// Handshake cookies: the keyed sequence numbers that prove a source address is real.
+pub mod cookie;
 // The configuration: TOML in, validated values out (reads the config and ignore files only).
 pub mod config;
-// The decision per classified packet: verdict, detection, block.
+// The decision per classified packet: verdict, detection, block; the limits on blocks.
 pub mod engine;
 // An error with its causes on one line.
 pub mod error_text;
+// The TCP segments nfsentry sends itself (SYN-ACK, banner, RST), and reading a segment's numbers.
+pub mod forge;
+// What a segment to a bait port proves about its source, and what to send back.
+pub mod handshake;
 // Translating a portsentry.conf (reading it is its `system` part's job).
 pub mod import_portsentry;
 // Parsing and classifying one packet.
 pub mod packet;
-// The per-packet path: packet bytes and time in, verdict, block order and log lines out.
+// The per-packet path: packet bytes and time in, verdict, orders and log lines out.
 pub mod pipeline;
 // PortSentry's log and history wording.
 pub mod report;
+// Sources that cannot be real, and addresses never blocked (own, routers, ignore list).
+pub mod spoof;
 // Per-source scan counters, bounded.
 pub mod tracker;
 
@@ -48,6 +56,10 @@ pub mod tracker;
 pub mod firewall;
 // The host's interfaces and addresses.
 pub mod host;
+// The host's addresses, routers and broadcast addresses, followed through rtnetlink events.
+pub mod host_watch;
+// Raw sockets that send the packets nfsentry forges (handshake replies).
+pub mod inject;
 // Netlink framing, sockets and request/answer exchanges shared by the kernel edges.
 pub mod netlink_wire;
 // Short-header packets from NFLOG.
@@ -60,6 +72,8 @@ pub mod queue;
 // ── Edges: files, processes, network, the service manager ────────────────────────────────
 // Crash-safe file replacement.
 pub mod atomic_file;
+// The control socket: its protocol, the daemon's and the command's ends, the printed text.
+pub mod control;
 // CrowdSec's Local API: pushing our blocks, pulling the fleet's.
 pub mod crowdsec;
 // Where log lines go: stderr/journal, syslog, a file.

@@ -1,13 +1,16 @@
 //! The `nfsentry` command: parses the command line, loads the config, and hands over to the
 //! daemon or prints what was asked. Exit codes are decided here and nowhere else.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use log::{error, LevelFilter};
 
 use nfsentry::config::{self, Config};
+use nfsentry::control::{self, protocol::Request};
 use nfsentry::nft::ruleset::{self, QueueMode, RulesetSpec};
 use nfsentry::{daemon, host, import_portsentry, logging, respond};
 
@@ -40,6 +43,41 @@ enum Command {
         #[arg(value_name = "PORTSENTRY_CONF")]
         path: PathBuf,
     },
+    /// Show the running daemon's state: queues, packets, detections, blocks, kernel counters.
+    Status {
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
+    /// List the blocked addresses: scan type, target, since, time left, verified, actions.
+    List {
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
+    /// Block an address by hand through every configured action; in force when this returns.
+    Block {
+        address: IpAddr,
+        /// How long ("90s", "1h", "7d"; "0" until released); default: respond.block_timeout.
+        #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
+        timeout: Option<Duration>,
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
+    /// Lift the block of an address through every action; in force when this returns.
+    Unblock {
+        address: IpAddr,
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
+    /// Lift every block.
+    Flush {
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
+    /// Re-read the configuration and apply it, as SIGHUP does; a bad file is refused.
+    Reload {
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
     /// Print the nft ruleset that `run` would install.
     Rules {
         #[arg(long, value_name = "PATH")]
@@ -48,6 +86,17 @@ enum Command {
         #[arg(long)]
         actions: bool,
     },
+}
+
+/// How the control commands find the daemon and print its answer.
+#[derive(clap::Args)]
+struct DaemonArgs {
+    /// The config whose `daemon.control_socket` to use.
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Print the answer as JSON, for scripts.
+    #[arg(long)]
+    json: bool,
 }
 
 /// sysexits' EX_CONFIG: systemd units stop restarting on it.
@@ -105,6 +154,22 @@ fn main() -> ExitCode {
             }
         },
         Command::ImportPortsentry { path } => import_portsentry(&path),
+        Command::Status { daemon } => ask_daemon(daemon, Request::Status),
+        Command::List { daemon } => ask_daemon(daemon, Request::List),
+        Command::Block {
+            address,
+            timeout,
+            daemon,
+        } => ask_daemon(
+            daemon,
+            Request::Block {
+                address,
+                timeout_secs: timeout.map(|t| t.as_secs()),
+            },
+        ),
+        Command::Unblock { address, daemon } => ask_daemon(daemon, Request::Unblock { address }),
+        Command::Flush { daemon } => ask_daemon(daemon, Request::Flush),
+        Command::Reload { daemon } => ask_daemon(daemon, Request::Reload),
         Command::Rules { config, actions } => match load(config) {
             Ok(c) if actions => {
                 for line in respond::describe(&respond::build(&c.respond, &c.daemon.table)) {
@@ -128,6 +193,40 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_BAD_CONFIG_CHECK)
             }
         },
+    }
+}
+
+/// A control command: finds the socket through the config, asks, prints the answer. Exit 0 when
+/// the daemon carried it out, 1 when it refused or could not be reached, with one line on
+/// standard error saying why.
+fn ask_daemon(args: DaemonArgs, request: Request) -> ExitCode {
+    let config = match load(args.config) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("nfsentry: {e}");
+            return ExitCode::from(EXIT_BAD_CONFIG_CHECK);
+        }
+    };
+    let path = &config.daemon.control_socket;
+    let answer = match control::client::ask(path, &request, control::client::ANSWER_TIMEOUT) {
+        Ok(answer) => answer,
+        Err(e) => {
+            eprintln!("nfsentry: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    match control::render::render(&answer, args.json, now) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(reason) => {
+            eprintln!("nfsentry: {reason}");
+            ExitCode::from(EXIT_FAILURE)
+        }
     }
 }
 

@@ -23,8 +23,12 @@ const HISTORY: &str = "history";
 /// A journal shorter than this is never compacted while running: rewriting it costs more
 /// than it saves.
 const COMPACT_ABOVE_LINES: usize = 4096;
-const JOURNAL_HEADER: &str = "# nfsentry blocks journal: '+ ADDR ADDED EXPIRES PROTO PORT KIND' \
-adds, '- ADDR' removes; EXPIRES is a unix time or 'never'. Rewritten at start.";
+const JOURNAL_HEADER: &str = "# nfsentry blocks journal: '+ ADDR ADDED EXPIRES PROTO PORT KIND \
+EVIDENCE' adds (a later '+' for the same ADDR replaces it), '- ADDR' removes; EXPIRES is a unix \
+time or 'never', EVIDENCE 'verified' or 'unverified' (absent: unverified). Rewritten at start.";
+/// The last field of a journal `+` line.
+const VERIFIED: &str = "verified";
+const UNVERIFIED: &str = "unverified";
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -51,6 +55,9 @@ pub struct BlockRecord {
     pub port: u16,
     /// The scan type word that triggered the block (`SYN/Normal`, ...).
     pub kind: String,
+    /// Its source completed a handshake with us (the address is its own); unverified blocks
+    /// are the ones a full table gives up first.
+    pub verified: bool,
 }
 
 impl BlockRecord {
@@ -69,13 +76,24 @@ impl BlockRecord {
         let expires = self
             .expires
             .map_or_else(|| "never".to_string(), |e| e.to_string());
+        let evidence = match self.verified {
+            true => VERIFIED,
+            false => UNVERIFIED,
+        };
         format!(
-            "+ {} {} {} {} {} {}",
+            "+ {} {} {} {} {} {} {evidence}",
             self.source, self.added, expires, self.protocol, self.port, self.kind
         )
     }
 
+    /// The fields after `+`; journals written before blocks had evidence lack the last one,
+    /// and their blocks are unverified.
     fn parse(fields: &[&str]) -> Option<BlockRecord> {
+        let (fields, verified) = match fields {
+            [rest @ .., last] if *last == VERIFIED => (rest, true),
+            [rest @ .., last] if *last == UNVERIFIED => (rest, false),
+            all => (all, false),
+        };
         let [source, added, expires, protocol, port, kind] = fields else {
             return None;
         };
@@ -89,6 +107,7 @@ impl BlockRecord {
             protocol: (*protocol).to_string(),
             port: port.parse().ok()?,
             kind: (*kind).to_string(),
+            verified,
         })
     }
 }
@@ -104,6 +123,7 @@ impl BlockRecord {
             protocol: "TCP".into(),
             port: 23,
             kind: "SYN/Normal".into(),
+            verified: false,
         }
     }
 }
@@ -194,6 +214,13 @@ impl BlockStore {
         let record = self.live.remove(source)?;
         self.append_journal(&format!("- {source}"));
         Some(record)
+    }
+
+    /// Replaces a live block's record (made verified, with its new end); durable after the
+    /// next [`BlockStore::sync`]. No history line: the block is not a new one.
+    pub fn renew(&mut self, record: BlockRecord) {
+        self.append_journal(&record.journal_line());
+        self.live.insert(record.source, record);
     }
 
     /// The blocks whose time is up at `now`.
@@ -420,6 +447,44 @@ mod tests {
         assert_eq!(store.len(), 1);
         assert_eq!(skipped.len(), 1);
         assert_eq!(skipped[0].line, 2);
+    }
+
+    #[test]
+    fn the_journal_keeps_each_blocks_evidence_and_reads_lines_without_it_as_unverified() {
+        let (_scratch, dir) = state_dir();
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(
+            dir.join(JOURNAL),
+            "+ 198.51.100.7 1700000000 never TCP 23 SYN/Normal\n\
+             + 198.51.100.8 1700000000 1700003600 UDP 161 UDP verified\n\
+             + 198.51.100.9 1700000000 1700003600 TCP 1 FIN unverified\n\
+             + 198.51.100.10 1700000000 never TCP 1 FIN maybe\n",
+        )
+        .unwrap();
+        let (mut store, skipped) = BlockStore::open(&dir).unwrap();
+        assert_eq!(skipped.len(), 1, "an unknown evidence word is no record");
+        let verified =
+            |store: &BlockStore, addr: &str| store.get(&addr.parse().unwrap()).map(|r| r.verified);
+        assert_eq!(verified(&store, "198.51.100.7"), Some(false));
+        assert_eq!(verified(&store, "198.51.100.8"), Some(true));
+        assert_eq!(verified(&store, "198.51.100.9"), Some(false));
+        let journal = fs::read_to_string(dir.join(JOURNAL)).unwrap();
+        assert!(
+            journal.contains("\n+ 198.51.100.7 1700000000 never TCP 23 SYN/Normal unverified\n"),
+            "{journal}"
+        );
+        assert!(journal.contains("+ 198.51.100.8 1700000000 1700003600 UDP 161 UDP verified\n"));
+
+        // A renewal replaces the record, writes no history line, and survives a reopen.
+        let mut renewed = store.get(&"198.51.100.9".parse().unwrap()).unwrap().clone();
+        renewed.verified = true;
+        renewed.expires = None;
+        store.renew(renewed.clone());
+        store.sync().unwrap();
+        drop(store);
+        let (store, _) = BlockStore::open(&dir).unwrap();
+        assert_eq!(store.get(&renewed.source), Some(&renewed));
+        assert_eq!(fs::read_to_string(dir.join(HISTORY)).unwrap(), "");
     }
 
     #[test]

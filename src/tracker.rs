@@ -1,15 +1,22 @@
-//! Per-source scan counters: how many distinct targets each source IP touched recently.
+//! Per-source scan counters: how many distinct targets each source IP touched recently, and
+//! whether it proved its address by completing a handshake.
 //!
-//! The table is bounded: a flood of spoofed sources evicts the longest-silent entries instead of
-//! growing memory, and the hash is keyed per process (SipHash with a random key) so an attacker
-//! cannot choose addresses that collide. This module knows nothing of packets or verdicts.
+//! The table is bounded and split in two segments, as in SLRU: a source enters *probation*, and
+//! moves to the *protected* segment once it has touched two distinct targets (or is verified).
+//! A full table evicts the longest-silent source of probation first, so a flood of spoofed
+//! one-packet sources churns probation only and cannot push a real scanner out between its
+//! probes once it has made two. The hash is keyed per process (SipHash with a random key), so an
+//! attacker cannot choose addresses that collide.
+//!
+//! Entries live in one arena of slots linked into two lists by index: once the table has grown
+//! to its bound, recording a packet allocates nothing. This module knows nothing of packets or
+//! verdicts.
 
 use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
-
-use lru::LruCache;
 
 /// What a source touched: protocol number and port, packed so that a recent-target check is a
 /// comparison of plain integers. Targets without a port (IP options on ICMP, short headers) carry
@@ -32,6 +39,10 @@ impl Target {
 /// rather than "packets sent", while the memory per source stays fixed.
 const RECENT_TARGETS: usize = 8;
 
+/// Distinct targets that earn a source its place in the protected segment: one probe is all a
+/// spoofed packet ever makes, two is already a pattern.
+const PROTECT_AT_HITS: u32 = 2;
+
 #[derive(Debug, Clone)]
 struct SourceState {
     hits: u32,
@@ -39,6 +50,8 @@ struct SourceState {
     recent: [u32; RECENT_TARGETS],
     recent_len: u8,
     recent_next: u8,
+    /// Completed a TCP handshake with us: the address is not spoofed.
+    verified: bool,
 }
 
 impl SourceState {
@@ -49,6 +62,7 @@ impl SourceState {
             recent: [0; RECENT_TARGETS],
             recent_len: 0,
             recent_next: 0,
+            verified: false,
         }
     }
 
@@ -66,21 +80,82 @@ impl SourceState {
         self.hits = self.hits.saturating_add(1);
         self.hits
     }
+
+    fn deserves_protection(&self) -> bool {
+        self.verified || self.hits >= PROTECT_AT_HITS
+    }
+}
+
+/// Index of a slot in the arena; `NIL` ends a list.
+type SlotIndex = u32;
+const NIL: SlotIndex = SlotIndex::MAX;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Segment {
+    Probation,
+    Protected,
+    /// On the free list, waiting to be reused.
+    Free,
+}
+
+#[derive(Debug)]
+struct Slot {
+    source: IpAddr,
+    state: SourceState,
+    segment: Segment,
+    /// Towards the least recently seen end.
+    older: SlotIndex,
+    /// Towards the most recently seen end.
+    newer: SlotIndex,
+}
+
+/// A doubly linked list of slots, oldest first.
+#[derive(Debug, Clone, Copy)]
+struct List {
+    oldest: SlotIndex,
+    newest: SlotIndex,
+    len: usize,
+}
+
+impl List {
+    const EMPTY: List = List {
+        oldest: NIL,
+        newest: NIL,
+        len: 0,
+    };
 }
 
 /// The bounded table of sources and their hit counts.
 pub struct Tracker {
-    sources: LruCache<IpAddr, SourceState, RandomState>,
+    index: HashMap<IpAddr, SlotIndex, RandomState>,
+    slots: Vec<Slot>,
+    /// Freed slots (from `forget`), reused before the arena grows; linked through `newer`.
+    free: SlotIndex,
+    probation: List,
+    protected: List,
+    capacity: usize,
+    /// Most sources the protected segment holds; beyond it its oldest go back to probation.
+    protected_capacity: usize,
     window: Duration,
     evicted: u64,
 }
 
 impl Tracker {
     /// `window`: a source silent for this long starts again from zero.
-    /// `capacity`: the most sources remembered at once.
+    /// `capacity`: the most sources remembered at once. Half of it may be protected: the other
+    /// half keeps room for new sources to make their second probe in.
     pub fn new(window: Duration, capacity: NonZeroUsize) -> Self {
+        // Beyond the arena's index range no table could be addressed anyway; the config caps
+        // `max_sources` far below it.
+        let capacity = capacity.get().min(NIL as usize);
         Tracker {
-            sources: LruCache::with_hasher(capacity, RandomState::new()),
+            index: HashMap::with_hasher(RandomState::new()),
+            slots: Vec::new(),
+            free: NIL,
+            probation: List::EMPTY,
+            protected: List::EMPTY,
+            capacity,
+            protected_capacity: capacity / 2,
             window,
             evicted: 0,
         }
@@ -89,43 +164,204 @@ impl Tracker {
     /// Records that `source` touched `target` at `now`; returns the source's hit count, which
     /// grows by one for each distinct target within the window.
     pub fn record(&mut self, source: IpAddr, target: Target, now: Instant) -> u32 {
-        if let Some(state) = self.sources.get_mut(&source) {
-            if now.saturating_duration_since(state.last_seen) > self.window {
-                *state = SourceState::new(now);
-            }
-            state.last_seen = now;
-            return state.record(target);
-        }
-        let mut state = SourceState::new(now);
+        let slot = self.slot_for(source, now);
+        let state = &mut self.slots[slot as usize].state;
         let hits = state.record(target);
-        if self.sources.push(source, state).is_some() {
-            self.evicted += 1;
-        }
+        self.promote_if_deserved(slot);
         hits
+    }
+
+    /// Notes that `source` completed a handshake: its later block is verified, and it is kept
+    /// from eviction by sources that never did.
+    pub fn mark_verified(&mut self, source: IpAddr, now: Instant) {
+        let slot = self.slot_for(source, now);
+        self.slots[slot as usize].state.verified = true;
+        self.promote_if_deserved(slot);
+    }
+
+    /// Whether `source` completed a handshake while it was remembered.
+    pub fn is_verified(&self, source: &IpAddr) -> bool {
+        self.index
+            .get(source)
+            .is_some_and(|&slot| self.slots[slot as usize].state.verified)
     }
 
     /// Forgets a source, e.g. once it is blocked: its history is no longer needed.
     pub fn forget(&mut self, source: &IpAddr) {
-        self.sources.pop(source);
+        if let Some(slot) = self.index.remove(source) {
+            self.unlink(slot);
+            self.release_slot(slot);
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.sources.len()
+        self.index.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.sources.is_empty()
+        self.index.is_empty()
+    }
+
+    /// Sources in the protected segment: those that touched two targets or more, or verified.
+    pub fn protected_len(&self) -> usize {
+        self.protected.len
     }
 
     /// How many sources were pushed out to make room since start: a sign of a spoofed flood.
     pub fn evicted(&self) -> u64 {
         self.evicted
     }
+
+    /// The slot of `source`, marked as seen at `now`: its own, reset if it was silent longer
+    /// than the window, or a fresh one in probation.
+    fn slot_for(&mut self, source: IpAddr, now: Instant) -> SlotIndex {
+        if let Some(&slot) = self.index.get(&source) {
+            let state = &mut self.slots[slot as usize].state;
+            if now.saturating_duration_since(state.last_seen) > self.window {
+                // Silence forgets the count, not the proof: the address did answer.
+                let verified = state.verified;
+                *state = SourceState::new(now);
+                state.verified = verified;
+            }
+            state.last_seen = now;
+            self.touch(slot);
+            return slot;
+        }
+        if self.index.len() >= self.capacity {
+            self.evict_one();
+        }
+        let slot = self.take_slot(source, SourceState::new(now));
+        self.index.insert(source, slot);
+        self.push_newest(slot, Segment::Probation);
+        slot
+    }
+
+    /// Moves a probation slot that has earned it into the protected segment; when that is full,
+    /// its longest-silent source goes back to probation (as the newest there, so it keeps a
+    /// chance to prove itself again).
+    fn promote_if_deserved(&mut self, slot: SlotIndex) {
+        let entry = &self.slots[slot as usize];
+        if entry.segment != Segment::Probation || !entry.state.deserves_protection() {
+            return;
+        }
+        if self.protected_capacity == 0 {
+            return;
+        }
+        if self.protected.len >= self.protected_capacity {
+            let demoted = self.protected.oldest;
+            self.unlink(demoted);
+            self.push_newest(demoted, Segment::Probation);
+        }
+        self.unlink(slot);
+        self.push_newest(slot, Segment::Protected);
+    }
+
+    /// Makes room for one source: the longest-silent in probation, or in the protected segment
+    /// when probation is empty.
+    fn evict_one(&mut self) {
+        let victim = match self.probation.oldest {
+            NIL => self.protected.oldest,
+            oldest => oldest,
+        };
+        if victim == NIL {
+            return;
+        }
+        let source = self.slots[victim as usize].source;
+        self.index.remove(&source);
+        self.unlink(victim);
+        self.release_slot(victim);
+        self.evicted += 1;
+    }
+
+    /// Moves a linked slot to the newest end of its own segment.
+    fn touch(&mut self, slot: SlotIndex) {
+        let segment = self.slots[slot as usize].segment;
+        if self.list(segment).newest == slot {
+            return;
+        }
+        self.unlink(slot);
+        self.push_newest(slot, segment);
+    }
+
+    fn list(&mut self, segment: Segment) -> &mut List {
+        match segment {
+            Segment::Protected => &mut self.protected,
+            Segment::Probation | Segment::Free => &mut self.probation,
+        }
+    }
+
+    fn push_newest(&mut self, slot: SlotIndex, segment: Segment) {
+        let list = *self.list(segment);
+        {
+            let entry = &mut self.slots[slot as usize];
+            entry.segment = segment;
+            entry.older = list.newest;
+            entry.newer = NIL;
+        }
+        if list.newest != NIL {
+            self.slots[list.newest as usize].newer = slot;
+        }
+        let list = self.list(segment);
+        if list.oldest == NIL {
+            list.oldest = slot;
+        }
+        list.newest = slot;
+        list.len += 1;
+    }
+
+    fn unlink(&mut self, slot: SlotIndex) {
+        let (segment, older, newer) = {
+            let entry = &self.slots[slot as usize];
+            (entry.segment, entry.older, entry.newer)
+        };
+        match older {
+            NIL => self.list(segment).oldest = newer,
+            older => self.slots[older as usize].newer = newer,
+        }
+        match newer {
+            NIL => self.list(segment).newest = older,
+            newer => self.slots[newer as usize].older = older,
+        }
+        self.list(segment).len -= 1;
+        let entry = &mut self.slots[slot as usize];
+        entry.older = NIL;
+        entry.newer = NIL;
+    }
+
+    fn take_slot(&mut self, source: IpAddr, state: SourceState) -> SlotIndex {
+        let slot = Slot {
+            source,
+            state,
+            segment: Segment::Free,
+            older: NIL,
+            newer: NIL,
+        };
+        match self.free {
+            NIL => {
+                // The arena grows until the table is full, then every slot is reused.
+                self.slots.push(slot);
+                (self.slots.len() - 1) as SlotIndex
+            }
+            free => {
+                self.free = self.slots[free as usize].newer;
+                self.slots[free as usize] = slot;
+                free
+            }
+        }
+    }
+
+    fn release_slot(&mut self, slot: SlotIndex) {
+        let entry = &mut self.slots[slot as usize];
+        entry.segment = Segment::Free;
+        entry.newer = self.free;
+        self.free = slot;
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     const TCP: u8 = 6;
 
@@ -140,11 +376,44 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn spoofed(i: u32) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | i))
+    }
+
     fn tracker(window_s: u64, cap: usize) -> Tracker {
         Tracker::new(
             Duration::from_secs(window_s),
             NonZeroUsize::new(cap).unwrap(),
         )
+    }
+
+    /// The lists and the index agree: every indexed source is linked once, in the segment its
+    /// slot names, and the counts add up.
+    fn assert_consistent(t: &Tracker) {
+        let mut seen = 0;
+        for (list, segment) in [
+            (t.probation, Segment::Probation),
+            (t.protected, Segment::Protected),
+        ] {
+            let mut count = 0;
+            let mut at = list.oldest;
+            let mut previous = NIL;
+            while at != NIL {
+                let slot = &t.slots[at as usize];
+                assert_eq!(slot.segment, segment);
+                assert_eq!(slot.older, previous);
+                assert_eq!(t.index.get(&slot.source), Some(&at));
+                previous = at;
+                at = slot.newer;
+                count += 1;
+            }
+            assert_eq!(previous, list.newest);
+            assert_eq!(count, list.len);
+            seen += count;
+        }
+        assert_eq!(seen, t.index.len());
+        assert!(t.index.len() <= t.capacity);
+        assert!(t.protected.len <= t.protected_capacity);
     }
 
     #[test]
@@ -172,6 +441,7 @@ mod tests {
             "UDP 25 is another target than TCP 25"
         );
         assert_eq!(t.record(addr("198.51.100.8"), tcp(23), now), 1);
+        assert_consistent(&t);
     }
 
     #[test]
@@ -208,40 +478,142 @@ mod tests {
         let scanner = addr("198.51.100.7");
         t.record(scanner, tcp(1), now);
         for i in 0..100_000u32 {
-            let spoofed = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 | i));
-            t.record(spoofed, tcp(80), now);
+            t.record(spoofed(i), tcp(80), now);
             assert!(t.len() <= 1000);
         }
+        assert_consistent(&t);
         assert_eq!(t.len(), 1000);
         assert_eq!(t.evicted(), 100_000 + 1 - 1000);
         assert_eq!(
             t.record(scanner, tcp(2), now),
             1,
-            "the oldest source was evicted first"
+            "one probe earns no protection: the oldest source was evicted first"
         );
     }
 
     #[test]
-    fn recently_active_sources_survive_eviction() {
-        let mut t = tracker(600, 3);
+    fn two_targets_protect_a_scanner_from_a_flood_of_one_packet_sources() {
+        let mut t = tracker(600, 64);
         let now = Instant::now();
-        let (a, b, c, d) = (
-            addr("192.0.2.1"),
-            addr("192.0.2.2"),
-            addr("192.0.2.3"),
-            addr("192.0.2.4"),
+        let scanner = addr("198.51.100.7");
+        for i in 0..1_000u32 {
+            t.record(spoofed(i), tcp(80), now);
+        }
+        assert_eq!(t.record(scanner, tcp(1), now), 1);
+        for i in 1_000..1_010u32 {
+            t.record(spoofed(i), tcp(80), now);
+        }
+        assert_eq!(t.record(scanner, tcp(2), now), 2);
+        assert_eq!(t.protected_len(), 1);
+        // Two million spoofed sources, each far more than the table holds.
+        for i in 0..2_000_000u32 {
+            t.record(spoofed(10_000 + i), tcp(80), now);
+        }
+        assert_consistent(&t);
+        assert_eq!(t.len(), 64);
+        assert_eq!(
+            t.record(scanner, tcp(3), now),
+            3,
+            "the scanner kept its count through the flood"
         );
-        t.record(a, tcp(1), now);
-        t.record(b, tcp(1), now);
-        t.record(c, tcp(1), now);
-        t.record(a, tcp(2), now); // a is now the most recent
-        t.record(d, tcp(1), now); // evicts b
-        assert_eq!(t.record(a, tcp(3), now), 3);
-        assert_eq!(t.record(b, tcp(2), now), 1);
     }
 
     #[test]
-    fn forget_drops_the_history() {
+    fn a_full_protected_segment_sends_its_oldest_back_to_probation() {
+        // Capacity 8: at most 4 protected.
+        let mut t = tracker(600, 8);
+        let now = Instant::now();
+        let scanners: Vec<IpAddr> = (1..=5).map(|i| spoofed(1_000_000 + i)).collect();
+        for scanner in &scanners {
+            t.record(*scanner, tcp(1), now);
+            t.record(*scanner, tcp(2), now);
+        }
+        assert_eq!(t.protected_len(), 4);
+        assert_consistent(&t);
+        // The first scanner was demoted to probation and is the first to go.
+        for i in 0..4 {
+            t.record(spoofed(i), tcp(80), now);
+        }
+        assert_consistent(&t);
+        assert_eq!(
+            t.record(scanners[0], tcp(3), now),
+            1,
+            "demoted, then evicted"
+        );
+        for scanner in &scanners[1..] {
+            assert_eq!(t.record(*scanner, tcp(3), now), 3, "still protected");
+        }
+    }
+
+    #[test]
+    fn probation_is_evicted_before_protected_sources() {
+        let mut t = tracker(600, 4);
+        let now = Instant::now();
+        let (a, b) = (addr("192.0.2.1"), addr("192.0.2.2"));
+        t.record(a, tcp(1), now);
+        t.record(a, tcp(2), now); // protected
+        t.record(b, tcp(1), now);
+        t.record(b, tcp(2), now); // protected
+        for i in 0..10 {
+            t.record(spoofed(i), tcp(80), now);
+        }
+        assert_consistent(&t);
+        assert_eq!(t.record(a, tcp(3), now), 3);
+        assert_eq!(t.record(b, tcp(3), now), 3);
+    }
+
+    #[test]
+    fn verified_sources_are_protected_and_keep_the_mark_through_silence() {
+        let mut t = tracker(10, 4);
+        let start = Instant::now();
+        let source = addr("198.51.100.9");
+        assert!(!t.is_verified(&source));
+        t.mark_verified(source, start);
+        assert!(t.is_verified(&source));
+        assert_eq!(t.protected_len(), 1);
+        for i in 0..100 {
+            t.record(spoofed(i), tcp(80), start);
+        }
+        assert!(t.is_verified(&source), "not evicted by one-packet sources");
+        let later = start + Duration::from_secs(60);
+        assert_eq!(t.record(source, tcp(1), later), 1, "the count starts over");
+        assert!(t.is_verified(&source), "the proof does not");
+        assert_consistent(&t);
+    }
+
+    #[test]
+    fn a_retransmission_keeps_a_source_fresh_in_probation() {
+        // Capacity 4: room for 4 in probation while nothing is protected.
+        let mut t = tracker(600, 4);
+        let now = Instant::now();
+        let sources: Vec<IpAddr> = (1..=4).map(|i| spoofed(1_000 + i)).collect();
+        for source in &sources {
+            t.record(*source, tcp(1), now);
+        }
+        t.record(sources[0], tcp(1), now); // the oldest is now the newest
+        t.record(spoofed(1), tcp(80), now); // evicts sources[1]
+        assert_eq!(t.protected_len(), 0);
+        assert_eq!(t.record(sources[0], tcp(2), now), 2);
+        assert_eq!(t.record(sources[1], tcp(2), now), 1);
+        assert_consistent(&t);
+    }
+
+    #[test]
+    fn without_room_for_a_protected_segment_the_table_is_plain_lru() {
+        // A capacity of 1 leaves no room for a protected segment: plain LRU.
+        let mut t = tracker(600, 1);
+        let now = Instant::now();
+        let (a, b) = (addr("192.0.2.1"), addr("192.0.2.2"));
+        t.record(a, tcp(1), now);
+        t.record(a, tcp(2), now);
+        assert_eq!(t.protected_len(), 0);
+        t.record(b, tcp(1), now);
+        assert_eq!(t.record(a, tcp(3), now), 1);
+        assert_consistent(&t);
+    }
+
+    #[test]
+    fn forget_drops_the_history_and_frees_the_slot_for_reuse() {
         let mut t = tracker(600, 16);
         let now = Instant::now();
         let src = addr("192.0.2.9");
@@ -249,6 +621,21 @@ mod tests {
         t.record(src, tcp(2), now);
         t.forget(&src);
         assert!(t.is_empty());
+        assert_consistent(&t);
         assert_eq!(t.record(src, tcp(3), now), 1);
+        assert_eq!(t.slots.len(), 1, "the freed slot was reused");
+        t.forget(&addr("192.0.2.10"));
+        assert_eq!(t.len(), 1, "forgetting an unknown source changes nothing");
+    }
+
+    #[test]
+    fn a_full_table_reuses_its_slots() {
+        let mut t = tracker(600, 100);
+        let now = Instant::now();
+        for i in 0..10_000u32 {
+            t.record(spoofed(i), tcp(80), now);
+        }
+        assert_eq!(t.slots.len(), 100, "the arena stopped growing at the bound");
+        assert_consistent(&t);
     }
 }

@@ -99,6 +99,7 @@ fn block(source: &str, expires: Option<u64>) -> LocalBlock {
         protocol: "TCP".into(),
         port: 23,
         kind: "SYN/Normal".into(),
+        verified: false,
     });
     block.hits = 2;
     block.probes = vec![

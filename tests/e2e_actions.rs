@@ -304,6 +304,40 @@ fn error_lines_about(daemon: &Daemon<'_>, source: Ipv4Addr) -> Vec<String> {
         .collect()
 }
 
+/// Waits for the effects of a block or release to be `expected`: every action but nft-set runs
+/// off the responder thread, so its effect may follow the block line.
+fn wait_for_effects(
+    lab: &Lab,
+    source: Ipv4Addr,
+    hosts_deny: &Path,
+    expected: Effects,
+    what: &str,
+) -> Result<(), LabError> {
+    let waited = wait_until(what, BLOCK_TIMEOUT, || {
+        Ok(effects_for(lab, source, hosts_deny)? == expected)
+    });
+    if waited.is_err() {
+        assert_eq!(effects_for(lab, source, hosts_deny)?, expected, "{what}");
+    }
+    waited
+}
+
+/// Waits for the command's argv log to hold exactly `expected`: the command runs on a worker
+/// pool of its own, after the block line.
+fn wait_for_argv(files: &ActionFiles, expected: &str) -> Result<(), LabError> {
+    let waited = wait_until("the command to record its argv", BLOCK_TIMEOUT, || {
+        Ok(files.recorded_argv()? == expected)
+    });
+    if waited.is_err() {
+        assert_eq!(
+            files.recorded_argv()?,
+            expected,
+            "command argv (one argument a line)"
+        );
+    }
+    waited
+}
+
 #[test]
 fn every_action_takes_effect_once_and_a_restart_doubles_none() -> Result<(), LabError> {
     let lab = Lab::new("e2eact-all")?;
@@ -323,13 +357,21 @@ fn every_action_takes_effect_once_and_a_restart_doubles_none() -> Result<(), Lab
     );
 
     send_bait_syn(&lab, scanner)?;
-    // The responder logs the block after every action has run, the command included.
+    // The responder logs the block once nft-set has placed it and the others have it queued.
     daemon.wait_for_log(&blocked_line(scanner), BLOCK_TIMEOUT)?;
     assert_eq!(
-        effects_for(&lab, scanner, &files.hosts_deny)?,
-        Effects::ONE_EACH,
-        "effects after the block"
+        nft_set_elements(&lab, scanner)?,
+        1,
+        "nft set after the block"
     );
+    wait_for_effects(
+        &lab,
+        scanner,
+        &files.hosts_deny,
+        Effects::ONE_EACH,
+        "effects after the block",
+    )?;
+    wait_for_argv(&files, &expected_argv(scanner))?;
     let hosts_deny_blocked =
         format!("{ADMIN_HOSTS_DENY}# nfsentry block {scanner}\nALL: {scanner}\n");
     assert_eq!(
@@ -388,11 +430,14 @@ fn expiry_lifts_every_undoable_action_and_restores_access() -> Result<(), LabErr
     send_bait_syn(&lab, scanner)?;
     daemon.wait_for_log(&blocked_line(scanner), BLOCK_TIMEOUT)?;
     let blocked_at = Instant::now();
-    assert_eq!(
-        effects_for(&lab, scanner, &files.hosts_deny)?,
+    wait_for_effects(
+        &lab,
+        scanner,
+        &files.hosts_deny,
         Effects::ONE_EACH,
-        "effects after the block"
-    );
+        "effects after the block",
+    )?;
+    wait_for_argv(&files, &expected_argv(scanner))?;
 
     let release_deadline = BLOCK_FOR + EXPIRY_CHECK + RELEASE_SLACK;
     wait_until(
@@ -465,11 +510,13 @@ fn blocks_that_expire_while_stopped_are_lifted_at_start() -> Result<(), LabError
 
     daemon.start()?;
     daemon.wait_for_log(&released_line(scanner), LOG_FOLLOW_TIMEOUT)?;
-    assert_eq!(
-        effects_for(&lab, scanner, &files.hosts_deny)?,
+    wait_for_effects(
+        &lab,
+        scanner,
+        &files.hosts_deny,
         Effects::NONE,
-        "an expired block survived the start"
-    );
+        "an expired block survived the start",
+    )?;
     assert_eq!(
         files.hosts_deny_text()?,
         ADMIN_HOSTS_DENY,
@@ -511,29 +558,36 @@ fn a_failing_action_does_not_stop_the_others() -> Result<(), LabError> {
     for scanner in [lab.scanner_v4, lab.scanner_v4_alt] {
         send_bait_syn(&lab, scanner)?;
         daemon.wait_for_log(&blocked_line(scanner), BLOCK_TIMEOUT)?;
-        assert_eq!(
-            effects_for(&lab, scanner, &hosts_deny)?,
+        wait_for_effects(
+            &lab,
+            scanner,
+            &hosts_deny,
             still_placed,
-            "effects of the block of {scanner}"
-        );
+            &format!("effects of the block of {scanner}"),
+        )?;
+        // The failures are logged by the actions' workers, after the block line.
         let stderr_text = format!("{FAILURE_TEXT} {scanner}");
-        let command_failure = daemon.log().lines().any(|line| {
-            line.contains(&program_text)
-                && line.contains(&stderr_text)
-                && exit_status_3.is_match(line)
+        let command_failure = wait_until("the command's failure", LOG_FOLLOW_TIMEOUT, || {
+            Ok(daemon.log().lines().any(|line| {
+                line.contains(&program_text)
+                    && line.contains(&stderr_text)
+                    && exit_status_3.is_match(line)
+            }))
         });
         assert!(
-            command_failure,
+            command_failure.is_ok(),
             "no log line names {program_text} with its exit status 3 and stderr {stderr_text:?}"
         );
         let scanner_text = scanner.to_string();
-        let hosts_deny_failure = daemon.log().lines().any(|line| {
-            line.contains("hosts-deny")
-                && line.contains(&hosts_deny_text)
-                && line.contains(&scanner_text)
+        let hosts_deny_failure = wait_until("the hosts-deny failure", LOG_FOLLOW_TIMEOUT, || {
+            Ok(daemon.log().lines().any(|line| {
+                line.contains("hosts-deny")
+                    && line.contains(&hosts_deny_text)
+                    && line.contains(&scanner_text)
+            }))
         });
         assert!(
-            hosts_deny_failure,
+            hosts_deny_failure.is_ok(),
             "no log line reports the hosts-deny failure on {hosts_deny_text} for {scanner}"
         );
         assert!(daemon.is_running(), "the daemon died after the failures");

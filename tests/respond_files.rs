@@ -52,6 +52,7 @@ fn record(source: IpAddr) -> BlockRecord {
         protocol: "TCP".into(),
         port: 23,
         kind: "SYN/Normal".into(),
+        verified: false,
     }
 }
 

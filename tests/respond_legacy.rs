@@ -85,6 +85,7 @@ fn record(source: &str) -> BlockRecord {
         protocol: "TCP".to_owned(),
         port: 31337,
         kind: "SYN/Normal".to_owned(),
+        verified: false,
     }
 }
 

@@ -186,6 +186,7 @@ fn record(source: &str) -> BlockRecord {
         protocol: "TCP".into(),
         port: 31337,
         kind: "SYN/Normal".into(),
+        verified: false,
     }
 }
 

@@ -27,6 +27,12 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 pub use crowdsec::{Crowdsec, LapiUrl, Pull, Push, Secret};
 pub use duration::format_duration;
+
+/// A duration as the config writes them (`"90s"`, `"1h30m"`, `"7d"`, `"0"`), for command-line
+/// options that take one.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    duration::parse_duration(text).map_err(|e| e.to_string())
+}
 pub use error::ConfigError;
 pub(crate) use files::{read_regular, FileProblem, TEXT_FILE_MAX_BYTES};
 pub use ignore::parse_ignore_list;
@@ -44,6 +50,8 @@ pub const DEFAULT_PATH: &str = "/etc/nfsentry/nfsentry.toml";
 const DEFAULT_QUEUE: u16 = 0;
 const DEFAULT_TABLE: &str = "nfsentry";
 const DEFAULT_STATE_DIR: &str = "/var/lib/nfsentry";
+/// In the unit's RuntimeDirectory, so systemd creates it owned by the daemon's user.
+const DEFAULT_CONTROL_SOCKET: &str = "/run/nfsentry/control.sock";
 const DEFAULT_NFLOG_GROUP: u16 = 7219;
 /// The local syslog socket that `log = "syslog"` writes to, as the C library's syslog() does.
 pub const DEFAULT_SYSLOG_SOCKET: &str = "/dev/log";
@@ -74,6 +82,14 @@ const DEFAULT_IGNORE: [IpNet; 2] = [
 ];
 const DEFAULT_MAX_SOURCES: usize = 65_536;
 const DEFAULT_MAX_BLOCKS: usize = 65_536;
+/// A stealth detection proves nothing about its source address: an hour shuts a real scanner
+/// out for longer than a scan takes, and a spoofed flood's blocks clear away by themselves.
+const DEFAULT_UNVERIFIED_TIMEOUT: Duration = Duration::from_secs(3600);
+/// A real scan blocks one address; fifty a second is far beyond what honest detections need,
+/// and keeps a spoofed flood's inserts, journal lines and history lines small.
+const DEFAULT_MAX_BLOCKS_PER_SEC: u32 = 50;
+/// Upper bound for `max_blocks_per_sec`: a rate where a token costs a microsecond.
+const MAX_BLOCKS_PER_SEC_LIMIT: u32 = 1_000_000;
 /// Upper bound for `max_sources` and `max_blocks`: keeps memory bounded whatever the file says.
 const MAX_TABLE_ENTRIES: usize = 16 * 1024 * 1024;
 
@@ -137,6 +153,17 @@ pub enum Verdict {
     Accept,
 }
 
+/// What makes a block *verified*, which lasts `block_timeout` rather than at most
+/// `unverified_timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verify {
+    /// Nothing: every block is unverified (PortSentry's stealth detection, which never answers
+    /// a probe and so never learns whether the source address is real).
+    Off,
+    /// A TCP handshake the source completed with us: its address is its own.
+    Handshake,
+}
+
 /// Declares [`ActionKind`] and its config words in one list, so that a new action is one line
 /// here (plus its file in `respond/` and its line in `respond::build`).
 macro_rules! action_kinds {
@@ -197,6 +224,8 @@ pub struct Daemon {
     /// Name of the nft tables nfsentry owns.
     pub table: String,
     pub state_dir: PathBuf,
+    /// The Unix socket `nfsentry status`, `list`, `block`, ... talk to the daemon through.
+    pub control_socket: PathBuf,
     pub log: LogTarget,
     /// Devices for the netdev ingress chain that catches IPv4 headers shorter than 5 words
     /// (the kernel drops those before any inet hook). Empty means every non-loopback interface
@@ -229,16 +258,22 @@ pub struct Detect {
     pub ignore: Vec<IpNet>,
     /// Bound on tracked sources; the oldest is evicted first.
     pub max_sources: usize,
+    /// What makes a block verified.
+    pub verify: Verify,
 }
 
 /// `[respond]`: what happens to a scanner.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Respond {
     pub verdict: Verdict,
-    /// How long a block lasts; `None` means until removed.
+    /// How long a verified block lasts; `None` means until removed.
     pub block_timeout: Option<Duration>,
+    /// The most an unverified block lasts; `None` means no cap beyond `block_timeout`.
+    pub unverified_timeout: Option<Duration>,
     /// Bound on simultaneous blocks.
     pub max_blocks: usize,
+    /// New blocks a second; 0 means unlimited.
+    pub max_blocks_per_sec: u32,
     /// The responses to run, in order, without duplicates; may be empty (alert only).
     pub actions: Vec<ActionKind>,
     pub hosts_deny: PathBuf,
@@ -265,6 +300,7 @@ impl Config {
                 queue: DEFAULT_QUEUE,
                 table: DEFAULT_TABLE.to_owned(),
                 state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+                control_socket: PathBuf::from(DEFAULT_CONTROL_SOCKET),
                 log: LogTarget::Stderr,
                 interfaces: Vec::new(),
                 nflog_group: DEFAULT_NFLOG_GROUP,
@@ -279,11 +315,14 @@ impl Config {
                 window: DEFAULT_WINDOW,
                 ignore: DEFAULT_IGNORE.to_vec(),
                 max_sources: DEFAULT_MAX_SOURCES,
+                verify: Verify::Off,
             },
             respond: Respond {
                 verdict: Verdict::Drop,
                 block_timeout: None,
+                unverified_timeout: Some(DEFAULT_UNVERIFIED_TIMEOUT),
                 max_blocks: DEFAULT_MAX_BLOCKS,
+                max_blocks_per_sec: DEFAULT_MAX_BLOCKS_PER_SEC,
                 actions: vec![ActionKind::NftSet],
                 hosts_deny: PathBuf::from(DEFAULT_HOSTS_DENY),
                 hosts_deny_line: DEFAULT_HOSTS_DENY_LINE.to_owned(),
@@ -407,6 +446,17 @@ impl ConfigWord for Option<QueueMode> {
     }
 }
 
+impl ConfigWord for Verify {
+    const ALL: &'static [Verify] = &[Verify::Off, Verify::Handshake];
+    const WHAT: &'static str = "a kind of verification";
+    fn as_str(self) -> &'static str {
+        match self {
+            Verify::Off => "off",
+            Verify::Handshake => "handshake",
+        }
+    }
+}
+
 impl ConfigWord for Verdict {
     const ALL: &'static [Verdict] = &[Verdict::Drop, Verdict::Accept];
     const WHAT: &'static str = "a verdict";
@@ -431,6 +481,12 @@ impl ActionKind {
 impl fmt::Display for ActionKind {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         formatter.write_str(ConfigWord::as_str(*self))
+    }
+}
+
+impl fmt::Display for Verify {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.as_str())
     }
 }
 

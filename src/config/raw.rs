@@ -30,6 +30,7 @@ pub(crate) struct RawDaemon {
     pub(crate) queue: Field<i64>,
     pub(crate) table: Field<String>,
     pub(crate) state_dir: Field<String>,
+    pub(crate) control_socket: Field<String>,
     pub(crate) log: Field<String>,
     pub(crate) interfaces: ListField<String>,
     pub(crate) nflog_group: Field<i64>,
@@ -55,6 +56,7 @@ pub(crate) struct RawDetect {
     pub(crate) ignore: ListField<String>,
     pub(crate) ignore_file: Field<String>,
     pub(crate) max_sources: Field<i64>,
+    pub(crate) verify: Field<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -72,6 +74,8 @@ pub(crate) struct RawRespond {
     pub(crate) command_timeout: Field<RawDuration>,
     pub(crate) ipfilter_interface: Field<String>,
     pub(crate) port_banner: Field<String>,
+    pub(crate) unverified_timeout: Field<RawDuration>,
+    pub(crate) max_blocks_per_sec: Field<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

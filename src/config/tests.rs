@@ -95,9 +95,15 @@ fn defaults_have_the_documented_values() {
         vec![net("127.0.0.0/8"), net("::1/128")]
     );
     assert_eq!(config.detect.max_sources, 65_536);
+    assert_eq!(config.detect.verify, Verify::Off);
     assert_eq!(config.respond.verdict, Verdict::Drop);
     assert_eq!(config.respond.block_timeout, None);
+    assert_eq!(
+        config.respond.unverified_timeout,
+        Some(Duration::from_secs(3600))
+    );
     assert_eq!(config.respond.max_blocks, 65_536);
+    assert_eq!(config.respond.max_blocks_per_sec, 50);
     assert_eq!(config.respond.actions, vec![ActionKind::NftSet]);
     assert_eq!(config.respond.hosts_deny, PathBuf::from("/etc/hosts.deny"));
     assert_eq!(config.respond.hosts_deny_line, "ALL: $TARGET$");
@@ -166,6 +172,7 @@ fn shipped_example_sets_every_key() {
                 "ignore",
                 "ignore_file",
                 "max_sources",
+                "verify",
             ],
         ),
         (
@@ -173,7 +180,9 @@ fn shipped_example_sets_every_key() {
             &[
                 "verdict",
                 "block_timeout",
+                "unverified_timeout",
                 "max_blocks",
+                "max_blocks_per_sec",
                 "actions",
                 "hosts_deny",
                 "hosts_deny_line",
@@ -544,7 +553,8 @@ fn every_error_names_file_line_key_and_value() {
             "[daemon]\nqueue = 1\n[respond]\nverdic = \"drop\"\n",
             "/tmp/x.toml:4: unknown key \"verdic\" in [respond] (expected one of: verdict, \
              block_timeout, max_blocks, actions, hosts_deny, hosts_deny_line, route, command, \
-             command_first, command_timeout, ipfilter_interface, port_banner)",
+             command_first, command_timeout, ipfilter_interface, port_banner, unverified_timeout, \
+             max_blocks_per_sec)",
         ),
         (
             "\n[deamon]\nqueue = 1\n",
@@ -555,12 +565,13 @@ fn every_error_names_file_line_key_and_value() {
             "respond.verdic = 1\n",
             "/tmp/x.toml:1: unknown key \"verdic\" in [respond] (expected one of: verdict, \
              block_timeout, max_blocks, actions, hosts_deny, hosts_deny_line, route, command, \
-             command_first, command_timeout, ipfilter_interface, port_banner)",
+             command_first, command_timeout, ipfilter_interface, port_banner, unverified_timeout, \
+             max_blocks_per_sec)",
         ),
         (
             "detect = { window = \"1m\", widow = 3 }\n",
             "/tmp/x.toml:1: unknown key \"widow\" in [detect] (expected one of: scan_trigger, \
-             window, ignore, ignore_file, max_sources)",
+             window, ignore, ignore_file, max_sources, verify)",
         ),
         (
             "[daemon]\nqueue = \"abc\"\n",
@@ -590,7 +601,8 @@ fn every_error_names_file_line_key_and_value() {
             "[respond.extra]\nx = 1\n",
             "/tmp/x.toml:1: unknown key \"extra\" in [respond] (expected one of: verdict, \
              block_timeout, max_blocks, actions, hosts_deny, hosts_deny_line, route, command, \
-             command_first, command_timeout, ipfilter_interface, port_banner)",
+             command_first, command_timeout, ipfilter_interface, port_banner, unverified_timeout, \
+             max_blocks_per_sec)",
         ),
         (
             "daemon = 3\n",
@@ -1601,4 +1613,73 @@ fn ignore_files_that_are_no_regular_files_are_refused_unread() {
         "DIR/secret.toml:3: crowdsec.bouncer_key_file: \"fifo\" cannot be read: it is a FIFO \
          (named pipe), not a regular file"
     );
+}
+
+// ---------------------------------------------------------------- evidence and rate limits
+
+#[test]
+fn verification_and_block_rate_keys_load() {
+    let config = parse_ok(
+        "[detect]\nverify = \"handshake\"\n\
+         [respond]\nunverified_timeout = \"10m\"\nmax_blocks_per_sec = 0\n",
+    );
+    assert_eq!(config.detect.verify, Verify::Handshake);
+    assert_eq!(
+        config.respond.unverified_timeout,
+        Some(Duration::from_secs(600))
+    );
+    assert_eq!(config.respond.max_blocks_per_sec, 0, "unlimited");
+    let uncapped =
+        parse_ok("[respond]\nunverified_timeout = \"0\"\nmax_blocks_per_sec = 1000000\n");
+    assert_eq!(uncapped.respond.unverified_timeout, None, "\"0\": no cap");
+    assert_eq!(uncapped.respond.max_blocks_per_sec, 1_000_000);
+    assert_eq!(
+        parse_ok("[respond]\nunverified_timeout = 90\n")
+            .respond
+            .unverified_timeout,
+        Some(Duration::from_secs(90))
+    );
+}
+
+#[test]
+fn verification_and_block_rate_errors_name_file_line_key_and_value() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "[detect]\nverify = \"syn-cookie\"\n",
+            "/tmp/x.toml:2: detect.verify: \"syn-cookie\" is not a kind of verification \
+             (expected one of: off, handshake)",
+        ),
+        (
+            "[detect]\nverify = true\n",
+            "/tmp/x.toml:2: detect.verify: \"true\" is a boolean, expected a string",
+        ),
+        (
+            "[respond]\n\nunverified_timeout = \"1 hour\"\n",
+            "/tmp/x.toml:3: respond.unverified_timeout: \"1 hour\" is not a duration (unknown \
+             unit \" hour\"; use d, h, m, s, ms, us or ns)",
+        ),
+        (
+            "[respond]\nunverified_timeout = -5\n",
+            "/tmp/x.toml:2: respond.unverified_timeout: \"-5\" is not a duration (a number of \
+             seconds cannot be negative)",
+        ),
+        (
+            "[respond]\nmax_blocks_per_sec = -1\n",
+            "/tmp/x.toml:2: respond.max_blocks_per_sec: \"-1\" is out of range (0-1000000; 0 is \
+             unlimited)",
+        ),
+        (
+            "[respond]\nmax_blocks_per_sec = 1000001\n",
+            "/tmp/x.toml:2: respond.max_blocks_per_sec: \"1000001\" is out of range (0-1000000; \
+             0 is unlimited)",
+        ),
+        (
+            "[respond]\nmax_blocks_per_sec = \"50/s\"\n",
+            "/tmp/x.toml:2: respond.max_blocks_per_sec: \"50/s\" is a string, expected an \
+             integer",
+        ),
+    ];
+    for (text, expected) in cases {
+        assert_eq!(parse_err(text), *expected, "{text:?}");
+    }
 }

@@ -21,11 +21,13 @@ use super::raw::{
 };
 use super::{
     read_text, ActionKind, Config, ConfigWord, Daemon, Detect, LogTarget, Monitor, Origin,
-    QueueMode, Respond, RouteTarget, Verdict, DEFAULT_COMMAND_TIMEOUT, DEFAULT_EXCLUDE_TCP,
-    DEFAULT_EXCLUDE_UDP, DEFAULT_HOSTS_DENY, DEFAULT_HOSTS_DENY_LINE, DEFAULT_IGNORE,
-    DEFAULT_MAX_BLOCKS, DEFAULT_MAX_SOURCES, DEFAULT_NFLOG_GROUP, DEFAULT_QUEUE,
-    DEFAULT_SCAN_TRIGGER, DEFAULT_STATE_DIR, DEFAULT_SYSLOG_SOCKET, DEFAULT_TABLE,
-    DEFAULT_TCP_PORTS, DEFAULT_UDP_PORTS, DEFAULT_WINDOW, MAX_TABLE_ENTRIES, TARGET_PLACEHOLDER,
+    QueueMode, Respond, RouteTarget, Verdict, Verify, DEFAULT_COMMAND_TIMEOUT,
+    DEFAULT_CONTROL_SOCKET, DEFAULT_EXCLUDE_TCP, DEFAULT_EXCLUDE_UDP, DEFAULT_HOSTS_DENY,
+    DEFAULT_HOSTS_DENY_LINE, DEFAULT_IGNORE, DEFAULT_MAX_BLOCKS, DEFAULT_MAX_BLOCKS_PER_SEC,
+    DEFAULT_MAX_SOURCES, DEFAULT_NFLOG_GROUP, DEFAULT_QUEUE, DEFAULT_SCAN_TRIGGER,
+    DEFAULT_STATE_DIR, DEFAULT_SYSLOG_SOCKET, DEFAULT_TABLE, DEFAULT_TCP_PORTS, DEFAULT_UDP_PORTS,
+    DEFAULT_UNVERIFIED_TIMEOUT, DEFAULT_WINDOW, MAX_BLOCKS_PER_SEC_LIMIT, MAX_TABLE_ENTRIES,
+    TARGET_PLACEHOLDER,
 };
 
 /// The longest timeout the kernel takes for an nft set element: nf_tables gets milliseconds and
@@ -111,6 +113,12 @@ fn daemon(raw: &RawDaemon, source: SourceText<'_>) -> Result<Daemon, ConfigError
             &raw.state_dir,
             "daemon.state_dir",
             DEFAULT_STATE_DIR,
+        )?,
+        control_socket: absolute_path(
+            source,
+            &raw.control_socket,
+            "daemon.control_socket",
+            DEFAULT_CONTROL_SOCKET,
         )?,
         log,
         interfaces,
@@ -244,6 +252,7 @@ fn detect(raw: &RawDetect, source: SourceText<'_>) -> Result<Detect, ConfigError
         ignore,
         max_sources: table_bound(source, &raw.max_sources, "detect.max_sources")
             .map(|bound| bound.unwrap_or(DEFAULT_MAX_SOURCES))?,
+        verify: word(source, &raw.verify, "detect.verify", Verify::Off)?,
     })
 }
 
@@ -353,8 +362,23 @@ fn respond(raw: &RawRespond, source: SourceText<'_>) -> Result<Respond, ConfigEr
     Ok(Respond {
         verdict: word(source, &raw.verdict, "respond.verdict", Verdict::Drop)?,
         block_timeout: Some(block_timeout).filter(|timeout| !timeout.is_zero()),
+        unverified_timeout: Some(duration(
+            source,
+            &raw.unverified_timeout,
+            "respond.unverified_timeout",
+            DEFAULT_UNVERIFIED_TIMEOUT,
+        )?)
+        .filter(|cap| !cap.is_zero()),
         max_blocks: table_bound(source, &raw.max_blocks, "respond.max_blocks")
             .map(|bound| bound.unwrap_or(DEFAULT_MAX_BLOCKS))?,
+        max_blocks_per_sec: integer(
+            source,
+            &raw.max_blocks_per_sec,
+            "respond.max_blocks_per_sec",
+            0..=MAX_BLOCKS_PER_SEC_LIMIT.into(),
+            &format!("is out of range (0-{MAX_BLOCKS_PER_SEC_LIMIT}; 0 is unlimited)"),
+            DEFAULT_MAX_BLOCKS_PER_SEC,
+        )?,
         actions,
         hosts_deny: absolute_path(
             source,

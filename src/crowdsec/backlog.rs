@@ -103,6 +103,7 @@ mod tests {
             protocol: "TCP".into(),
             port: 23,
             kind: "SYN/Normal".into(),
+            verified: false,
         })
     }
 

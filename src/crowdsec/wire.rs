@@ -273,6 +273,7 @@ mod tests {
             protocol: "TCP".into(),
             port: 23,
             kind: "SYN/Normal".into(),
+            verified: false,
         }
     }
 

@@ -145,7 +145,11 @@ impl Action for CommandAction {
     }
 
     fn describe(&self) -> Vec<String> {
-        let when = if self.runs_first { "first" } else { "last" };
+        let when = if self.runs_first {
+            "first after nft-set"
+        } else {
+            "last"
+        };
         vec![
             format!(
                 "block (runs {when}, no shell, killed after {}): {}",
@@ -231,6 +235,7 @@ mod tests {
             protocol: protocol.into(),
             port,
             kind: "SYN/Normal".into(),
+            verified: false,
         }
     }
 

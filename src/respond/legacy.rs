@@ -20,7 +20,7 @@ use crate::store::BlockRecord;
 
 /// How long one tool invocation may take before it is killed. Firewall tools answer in
 /// milliseconds; a hung one must not stall the responder, which also lifts expired blocks.
-const TOOL_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const TOOL_TIMEOUT: Duration = Duration::from_secs(10);
 /// A release deletes the iptables rule until `-C` no longer finds it, so a rule inserted twice by
 /// hand or by PortSentry goes too. The bound stops a tool that reports success without deleting.
 const MAX_IPTABLES_DELETIONS: usize = 32;

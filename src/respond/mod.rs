@@ -5,7 +5,9 @@
 //! ...). Every action speaks the same small set of verbs, after sshguard's backends: `init`,
 //! `block`, `release`, `flush`, `fin`, plus `check` (what `check-config` reports) and `describe`
 //! (what `rules --actions` prints), each implemented next to the code that does the work. The
-//! [`responder`] thread drives them; this module decides nothing about who is blocked.
+//! [`responder`] thread drives them; this module decides nothing about who is blocked. Every
+//! action but `nft-set` runs off that thread, behind a [`detached::Detached`] queue, so that a
+//! slow one never delays the kernel block ([`build`] says which and why).
 //!
 //! Adding a blocking method means one new file implementing [`Action`] and one line in
 //! [`build`].
@@ -13,14 +15,17 @@
 use std::io;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::time::SystemTime;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use caps::Capability;
 use nix::errno::Errno;
 use thiserror::Error;
 
 mod alert_only;
+mod burst;
 pub mod command;
+pub mod detached;
 pub mod executor;
 pub mod hosts_deny;
 pub mod legacy;
@@ -35,6 +40,7 @@ pub use nft_set::NftSetAction;
 use crate::config::{self, ActionKind};
 use crate::error_text::with_causes;
 use crate::store::BlockRecord;
+use detached::{Detached, Shape};
 use legacy::{LegacyAction, LegacyTool};
 
 /// Why an action could not do what it was asked. Every variant names the action, so a log line
@@ -80,6 +86,13 @@ pub enum ActionError {
         action: &'static str,
         detail: String,
     },
+    /// The thread that runs the action off the responder thread could not be started.
+    #[error("{action}: cannot start a worker thread: {source}")]
+    Thread {
+        action: &'static str,
+        #[source]
+        source: io::Error,
+    },
     /// Part of a batch failed; every item was attempted.
     #[error("{action}: {failed} of {total} failed; first: {}", .first.detail())]
     Partial {
@@ -99,6 +112,7 @@ impl ActionError {
             | ActionError::Io { action, .. }
             | ActionError::Program { action, .. }
             | ActionError::Config { action, .. }
+            | ActionError::Thread { action, .. }
             | ActionError::Partial { action, .. } => action,
         }
     }
@@ -157,6 +171,12 @@ pub trait Action: Send {
         false
     }
 
+    /// The counters of the queue in front of the action when it runs off the responder thread
+    /// ([`detached::Detached`]), for the status line; None when it runs on that thread.
+    fn detached(&self) -> Option<Arc<detached::Counters>> {
+        None
+    }
+
     /// Takes up its resources and re-applies `due`, the blocks an earlier run placed that are
     /// still in force. It must be idempotent: what survived the restart is not doubled.
     fn init(&mut self, due: &[&BlockRecord], now: SystemTime) -> Result<(), ActionError>;
@@ -166,6 +186,13 @@ pub trait Action: Send {
 
     /// Lets the sources of these blocks in again (time up, or lifted by hand).
     fn release(&mut self, blocks: &[&BlockRecord]) -> Result<(), ActionError>;
+
+    /// Gives blocks in place their new end (a block made verified lasts longer). Only an
+    /// action whose blocks carry their end needs to act; the others keep a block until the
+    /// responder releases it, which it does by the new end.
+    fn renew(&mut self, _blocks: &[&BlockRecord], _now: SystemTime) -> Result<(), ActionError> {
+        Ok(())
+    }
 
     /// Lifts every block this action holds; `held` is every block in force.
     fn flush(&mut self, held: &[&BlockRecord]) -> Result<(), ActionError> {
@@ -211,16 +238,38 @@ pub(crate) fn sources(blocks: &[&BlockRecord]) -> Vec<IpAddr> {
     blocks.iter().map(|block| block.source).collect()
 }
 
-/// The configured actions in the order they run: config order, with `command` moved to the
-/// front when `command_first` is set (PortSentry's KILL_RUN_CMD_FIRST) and to the end otherwise.
-/// No action configured is alert-only, which is an action too, so the responder never has to
-/// special-case an empty list. `table` is nfsentry's nft table, where `nft-set` keeps its sets.
+/// Commands running at once: enough that one slow command does not hold up the next, few
+/// enough that a burst of blocks does not fork a crowd.
+pub const COMMAND_WORKERS: usize = 4;
+/// Commands waiting for a worker. A block beyond it runs no command (counted and reported):
+/// at a second a command, 32 waiting is 8 s behind with 4 workers, and a burst of more distinct
+/// sources than that is a flood, for which a command each helps nobody.
+pub const COMMAND_QUEUE_BOUND: usize = 32;
+/// How long the start waits for a detached action to take up its resources and restore. A
+/// missing tool or a refused socket shows within milliseconds, and such an action is left out
+/// as before; a restore that takes longer goes on in the background instead of holding up the
+/// start (and systemd's start timeout).
+const DETACHED_INIT_WAIT: Duration = Duration::from_secs(2);
+/// On top of one run's own time limit at a stop: for a killed child to be reaped and its worker
+/// to notice.
+const STOP_SLACK: Duration = Duration::from_secs(1);
+/// A hosts.deny change is a read, a write and two fsyncs, but the flock on the file waits for
+/// any other writer without a bound of its own.
+const HOSTS_DENY_STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// The configured actions in the order the responder calls them: `nft-set` first whatever the
+/// config says, since it is the kernel block; then the others in config order, with `command`
+/// moved to the front of them when `command_first` is set (PortSentry's KILL_RUN_CMD_FIRST) and
+/// to the end otherwise. With every action but `nft-set` detached, that order is the order in
+/// which they are handed a burst, not an order in which they finish. No action configured is
+/// alert-only, which is an action too, so the responder never has to special-case an empty
+/// list. `table` is nfsentry's nft table, where `nft-set` keeps its sets.
 pub fn build(respond: &config::Respond, table: &str) -> Vec<Box<dyn Action>> {
     let mut order: Vec<ActionKind> = respond
         .actions
         .iter()
         .copied()
-        .filter(|kind| *kind != ActionKind::Command)
+        .filter(|kind| !matches!(kind, ActionKind::NftSet | ActionKind::Command))
         .collect();
     if respond.actions.contains(&ActionKind::Command) {
         match respond.command_first {
@@ -228,35 +277,100 @@ pub fn build(respond: &config::Respond, table: &str) -> Vec<Box<dyn Action>> {
             false => order.push(ActionKind::Command),
         }
     }
+    if respond.actions.contains(&ActionKind::NftSet) {
+        order.insert(0, ActionKind::NftSet);
+    }
     if order.is_empty() {
         return vec![Box::new(AlertOnlyAction)];
     }
     order
         .into_iter()
         .map(|kind| -> Box<dyn Action> {
-            match kind {
-                ActionKind::NftSet => Box::new(NftSetAction::new(table, respond.block_timeout)),
-                ActionKind::Route => Box::new(route::RouteAction::new(respond.route)),
-                ActionKind::HostsDeny => Box::new(hosts_deny::HostsDenyAction::new(
-                    respond.hosts_deny.clone(),
-                    respond.hosts_deny_line.clone(),
-                )),
-                ActionKind::Command => Box::new(command::CommandAction::new(
-                    respond.command.clone(),
-                    respond.command_timeout,
-                    respond.command_first,
-                )),
-                ActionKind::Iptables => Box::new(LegacyAction::new(LegacyTool::Iptables, None)),
-                ActionKind::Ipchains => Box::new(LegacyAction::new(LegacyTool::Ipchains, None)),
-                ActionKind::Ipfwadm => Box::new(LegacyAction::new(LegacyTool::Ipfwadm, None)),
-                ActionKind::Ipfw => Box::new(LegacyAction::new(LegacyTool::Ipfw, None)),
-                ActionKind::Ipfilter => Box::new(LegacyAction::new(
-                    LegacyTool::Ipfilter,
-                    respond.ipfilter_interface.clone(),
-                )),
+            match placement(kind, respond) {
+                None => make(kind, respond, table),
+                Some(shape) => {
+                    let respond = respond.clone();
+                    let table = table.to_owned();
+                    Box::new(Detached::new(move || make(kind, &respond, &table), shape))
+                }
             }
         })
         .collect()
+}
+
+/// Where an action runs: None for the responder thread, else off it, in this shape. A slow
+/// action must never delay the kernel block of the next burst, so only `nft-set` stays:
+///
+/// | action | runs on | because |
+/// | --- | --- | --- |
+/// | `nft-set` | the responder thread, first | it is the kernel block: one netlink batch a burst, microseconds |
+/// | `route` | a worker of its own | a kernel round trip per source, each waiting up to `route`'s ack timeout for a kernel that may not answer |
+/// | `hosts-deny` | a worker of its own | fsyncs, and a flock that waits for any other writer of the file without bound |
+/// | `iptables` ... `ipfilter` | a worker of its own | one to three processes per source, each up to `legacy`'s tool timeout |
+/// | `command` | [`COMMAND_WORKERS`] workers, [`COMMAND_QUEUE_BOUND`] waiting | the admin's program, up to `command_timeout` a block; each block stands alone and the action keeps no state, so instances run side by side |
+///
+/// An action with state has one worker, so its blocks and releases stay in order and in
+/// batches (one hosts.deny rewrite or one ipfw rebuild a burst, as before); its queue holds as
+/// many addresses as the block table. A stop waits for each at most about one run's time limit.
+fn placement(kind: ActionKind, respond: &config::Respond) -> Option<Shape> {
+    let one_worker = |stop_wait| Shape {
+        workers: 1,
+        queue_bound: respond.max_blocks,
+        init_wait: DETACHED_INIT_WAIT,
+        stop_wait,
+    };
+    match kind {
+        ActionKind::NftSet => None,
+        ActionKind::Route => Some(one_worker(route::ACK_TIMEOUT + STOP_SLACK)),
+        ActionKind::HostsDeny => Some(one_worker(HOSTS_DENY_STOP_WAIT)),
+        ActionKind::Iptables
+        | ActionKind::Ipchains
+        | ActionKind::Ipfwadm
+        | ActionKind::Ipfw
+        | ActionKind::Ipfilter => Some(one_worker(legacy::TOOL_TIMEOUT + STOP_SLACK)),
+        ActionKind::Command => Some(Shape {
+            workers: COMMAND_WORKERS,
+            queue_bound: COMMAND_QUEUE_BOUND,
+            init_wait: DETACHED_INIT_WAIT,
+            stop_wait: respond.command_timeout + STOP_SLACK,
+        }),
+    }
+}
+
+/// One action of `kind` as configured; nothing is opened or run.
+fn make(kind: ActionKind, respond: &config::Respond, table: &str) -> Box<dyn Action> {
+    match kind {
+        ActionKind::NftSet => Box::new(NftSetAction::new(table, respond.block_timeout)),
+        ActionKind::Route => Box::new(route::RouteAction::new(respond.route)),
+        ActionKind::HostsDeny => Box::new(hosts_deny::HostsDenyAction::new(
+            respond.hosts_deny.clone(),
+            respond.hosts_deny_line.clone(),
+        )),
+        ActionKind::Command => Box::new(command::CommandAction::new(
+            respond.command.clone(),
+            respond.command_timeout,
+            respond.command_first,
+        )),
+        ActionKind::Iptables => Box::new(LegacyAction::new(LegacyTool::Iptables, None)),
+        ActionKind::Ipchains => Box::new(LegacyAction::new(LegacyTool::Ipchains, None)),
+        ActionKind::Ipfwadm => Box::new(LegacyAction::new(LegacyTool::Ipfwadm, None)),
+        ActionKind::Ipfw => Box::new(LegacyAction::new(LegacyTool::Ipfw, None)),
+        ActionKind::Ipfilter => Box::new(LegacyAction::new(
+            LegacyTool::Ipfilter,
+            respond.ipfilter_interface.clone(),
+        )),
+    }
+}
+
+/// The queue counters of the actions that run off the responder thread, for the daemon's
+/// status line; taken before the actions move to the responder.
+pub fn detached_status(actions: &[Box<dyn Action>]) -> detached::StatusSuffix {
+    detached::StatusSuffix(
+        actions
+            .iter()
+            .filter_map(|action| action.detached())
+            .collect(),
+    )
 }
 
 /// Every problem the configured actions report, each as `action NAME: PROBLEM`, for
@@ -370,6 +484,60 @@ mod tests {
             "t",
         );
         assert_eq!(names(&last), ["hosts-deny", "command"]);
+    }
+
+    #[test]
+    fn nft_set_comes_first_even_when_the_command_is_to_run_first() {
+        let kinds = vec![
+            ActionKind::HostsDeny,
+            ActionKind::Command,
+            ActionKind::Iptables,
+            ActionKind::NftSet,
+        ];
+        let actions = build(&respond_with(kinds, true), "t");
+        assert_eq!(
+            names(&actions),
+            ["nft-set", "command", "hosts-deny", "iptables"]
+        );
+    }
+
+    #[test]
+    fn only_nft_set_and_alert_only_run_on_the_responder_thread() {
+        for &kind in ActionKind::ALL {
+            let actions = build(&respond_with(vec![kind], false), "t");
+            let detached = actions[0].detached().is_some();
+            assert_eq!(detached, kind != ActionKind::NftSet, "{kind:?}");
+        }
+        let alert_only = build(&respond_with(Vec::new(), false), "t");
+        assert!(alert_only[0].detached().is_none());
+    }
+
+    #[test]
+    fn commands_get_a_pool_and_stateful_actions_one_worker_each() {
+        let mut respond = respond_with(Vec::new(), false);
+        respond.max_blocks = 1000;
+        respond.command_timeout = Duration::from_secs(3);
+        let command = placement(ActionKind::Command, &respond).unwrap();
+        assert_eq!(
+            (command.workers, command.queue_bound, command.stop_wait),
+            (
+                COMMAND_WORKERS,
+                COMMAND_QUEUE_BOUND,
+                Duration::from_secs(3) + STOP_SLACK
+            )
+        );
+        for kind in [ActionKind::Route, ActionKind::HostsDeny, ActionKind::Ipfw] {
+            let shape = placement(kind, &respond).unwrap();
+            assert_eq!((shape.workers, shape.queue_bound), (1, 1000), "{kind:?}");
+        }
+        let status = detached_status(&build(
+            &respond_with(vec![ActionKind::NftSet, ActionKind::Command], false),
+            "t",
+        ));
+        assert_eq!(
+            status.to_string(),
+            "; command: 0 blocks queued, 0 waiting, 0 dropped (queue full), 0 failed"
+        );
     }
 
     #[test]

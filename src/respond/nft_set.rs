@@ -101,6 +101,13 @@ impl Action for NftSetAction {
             .release_many(&table, &sources(blocks))
             .map_err(refused)
     }
+
+    /// Deletes and adds the elements again: re-adding a present element leaves its timeout as
+    /// it was on kernels before 6.10, and on any kernel cannot take a timeout away.
+    fn renew(&mut self, blocks: &[&BlockRecord], now: SystemTime) -> Result<(), ActionError> {
+        self.release(blocks)?;
+        self.add(blocks, now)
+    }
 }
 
 #[cfg(test)]

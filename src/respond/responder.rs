@@ -9,23 +9,34 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, SystemTime};
 
-use log::{error, info, warn};
+use log::{debug, error, info, warn};
 
+use super::burst::{Batch, Burst};
 use super::Action;
 use crate::config::QueueMode;
 use crate::error_text::with_causes;
 use crate::firewall::{Firewall, Installed};
 use crate::nft::ruleset::RulesetSpec;
+use crate::pipeline::{self, BlockOrder, ReleaseOrder, RenewOrder, EXPIRED};
 use crate::report;
 use crate::store::{BlockRecord, BlockStore};
 
-/// What the packet loop asks of the responder.
+/// What the packet loop asks of the responder: the pipeline's orders, and to stop.
 pub enum Order {
-    Block {
-        record: BlockRecord,
-        history_line: String,
-    },
+    Block(BlockOrder),
+    Release(ReleaseOrder),
+    Renew(RenewOrder),
     Shutdown,
+}
+
+impl From<pipeline::Order> for Order {
+    fn from(order: pipeline::Order) -> Order {
+        match order {
+            pipeline::Order::Block(order) => Order::Block(order),
+            pipeline::Order::Release(order) => Order::Release(order),
+            pipeline::Order::Renew(order) => Order::Renew(order),
+        }
+    }
 }
 
 /// What the responder starts with.
@@ -86,23 +97,22 @@ fn run(
         };
         // Take whatever else queued up meanwhile: a burst costs one firewall batch and one disk
         // flush instead of one of each per source.
-        let mut burst = Vec::new();
+        let mut burst = Burst::default();
         let mut shutdown = false;
         let pending = std::iter::from_fn(|| orders.try_recv().ok()).take(MAX_BURST);
         for order in first.into_iter().chain(pending) {
             match order {
-                Order::Block {
-                    record,
-                    history_line,
-                } => burst.push((record, history_line)),
+                Order::Block(order) => burst.block(order),
+                Order::Release(order) => burst.release(order),
+                Order::Renew(order) => burst.renew(order),
                 Order::Shutdown => {
                     shutdown = true;
                     break;
                 }
             }
         }
-        if !burst.is_empty() {
-            responder.block(burst);
+        for batch in burst.into_batches() {
+            responder.carry_out(batch);
         }
         if shutdown {
             break;
@@ -155,13 +165,45 @@ impl Responder {
         responder.actions = ready;
         // Actions that held these blocks from the earlier run let them go now.
         responder.release(&expired);
+        for record in &expired {
+            info!("{}", report::released_line(record.source, EXPIRED));
+        }
         responder
     }
 
+    /// One batch of the pipeline's orders: sources given up to make room, new blocks, renewed
+    /// blocks. Each line is written only when the order says it fits the pipeline's budget.
+    fn carry_out(&mut self, batch: Batch) {
+        let Batch {
+            releases,
+            blocks,
+            renewals,
+        } = batch;
+        // A block whose time ran out here before the pipeline gave it up is gone already.
+        let released: Vec<(BlockRecord, ReleaseOrder)> = releases
+            .into_iter()
+            .filter_map(|order| Some((self.store.remove(&order.source)?, order)))
+            .collect();
+        if !released.is_empty() {
+            let records: Vec<BlockRecord> =
+                released.iter().map(|(record, _)| record.clone()).collect();
+            self.release(&records);
+            for (record, order) in released.iter().filter(|(_, order)| order.log) {
+                info!("{}", report::released_line(record.source, order.why));
+            }
+        }
+        if !blocks.is_empty() {
+            self.block(blocks);
+        }
+        if !renewals.is_empty() {
+            self.renew(renewals);
+        }
+    }
+
     /// Blocks a burst of new sources through every action, then journals them.
-    fn block(&mut self, burst: Vec<(BlockRecord, String)>) {
+    fn block(&mut self, burst: Vec<BlockOrder>) {
         let now = SystemTime::now();
-        let records: Vec<&BlockRecord> = burst.iter().map(|(record, _)| record).collect();
+        let records: Vec<&BlockRecord> = burst.iter().map(|order| &order.record).collect();
         for action in &mut self.actions {
             if let Err(e) = action.block(&records, now) {
                 match records.as_slice() {
@@ -171,10 +213,40 @@ impl Responder {
             }
         }
         // Recorded even when an action failed: the block is due, and the next start retries it.
-        for (record, history_line) in burst {
-            let source = record.source;
-            self.store.add(record, &history_line);
-            warn!("{}", report::blocked_line(source));
+        for order in burst {
+            let source = order.record.source;
+            self.store.add(order.record, &order.history_line);
+            if order.log {
+                warn!("{}", report::blocked_line(source));
+            }
+        }
+        self.sync();
+    }
+
+    /// Gives blocks made verified their new end in every action and in the journal.
+    fn renew(&mut self, renewals: Vec<RenewOrder>) {
+        let now = SystemTime::now();
+        let mut records = Vec::with_capacity(renewals.len());
+        for order in renewals {
+            let Some(stored) = self.store.get(&order.source) else {
+                // Its time ran out here a moment before the handshake: nothing left to renew.
+                debug!("block of {} ended before it could be renewed", order.source);
+                continue;
+            };
+            records.push(BlockRecord {
+                expires: order.expires,
+                verified: true,
+                ..stored.clone()
+            });
+        }
+        let due: Vec<&BlockRecord> = records.iter().collect();
+        for action in &mut self.actions {
+            if let Err(e) = action.renew(&due, now) {
+                error!("renewing {} blocks failed: {e}", due.len());
+            }
+        }
+        for record in records {
+            self.store.renew(record);
         }
         self.sync();
     }
@@ -182,7 +254,8 @@ impl Responder {
     /// Releases every block whose time is up, handing each action all of them at once: a
     /// spoofed flood with a block timeout makes thousands expire in the same second, and
     /// releasing them one by one (a file rewrite, or a whole ipfw rebuild, each) would stall new
-    /// blocks behind them.
+    /// blocks behind them. Their lines come from the pipeline, which knows the same ends and
+    /// shares one budget for every line.
     fn release_expired(&mut self, now: SystemTime) {
         let expired = self.take_expired(now);
         self.release(&expired);
@@ -212,12 +285,6 @@ impl Responder {
                     all => error!("release of {} sources failed: {e}", all.len()),
                 }
             }
-        }
-        for record in records {
-            info!(
-                "{}",
-                report::released_line(record.source, "block timeout expired")
-            );
         }
         self.sync();
     }
@@ -289,6 +356,10 @@ mod tests {
             self.note("release", blocks);
             Ok(())
         }
+        fn renew(&mut self, blocks: &[&BlockRecord], _now: SystemTime) -> Result<(), ActionError> {
+            self.note("renew", blocks);
+            Ok(())
+        }
     }
 
     fn recorder(refuse_init: bool) -> (Box<dyn Action>, Calls) {
@@ -302,6 +373,14 @@ mod tests {
 
     fn record(addr: &str, expires: Option<u64>) -> BlockRecord {
         BlockRecord::example(addr, expires)
+    }
+
+    fn block_order(record: BlockRecord, history_line: &str) -> BlockOrder {
+        BlockOrder {
+            record,
+            history_line: history_line.to_owned(),
+            log: true,
+        }
     }
 
     fn addresses(list: &[&str]) -> Vec<IpAddr> {
@@ -398,8 +477,8 @@ mod tests {
         let mut responder = Responder::init(store, vec![action]);
         calls.lock().unwrap().clear();
         responder.block(vec![
-            (record("198.51.100.1", None), "h1".into()),
-            (record("2001:db8::1", None), "h2".into()),
+            block_order(record("198.51.100.1", None), "h1"),
+            block_order(record("2001:db8::1", None), "h2"),
         ]);
         assert_eq!(
             *calls.lock().unwrap(),
@@ -408,5 +487,77 @@ mod tests {
         drop(responder);
         let (reopened, _) = BlockStore::open(dir.path()).unwrap();
         assert_eq!(reopened.len(), 2);
+    }
+
+    #[test]
+    fn a_batch_releases_given_up_blocks_then_blocks_then_renews_through_every_action() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with(
+            dir.path(),
+            &[
+                ("198.51.100.1", Some(4_000_000_000)),
+                ("198.51.100.2", Some(4_000_000_000)),
+            ],
+        );
+        let (action, calls) = recorder(false);
+        let mut responder = Responder::init(store, vec![action]);
+        calls.lock().unwrap().clear();
+        let source = |text: &str| -> IpAddr { text.parse().unwrap() };
+        responder.carry_out(Batch {
+            releases: vec![
+                ReleaseOrder {
+                    source: source("198.51.100.1"),
+                    why: pipeline::EVICTED,
+                    log: false,
+                },
+                // Lifted here already: nothing to release.
+                ReleaseOrder {
+                    source: source("198.51.100.9"),
+                    why: pipeline::EVICTED,
+                    log: true,
+                },
+            ],
+            blocks: vec![block_order(record("198.51.100.3", None), "h3")],
+            renewals: vec![
+                RenewOrder {
+                    source: source("198.51.100.2"),
+                    expires: None,
+                },
+                RenewOrder {
+                    source: source("198.51.100.8"),
+                    expires: None,
+                },
+            ],
+        });
+        assert_eq!(
+            *calls.lock().unwrap(),
+            vec![
+                ("release", addresses(&["198.51.100.1"])),
+                ("block", addresses(&["198.51.100.3"])),
+                ("renew", addresses(&["198.51.100.2"])),
+            ]
+        );
+        let renewed = responder.store.get(&source("198.51.100.2")).unwrap();
+        assert!(renewed.verified);
+        assert_eq!(renewed.expires, None);
+        assert!(responder.store.get(&source("198.51.100.1")).is_none());
+        drop(responder);
+        let (reopened, _) = BlockStore::open(dir.path()).unwrap();
+        let mut live: Vec<(IpAddr, bool)> =
+            reopened.live().map(|r| (r.source, r.verified)).collect();
+        live.sort_unstable();
+        assert_eq!(
+            live,
+            [
+                (source("198.51.100.2"), true),
+                (source("198.51.100.3"), false)
+            ]
+        );
+        let history = std::fs::read_to_string(dir.path().join("history")).unwrap();
+        assert_eq!(
+            history.lines().filter(|line| *line == "h3").count(),
+            1,
+            "one history line for the new block, none for the release or the renewal: {history}"
+        );
     }
 }

@@ -44,7 +44,7 @@ pub const ROUTE_PROTOCOL: u8 = 0xfe;
 const ACTION_NAME: &str = "route";
 /// How long the kernel may take to acknowledge one route change. It normally answers in
 /// microseconds; the bound only keeps a wedged socket from stalling the responder.
-const ACK_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 /// A release deletes our routes for an address one at a time until none is left. More than one
 /// exists only when the route target changed between runs; the bound makes a kernel that keeps
 /// answering "deleted" unable to hold the responder.

@@ -612,19 +612,126 @@ block_timeout = "0"
     /// neither fix nor refuse them. `ip_layers` is a Python list expression of scapy IP
     /// packets that may use the names SCANNER and TARGET (IPv4 address strings).
     pub fn scapy_send(&self, ip_layers: &str) -> Result<CmdOutput> {
-        let script = format!(
+        self.run_scapy(&format!(
+            "for packet in {ip_layers}:\n    sendp(Ether(dst=MAC) / packet, iface=IFACE)\n"
+        ))
+    }
+
+    /// As [`Lab::scapy_send`], but in one `sendp` call on one socket: the packets leave back to
+    /// back, microseconds apart, where `scapy_send` spends milliseconds on each.
+    pub fn scapy_send_burst(&self, ip_layers: &str) -> Result<CmdOutput> {
+        self.run_scapy(&format!(
+            "sendp([Ether(dst=MAC) / packet for packet in {ip_layers}], iface=IFACE)\n"
+        ))
+    }
+
+    /// As [`Lab::scapy_send_burst`], from a scapy started now in the background that sends once
+    /// the file `go` exists: its start-up (seconds) is over by then, and the packets leave
+    /// within milliseconds of the file's creation.
+    pub fn scapy_send_burst_when(&self, go: &Path, ip_layers: &str) -> Result<PendingBurst> {
+        let script = self.scapy_script(&format!(
+            "import os, time\n\
+             while not os.path.exists({go:?}):\n    time.sleep(0.001)\n\
+             sendp([Ether(dst=MAC) / packet for packet in {ip_layers}], iface=IFACE)\n",
+            go = go.to_string_lossy(),
+        ));
+        let sender = self.captures_started.fetch_add(1, Ordering::Relaxed);
+        let log_path = self.work_dir.path().join(format!("scapy-{sender}.log"));
+        let args = self.in_netns(Side::Scanner, &[SYSTEM_PYTHON, "-c", &script]);
+        let child = spawn_logged(&args, &log_path)?;
+        Ok(PendingBurst { child, log_path })
+    }
+
+    /// Runs `body` in the scanner namespace after scapy's import, with SCANNER, TARGET, MAC
+    /// (the target's) and IFACE (the scanner's lab interface) defined.
+    fn run_scapy(&self, body: &str) -> Result<CmdOutput> {
+        let script = self.scapy_script(body);
+        self.run_in(Side::Scanner, &[SYSTEM_PYTHON, "-c", &script])
+    }
+
+    fn scapy_script(&self, body: &str) -> String {
+        format!(
             "from scapy.all import *\n\
              conf.verb = 0\n\
              SCANNER = {scanner:?}\n\
              TARGET = {target:?}\n\
-             for packet in {ip_layers}:\n    \
-                 sendp(Ether(dst={mac:?}) / packet, iface={iface:?})\n",
+             MAC = {mac:?}\n\
+             IFACE = {iface:?}\n\
+             {body}",
             scanner = self.scanner_v4.to_string(),
             target = self.target_v4.to_string(),
             mac = self.target_mac,
             iface = SCANNER_IF,
+        )
+    }
+
+    /// Sends bare TCP SYNs to the target from the scanner namespace, in the order of `parts`,
+    /// as fast as one socket goes: scapy builds one frame per part, and each packet is that
+    /// frame with its source address and checksums rewritten (building thousands of packets in
+    /// scapy itself takes minutes on a busy machine). Spoofed sources come from 198.18.0.0/15,
+    /// the range set aside for benchmarks.
+    pub fn send_syn_burst(&self, parts: &[(SynSenders, u16)]) -> Result<CmdOutput> {
+        let parts: Vec<String> = parts
+            .iter()
+            .map(|(senders, port)| match senders {
+                SynSenders::Scanner => format!("(None, 0, 1, {port})"),
+                SynSenders::Spoofed { first, count } => {
+                    format!("(\"198.18.0.0\", {first}, {count}, {port})")
+                }
+            })
+            .collect();
+        let script = format!(
+            "import socket, struct\n\
+             from scapy.all import Ether, IP, TCP\n\
+             def checksum(data):\n    \
+                 if len(data) % 2: data += b'\\0'\n    \
+                 total = sum(struct.unpack('!%dH' % (len(data) // 2), data))\n    \
+                 while total >> 16: total = (total & 0xffff) + (total >> 16)\n    \
+                 return ~total & 0xffff\n\
+             def frame(template, source):\n    \
+                 f = bytearray(template)\n    \
+                 f[26:30] = source\n    \
+                 f[24:26] = b'\\0\\0'\n    \
+                 f[24:26] = struct.pack('!H', checksum(bytes(f[14:34])))\n    \
+                 f[50:52] = b'\\0\\0'\n    \
+                 pseudo = bytes(f[26:34]) + struct.pack('!BBH', 0, 6, len(f) - 34)\n    \
+                 f[50:52] = struct.pack('!H', checksum(pseudo + bytes(f[34:])))\n    \
+                 return bytes(f)\n\
+             sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\n\
+             sock.bind(({iface:?}, 0))\n\
+             for base, first, count, port in [{parts}]:\n    \
+                 template = bytes(Ether(dst={mac:?}, src='02:00:00:00:00:01') / IP(src={scanner:?}, dst={target:?}) / TCP(sport=40000, dport=port, flags='S'))\n    \
+                 start = struct.unpack('!I', socket.inet_aton(base or {scanner:?}))[0] + first\n    \
+                 for n in range(count):\n        \
+                     sock.send(frame(template, struct.pack('!I', start + n)))\n",
+            iface = SCANNER_IF,
+            mac = self.target_mac,
+            scanner = self.scanner_v4.to_string(),
+            target = self.target_v4.to_string(),
+            parts = parts.join(", "),
         );
         self.run_in(Side::Scanner, &[SYSTEM_PYTHON, "-c", &script])
+    }
+
+    /// Starts `hping3 --flood` from the scanner namespace at the target's IPv4 address, with
+    /// `args` before the address (e.g. `--rand-source -S -p 111`). It floods until stopped or
+    /// dropped.
+    pub fn start_hping3_flood(&self, args: &[&str]) -> Result<Background> {
+        let target = self.target_v4.to_string();
+        let mut command = vec!["hping3", "--flood", "--quiet"];
+        command.extend_from_slice(args);
+        command.push(&target);
+        let capture_number = self.captures_started.fetch_add(1, Ordering::Relaxed);
+        let log_path = self
+            .work_dir
+            .path()
+            .join(format!("hping3-{capture_number}.log"));
+        let child = spawn_logged(&self.in_netns(Side::Scanner, &command), &log_path)?;
+        Ok(Background {
+            child,
+            what: command.join(" "),
+            log_path,
+        })
     }
 
     /// Starts tcpdump on the lab interface of `side`; it exits after `count` packets match
@@ -950,6 +1057,16 @@ impl Daemon<'_> {
         self.ensure_running().is_ok()
     }
 
+    /// Sends `signal` to the running daemon (SIGUSR1: a status line).
+    pub fn signal(&self, signal: Signal) -> Result<()> {
+        let pid = self.pid().ok_or(LabError::DaemonNotRunning)?;
+        let raw_pid = i32::try_from(pid).map_err(|_| LabError::Signal {
+            pid,
+            source: nix::Error::EINVAL,
+        })?;
+        kill(Pid::from_raw(raw_pid), signal).map_err(|source| LabError::Signal { pid, source })
+    }
+
     pub fn blocked_v4(&self) -> Result<Vec<IpAddr>> {
         self.lab.nft_set_elements(&self.table, "blocked_v4")
     }
@@ -995,6 +1112,52 @@ impl Drop for Daemon<'_> {
     }
 }
 
+/// Who sends one part of a [`Lab::send_syn_burst`].
+#[derive(Debug, Clone, Copy)]
+pub enum SynSenders {
+    /// The scanner's own address: one SYN.
+    Scanner,
+    /// `count` spoofed sources, one SYN each: 198.18.0.0 plus `first`, `first + 1`, ...
+    Spoofed { first: u32, count: u32 },
+}
+
+/// A program left running in a lab namespace, such as a flood; stopped on drop.
+pub struct Background {
+    child: Child,
+    what: String,
+    log_path: PathBuf,
+}
+
+impl Background {
+    /// Fails when the program has exited: a flood that died floods nothing, and a test that
+    /// went on would prove nothing.
+    pub fn ensure_running(&mut self) -> Result<()> {
+        let status = self.child.try_wait().map_err(|source| LabError::Wait {
+            command: self.what.clone(),
+            source,
+        })?;
+        match status {
+            None => Ok(()),
+            Some(status) => Err(LabError::ExitedEarly {
+                what: self.what.clone(),
+                status,
+                output: read_lossy(&self.log_path),
+            }),
+        }
+    }
+
+    /// Stops it (SIGINT, as from a terminal, then SIGKILL) and waits for it.
+    pub fn stop(mut self) {
+        stop_child(&mut self.child, Signal::SIGINT, Duration::from_secs(2));
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        stop_child(&mut self.child, Signal::SIGKILL, Duration::from_secs(2));
+    }
+}
+
 /// A running tcpdump started by [`Lab::start_capture`]; killed on drop.
 pub struct Capture {
     child: Child,
@@ -1034,6 +1197,44 @@ impl Capture {
 impl Drop for Capture {
     fn drop(&mut self) {
         stop_child(&mut self.child, Signal::SIGTERM, Duration::from_secs(2));
+    }
+}
+
+/// A scapy sender started by [`Lab::scapy_send_burst_when`]; killed on drop.
+pub struct PendingBurst {
+    child: Child,
+    log_path: PathBuf,
+}
+
+impl PendingBurst {
+    /// Waits for scapy to have sent its packets and exited.
+    pub fn finish(mut self, timeout: Duration) -> Result<()> {
+        let mut finished = None;
+        wait_until("scapy to send its burst", timeout, || {
+            finished = self.child.try_wait().map_err(|source| LabError::Wait {
+                command: "scapy".to_owned(),
+                source,
+            })?;
+            Ok(finished.is_some())
+        })?;
+        match finished {
+            Some(status) if status.success() => Ok(()),
+            Some(status) => Err(LabError::ExitedEarly {
+                what: "scapy".to_owned(),
+                status,
+                output: read_lossy(&self.log_path),
+            }),
+            None => Err(LabError::Timeout {
+                what: "scapy to send its burst".to_owned(),
+                timeout,
+            }),
+        }
+    }
+}
+
+impl Drop for PendingBurst {
+    fn drop(&mut self) {
+        stop_child(&mut self.child, Signal::SIGKILL, Duration::from_secs(2));
     }
 }
 

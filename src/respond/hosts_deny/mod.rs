@@ -489,6 +489,7 @@ mod tests {
             protocol: "TCP".into(),
             port: 23,
             kind: "SYN/Normal".into(),
+            verified: false,
         }
     }
 

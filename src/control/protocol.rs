@@ -1,0 +1,279 @@
+//! What the control commands and the daemon say to each other: one JSON request line, one JSON
+//! answer line. The types are also what `--json` prints, so scripts read the same fields the
+//! daemon sends. Pure data and its encoding; the socket is [`super::server`]'s and
+//! [`super::client`]'s.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// The longest request line the daemon reads: every request is a few dozen bytes, so anything
+/// longer is not a client of ours and is refused without being buffered.
+pub const MAX_REQUEST_BYTES: usize = 4096;
+/// The longest answer line a client reads: a `list` of the largest block table the config
+/// allows (16M entries) does not fit, but a client must bound what it buffers; 256 MiB holds
+/// about a million entries.
+pub const MAX_ANSWER_BYTES: usize = 256 << 20;
+
+/// One command to the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "kebab-case")]
+pub enum Request {
+    Status,
+    List,
+    /// Blocks `address` through every configured action, as if it had scanned; `timeout_secs`
+    /// `None` means the configured block timeout, `Some(0)` until released.
+    Block {
+        address: IpAddr,
+        timeout_secs: Option<u64>,
+    },
+    Unblock {
+        address: IpAddr,
+    },
+    Flush,
+    Reload,
+}
+
+/// The daemon's answer: the result, or why the request was not carried out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum Answer {
+    Done(Reply),
+    Refused { reason: String },
+}
+
+/// What a request that was carried out returns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "kebab-case")]
+pub enum Reply {
+    Status(Box<StatusReport>),
+    List {
+        blocks: Vec<BlockEntry>,
+    },
+    /// A block, unblock or flush: what it did, in a sentence, and how many blocks it changed.
+    Changed {
+        summary: String,
+        count: usize,
+    },
+    Reloaded {
+        summary: String,
+    },
+}
+
+/// `nfsentry status`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub version: String,
+    pub pid: u32,
+    pub uptime_secs: u64,
+    /// `native` or `compat`.
+    pub queue_mode: String,
+    pub queues: Vec<u16>,
+    pub packets: PacketCounts,
+    /// Detections by the scan type's report word (`SYN/Normal`, `UDP`, ...).
+    pub detections: BTreeMap<String, u64>,
+    pub blocks: BlockCounts,
+    pub sources_tracked: u64,
+    pub sources_evicted: u64,
+    /// Packets whose source cannot be a real scanner (spoofed, impossible, protected).
+    pub spoofed_packets: u64,
+    pub alert_lines_suppressed: u64,
+    /// The kernel's own counters for each queue, from `/proc/net/netfilter/nfnetlink_queue`.
+    pub kernel_queues: Vec<KernelQueue>,
+    /// Other parts' one-line states (the CrowdSec link, when configured), by name.
+    pub links: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PacketCounts {
+    pub queued: u64,
+    pub answered: u64,
+    pub short_headers_logged: u64,
+    pub malformed: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockCounts {
+    /// In force now.
+    pub now: u64,
+    /// Ordered since start (detections past the trigger, and by hand).
+    pub ordered: u64,
+    /// Past the trigger but not blocked (table full, held back by the rate cap).
+    pub refused: u64,
+    /// Lifted since start (time up, by hand, evicted).
+    pub released: u64,
+}
+
+/// One line of `/proc/net/netfilter/nfnetlink_queue`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelQueue {
+    pub queue: u16,
+    /// Packets waiting for a verdict now.
+    pub waiting: u64,
+    /// Dropped by the kernel because the queue was full.
+    pub queue_dropped: u64,
+    /// Dropped because the reader's socket buffer was full.
+    pub user_dropped: u64,
+}
+
+/// One blocked address in `nfsentry list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockEntry {
+    pub address: String,
+    /// The scan type that triggered it, or `manual` / the fleet decision's scenario.
+    pub kind: String,
+    pub protocol: String,
+    pub port: u16,
+    /// Unix seconds.
+    pub since: u64,
+    /// Seconds left; `None` until released by hand.
+    pub left_secs: Option<u64>,
+    pub verified: bool,
+    /// Where the block came from: `detection`, `manual`, or the fleet decision's origin.
+    pub origin: String,
+    /// The actions holding it, by config word.
+    pub actions: Vec<String>,
+}
+
+/// Why a line could not be read as a request or an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("longer than {limit} bytes")]
+    TooLong { limit: usize },
+    #[error("not a request nfsentry understands: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// One line of JSON, newline-terminated.
+pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
+    // Serializing these plain types cannot fail: no maps with non-string keys, no custom
+    // serializers. An empty object keeps the line well-formed should it ever.
+    let mut line = serde_json::to_vec(message).unwrap_or_else(|_| b"{}".to_vec());
+    line.push(b'\n');
+    line
+}
+
+/// Reads one request line (without its newline).
+pub fn decode_request(line: &[u8]) -> Result<Request, DecodeError> {
+    if line.len() > MAX_REQUEST_BYTES {
+        return Err(DecodeError::TooLong {
+            limit: MAX_REQUEST_BYTES,
+        });
+    }
+    Ok(serde_json::from_slice(line)?)
+}
+
+/// Reads one answer line (without its newline).
+pub fn decode_answer(line: &[u8]) -> Result<Answer, DecodeError> {
+    if line.len() > MAX_ANSWER_BYTES {
+        return Err(DecodeError::TooLong {
+            limit: MAX_ANSWER_BYTES,
+        });
+    }
+    Ok(serde_json::from_slice(line)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip_request(request: Request) {
+        let line = encode(&request);
+        assert_eq!(line.last(), Some(&b'\n'));
+        let back = decode_request(&line[..line.len() - 1]).unwrap();
+        assert_eq!(back, request);
+    }
+
+    #[test]
+    fn every_request_survives_the_wire() {
+        for request in [
+            Request::Status,
+            Request::List,
+            Request::Block {
+                address: "198.51.100.7".parse().unwrap(),
+                timeout_secs: Some(3600),
+            },
+            Request::Block {
+                address: "2001:db8::7".parse().unwrap(),
+                timeout_secs: None,
+            },
+            Request::Unblock {
+                address: "2001:db8::7".parse().unwrap(),
+            },
+            Request::Flush,
+            Request::Reload,
+        ] {
+            round_trip_request(request);
+        }
+    }
+
+    #[test]
+    fn requests_are_plain_json_a_script_can_write() {
+        assert_eq!(
+            decode_request(br#"{"command":"unblock","address":"192.0.2.9"}"#).unwrap(),
+            Request::Unblock {
+                address: "192.0.2.9".parse().unwrap()
+            }
+        );
+        assert_eq!(
+            encode(&Request::Status),
+            b"{\"command\":\"status\"}\n".to_vec()
+        );
+    }
+
+    #[test]
+    fn hostile_lines_are_refused_not_trusted() {
+        for line in [
+            &b""[..],
+            b"{",
+            b"{\"command\":\"rm -rf\"}",
+            b"{\"command\":\"block\",\"address\":\"999.1.1.1\"}",
+            b"{\"command\":\"block\",\"address\":\"192.0.2.1; reboot\"}",
+            b"\xff\xfe",
+        ] {
+            assert!(decode_request(line).is_err(), "{line:?}");
+        }
+        let long = vec![b' '; MAX_REQUEST_BYTES + 1];
+        assert!(matches!(
+            decode_request(&long),
+            Err(DecodeError::TooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn answers_survive_the_wire() {
+        let status = StatusReport {
+            version: "0.1.0".into(),
+            queues: vec![0, 1],
+            detections: [("SYN/Normal".to_owned(), 3)].into_iter().collect(),
+            ..StatusReport::default()
+        };
+        for answer in [
+            Answer::Done(Reply::Status(Box::new(status))),
+            Answer::Done(Reply::List {
+                blocks: vec![BlockEntry {
+                    address: "198.51.100.7".into(),
+                    kind: "SYN/Normal".into(),
+                    protocol: "TCP".into(),
+                    port: 23,
+                    since: 1_700_000_000,
+                    left_secs: None,
+                    verified: false,
+                    origin: "detection".into(),
+                    actions: vec!["nft-set".into()],
+                }],
+            }),
+            Answer::Done(Reply::Changed {
+                summary: "unblocked 198.51.100.7".into(),
+                count: 1,
+            }),
+            Answer::Refused {
+                reason: "192.0.2.1 is not blocked".into(),
+            },
+        ] {
+            let line = encode(&answer);
+            assert_eq!(decode_answer(&line[..line.len() - 1]).unwrap(), answer);
+        }
+    }
+}

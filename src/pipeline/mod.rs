@@ -1,0 +1,495 @@
+//! The per-packet path: the bytes of one packet, how they arrived and the time in; the verdict
+//! for the kernel, the orders for the responder and the log lines to write out.
+//!
+//! It joins parse → classify → engine and adds what the engine leaves to its caller: the one
+//! limiter every per-event line goes through (a spoofed flood must not flood the log too, nor
+//! the history file), orders with their journal records and history lines, and the counters of
+//! the status line. It does no I/O and reads no clock: the daemon passes the time in and
+//! carries out what comes back, and the tests run it on a fake clock.
+
+mod lines;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::mem;
+use std::net::IpAddr;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::time::{Duration, Instant, SystemTime};
+
+use ipnet::IpNet;
+
+use crate::addrset::AddrSet;
+use crate::config::{Config, Verdict, Verify};
+use crate::engine::{Detection, Effect, Engine, EngineSettings, Event};
+use crate::packet;
+use crate::report;
+use crate::store::{self, BlockRecord};
+pub use lines::LogLine;
+use lines::{AlertLimiter, ALERT_LINES_PER_SPAN};
+
+/// Why a block ends when its time is up, in its "has been released" line.
+pub const EXPIRED: &str = "block timeout expired";
+/// Why a block ends when a full table gives it up for a new one.
+pub const EVICTED: &str = "evicted: block table full";
+
+/// How a packet reached nfsentry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// From the NFQUEUE: the kernel holds the packet until it gets a verdict.
+    Queued,
+    /// From NFLOG: an IPv4 header shorter than 5 words, which the kernel drops anyway. There is
+    /// no verdict to give, only a source to count.
+    ShortHeaderLog,
+}
+
+impl Arrival {
+    fn noun(self) -> &'static str {
+        match self {
+            Arrival::Queued => "queued packet",
+            Arrival::ShortHeaderLog => "short-header packet",
+        }
+    }
+}
+
+/// What became of one packet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Handled {
+    /// The answer for the kernel: always present for a queued packet (the configured verdict
+    /// when the bytes cannot be read), never for a logged one.
+    pub verdict: Option<Verdict>,
+    /// What the responder is to do, in order: blocks this packet caused (its own source's, or
+    /// waiting sources' it had a token for), releases of blocks given up to make room. Empty,
+    /// and not allocated, for most packets.
+    pub orders: Vec<Order>,
+    /// Lines to write, in order; empty, and not allocated, for most packets.
+    pub lines: Vec<LogLine>,
+}
+
+/// What the work due without a packet ([`Pipeline::tick`], [`Pipeline::verified`]) produced.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Output {
+    pub orders: Vec<Order>,
+    pub lines: Vec<LogLine>,
+}
+
+/// What the responder is to do about one source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Order {
+    Block(BlockOrder),
+    /// Lift a block before its end: the table gave it up for a new one.
+    Release(ReleaseOrder),
+    /// Re-apply a block with a new end: its source proved its address.
+    Renew(RenewOrder),
+}
+
+/// A block to carry out: the journal record and the PortSentry history line, which only blocks
+/// that got past the rate cap have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockOrder {
+    pub record: BlockRecord,
+    pub history_line: String,
+    /// Whether its `has been blocked` line fits the shared line budget.
+    pub log: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseOrder {
+    pub source: IpAddr,
+    /// The reason in its `has been released (...)` line.
+    pub why: &'static str,
+    /// Whether that line fits the shared line budget.
+    pub log: bool,
+}
+
+/// The block of `source` is verified now, and ends at `expires` (unix seconds; None: never).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenewOrder {
+    pub source: IpAddr,
+    pub expires: Option<u64>,
+}
+
+/// The counters of the status line, as of one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Status {
+    pub queued: u64,
+    pub short_headers_logged: u64,
+    pub malformed: u64,
+    pub detections: u64,
+    pub blocks_ordered: u64,
+    /// Past the trigger without a token from `max_blocks_per_sec`, since start.
+    pub blocks_held_back: u64,
+    /// Sources waiting for a token now.
+    pub waiting: usize,
+    /// Blocks refused because the block table was full of verified blocks.
+    pub blocks_refused: u64,
+    /// Unverified blocks given up to make room for new ones.
+    pub blocks_evicted: u64,
+    /// Unverified blocks made verified.
+    pub blocks_verified: u64,
+    pub blocked_now: usize,
+    pub blocked_verified: usize,
+    pub blocked_unverified: usize,
+    pub sources_tracked: usize,
+    pub sources_evicted: u64,
+    pub alert_lines_suppressed: u64,
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} packets queued, {} short headers logged, {} malformed, {} detections, \
+             {} blocks ordered, {} held back (rate cap), {} waiting, {} refused (table full), \
+             {} evicted (table full), {} verified by handshake, {} blocked now ({} verified, \
+             {} unverified), {} sources tracked, {} evicted, {} alert lines suppressed",
+            self.queued,
+            self.short_headers_logged,
+            self.malformed,
+            self.detections,
+            self.blocks_ordered,
+            self.blocks_held_back,
+            self.waiting,
+            self.blocks_refused,
+            self.blocks_evicted,
+            self.blocks_verified,
+            self.blocked_now,
+            self.blocked_verified,
+            self.blocked_unverified,
+            self.sources_tracked,
+            self.sources_evicted,
+            self.alert_lines_suppressed
+        )
+    }
+}
+
+/// The counters the pipeline itself keeps; the engine keeps the table sizes.
+#[derive(Debug, Default)]
+struct Stats {
+    queued: u64,
+    logged_short: u64,
+    malformed: u64,
+    detections: u64,
+    blocks: u64,
+    held_back: u64,
+    refused: u64,
+    verified: u64,
+}
+
+/// Owns the engine and everything between it and the daemon's I/O.
+pub struct Pipeline {
+    engine: Engine,
+    configured_ignore: Vec<IpNet>,
+    /// The host's own addresses as last given; ignored like the configured list.
+    local: Vec<IpAddr>,
+    verify: Verify,
+    /// For queued packets whose bytes cannot be read.
+    unreadable_verdict: Verdict,
+    alerts: AlertLimiter,
+    /// New blocks the rate cap held back in the current alert span.
+    held_back_in_span: u64,
+    /// The engine's effects for one call, kept so that its capacity is reused.
+    effects: Vec<Effect>,
+    stats: Stats,
+}
+
+impl Pipeline {
+    /// `local`: the host's own addresses, never counted nor blocked.
+    pub fn new(config: &Config, local: Vec<IpAddr>) -> Pipeline {
+        let settings = EngineSettings {
+            scan_trigger: config.detect.scan_trigger,
+            window: config.detect.window,
+            max_sources: NonZeroUsize::new(config.detect.max_sources).unwrap_or(NonZeroUsize::MIN),
+            max_blocks: config.respond.max_blocks,
+            block_timeout: config.respond.block_timeout,
+            unverified_timeout: config.respond.unverified_timeout,
+            max_blocks_per_sec: NonZeroU32::new(config.respond.max_blocks_per_sec),
+            verdict: config.respond.verdict,
+            ignore: ignore_set(&config.detect.ignore, &local),
+            block: !config.respond.actions.is_empty(),
+        };
+        Pipeline {
+            engine: Engine::new(settings),
+            configured_ignore: config.detect.ignore.clone(),
+            local,
+            verify: config.detect.verify,
+            unreadable_verdict: config.respond.verdict,
+            alerts: AlertLimiter::new(ALERT_LINES_PER_SPAN),
+            held_back_in_span: 0,
+            effects: Vec::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// Parses, classifies and decides about one packet that arrived at `now`; `wall_clock` is
+    /// the same moment for block records and history lines.
+    pub fn handle(
+        &mut self,
+        bytes: &[u8],
+        arrival: Arrival,
+        now: Instant,
+        wall_clock: SystemTime,
+    ) -> Handled {
+        let mut out = Output::default();
+        match arrival {
+            Arrival::Queued => self.stats.queued += 1,
+            Arrival::ShortHeaderLog => self.stats.logged_short += 1,
+        }
+        let verdict = match packet::parse(bytes) {
+            Ok(parsed) => {
+                let kind = packet::classify(&parsed);
+                let mut effects = mem::take(&mut self.effects);
+                let outcome = self.engine.observe(&parsed, kind, now, &mut effects);
+                match outcome.event {
+                    Event::Ignored | Event::AlreadyBlocked | Event::Waiting => {}
+                    Event::Detected(d) | Event::Triggered(d) => {
+                        self.stats.detections += 1;
+                        if self.allow(now, &mut out.lines) {
+                            out.lines.push(LogLine::Detection(d));
+                        }
+                    }
+                }
+                self.carry_out(&mut effects, now, wall_clock, &mut out);
+                self.effects = effects;
+                outcome.verdict
+            }
+            Err(error) => {
+                self.stats.malformed += 1;
+                // Debug only, and outside the alert budget: these are invisible unless asked
+                // for, and must not crowd out the alerts that are not.
+                out.lines.push(LogLine::Unreadable {
+                    arrival,
+                    bytes: bytes.len(),
+                    error,
+                });
+                self.unreadable_verdict
+            }
+        };
+        Handled {
+            verdict: (arrival == Arrival::Queued).then_some(verdict),
+            orders: out.orders,
+            lines: out.lines,
+        }
+    }
+
+    /// Call at least once a second: the blocks whose time is up (their release lines), tokens
+    /// for sources waiting to be blocked (their orders), and once a span has ended, the lines
+    /// that say how many lines and blocks were held back in it.
+    pub fn tick(&mut self, now: Instant, wall_clock: SystemTime) -> Output {
+        let mut out = Output::default();
+        self.roll_over(now, &mut out.lines);
+        let mut effects = mem::take(&mut self.effects);
+        self.engine.tick(now, &mut effects);
+        self.carry_out(&mut effects, now, wall_clock, &mut out);
+        self.effects = effects;
+        out
+    }
+
+    /// `source` completed a TCP handshake with us at `now`, so its address is its own: its
+    /// unverified block is renewed to last `block_timeout`, a waiting source goes to the front
+    /// of the line, and any other source's block will be verified when it comes. With
+    /// `detect.verify = "off"` every block stays unverified, and this does nothing.
+    pub fn verified(&mut self, source: IpAddr, now: Instant, wall_clock: SystemTime) -> Output {
+        let mut out = Output::default();
+        if self.verify == Verify::Off {
+            return out;
+        }
+        let mut effects = mem::take(&mut self.effects);
+        self.engine.verified(source, now, &mut effects);
+        self.carry_out(&mut effects, now, wall_clock, &mut out);
+        self.effects = effects;
+        out
+    }
+
+    /// What makes a block verified, as configured.
+    pub fn verify(&self) -> Verify {
+        self.verify
+    }
+
+    /// Follows the host's own addresses (DHCP, rotating IPv6 temporary addresses) so that a
+    /// packet spoofed from a new one cannot get the host blocked from itself. Returns whether
+    /// they changed.
+    pub fn set_local_addresses(&mut self, local: Vec<IpAddr>) -> bool {
+        if local == self.local {
+            return false;
+        }
+        self.engine
+            .set_ignore(ignore_set(&self.configured_ignore, &local));
+        self.local = local;
+        true
+    }
+
+    /// The host's own addresses as last given.
+    pub fn local_addresses(&self) -> &[IpAddr] {
+        &self.local
+    }
+
+    /// Marks the blocks an earlier run placed, so their sources are dropped and not ordered
+    /// blocked again; each ends when its record says, translated from `wall_clock` to `now`,
+    /// and keeps its evidence.
+    pub fn restore_blocked(
+        &mut self,
+        blocks: &[BlockRecord],
+        now: Instant,
+        wall_clock: SystemTime,
+    ) {
+        for block in blocks {
+            // A block that outlasts what the clock can represent is as good as forever.
+            let until = block
+                .remaining(wall_clock)
+                .and_then(|left| now.checked_add(left));
+            self.engine
+                .restore_blocked(block.source, until, block.verified);
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        Status {
+            queued: self.stats.queued,
+            short_headers_logged: self.stats.logged_short,
+            malformed: self.stats.malformed,
+            detections: self.stats.detections,
+            blocks_ordered: self.stats.blocks,
+            blocks_held_back: self.stats.held_back,
+            waiting: self.engine.waiting(),
+            blocks_refused: self.stats.refused,
+            blocks_evicted: self.engine.evicted_blocks(),
+            blocks_verified: self.stats.verified,
+            blocked_now: self.engine.blocked_count(),
+            blocked_verified: self.engine.verified_blocks(),
+            blocked_unverified: self.engine.unverified_blocks(),
+            sources_tracked: self.engine.tracked_sources(),
+            sources_evicted: self.engine.evicted_sources(),
+            alert_lines_suppressed: self.alerts.suppressed_total,
+        }
+    }
+
+    /// Turns the engine's effects into orders and lines; drains `effects`.
+    fn carry_out(
+        &mut self,
+        effects: &mut Vec<Effect>,
+        now: Instant,
+        wall_clock: SystemTime,
+        out: &mut Output,
+    ) {
+        for effect in effects.drain(..) {
+            match effect {
+                Effect::Blocked {
+                    detection,
+                    verified,
+                    term,
+                } => {
+                    self.stats.blocks += 1;
+                    let log = self.allow(now, &mut out.lines);
+                    let order = block_order(&detection, verified, term, wall_clock, log);
+                    out.orders.push(Order::Block(order));
+                }
+                Effect::HeldBack { .. } => {
+                    self.stats.held_back += 1;
+                    self.held_back_in_span += 1;
+                }
+                Effect::Evicted { source } => {
+                    let log = self.allow(now, &mut out.lines);
+                    out.orders.push(Order::Release(ReleaseOrder {
+                        source,
+                        why: EVICTED,
+                        log,
+                    }));
+                }
+                Effect::Refused(d) => {
+                    self.stats.refused += 1;
+                    if self.allow(now, &mut out.lines) {
+                        out.lines.push(LogLine::BlockTableFull(d.source));
+                    }
+                }
+                Effect::Expired { source } => {
+                    // The responder lifts the block on its own clock; the line comes from here,
+                    // so that it shares the budget.
+                    if self.allow(now, &mut out.lines) {
+                        out.lines.push(LogLine::Released {
+                            source,
+                            why: EXPIRED,
+                        });
+                    }
+                }
+                Effect::Verified { source, term } => {
+                    self.stats.verified += 1;
+                    out.orders.push(Order::Renew(RenewOrder {
+                        source,
+                        expires: expires_at(term, wall_clock),
+                    }));
+                    if self.allow(now, &mut out.lines) {
+                        out.lines.push(LogLine::Verified { source, term });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether one more per-event line may go out at `now`. A span that ends here leaves its
+    /// summary lines in `lines` first.
+    fn allow(&mut self, now: Instant, lines: &mut Vec<LogLine>) -> bool {
+        self.roll_over(now, lines);
+        self.alerts.take()
+    }
+
+    /// When the alert span is over: the line for the alert lines it held back, and the
+    /// held-back notice of the rate cap (the first line of the new span, so it always fits).
+    fn roll_over(&mut self, now: Instant, lines: &mut Vec<LogLine>) {
+        let Some(suppressed) = self.alerts.roll_over(now) else {
+            return;
+        };
+        if suppressed > 0 {
+            lines.push(LogLine::Suppressed(suppressed));
+        }
+        let held = mem::take(&mut self.held_back_in_span);
+        if held > 0 && self.alerts.take() {
+            lines.push(LogLine::HeldBack {
+                held,
+                waiting: self.engine.waiting(),
+                per_second: self
+                    .engine
+                    .settings()
+                    .max_blocks_per_sec
+                    .map_or(0, NonZeroU32::get),
+            });
+        }
+    }
+}
+
+/// The unix second a block of `term` placed at `wall_clock` ends; None: never. The journal
+/// counts whole seconds: a term under one must still outlast the moment it was placed, or the
+/// block would be due as soon as it is written.
+fn expires_at(term: Option<Duration>, wall_clock: SystemTime) -> Option<u64> {
+    let added = store::unix_seconds(wall_clock);
+    term.map(|t| added.saturating_add(t.as_secs().max(1)))
+}
+
+/// The responder's order for blocking `d`'s source at `wall_clock` for `term`.
+fn block_order(
+    d: &Detection,
+    verified: bool,
+    term: Option<Duration>,
+    wall_clock: SystemTime,
+    log: bool,
+) -> BlockOrder {
+    BlockOrder {
+        record: BlockRecord {
+            source: d.source,
+            added: store::unix_seconds(wall_clock),
+            expires: expires_at(term, wall_clock),
+            protocol: d.protocol.to_string(),
+            port: d.port,
+            kind: d.kind.word().to_string(),
+            verified,
+        },
+        history_line: report::history_line(wall_clock, d.source, d.protocol, d.port),
+        log,
+    }
+}
+
+/// The configured ignore list plus the host's own addresses.
+fn ignore_set(configured: &[IpNet], local: &[IpAddr]) -> AddrSet {
+    let own: Vec<IpNet> = local.iter().map(|&a| IpNet::from(a)).collect();
+    AddrSet::new(configured.iter().chain(&own))
+}
