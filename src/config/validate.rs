@@ -362,7 +362,7 @@ fn respond(raw: &RawRespond, source: SourceText<'_>) -> Result<Respond, ConfigEr
     Ok(Respond {
         verdict: word(source, &raw.verdict, "respond.verdict", Verdict::Drop)?,
         block_timeout: Some(block_timeout).filter(|timeout| !timeout.is_zero()),
-        unverified_timeout: Some(duration(
+        unverified_timeout: Some(kernel_timeout(
             source,
             &raw.unverified_timeout,
             "respond.unverified_timeout",
