@@ -69,6 +69,37 @@ pub(crate) fn read_regular(path: &Path, max_bytes: u64) -> Result<Vec<u8>, FileP
     Ok(bytes)
 }
 
+/// Why `path` can never be the directory the daemon keeps its state in: it, or a path above
+/// it, exists and is not a directory, so creating it fails with ENOTDIR at every start. `None`
+/// when it is a directory or could become one: missing, or not to be looked at (a directory
+/// that cannot be written or searched is the daemon's to report, which then runs without
+/// persisting).
+pub(crate) fn not_a_directory(path: &Path) -> Option<String> {
+    for (depth, at) in path.ancestors().enumerate() {
+        match fs::metadata(at) {
+            Ok(found) if found.is_dir() => return None,
+            Ok(found) => {
+                let kind = kind_of(found.file_type());
+                return Some(match depth {
+                    0 => format!("is {kind}, not a directory"),
+                    _ => format!(
+                        "lies below {}, which is {kind}, not a directory",
+                        at.display()
+                    ),
+                });
+            }
+            // Missing, or below something that is not a directory: look further up.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                ) => {}
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
 fn regular(file_type: FileType) -> Result<(), FileProblem> {
     match file_type.is_file() {
         true => Ok(()),

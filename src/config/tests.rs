@@ -1615,6 +1615,55 @@ fn ignore_files_that_are_no_regular_files_are_refused_unread() {
     );
 }
 
+#[test]
+fn a_state_dir_that_cannot_become_a_directory_is_refused() {
+    let dir = ConfigDir::new();
+    dir.write("file", b"not a directory\n");
+    let fifo = dir.join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let state_dir = |path: &str| format!("[daemon]\n\nstate_dir = \"{path}\"\n");
+    let cases = [
+        ("DIR/file", "is a regular file, not a directory"),
+        (
+            "DIR/file/state",
+            "lies below DIR/file, which is a regular file, not a directory",
+        ),
+        (
+            "DIR/file/deeper/state",
+            "lies below DIR/file, which is a regular file, not a directory",
+        ),
+        ("DIR/fifo", "is a FIFO (named pipe), not a directory"),
+        (
+            "/dev/null/nfsentry",
+            "lies below /dev/null, which is a character device, not a directory",
+        ),
+    ];
+    let scratch = dir.0.path().display().to_string();
+    for (written, problem) in cases {
+        let path = written.replace("DIR", &scratch);
+        assert_eq!(
+            load_err_in(&dir, "nfsentry.toml", &state_dir(&path)),
+            format!("DIR/nfsentry.toml:3: daemon.state_dir: \"{written}\" {problem}"),
+        );
+    }
+    // A directory, or a path that can be made one, is fine; whether it can be written is the
+    // daemon's to say when it starts.
+    for path in [
+        scratch.clone(),
+        format!("{scratch}/missing/state"),
+        "/var/lib/nfsentry".to_owned(),
+    ] {
+        let loaded = Config::load(&dir.write("ok.toml", state_dir(&path).as_bytes()));
+        assert_eq!(
+            loaded
+                .map(|config| config.daemon.state_dir)
+                .map_err(|error| error.to_string()),
+            Ok(PathBuf::from(&path)),
+            "{path}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------- evidence and rate limits
 
 #[test]

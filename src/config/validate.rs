@@ -13,6 +13,7 @@ use toml::Spanned;
 
 use super::duration::{duration_from_seconds, format_duration, parse_duration};
 use super::error::{ConfigError, SourceText};
+use super::files;
 use super::ignore::{parse_ignore_list, parse_network};
 use super::ports::{port_from_number, port_range_from_text, PortSet};
 use super::raw::{
@@ -108,12 +109,7 @@ fn daemon(raw: &RawDaemon, source: SourceText<'_>) -> Result<Daemon, ConfigError
             DEFAULT_QUEUE,
         )?,
         table,
-        state_dir: absolute_path(
-            source,
-            &raw.state_dir,
-            "daemon.state_dir",
-            DEFAULT_STATE_DIR,
-        )?,
+        state_dir: state_dir(source, &raw.state_dir)?,
         control_socket: absolute_path(
             source,
             &raw.control_socket,
@@ -635,6 +631,24 @@ fn absolute_path(
             Err(source.value_error(&path.span(), key, path.get_ref(), "is not an absolute path"))
         }
     }
+}
+
+/// `daemon.state_dir`: an absolute path that is a directory, or can be made one. A writable
+/// one is not required here: the daemon runs on with a read-only or full one, saying so.
+fn state_dir(source: SourceText<'_>, field: &Field<String>) -> Result<PathBuf, ConfigError> {
+    const KEY: &str = "daemon.state_dir";
+    let path = absolute_path(source, field, KEY, DEFAULT_STATE_DIR)?;
+    let Some(problem) = files::not_a_directory(&path) else {
+        return Ok(path);
+    };
+    Err(match field {
+        Some(written) => source.value_error(&written.span(), KEY, written.get_ref(), problem),
+        None => ConfigError::new(
+            source.file,
+            None,
+            format!("{KEY}: {DEFAULT_STATE_DIR:?} (the default) {problem}"),
+        ),
+    })
 }
 
 /// Fails with `problem` unless `is_valid` accepts the string.
