@@ -1664,6 +1664,58 @@ fn a_state_dir_that_cannot_become_a_directory_is_refused() {
     }
 }
 
+#[test]
+fn hosts_deny_lines_that_deny_more_than_the_scanner_are_refused() {
+    let alone = "\"ALL: $TARGET$\" denies the scanner alone";
+    let cases = [
+        (
+            "ALL: ALL EXCEPT $TARGET$",
+            format!(
+                "denies more than the scanner: its client \"ALL\" matches other hosts too; {alone}"
+            ),
+        ),
+        (
+            "sshd: $TARGET$, 10.0.0.0/8",
+            format!(
+                "denies more than the scanner: its client \"10.0.0.0/8\" matches other hosts \
+                 too; {alone}"
+            ),
+        ),
+        (
+            "$TARGET$: ALL",
+            format!("does not have $TARGET$ among its clients (after the first ':'); {alone}"),
+        ),
+        (
+            "ALL $TARGET$",
+            "lacks the ':' between daemons and clients that TCP wrappers require".to_owned(),
+        ),
+        (
+            "# ALL: $TARGET$",
+            "is a comment, which TCP wrappers skip".to_owned(),
+        ),
+        (
+            "ALL: $TARGET$ \\\\",
+            "ends in a backslash, which joins the next line onto it".to_owned(),
+        ),
+    ];
+    for (line, problem) in cases {
+        let written = line.replace("\\\\", "\\");
+        assert_eq!(
+            parse_err(&format!("[respond]\n\nhosts_deny_line = \"{line}\"\n")),
+            format!("/tmp/x.toml:3: respond.hosts_deny_line: {written:?} {problem}"),
+        );
+    }
+    for line in [
+        "ALL: $TARGET$",
+        "ALL: $TARGET$ : DENY",
+        "sshd,in.telnetd: $TARGET$, $TARGET$/255.255.255.255 : DENY",
+        "ALL: $TARGET$ : spawn (echo %a: %d) & : DENY",
+    ] {
+        let config = parse_ok(&format!("[respond]\nhosts_deny_line = \"{line}\"\n"));
+        assert_eq!(config.respond.hosts_deny_line, line);
+    }
+}
+
 // ---------------------------------------------------------------- evidence and rate limits
 
 #[test]

@@ -322,6 +322,14 @@ fn respond(raw: &RawRespond, source: SourceText<'_>) -> Result<Respond, ConfigEr
                     "must be a single line (no control characters)",
                 ));
             }
+            if let Some(problem) = hosts_deny_rule_problem(text) {
+                return Err(source.value_error(
+                    &line.span(),
+                    "respond.hosts_deny_line",
+                    text,
+                    problem,
+                ));
+            }
             text.clone()
         }
     };
@@ -631,6 +639,44 @@ fn absolute_path(
             Err(source.value_error(&path.span(), key, path.get_ref(), "is not an absolute path"))
         }
     }
+}
+
+/// Why a `hosts_deny_line` (one line, with `$TARGET$`) would not deny the scanner alone in
+/// TCP wrappers' `daemons : clients [: options]` syntax. Every client must be the scanner: a
+/// wildcard, a network or `ALL EXCEPT $TARGET$` there shuts out other hosts, this one's admins
+/// included, on the first block.
+fn hosts_deny_rule_problem(template: &str) -> Option<String> {
+    const ALONE: &str = "\"ALL: $TARGET$\" denies the scanner alone";
+    if template.trim_start().starts_with('#') {
+        return Some("is a comment, which TCP wrappers skip".to_owned());
+    }
+    if template.ends_with('\\') {
+        return Some("ends in a backslash, which joins the next line onto it".to_owned());
+    }
+    let Some((_daemons, rest)) = template.split_once(':') else {
+        return Some(
+            "lacks the ':' between daemons and clients that TCP wrappers require".to_owned(),
+        );
+    };
+    let clients = rest
+        .split_once(':')
+        .map_or(rest, |(clients, _options)| clients);
+    let words: Vec<&str> = clients
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|word| !word.is_empty())
+        .collect();
+    if !words.contains(&TARGET_PLACEHOLDER) {
+        return Some(format!(
+            "does not have {TARGET_PLACEHOLDER} among its clients (after the first ':'); {ALONE}"
+        ));
+    }
+    let host_alone = format!("{TARGET_PLACEHOLDER}/255.255.255.255");
+    let other = words
+        .iter()
+        .find(|word| **word != TARGET_PLACEHOLDER && **word != host_alone)?;
+    Some(format!(
+        "denies more than the scanner: its client {other:?} matches other hosts too; {ALONE}"
+    ))
 }
 
 /// `daemon.state_dir`: an absolute path that is a directory, or can be made one. A writable
