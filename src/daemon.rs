@@ -4,15 +4,15 @@
 //! Start-up order matters: take the instance lock before anything in the kernel or the state
 //! directory is touched (a second nfsentry must change nothing), read the blocked sets a crashed
 //! run left in force before its tables are cleared, bind the queue before the rules that feed it
-//! exist (nfq discards packets that arrive during its handshake), drop capabilities before any
-//! thread exists (capabilities are per thread), and install the ruleset and restore blocks
-//! before the first packet is decided.
+//! exist (packets that arrive while the binding is acknowledged go unanswered), drop
+//! capabilities before any thread exists (capabilities are per thread), and install the
+//! ruleset and restore blocks before the first packet is decided.
 
 mod control;
 pub mod reload;
 
 use std::net::IpAddr;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::AsFd;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -354,20 +354,13 @@ impl PacketLoop {
     ) -> Result<(), DaemonError> {
         let mut next_status = Instant::now() + STATUS_EVERY;
         let mut next_housekeeping = Instant::now() + HOUSEKEEPING_EVERY;
-        // Without the queue's descriptor there is nothing to sleep on: poll briefly instead.
-        let timeout = match queue.fd() {
-            Some(_) => PollTimeout::from(1000u16),
-            None => PollTimeout::from(10u16),
-        };
+        let timeout = PollTimeout::from(1000u16);
         loop {
             let (queue_ready, nflog_ready, signal_ready, command_ready) = {
                 let mut fds: Vec<PollFd> = Vec::with_capacity(4);
                 fds.push(PollFd::new(signals.as_fd(), PollFlags::POLLIN));
+                fds.push(PollFd::new(queue.fd(), PollFlags::POLLIN));
                 fds.push(PollFd::new(commands.fd(), PollFlags::POLLIN));
-                let queue_fd: Option<BorrowedFd> = queue.fd();
-                if let Some(fd) = queue_fd {
-                    fds.push(PollFd::new(fd, PollFlags::POLLIN));
-                }
                 if let Some(n) = nflog.as_deref() {
                     fds.push(PollFd::new(n.as_fd(), PollFlags::POLLIN));
                 }
@@ -386,13 +379,11 @@ impl PacketLoop {
                         .and_then(|f| f.revents())
                         .is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLERR))
                 };
-                let queue_index = 2;
-                let nflog_index = if queue_fd.is_some() { 3 } else { 2 };
                 (
-                    queue_fd.is_none() || readable(queue_index),
-                    nflog.is_some() && readable(nflog_index),
-                    readable(0),
                     readable(1),
+                    nflog.is_some() && readable(3),
+                    readable(0),
+                    readable(2),
                 )
             };
 

@@ -109,10 +109,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config, verbose } => {
-            let config = match load(config) {
+            let config = match load_checked(config) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("nfsentry: {e}");
+                Err(refusals) => {
+                    for refusal in refusals {
+                        eprintln!("nfsentry: {refusal}");
+                    }
                     return ExitCode::from(EXIT_BAD_CONFIG_RUN);
                 }
             };
@@ -136,21 +138,15 @@ fn main() -> ExitCode {
             logging::flush();
             code
         }
-        Command::CheckConfig { config } => match load(config) {
+        Command::CheckConfig { config } => match load_checked(config) {
             Ok(c) => {
-                // The same words a reload of the running daemon refuses a bad file with.
-                let problems = daemon::reload::problems(&c);
-                if !problems.is_empty() {
-                    for problem in problems {
-                        eprintln!("nfsentry: {problem}");
-                    }
-                    return ExitCode::from(EXIT_BAD_CONFIG_CHECK);
-                }
                 println!("{}", c.summary());
                 ExitCode::SUCCESS
             }
-            Err(e) => {
-                eprintln!("nfsentry: {e}");
+            Err(refusals) => {
+                for refusal in refusals {
+                    eprintln!("nfsentry: {refusal}");
+                }
                 ExitCode::from(EXIT_BAD_CONFIG_CHECK)
             }
         },
@@ -251,6 +247,20 @@ fn import_portsentry(path: &Path) -> ExitCode {
         eprintln!("{}", note.render(&name));
     }
     ExitCode::SUCCESS
+}
+
+/// The configuration `check-config` approves and `run` starts with: the file loads, and every
+/// configured action finds what it needs (its program, a writable file, a gateway that is not
+/// this host). One function for both, and for a reload of the running daemon, so the daemon
+/// never takes a value the check refuses, only to fail every block afterwards. Each refusal is
+/// one line naming the file.
+fn load_checked(path: Option<PathBuf>) -> Result<Config, Vec<String>> {
+    let config = load(path).map_err(|e| vec![e.to_string()])?;
+    let problems = daemon::reload::problems(&config);
+    match problems.is_empty() {
+        true => Ok(config),
+        false => Err(problems),
+    }
 }
 
 /// An explicit path must exist; the default path may be absent, and then the built-in
