@@ -392,8 +392,9 @@ impl Lab {
     }
 
     /// The control socket in this lab's config: one per lab, so labs never answer each other.
+    /// Its directory is the daemon's to create, as `/run/nfsentry` is.
     pub fn control_socket(&self) -> PathBuf {
-        self.work_dir.path().join("control.sock")
+        self.work_dir.path().join("run").join("control.sock")
     }
 
     fn www_dir(&self) -> PathBuf {
