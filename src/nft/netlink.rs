@@ -10,10 +10,13 @@ use std::net::IpAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
+use ipnet::IpNet;
 use nix::errno::Errno;
 use nix::sys::socket::{self, sockopt, SockProtocol};
 
-use super::batches::{block_batch, install_batch, release_batch, remove_batch, Step, Transaction};
+use super::batches::{
+    block_batch, install_batch, range_batch, release_batch, remove_batch, Step, Transaction,
+};
 use super::objects::ElementOp;
 use super::ruleset::{QueueMode, RulesetSpec};
 use crate::netlink_wire::{self, kernel_says, OpenError, RequestError, Wait};
@@ -257,6 +260,23 @@ impl Nft {
             }
         }
         Ok(())
+    }
+
+    /// Makes the range sets hold `after` instead of `before`, which must be what they hold now
+    /// (the caller keeps it; overlapping networks may be in either, they are merged): one
+    /// transaction, so a network never goes unblocked while the sets change.
+    pub fn replace_ranges(
+        &mut self,
+        table: &str,
+        before: &[IpNet],
+        after: &[IpNet],
+    ) -> Result<(), NftError> {
+        let table = checked_name("table", table, TABLE_NAME_MAX_BYTES)?;
+        let batch = range_batch(&table, before, after);
+        if batch.steps.is_empty() {
+            return Ok(());
+        }
+        Ok(self.commit(batch, "replace ranges")?)
     }
 
     /// Sends the batch and reads an answer for each of its messages.
