@@ -16,6 +16,7 @@ use super::Action;
 use crate::config::QueueMode;
 use crate::error_text::with_causes;
 use crate::firewall::{Firewall, Installed};
+use crate::fleet::{Enforcer, UNBLOCKED_BY_HAND};
 use crate::nft::ruleset::RulesetSpec;
 use crate::pipeline::{self, BlockOrder, ReleaseOrder, RenewOrder, EXPIRED};
 use crate::report;
@@ -26,6 +27,8 @@ pub enum Order {
     Block(BlockOrder),
     Release(ReleaseOrder),
     Renew(RenewOrder),
+    /// Pulled bans to enforce or release, from the CrowdSec worker.
+    Fleet(Vec<crate::crowdsec::Change>),
     Shutdown,
 }
 
@@ -46,6 +49,8 @@ pub struct ResponderSetup {
     pub store: BlockStore,
     /// Built by [`super::build`], in the order they run.
     pub actions: Vec<Box<dyn Action>>,
+    /// With `[crowdsec]`: enforces pulled bans, reports our blocks.
+    pub fleet: Option<Enforcer>,
 }
 
 /// Most block orders carried out as one burst.
@@ -75,6 +80,7 @@ fn run(
         prefer,
         store,
         actions,
+        fleet,
     } = setup;
     let (firewall, installed) = match Firewall::install(spec, prefer) {
         Ok(done) => done,
@@ -87,6 +93,7 @@ fn run(
         }
     };
     let mut responder = Responder::init(store, actions);
+    responder.fleet = fleet;
     let _ = ready.send(Ok(installed));
 
     loop {
@@ -98,6 +105,7 @@ fn run(
         // Take whatever else queued up meanwhile: a burst costs one firewall batch and one disk
         // flush instead of one of each per source.
         let mut burst = Burst::default();
+        let mut pulled = Vec::new();
         let mut shutdown = false;
         let pending = std::iter::from_fn(|| orders.try_recv().ok()).take(MAX_BURST);
         for order in first.into_iter().chain(pending) {
@@ -105,6 +113,7 @@ fn run(
                 Order::Block(order) => burst.block(order),
                 Order::Release(order) => burst.release(order),
                 Order::Renew(order) => burst.renew(order),
+                Order::Fleet(changes) => pulled.extend(changes),
                 Order::Shutdown => {
                     shutdown = true;
                     break;
@@ -114,6 +123,7 @@ fn run(
         for batch in burst.into_batches() {
             responder.carry_out(batch);
         }
+        responder.enforce_pulled(pulled);
         if shutdown {
             break;
         }
@@ -128,6 +138,7 @@ fn run(
 struct Responder {
     store: BlockStore,
     actions: Vec<Box<dyn Action>>,
+    fleet: Option<Enforcer>,
 }
 
 impl Responder {
@@ -138,6 +149,7 @@ impl Responder {
         let mut responder = Responder {
             store,
             actions: Vec::new(),
+            fleet: None,
         };
         let now = SystemTime::now();
         let expired = responder.take_expired(now);
@@ -179,6 +191,12 @@ impl Responder {
             blocks,
             renewals,
         } = batch;
+        for order in releases
+            .iter()
+            .filter(|order| order.why == UNBLOCKED_BY_HAND)
+        {
+            self.unblocked_by_hand(order.source);
+        }
         // A block whose time ran out here before the pipeline gave it up is gone already.
         let released: Vec<(BlockRecord, ReleaseOrder)> = releases
             .into_iter()
@@ -211,6 +229,9 @@ impl Responder {
                     all => error!("block of {} sources failed: {e}", all.len()),
                 }
             }
+        }
+        if let Some(fleet) = &self.fleet {
+            fleet.blocked(&records);
         }
         // Recorded even when an action failed: the block is due, and the next start retries it.
         for order in burst {
@@ -286,7 +307,29 @@ impl Responder {
                 }
             }
         }
+        if let Some(fleet) = &mut self.fleet {
+            fleet.released(records);
+        }
         self.sync();
+    }
+
+    /// Pulled bans, after the pipeline's orders of the same round.
+    fn enforce_pulled(&mut self, changes: Vec<crate::crowdsec::Change>) {
+        if changes.is_empty() {
+            return;
+        }
+        if let Some(fleet) = &mut self.fleet {
+            fleet.apply(changes, &self.store, &mut self.actions);
+        }
+    }
+
+    /// The hook for a manual unblock (`nfsentry unblock`): the fleet forgets our decision on
+    /// `address`. Called from the release path for orders whose `why` is
+    /// [`UNBLOCKED_BY_HAND`]; a control-socket handler may call it directly.
+    pub fn unblocked_by_hand(&mut self, address: std::net::IpAddr) {
+        if let Some(fleet) = &self.fleet {
+            fleet.unblocked_by_hand(address);
+        }
     }
 
     /// A clean stop: the journal is flushed and each action tears down.
