@@ -147,6 +147,7 @@ fn shipped_example_sets_every_key() {
                 "queue",
                 "table",
                 "state_dir",
+                "control_socket",
                 "log",
                 "interfaces",
                 "nflog_group",
