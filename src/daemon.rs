@@ -1,12 +1,16 @@
 //! `nfsentry run`: owns the process — start-up order, privileges, signals, threads and the
 //! packet loop that joins the kernel edges to the decision core.
 //!
-//! Start-up order matters: bind the queue before the rules that feed it exist (nfq discards
-//! packets that arrive during its handshake), drop capabilities before any thread exists
-//! (capabilities are per thread), and install the ruleset and restore blocks before the first
-//! packet is decided.
+//! Start-up order matters: take the instance lock before anything in the kernel or the state
+//! directory is touched (a second nfsentry must change nothing), read the blocked sets a crashed
+//! run left in force before its tables are cleared, bind the queue before the rules that feed it
+//! exist (packets that arrive while
+//! the binding is acknowledged go unanswered), drop capabilities before any
+//! thread exists (capabilities are per thread), and install the ruleset and restore blocks
+//! before the first packet is decided.
 
-use std::os::fd::{AsFd, BorrowedFd};
+use std::net::IpAddr;
+use std::os::fd::AsFd;
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -16,13 +20,16 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use thiserror::Error;
 
-use crate::config::{self, Config, Origin, Verdict};
+use crate::config::{self, ActionKind, Config, Origin, Verdict};
 use crate::error_text::with_causes;
 use crate::firewall;
 use crate::fleet::{Enforcer, Fleet};
+use crate::heal::{self, Held};
 use crate::host;
+use crate::instance;
 use crate::nflog::NflogSocket;
 use crate::nft::ruleset::{QueueMode, RulesetSpec};
+use crate::nft::watch::Watch;
 use crate::pipeline::{Arrival, LogLine, Order as PipelineOrder, Pipeline};
 use crate::queue::PacketQueue;
 use crate::respond::responder::{self, Order, ResponderSetup};
@@ -32,6 +39,8 @@ use crate::store::{self, BlockRecord, BlockStore};
 
 #[derive(Debug, Error)]
 pub enum DaemonError {
+    #[error("{0}")]
+    Lock(#[from] instance::LockError),
     #[error("{0}")]
     Store(#[from] store::StoreError),
     #[error("{0}")]
@@ -75,12 +84,15 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         ),
     }
     info!("{}", config.summary());
+    // Held until the process ends.
+    let _instance = instance::acquire(&config.daemon.table, &config.daemon.state_dir)?;
 
     let local = host::local_addresses();
     let devices = host::ingress_devices(&config);
     let spec = RulesetSpec::from_config(&config, devices.clone());
 
-    let (store, skipped) = BlockStore::open(&config.daemon.state_dir)?;
+    let (mut store, skipped) = BlockStore::open(&config.daemon.state_dir)?;
+    store.limit_history(config.daemon.history_max_bytes);
     for line in skipped {
         warn!(
             "{}/blocks:{}: unreadable line skipped: {:?}",
@@ -89,6 +101,11 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
             line.text
         );
     }
+    let sets_hold_blocks = config.respond.actions.contains(&ActionKind::NftSet);
+    let released_while_away = match sets_hold_blocks {
+        true => take_over_kernel_blocks(&config.daemon.table, &mut store),
+        false => Vec::new(),
+    };
     // Blocks that expired while nfsentry was down are lifted by the responder at start.
     let restored: Vec<BlockRecord> = store
         .live()
@@ -111,6 +128,17 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         ),
     };
     let actions = respond::build(&config.respond, &config.daemon.table);
+    // Opened now, while every capability is there, and read once the ruleset is in: what
+    // happens in between waits in its buffer.
+    let watch = Watch::open(&config.daemon.table)
+        .map_err(|e| {
+            warn!(
+                "cannot follow nftables changes ({}): a deleted or flushed table is not \
+                 repaired, nor a block deleted by hand noticed, until nfsentry restarts",
+                with_causes(&e)
+            )
+        })
+        .ok();
     let detached = respond::detached_status(&actions);
     drop_capabilities(&actions);
 
@@ -118,12 +146,16 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     let (order_tx, order_rx) = mpsc::channel();
     let (fleet, enforcer) = start_fleet(&config, &order_tx)?;
     let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+    let (released_tx, released_rx) = mpsc::channel();
     let responder = responder::spawn(
         ResponderSetup {
             spec,
             prefer,
             store,
             actions,
+            sets_hold_blocks,
+            released: released_tx,
+            released_while_away,
             fleet: enforcer,
         },
         order_rx,
@@ -148,6 +180,13 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
             (QueueMode::Native, _) => "",
         }
     );
+    if let Some(watch) = watch {
+        let orders = order_tx.clone();
+        let watching = watch.spawn(move |seen| orders.send(Order::Ruleset(seen)).is_ok());
+        if let Err(e) = watching {
+            warn!("cannot start the thread that follows nftables changes: {e}");
+        }
+    }
     let devices = installed.ingress_devices;
     if devices.is_empty() {
         warn!("no network interface for the netdev ingress chain: short IPv4 headers go unseen");
@@ -170,6 +209,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     let mut packet_loop = PacketLoop {
         pipeline,
         orders: order_tx.clone(),
+        released: released_rx,
         default_verdict: config.respond.verdict,
         notifier,
         detached,
@@ -207,11 +247,68 @@ fn start_fleet(
     Ok((Some(fleet), Some(enforcer)))
 }
 
+/// Reads the blocked sets the tables of an earlier run still hold (they outlive a crash or a
+/// SIGKILL) and merges them into the store as [`heal::reconcile`] says: blocks in force that
+/// the journal missed are taken over, blocks deleted by hand meanwhile are dropped from it and
+/// returned, for the actions to release them too. Without such tables the journal stands as it
+/// is.
+fn take_over_kernel_blocks(table: &str, store: &mut BlockStore) -> Vec<BlockRecord> {
+    let kernel = match firewall::read_blocked(table) {
+        Ok(Some(kernel)) => kernel,
+        Ok(None) => return Vec::new(),
+        Err(e) => {
+            warn!(
+                "cannot read the blocked sets of the nft table {table} an earlier run left: {}; \
+                 starting from the journal alone",
+                with_causes(&e)
+            );
+            return Vec::new();
+        }
+    };
+    let now = SystemTime::now();
+    let journal: Vec<Held> = store
+        .live()
+        .filter(|block| !block.is_expired(now))
+        .map(|block| (block.source, block.remaining(now)))
+        .collect();
+    let reconciled = heal::reconcile(&journal, &kernel);
+    let in_kernel = kernel
+        .v4
+        .iter()
+        .chain(&kernel.v6)
+        .map(Vec::len)
+        .sum::<usize>();
+    info!(
+        "the nft table {table} of an earlier run holds {in_kernel} blocks: taking them over \
+         ({} missing from the journal)",
+        reconciled.adopt.len()
+    );
+    for (source, remaining) in reconciled.adopt {
+        store.adopt(BlockRecord::adopted(source, now, remaining));
+    }
+    for family in reconciled.flushed {
+        warn!(
+            "the {family} blocked set was emptied while nfsentry was not running: its blocks \
+             are put back from the journal"
+        );
+    }
+    let released = reconciled
+        .released_by_hand
+        .iter()
+        .filter_map(|source| store.remove(source))
+        .collect();
+    // A failure is said by the responder, which keeps trying.
+    let _ = store.sync();
+    released
+}
+
 /// The packet loop: reads the kernel edges, hands each packet to the pipeline with the time,
 /// and carries out what comes back.
 struct PacketLoop {
     pipeline: Pipeline,
     orders: mpsc::Sender<Order>,
+    /// Sources the responder released by hand, which the pipeline must stop dropping.
+    released: mpsc::Receiver<IpAddr>,
     /// What a queued packet gets if the pipeline gave no verdict (it always gives one).
     default_verdict: Verdict,
     /// systemd's readiness, status and watchdog; does nothing outside a Type=notify unit.
@@ -231,19 +328,12 @@ impl PacketLoop {
     ) -> Result<(), DaemonError> {
         let mut next_status = Instant::now() + STATUS_EVERY;
         let mut next_housekeeping = Instant::now() + HOUSEKEEPING_EVERY;
-        // Without the queue's descriptor there is nothing to sleep on: poll briefly instead.
-        let timeout = match queue.fd() {
-            Some(_) => PollTimeout::from(1000u16),
-            None => PollTimeout::from(10u16),
-        };
+        let timeout = PollTimeout::from(1000u16);
         loop {
             let (queue_ready, nflog_ready, signal_ready) = {
                 let mut fds: Vec<PollFd> = Vec::with_capacity(3);
                 fds.push(PollFd::new(signals.as_fd(), PollFlags::POLLIN));
-                let queue_fd: Option<BorrowedFd> = queue.fd();
-                if let Some(fd) = queue_fd {
-                    fds.push(PollFd::new(fd, PollFlags::POLLIN));
-                }
+                fds.push(PollFd::new(queue.fd(), PollFlags::POLLIN));
                 if let Some(n) = nflog.as_deref() {
                     fds.push(PollFd::new(n.as_fd(), PollFlags::POLLIN));
                 }
@@ -262,13 +352,7 @@ impl PacketLoop {
                         .and_then(|f| f.revents())
                         .is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLERR))
                 };
-                let queue_index = 1;
-                let nflog_index = if queue_fd.is_some() { 2 } else { 1 };
-                (
-                    queue_fd.is_none() || readable(queue_index),
-                    nflog.is_some() && readable(nflog_index),
-                    readable(0),
-                )
+                (readable(1), nflog.is_some() && readable(2), readable(0))
             };
 
             if queue_ready {
@@ -298,6 +382,9 @@ impl PacketLoop {
                     Ok(None) => {}
                     Err(e) => warn!("reading signals failed: {e}"),
                 }
+            }
+            for source in self.released.try_iter() {
+                self.pipeline.release(source);
             }
             let now = Instant::now();
             if let Err(e) = self.notifier.keep_alive(now) {

@@ -355,6 +355,32 @@ impl Enforcer {
         }
     }
 
+    /// The ruleset was reinstalled (a repair after another process damaged it) with nfsentry's
+    /// own blocks only: the pulled bans go back in, for what is left of them.
+    pub fn reinstalled(&mut self, store: &BlockStore) {
+        let now = Instant::now();
+        let back: Vec<(IpAddr, Option<Duration>)> = self
+            .addresses
+            .iter()
+            .filter(|(address, _)| store.get(address).is_none())
+            .map(|(address, held)| (*address, held.remaining(now)))
+            .filter(|(_, left)| *left != Some(Duration::ZERO))
+            .collect();
+        let table = self.table.clone();
+        if let Err(e) = self.nft().and_then(|nft| nft.block_many(&table, &back)) {
+            error!(
+                "crowdsec: {} pulled bans could not be put back after the repair: {e}",
+                back.len()
+            );
+        }
+        // The range sets were made afresh, empty.
+        self.installed_ranges.clear();
+        let held = self.ranges.len();
+        if held > 0 {
+            self.sync_ranges(held);
+        }
+    }
+
     /// `nfsentry unblock ADDRESS`: our decision on it is deleted on the LAPI. A ban from
     /// elsewhere in the fleet on the same address stays.
     pub fn unblocked_by_hand(&self, address: IpAddr) {

@@ -161,10 +161,13 @@ impl BlockTable {
         Some(source)
     }
 
-    fn remove(&mut self, source: &IpAddr) {
-        if let Some(block) = self.blocks.remove(source) {
-            self.index(block.verified).remove(&(block.end, *source));
-        }
+    /// Takes `source`'s block out, if it has one; returns whether it had.
+    pub fn remove(&mut self, source: &IpAddr) -> bool {
+        let Some(block) = self.blocks.remove(source) else {
+            return false;
+        };
+        self.index(block.verified).remove(&(block.end, *source));
+        true
     }
 
     fn index(&mut self, verified: bool) -> &mut BTreeSet<(End, IpAddr)> {

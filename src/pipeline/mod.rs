@@ -343,6 +343,12 @@ impl Pipeline {
         }
     }
 
+    /// Forgets the block of a source released by hand: its packets are judged afresh, and it
+    /// can be blocked again.
+    pub fn release(&mut self, source: IpAddr) {
+        self.engine.release(&source);
+    }
+
     pub fn status(&self) -> Status {
         Status {
             queued: self.stats.queued,
