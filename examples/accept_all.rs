@@ -52,7 +52,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let queue = PacketQueue::open(config.daemon.queue)?;
     let devices = nfsentry::host::ingress_devices(&config);
     let spec = RulesetSpec::from_config(&config, devices);
-    let (firewall, _) = Firewall::install(spec, config.daemon.queue_mode)?;
+    let (firewall, _) = Firewall::install(spec, config.daemon.queue_mode, &[])?;
     let socket = queue.fd().as_raw_fd();
     // The plain loop blocks in recv(); the queue's socket comes non-blocking.
     // SAFETY: fcntl on a descriptor `queue` keeps open, changing only O_NONBLOCK.

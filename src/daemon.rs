@@ -4,10 +4,9 @@
 //! Start-up order matters: take the instance lock before anything in the kernel or the state
 //! directory is touched (a second nfsentry must change nothing), read the blocked sets a crashed
 //! run left in force before its tables are cleared, bind the queue before the rules that feed it
-//! exist (packets that arrive while
-//! the binding is acknowledged go unanswered), drop capabilities before any
-//! thread exists (capabilities are per thread), and install the ruleset and restore blocks
-//! before the first packet is decided.
+//! exist (packets that arrive while the binding is acknowledged go unanswered), drop
+//! capabilities before any thread exists (capabilities are per thread), and install the
+//! ruleset and restore blocks before the first packet is decided.
 
 use std::net::IpAddr;
 use std::os::fd::AsFd;
