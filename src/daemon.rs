@@ -22,6 +22,7 @@ use thiserror::Error;
 use crate::config::{self, ActionKind, Config, Origin, Verdict};
 use crate::error_text::with_causes;
 use crate::firewall;
+use crate::fleet::{Enforcer, Fleet};
 use crate::heal::{self, Held};
 use crate::host;
 use crate::instance;
@@ -142,6 +143,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
 
     let prefer = config.daemon.queue_mode;
     let (order_tx, order_rx) = mpsc::channel();
+    let (fleet, enforcer) = start_fleet(&config, &order_tx)?;
     let (ready_tx, ready_rx) = mpsc::sync_channel(1);
     let (released_tx, released_rx) = mpsc::channel();
     let responder = responder::spawn(
@@ -153,6 +155,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
             sets_hold_blocks,
             released: released_tx,
             released_while_away,
+            fleet: enforcer,
         },
         order_rx,
         ready_tx,
@@ -209,15 +212,38 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         default_verdict: config.respond.verdict,
         notifier,
         detached,
+        fleet,
     };
     let result = packet_loop.run(&mut queue, nflog.as_mut(), &signals);
     let _ = packet_loop.notifier.stopping();
     packet_loop.log_status("stopping");
+    // The worker goes first: nothing it pulls from now on could be enforced.
+    if let Some(fleet) = packet_loop.fleet.take() {
+        fleet.stop();
+    }
     let _ = order_tx.send(Order::Shutdown);
     if responder.join().is_err() {
         error!("the responder thread panicked");
     }
     result
+}
+
+/// Starts the CrowdSec worker when `[crowdsec]` is configured, with the responder's half that
+/// enforces what it pulls and reports what nfsentry blocks. Runs after capabilities are
+/// dropped, like every thread.
+fn start_fleet(
+    config: &Config,
+    orders: &mpsc::Sender<Order>,
+) -> Result<(Option<Fleet>, Option<Enforcer>), DaemonError> {
+    let Some(section) = &config.crowdsec else {
+        return Ok((None, None));
+    };
+    let fleet = Fleet::start(section, orders.clone()).map_err(|source| DaemonError::System {
+        what: "cannot start the crowdsec thread",
+        source,
+    })?;
+    let enforcer = Enforcer::new(&config.daemon.table, section, Some(fleet.reporter()));
+    Ok((Some(fleet), Some(enforcer)))
 }
 
 /// Reads the blocked sets the tables of an earlier run still hold (they outlive a crash or a
@@ -288,6 +314,8 @@ struct PacketLoop {
     notifier: Notifier,
     /// The queues of the actions that run off the responder thread, for the status line.
     detached: respond::detached::StatusSuffix,
+    /// The CrowdSec worker, with `[crowdsec]`.
+    fleet: Option<Fleet>,
 }
 
 impl PacketLoop {
@@ -432,7 +460,11 @@ impl PacketLoop {
     }
 
     fn log_status(&self, what: &str) {
-        let status = format!("{}{}", self.pipeline.status(), self.detached);
+        let mut status = format!("{}{}", self.pipeline.status(), self.detached);
+        if let Some(fleet) = &self.fleet {
+            status.push_str("; ");
+            status.push_str(&fleet.summary());
+        }
         info!("{what}: {status}");
         if let Err(e) = self.notifier.status(&status) {
             debug!("cannot send the status to systemd: {e}");

@@ -10,14 +10,15 @@ use std::ffi::{c_void, CStr, CString};
 use std::net::IpAddr;
 use std::time::Duration;
 
+use ipnet::IpNet;
 use nftnl::{Batch, MsgType, NlMsg, ProtoFamily, Table};
 
 use super::bytecode::{address_key, prerouting_rule, short_header_rule, KeyBytes, KeyKind};
 use super::objects::{ChainObject, ElementChunks, ElementObject, ElementOp, Hook, SetObject};
 use super::ruleset::{
-    blocked_set, ignore_set, port_set, short_header_rule_text, IntervalBoundary, IntervalKey,
-    IntervalList, IpFamily, QueueMode, RulesetSpec, Transport, PREROUTING_CHAIN,
-    PREROUTING_PRIORITY, PREROUTING_RULES, SHORT_HEADER_CHAIN, SHORT_HEADER_PRIORITY,
+    blocked_range_set, blocked_set, ignore_set, port_set, short_header_rule_text, IntervalBoundary,
+    IntervalKey, IntervalList, IpFamily, QueueMode, RulesetSpec, Transport, PREROUTING_CHAIN,
+    PREROUTING_PRIORITY, SHORT_HEADER_CHAIN, SHORT_HEADER_PRIORITY,
 };
 
 /// One message of a batch, for matching the kernel's answer to what was asked.
@@ -150,6 +151,16 @@ pub(super) fn install_batch(
             libc::NFT_SET_TIMEOUT as u32,
         );
     }
+    if spec.blocked_ranges {
+        for family in [IpFamily::V4, IpFamily::V6] {
+            declare(
+                &mut batch,
+                blocked_range_set(family),
+                KeyKind::address(family),
+                libc::NFT_SET_INTERVAL as u32,
+            );
+        }
+    }
     let interval_sets = [
         (
             ignore_set(IpFamily::V4),
@@ -211,7 +222,7 @@ pub(super) fn install_batch(
         format!("add chain inet {table_label}/{prerouting}"),
     );
     let lookup_id = |name: &'static str| set_ids.get(name).copied().unwrap_or(0);
-    for (position, rule) in PREROUTING_RULES.into_iter().enumerate() {
+    for (position, rule) in spec.prerouting_rules().enumerate() {
         let object = prerouting_rule(table, PREROUTING_CHAIN, rule, spec.queue, mode, &lookup_id);
         batch.push_step(
             &object,
@@ -305,6 +316,61 @@ pub(super) fn release_batch(table: &CStr, op: ElementOp, addrs: &[IpAddr]) -> Tr
     blocked_set_batch(table, op, elements, |set| {
         format!("{what} in inet {}/{set}", table_text(table))
     })
+}
+
+/// Replaces the contents of the range sets: the elements of `before` (exactly what the sets
+/// hold) are deleted and those of `after` added, in one transaction, so a network stays blocked
+/// while the sets change and overlapping networks never meet in the kernel. A family whose
+/// merged list is unchanged is left alone.
+pub(super) fn range_batch(table: &CStr, before: &[IpNet], after: &[IpNet]) -> Transaction {
+    let mut batch = Transaction::new();
+    let v4 = |nets: &[IpNet]| {
+        IntervalList::from_ranges(nets.iter().filter_map(|net| match net {
+            IpNet::V4(net) => Some(net.network()..=net.broadcast()),
+            IpNet::V6(_) => None,
+        }))
+    };
+    let v6 = |nets: &[IpNet]| {
+        IntervalList::from_ranges(nets.iter().filter_map(|net| match net {
+            IpNet::V6(net) => Some(net.network()..=net.broadcast()),
+            IpNet::V4(_) => None,
+        }))
+    };
+    replace_range_elements(&mut batch, table, IpFamily::V4, &v4(before), &v4(after));
+    replace_range_elements(&mut batch, table, IpFamily::V6, &v6(before), &v6(after));
+    batch
+}
+
+fn replace_range_elements<K: IntervalKey + KeyBytes>(
+    batch: &mut Transaction,
+    table: &CStr,
+    family: IpFamily,
+    before: &IntervalList<K>,
+    after: &IntervalList<K>,
+) {
+    if before == after {
+        return;
+    }
+    let name = blocked_range_set(family);
+    let label = format!("inet {}/{name}", table_text(table));
+    let mut old = SetObject::new(ProtoFamily::Inet, table, name);
+    for element in interval_elements(before) {
+        old.push_element(element);
+    }
+    if old.has_elements() {
+        batch.push_elements(
+            &old,
+            ElementOp::Delete,
+            &format!("delete elements of {label}"),
+        );
+    }
+    let mut new = SetObject::new(ProtoFamily::Inet, table, name);
+    for element in interval_elements(after) {
+        new.push_element(element);
+    }
+    if new.has_elements() {
+        batch.push_elements(&new, ElementOp::Add, &format!("add elements to {label}"));
+    }
 }
 
 /// One step per blocked set that has elements to change; `what` names the step from the set.

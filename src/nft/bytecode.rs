@@ -11,7 +11,8 @@ use nftnl::ProtoFamily;
 
 use super::objects::RuleObject;
 use super::ruleset::{
-    blocked_set, ignore_set, port_set, IpFamily, PreroutingRule, QueueMode, Transport,
+    blocked_range_set, blocked_set, ignore_set, port_set, IpFamily, PreroutingRule, QueueMode,
+    Transport,
 };
 
 /// `NFT_SOCKET_TRANSPARENT` from linux/netfilter/nf_tables.h.
@@ -50,9 +51,12 @@ pub(super) fn prerouting_rule(
 ) -> RuleObject {
     let mut object = RuleObject::new(ProtoFamily::Inet, table, chain);
     match rule {
-        PreroutingRule::DropBlocked(family) | PreroutingRule::AcceptIgnored(family) => {
+        PreroutingRule::DropBlocked(family)
+        | PreroutingRule::DropBlockedRange(family)
+        | PreroutingRule::AcceptIgnored(family) => {
             let set = match rule {
                 PreroutingRule::DropBlocked(_) => blocked_set(family),
+                PreroutingRule::DropBlockedRange(_) => blocked_range_set(family),
                 _ => ignore_set(family),
             };
             let (nfproto, offset, length) = match family {
@@ -139,7 +143,9 @@ pub(super) fn prerouting_rule(
         object.push(expr::counter());
     }
     match rule {
-        PreroutingRule::DropBlocked(_) => object.push(expr::verdict(libc::NF_DROP as u32)),
+        PreroutingRule::DropBlocked(_) | PreroutingRule::DropBlockedRange(_) => {
+            object.push(expr::verdict(libc::NF_DROP as u32))
+        }
         _ if rule.queues() => object.push(match mode {
             QueueMode::Native => expr::queue(queue),
             QueueMode::Compat => expr::xt_nfqueue(queue),

@@ -40,6 +40,9 @@ pub struct RulesetSpec {
     pub ingress_devices: Vec<String>,
     /// NFLOG group the short-header reports go to.
     pub nflog_group: u16,
+    /// The `blocked_ranges_v4` / `blocked_ranges_v6` interval sets and their drop rules, for
+    /// the networks the fleet bans (`[crowdsec] pull`).
+    pub blocked_ranges: bool,
 }
 
 impl RulesetSpec {
@@ -64,7 +67,19 @@ impl RulesetSpec {
             ignore_v6,
             ingress_devices,
             nflog_group: config.daemon.nflog_group,
+            blocked_ranges: config
+                .crowdsec
+                .as_ref()
+                .is_some_and(|crowdsec| crowdsec.pull.is_some()),
         }
+    }
+
+    /// The prerouting rules this ruleset has, in order: [`PREROUTING_RULES`] without the
+    /// range rules when there are no range sets.
+    pub fn prerouting_rules(&self) -> impl Iterator<Item = PreroutingRule> + '_ {
+        PREROUTING_RULES.into_iter().filter(|rule| {
+            self.blocked_ranges || !matches!(rule, PreroutingRule::DropBlockedRange(_))
+        })
     }
 
     /// The `ignore_v4` set contents, merged.
@@ -134,6 +149,14 @@ pub fn blocked_set(family: IpFamily) -> &'static str {
     match family {
         IpFamily::V4 => "blocked_v4",
         IpFamily::V6 => "blocked_v6",
+    }
+}
+
+/// Name of the interval set holding networks the fleet bans, of `family`.
+pub fn blocked_range_set(family: IpFamily) -> &'static str {
+    match family {
+        IpFamily::V4 => "blocked_ranges_v4",
+        IpFamily::V6 => "blocked_ranges_v6",
     }
 }
 
@@ -226,6 +249,8 @@ impl TcpFlagProbe {
 pub enum PreroutingRule {
     /// Count and drop sources in the blocked set.
     DropBlocked(IpFamily),
+    /// Count and drop sources in a network the fleet bans (only with range sets).
+    DropBlockedRange(IpFamily),
     /// Accept packets of known connections.
     AcceptEstablished,
     /// Accept packets whose destination is not an address of this host (`fib daddr type !=
@@ -249,9 +274,11 @@ pub enum PreroutingRule {
 /// The prerouting chain, in order. Blocked sources go first so a blocked scanner costs nothing
 /// more; conntrack, the destination check, ignore list and live sockets come before any queue
 /// rule so the detector only sees traffic to this host that nobody expects.
-pub const PREROUTING_RULES: [PreroutingRule; 15] = [
+pub const PREROUTING_RULES: [PreroutingRule; 17] = [
     PreroutingRule::DropBlocked(IpFamily::V4),
     PreroutingRule::DropBlocked(IpFamily::V6),
+    PreroutingRule::DropBlockedRange(IpFamily::V4),
+    PreroutingRule::DropBlockedRange(IpFamily::V6),
     PreroutingRule::AcceptEstablished,
     PreroutingRule::AcceptNotAddressedHere,
     PreroutingRule::AcceptIgnored(IpFamily::V4),
@@ -296,6 +323,13 @@ impl PreroutingRule {
             PreroutingRule::DropBlocked(family) => {
                 format!("{} saddr @{}", family.nft_keyword(), blocked_set(family))
             }
+            PreroutingRule::DropBlockedRange(family) => {
+                format!(
+                    "{} saddr @{}",
+                    family.nft_keyword(),
+                    blocked_range_set(family)
+                )
+            }
             PreroutingRule::AcceptEstablished => "ct state established,related".to_owned(),
             PreroutingRule::AcceptNotAddressedHere => "fib daddr type != local".to_owned(),
             PreroutingRule::AcceptIgnored(family) => {
@@ -312,7 +346,9 @@ impl PreroutingRule {
         };
         let counter = if self.counts() { " counter" } else { "" };
         let verdict = match self {
-            PreroutingRule::DropBlocked(_) => "drop".to_owned(),
+            PreroutingRule::DropBlocked(_) | PreroutingRule::DropBlockedRange(_) => {
+                "drop".to_owned()
+            }
             _ if self.queues() => format!("queue num {queue} bypass"),
             _ => "accept".to_owned(),
         };
@@ -323,6 +359,7 @@ impl PreroutingRule {
     pub fn reason(self) -> &'static str {
         match self {
             PreroutingRule::DropBlocked(_) => "a blocked scanner: nothing else looks at it",
+            PreroutingRule::DropBlockedRange(_) => "a network the fleet bans",
             PreroutingRule::AcceptEstablished => {
                 "real connections and their replies (a lone ACK is new to conntrack and goes on)"
             }
@@ -370,6 +407,17 @@ pub fn render(spec: &RulesetSpec, mode: QueueMode) -> String {
             address_type(family),
         );
     }
+    if spec.blocked_ranges {
+        for family in [IpFamily::V4, IpFamily::V6] {
+            write_interval_set(
+                &mut out,
+                blocked_range_set(family),
+                address_type(family),
+                "",
+                "networks the fleet bans, kept by nfsentry",
+            );
+        }
+    }
     let ignore_v4 = spec.ignore_v4_intervals();
     let ignore_v6 = spec.ignore_v6_intervals();
     write_interval_set(
@@ -400,7 +448,7 @@ pub fn render(spec: &RulesetSpec, mode: QueueMode) -> String {
         out,
         "\t\ttype filter hook prerouting priority mangle; policy accept;\t# {PREROUTING_PRIORITY}: after conntrack (-200) so ct state is known"
     );
-    for rule in PREROUTING_RULES {
+    for rule in spec.prerouting_rules() {
         let _ = writeln!(
             out,
             "\t\t{}\t# {}",
@@ -475,6 +523,7 @@ mod tests {
             ignore_v6: vec!["::1/128".parse().unwrap()],
             ingress_devices: vec!["eth0".to_owned(), "eth1".to_owned()],
             nflog_group: 7219,
+            blocked_ranges: false,
         }
     }
 
