@@ -86,6 +86,10 @@ impl BlockTable {
         self.blocks.len()
     }
 
+    pub fn sources(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.blocks.keys().copied()
+    }
+
     pub fn verified_len(&self) -> usize {
         self.verified.len()
     }
@@ -161,10 +165,13 @@ impl BlockTable {
         Some(source)
     }
 
-    fn remove(&mut self, source: &IpAddr) {
-        if let Some(block) = self.blocks.remove(source) {
-            self.index(block.verified).remove(&(block.end, *source));
-        }
+    /// Takes out `source`'s block; false when there was none.
+    pub fn remove(&mut self, source: &IpAddr) -> bool {
+        let Some(block) = self.blocks.remove(source) else {
+            return false;
+        };
+        self.index(block.verified).remove(&(block.end, *source));
+        true
     }
 
     fn index(&mut self, verified: bool) -> &mut BTreeSet<(End, IpAddr)> {
