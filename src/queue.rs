@@ -99,11 +99,12 @@ impl PacketQueue {
 
     /// Answers the packets waiting now, at most `limit` of them, so that under a flood the
     /// caller still gets to its signals and timers; returns how many. `decide` sees the packet
-    /// from its IP header on.
+    /// from its IP header on, and the index of the interface it came in on (None: sent by this
+    /// host).
     pub fn drain(
         &mut self,
         limit: usize,
-        mut decide: impl FnMut(&[u8]) -> Verdict,
+        mut decide: impl FnMut(&[u8], Option<u32>) -> Verdict,
     ) -> Result<usize, QueueError> {
         let mut answered = 0;
         while answered < limit {
@@ -121,7 +122,9 @@ impl PacketQueue {
                     })
                 }
             };
-            let verdict = match decide(message.get_payload()) {
+            // nfq reports 0 for "no input interface".
+            let in_ifindex = Some(message.get_indev()).filter(|&index| index != 0);
+            let verdict = match decide(message.get_payload(), in_ifindex) {
                 Verdict::Accept => nfq::Verdict::Accept,
                 Verdict::Drop => nfq::Verdict::Drop,
             };
