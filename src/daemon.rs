@@ -1,13 +1,16 @@
 //! `nfsentry run`: owns the process — start-up order, privileges, signals, threads and the
 //! packet loop that joins the kernel edges to the decision core.
 //!
-//! Start-up order matters: bind the queue before the rules that feed it exist (nfq discards
-//! packets that arrive during its handshake), drop capabilities before any thread exists
-//! (capabilities are per thread), and install the ruleset and restore blocks before the first
-//! packet is decided.
+//! Start-up order matters: take the instance lock before anything in the kernel or the state
+//! directory is touched (a second nfsentry must change nothing), read the blocked sets a crashed
+//! run left in force before its tables are cleared, bind the queue before the rules that feed it
+//! exist (nfq discards packets that arrive during its handshake), drop capabilities before any
+//! thread exists (capabilities are per thread), and install the ruleset and restore blocks
+//! before the first packet is decided.
 
 mod host_edges;
 
+use std::net::IpAddr;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
@@ -18,12 +21,15 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use thiserror::Error;
 
-use crate::config::{self, Config, Origin, Verdict};
+use crate::config::{self, ActionKind, Config, Origin, Verdict};
 use crate::error_text::with_causes;
 use crate::firewall;
+use crate::heal::{self, Held};
 use crate::host;
+use crate::instance;
 use crate::nflog::NflogSocket;
 use crate::nft::ruleset::{QueueMode, RulesetSpec};
+use crate::nft::watch::Watch;
 use crate::pipeline::{Arrival, LogLine, Order as PipelineOrder, Pipeline, Reply};
 use crate::queue::PacketQueue;
 use crate::respond::responder::{self, Order, ResponderSetup};
@@ -34,6 +40,8 @@ use host_edges::{HostFollower, ReplySender};
 
 #[derive(Debug, Error)]
 pub enum DaemonError {
+    #[error("{0}")]
+    Lock(#[from] instance::LockError),
     #[error("{0}")]
     Store(#[from] store::StoreError),
     #[error("{0}")]
@@ -75,12 +83,15 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         ),
     }
     info!("{}", config.summary());
+    // Held until the process ends.
+    let _instance = instance::acquire(&config.daemon.table, &config.daemon.state_dir)?;
 
     let (host_follower, host_facts) = HostFollower::open();
     let devices = host::ingress_devices(&config);
     let spec = RulesetSpec::from_config(&config, devices.clone());
 
-    let (store, skipped) = BlockStore::open(&config.daemon.state_dir)?;
+    let (mut store, skipped) = BlockStore::open(&config.daemon.state_dir)?;
+    store.limit_history(config.daemon.history_max_bytes);
     for line in skipped {
         warn!(
             "{}/blocks:{}: unreadable line skipped: {:?}",
@@ -89,6 +100,11 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
             line.text
         );
     }
+    let sets_hold_blocks = config.respond.actions.contains(&ActionKind::NftSet);
+    let released_while_away = match sets_hold_blocks {
+        true => take_over_kernel_blocks(&config.daemon.table, &mut store),
+        false => Vec::new(),
+    };
     // Blocks that expired while nfsentry was down are lifted by the responder at start.
     let restored: Vec<BlockRecord> = store
         .live()
@@ -113,18 +129,33 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     // Raw sockets are opened while CAP_NET_RAW is still there; sending needs no capability.
     let handshake = ReplySender::open(&config, Instant::now());
     let actions = respond::build(&config.respond, &config.daemon.table);
+    // Opened now, while every capability is there, and read once the ruleset is in: what
+    // happens in between waits in its buffer.
+    let watch = Watch::open(&config.daemon.table)
+        .map_err(|e| {
+            warn!(
+                "cannot follow nftables changes ({}): a deleted or flushed table is not \
+                 repaired, nor a block deleted by hand noticed, until nfsentry restarts",
+                with_causes(&e)
+            )
+        })
+        .ok();
     let detached = respond::detached_status(&actions);
     drop_capabilities(&actions);
 
     let prefer = config.daemon.queue_mode;
     let (order_tx, order_rx) = mpsc::channel();
     let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+    let (released_tx, released_rx) = mpsc::channel();
     let responder = responder::spawn(
         ResponderSetup {
             spec,
             prefer,
             store,
             actions,
+            sets_hold_blocks,
+            released: released_tx,
+            released_while_away,
         },
         order_rx,
         ready_tx,
@@ -148,6 +179,13 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
             (QueueMode::Native, _) => "",
         }
     );
+    if let Some(watch) = watch {
+        let orders = order_tx.clone();
+        let watching = watch.spawn(move |seen| orders.send(Order::Ruleset(seen)).is_ok());
+        if let Err(e) = watching {
+            warn!("cannot start the thread that follows nftables changes: {e}");
+        }
+    }
     let devices = installed.ingress_devices;
     if devices.is_empty() {
         warn!("no network interface for the netdev ingress chain: short IPv4 headers go unseen");
@@ -171,6 +209,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     let mut packet_loop = PacketLoop {
         pipeline,
         orders: order_tx.clone(),
+        released: released_rx,
         default_verdict: config.respond.verdict,
         notifier,
         detached,
@@ -187,11 +226,68 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     result
 }
 
+/// Reads the blocked sets the tables of an earlier run still hold (they outlive a crash or a
+/// SIGKILL) and merges them into the store as [`heal::reconcile`] says: blocks in force that
+/// the journal missed are taken over, blocks deleted by hand meanwhile are dropped from it and
+/// returned, for the actions to release them too. Without such tables the journal stands as it
+/// is.
+fn take_over_kernel_blocks(table: &str, store: &mut BlockStore) -> Vec<BlockRecord> {
+    let kernel = match firewall::read_blocked(table) {
+        Ok(Some(kernel)) => kernel,
+        Ok(None) => return Vec::new(),
+        Err(e) => {
+            warn!(
+                "cannot read the blocked sets of the nft table {table} an earlier run left: {}; \
+                 starting from the journal alone",
+                with_causes(&e)
+            );
+            return Vec::new();
+        }
+    };
+    let now = SystemTime::now();
+    let journal: Vec<Held> = store
+        .live()
+        .filter(|block| !block.is_expired(now))
+        .map(|block| (block.source, block.remaining(now)))
+        .collect();
+    let reconciled = heal::reconcile(&journal, &kernel);
+    let in_kernel = kernel
+        .v4
+        .iter()
+        .chain(&kernel.v6)
+        .map(Vec::len)
+        .sum::<usize>();
+    info!(
+        "the nft table {table} of an earlier run holds {in_kernel} blocks: taking them over \
+         ({} missing from the journal)",
+        reconciled.adopt.len()
+    );
+    for (source, remaining) in reconciled.adopt {
+        store.adopt(BlockRecord::adopted(source, now, remaining));
+    }
+    for family in reconciled.flushed {
+        warn!(
+            "the {family} blocked set was emptied while nfsentry was not running: its blocks \
+             are put back from the journal"
+        );
+    }
+    let released = reconciled
+        .released_by_hand
+        .iter()
+        .filter_map(|source| store.remove(source))
+        .collect();
+    // A failure is said by the responder, which keeps trying.
+    let _ = store.sync();
+    released
+}
+
 /// The packet loop: reads the kernel edges, hands each packet to the pipeline with the time,
 /// and carries out what comes back.
 struct PacketLoop {
     pipeline: Pipeline,
     orders: mpsc::Sender<Order>,
+    /// Sources the responder released by hand, which the pipeline must stop dropping.
+    released: mpsc::Receiver<IpAddr>,
     /// What a queued packet gets if the pipeline gave no verdict (it always gives one).
     default_verdict: Verdict,
     /// systemd's readiness, status and watchdog; does nothing outside a Type=notify unit.
@@ -295,6 +391,9 @@ impl PacketLoop {
                     Ok(None) => {}
                     Err(e) => warn!("reading signals failed: {e}"),
                 }
+            }
+            for source in self.released.try_iter() {
+                self.pipeline.release(source);
             }
             let now = Instant::now();
             if let Err(e) = self.notifier.keep_alive(now) {

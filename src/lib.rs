@@ -15,6 +15,10 @@
 //!                                                  hosts-deny, command, legacy tools
 //! ```
 //!
+//! One more input reaches the responder: what `nft::watch` hears another process do to
+//! nfsentry's tables, which `heal` judges as damage to repair or a release by hand; only such a
+//! release flows back to the packet loop, so the engine stops dropping that source.
+//!
 //! The **core** does no I/O: bytes and the time go in, decisions come out, so all of it is
 //! tested without root, kernel or clock. The **edges** each talk to one thing outside: the
 //! kernel (netlink sockets), files, processes, the network. The daemon joins them: it owns the
@@ -42,6 +46,8 @@ pub mod handshake;
 pub mod import_portsentry;
 // Parsing and classifying one packet.
 pub mod packet;
+// What another process's change to nfsentry's tables means: damage to repair, or a release.
+pub mod heal;
 // The per-packet path: packet bytes and time in, verdict, orders and log lines out.
 pub mod pipeline;
 // PortSentry's log and history wording.
@@ -60,6 +66,8 @@ pub mod host;
 pub mod host_watch;
 // Raw sockets that send the packets nfsentry forges (handshake replies).
 pub mod inject;
+// One nfsentry per table and per state directory.
+pub mod instance;
 // Netlink framing, sockets and request/answer exchanges shared by the kernel edges.
 pub mod netlink_wire;
 // Short-header packets from NFLOG.

@@ -21,8 +21,8 @@ mod socket;
 
 pub use exchange::{request_ack, request_batch, request_dump, Dump, RequestError, Wait};
 pub use socket::{
-    enable_netlink_option, grow_receive_buffer, open_socket, receive_from_kernel, OpenError,
-    RECEIVE_BUFFER_BYTES,
+    enable_netlink_option, grow_receive_buffer, join_group, open_socket, receive_from_kernel,
+    OpenError, RECEIVE_BUFFER_BYTES,
 };
 
 /// `struct nlmsghdr`: u32 length (header included), u16 type, u16 flags, u32 sequence, u32 port.
@@ -307,6 +307,16 @@ impl Request {
         };
         put_attribute(&mut self.bytes, kind, value);
         self
+    }
+
+    /// An attribute whose value is known only at run time, such as a table name; `None` when
+    /// it is too long for the u16 length field, so no malformed request is ever built.
+    pub fn attribute_bytes(mut self, kind: u16, value: &[u8]) -> Option<Request> {
+        if value.len() > MAX_ATTRIBUTE_VALUE_BYTES {
+            return None;
+        }
+        put_attribute(&mut self.bytes, kind, value);
+        Some(self)
     }
 
     /// The complete request, its length field set.
@@ -614,6 +624,24 @@ mod tests {
                 Ok((3, vec![0; 6])),
             ]
         );
+    }
+
+    #[test]
+    fn run_time_values_are_refused_only_past_the_length_field() {
+        let longest = vec![0xdd; MAX_ATTRIBUTE_VALUE_BYTES];
+        assert!(Request::new(KIND, 0, 1)
+            .attribute_bytes(1, &[longest.as_slice(), &[0]].concat())
+            .is_none());
+        let request = Request::new(KIND, 0, 1)
+            .attribute_bytes(1, b"nfsentry\0")
+            .and_then(|request| request.attribute_bytes(2, &longest))
+            .map(Request::finish)
+            .unwrap_or_default();
+        let payload = request.get(MESSAGE_HEADER_BYTES..).unwrap_or_default();
+        let values: Vec<_> = Attributes::new(payload)
+            .map(|attribute| attribute.map(|a| a.value.len()))
+            .collect();
+        assert_eq!(values, vec![Ok(9), Ok(MAX_ATTRIBUTE_VALUE_BYTES)]);
     }
 
     #[test]

@@ -1,15 +1,27 @@
 //! What nfsentry must not forget across a crash or restart: the blocks in place (`blocks`, an
-//! append-only journal) and PortSentry's `history` file.
+//! append-only journal) and PortSentry's `history` file (bounded, in [`history`]).
 //!
 //! The journal is appended and fsync'd once per batch of changes, so a burst of blocks costs one
 //! disk flush, and a crash can at worst tear the last line, which is skipped on load. It is
 //! rewritten compactly at start-up, and while running when it has grown mostly dead, by
 //! replacement through [`crate::atomic_file`], so a crash leaves the old journal or the new one.
+//!
+//! **A full or read-only disk** loses nothing that is in memory: a batch that cannot be appended
+//! is cut back off the file ([`append`]), the journal is then marked stale, and each later sync
+//! tries to rewrite it whole from memory until one succeeds; history lines wait in memory. The
+//! store opens on such a disk too, with a stale journal. Saying so is the caller's: [`sync`]
+//! reports every failure, [`BlockStore::unsaved`] says whether blocks are only in memory.
+//!
 //! This module knows files only; it neither decides nor talks to the firewall.
+//!
+//! [`sync`]: BlockStore::sync
+
+mod append;
+mod history;
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,9 +29,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 
 use crate::atomic_file::{self, AtomicFileError, Ownership};
+use append::LineFile;
+pub use history::rotated_path as rotated_history_path;
+use history::History;
 
 const JOURNAL: &str = "blocks";
 const HISTORY: &str = "history";
+use crate::config::DEFAULT_HISTORY_MAX_BYTES;
 /// A journal shorter than this is never compacted while running: rewriting it costs more
 /// than it saves.
 const COMPACT_ABOVE_LINES: usize = 4096;
@@ -112,6 +128,24 @@ impl BlockRecord {
     }
 }
 
+impl BlockRecord {
+    /// A block found in force in the kernel that the journal did not have (a crash between the
+    /// two, or a state directory that could not be written): what triggered it is unknown, so
+    /// it counts as unverified.
+    pub fn adopted(source: IpAddr, now: SystemTime, remaining: Option<Duration>) -> BlockRecord {
+        let added = unix_seconds(now);
+        BlockRecord {
+            source,
+            added,
+            expires: remaining.map(|left| added.saturating_add(left.as_secs())),
+            protocol: "IP".to_owned(),
+            port: 0,
+            kind: "adopted".to_owned(),
+            verified: false,
+        }
+    }
+}
+
 #[cfg(test)]
 impl BlockRecord {
     /// A SYN/Normal block on TCP 23 added at 2023-11-14, the record the unit tests share.
@@ -132,19 +166,21 @@ pub fn unix_seconds(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// The live blocks, backed by the journal in the state directory.
+/// The live blocks, backed by the journal in the state directory. Memory is the truth for the
+/// running daemon (the firewall already holds a block, or has released it); the journal follows
+/// it as far as the disk lets it.
 pub struct BlockStore {
     dir: PathBuf,
-    journal: File,
+    /// `None` while the journal on disk is stale: a write failed, or the start-up rewrite did.
+    /// The next sync then rewrites it whole from `live`.
+    journal: Option<LineFile>,
+    /// Journal lines since the last sync, appended in one write.
+    journal_pending: String,
     live: HashMap<IpAddr, BlockRecord>,
-    history: File,
-    dirty: bool,
+    history: History,
     /// Lines in the journal, live or dead: when the dead far outnumber the live, it is
     /// rewritten so that repeated floods with expiring blocks cannot grow it without end.
     journal_lines: usize,
-    /// The first write that failed since the last sync. Memory stays the truth for this run
-    /// (the firewall already holds the block, or has released it), and sync reports the loss.
-    write_error: Option<StoreError>,
 }
 
 /// Lines of the journal that could not be read back (a torn last line after a crash, or a hand
@@ -157,31 +193,31 @@ pub struct SkippedLine {
 
 impl BlockStore {
     /// Opens (creating if needed) the state directory, replays the journal and rewrites it.
+    /// Only a journal that exists and cannot be read fails it: on a full or read-only disk the
+    /// store opens with a stale journal, and the first [`BlockStore::sync`] says why.
     pub fn open(dir: &Path) -> Result<(BlockStore, Vec<SkippedLine>), StoreError> {
-        fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        // A directory that cannot be created has no journal to replay.
+        let _ = fs::create_dir_all(dir);
         let journal_path = dir.join(JOURNAL);
         let (live, skipped) = replay(&journal_path)?;
-        // Nothing else writes the state directory, so any temporary journal is a crash's.
+        // Only one nfsentry uses a state directory at a time (the daemon locks it first), so any
+        // temporary journal is a crash's.
         atomic_file::sweep_temps(&journal_path);
-        rewrite(dir, &live)?;
-        let live_count = live.len();
-        let journal = open_append(&journal_path)?;
-        let history = open_append(&dir.join(HISTORY))?;
-        Ok((
-            BlockStore {
-                dir: dir.to_path_buf(),
-                journal,
-                live,
-                history,
-                dirty: false,
-                journal_lines: live_count,
-                write_error: None,
-            },
-            skipped,
-        ))
+        let mut store = BlockStore {
+            dir: dir.to_path_buf(),
+            journal: None,
+            journal_pending: String::new(),
+            live,
+            history: History::open(&dir.join(HISTORY), DEFAULT_HISTORY_MAX_BYTES),
+            journal_lines: 0,
+        };
+        let _ = store.rewrite_journal();
+        Ok((store, skipped))
+    }
+
+    /// Bounds the history file: past `max_bytes` it is rotated to `history.1`.
+    pub fn limit_history(&mut self, max_bytes: u64) {
+        self.history.set_max_bytes(max_bytes);
     }
 
     pub fn live(&self) -> impl Iterator<Item = &BlockRecord> {
@@ -203,9 +239,14 @@ impl BlockStore {
     /// Records a block and its history line; durable after the next [`BlockStore::sync`],
     /// which also reports a failed write.
     pub fn add(&mut self, record: BlockRecord, history_line: &str) {
+        self.history.add(history_line);
+        self.adopt(record);
+    }
+
+    /// Records a block without a history line: one taken over from the kernel, whose history
+    /// line was written when it was placed, or never.
+    pub fn adopt(&mut self, record: BlockRecord) {
         self.append_journal(&record.journal_line());
-        let written = writeln!(self.history, "{history_line}");
-        self.note_write(HISTORY, written);
         self.live.insert(record.source, record);
     }
 
@@ -219,8 +260,7 @@ impl BlockStore {
     /// Replaces a live block's record (made verified, with its new end); durable after the
     /// next [`BlockStore::sync`]. No history line: the block is not a new one.
     pub fn renew(&mut self, record: BlockRecord) {
-        self.append_journal(&record.journal_line());
-        self.live.insert(record.source, record);
+        self.adopt(record);
     }
 
     /// The blocks whose time is up at `now`.
@@ -232,68 +272,82 @@ impl BlockStore {
             .collect()
     }
 
-    /// Flushes everything written since the last sync to disk, compacting the journal when
-    /// it has grown mostly dead; returns the first write that failed since the last sync.
+    /// Writes everything recorded since the last sync to disk with one fsync per file,
+    /// compacting the journal when it has grown mostly dead, or rewriting it whole when it is
+    /// stale. Returns the first failure; what failed is tried again at the next sync, and
+    /// nothing recorded is lost from memory meanwhile.
     pub fn sync(&mut self) -> Result<(), StoreError> {
-        if !self.dirty {
-            return self.write_error.take().map_or(Ok(()), Err);
-        }
-        self.dirty = false;
-        if self.journal_lines > COMPACT_ABOVE_LINES.max(4 * self.live.len()) {
-            self.compact();
-        }
-        for (file, name) in [(&self.journal, JOURNAL), (&self.history, HISTORY)] {
-            if let Err(source) = file.sync_data() {
-                self.write_error.get_or_insert(StoreError::Write {
-                    path: self.dir.join(name),
-                    source,
-                });
-            }
-        }
-        self.write_error.take().map_or(Ok(()), Err)
+        let journal = self.sync_journal();
+        let history = self.history.flush();
+        journal.and(history)
     }
 
-    fn compact(&mut self) {
-        let compacted =
-            rewrite(&self.dir, &self.live).and_then(|()| open_append(&self.dir.join(JOURNAL)));
-        match compacted {
-            Ok(journal) => {
-                self.journal = journal;
-                self.journal_lines = self.live.len();
-            }
-            Err(e) => {
-                self.write_error.get_or_insert(e);
-            }
+    /// Whether blocks or releases are recorded in memory only: the journal is stale or has
+    /// lines waiting.
+    pub fn unsaved(&self) -> bool {
+        self.journal.is_none() || !self.journal_pending.is_empty()
+    }
+
+    /// Whether anything (journal or history) waits to be written.
+    pub fn behind(&self) -> bool {
+        self.unsaved() || self.history.has_pending()
+    }
+
+    /// History lines dropped since the last call, for want of room on disk and in memory.
+    pub fn take_dropped_history_lines(&mut self) -> u64 {
+        self.history.take_dropped()
+    }
+
+    fn sync_journal(&mut self) -> Result<(), StoreError> {
+        let pending = std::mem::take(&mut self.journal_pending);
+        let Some(journal) = self.journal.as_mut() else {
+            return self.rewrite_journal();
+        };
+        if pending.is_empty() {
+            return Ok(());
         }
+        let written = journal
+            .append(pending.as_bytes())
+            .map_err(append::AppendError::into_io)
+            .and_then(|()| journal.sync());
+        if let Err(source) = written {
+            // Whether or not the failed batch was cut back off, memory is ahead of the file now.
+            let path = journal.path().to_path_buf();
+            self.journal = None;
+            return Err(StoreError::Write { path, source });
+        }
+        if self.journal_lines > COMPACT_ABOVE_LINES.max(4 * self.live.len()) {
+            // A failed compaction leaves the appended journal as good as it was.
+            self.rewrite_journal()?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the journal with the live blocks and opens it for appending; on failure the
+    /// old file stays as it was, and so does `self.journal`.
+    fn rewrite_journal(&mut self) -> Result<(), StoreError> {
+        fs::create_dir_all(&self.dir).map_err(|source| StoreError::CreateDir {
+            path: self.dir.clone(),
+            source,
+        })?;
+        rewrite(&self.dir, &self.live)?;
+        let path = self.dir.join(JOURNAL);
+        let journal = LineFile::open(&path).map_err(|source| StoreError::Write { path, source })?;
+        self.journal = Some(journal);
+        self.journal_pending.clear();
+        self.journal_lines = self.live.len();
+        Ok(())
     }
 
     fn append_journal(&mut self, line: &str) {
-        self.dirty = true;
-        self.journal_lines += 1;
-        let written = writeln!(self.journal, "{line}");
-        self.note_write(JOURNAL, written);
-    }
-
-    fn note_write(&mut self, name: &str, written: io::Result<()>) {
-        self.dirty = true;
-        if let Err(source) = written {
-            self.write_error.get_or_insert(StoreError::Write {
-                path: self.dir.join(name),
-                source,
-            });
+        // A stale journal is rewritten whole from memory; lines for it would be doubled.
+        if self.journal.is_none() {
+            return;
         }
+        self.journal_lines += 1;
+        self.journal_pending.push_str(line);
+        self.journal_pending.push('\n');
     }
-}
-
-fn open_append(path: &Path) -> Result<File, StoreError> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|source| StoreError::Write {
-            path: path.to_path_buf(),
-            source,
-        })
 }
 
 fn replay(path: &Path) -> Result<(HashMap<IpAddr, BlockRecord>, Vec<SkippedLine>), StoreError> {
@@ -447,6 +501,107 @@ mod tests {
         assert_eq!(store.len(), 1);
         assert_eq!(skipped.len(), 1);
         assert_eq!(skipped[0].line, 2);
+    }
+
+    /// Whether every line of the journal is one the journal writes, whole.
+    fn journal_lines_are_whole(dir: &Path) -> bool {
+        let journal = fs::read_to_string(dir.join(JOURNAL)).unwrap();
+        journal.ends_with('\n')
+            && journal.lines().all(|line| {
+                line.starts_with('#')
+                    || (line.starts_with("+ ") && line.split_whitespace().count() == 8)
+                    || (line.starts_with("- ") && line.split_whitespace().count() == 2)
+            })
+    }
+
+    fn sources(store: &BlockStore) -> Vec<String> {
+        let mut live: Vec<String> = store.live().map(|r| r.source.to_string()).collect();
+        live.sort();
+        live
+    }
+
+    #[test]
+    fn a_full_disk_leaves_no_torn_line_and_the_journal_catches_up_from_memory() {
+        let (_scratch, dir) = state_dir();
+        let (mut store, _) = BlockStore::open(&dir).unwrap();
+        store.add(record("198.51.100.1", None), "h1");
+        store.sync().unwrap();
+        // /dev/full refuses every write with ENOSPC, as a full state directory does.
+        store.journal = Some(LineFile::open(Path::new("/dev/full")).unwrap());
+        store.add(record("198.51.100.2", None), "h2");
+        let failed = store.sync();
+        assert!(
+            matches!(&failed, Err(StoreError::Write { source, .. }) if source.raw_os_error() == Some(libc::ENOSPC)),
+            "{failed:?}"
+        );
+        assert!(store.unsaved());
+        // Memory keeps everything, and later changes while stale are not lost either.
+        store.add(record("198.51.100.3", None), "h3");
+        store.remove(&"198.51.100.1".parse().unwrap());
+        assert_eq!(sources(&store), ["198.51.100.2", "198.51.100.3"]);
+        // Room again: the next sync rewrites the journal whole.
+        store.sync().unwrap();
+        assert!(!store.unsaved());
+        store.add(record("198.51.100.4", None), "h4");
+        store.sync().unwrap();
+        drop(store);
+        assert!(journal_lines_are_whole(&dir));
+        let (store, skipped) = BlockStore::open(&dir).unwrap();
+        assert!(skipped.is_empty());
+        assert_eq!(
+            sources(&store),
+            ["198.51.100.2", "198.51.100.3", "198.51.100.4"]
+        );
+        assert_eq!(
+            fs::read_to_string(dir.join(HISTORY)).unwrap(),
+            "h1\nh2\nh3\nh4\n"
+        );
+    }
+
+    #[test]
+    fn history_lines_wait_while_the_disk_is_full() {
+        let (_scratch, dir) = state_dir();
+        let (mut store, _) = BlockStore::open(&dir).unwrap();
+        store.history = History::open(Path::new("/dev/full"), DEFAULT_HISTORY_MAX_BYTES);
+        store.add(record("198.51.100.1", None), "h1");
+        assert!(store.sync().is_err());
+        assert!(store.behind() && !store.unsaved());
+        store.history = History::open(&dir.join(HISTORY), DEFAULT_HISTORY_MAX_BYTES);
+        store.history.add("h1");
+        store.sync().unwrap();
+        assert!(!store.behind());
+        assert_eq!(fs::read_to_string(dir.join(HISTORY)).unwrap(), "h1\n");
+    }
+
+    #[test]
+    fn a_state_directory_that_cannot_be_created_still_opens_and_keeps_blocks_in_memory() {
+        let dir = Path::new("/proc/nfsentry-no-such-dir/state");
+        let (mut store, skipped) = BlockStore::open(dir).unwrap();
+        assert!(skipped.is_empty());
+        assert!(store.unsaved());
+        store.add(record("198.51.100.1", None), "h1");
+        assert!(store.sync().is_err());
+        assert_eq!(store.len(), 1);
+    }
+
+    #[test]
+    fn adopted_blocks_are_journaled_without_a_history_line() {
+        let (_scratch, dir) = state_dir();
+        let (mut store, _) = BlockStore::open(&dir).unwrap();
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let adopted = BlockRecord::adopted(
+            "2001:db8::9".parse().unwrap(),
+            now,
+            Some(Duration::from_millis(90_500)),
+        );
+        assert_eq!(adopted.expires, Some(1_800_000_090));
+        store.adopt(adopted.clone());
+        store.sync().unwrap();
+        drop(store);
+        let (store, skipped) = BlockStore::open(&dir).unwrap();
+        assert!(skipped.is_empty());
+        assert_eq!(store.get(&adopted.source), Some(&adopted));
+        assert_eq!(fs::read_to_string(dir.join(HISTORY)).unwrap(), "");
     }
 
     #[test]

@@ -10,6 +10,8 @@ use std::process::Output;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use nfsentry::heal::ForeignChange;
+use nfsentry::nft::watch::{Seen, Watch};
 use nfsentry::nft::{render, Nft, NftError, QueueMode, RulesetSpec};
 use serde_json::Value;
 use support::Netns;
@@ -476,6 +478,101 @@ fn block_and_release_read_back_from_the_sets() {
     assert!(v4.contains(&"198.51.100.2".to_owned()) && v4.contains(&"203.0.113.5".to_owned()));
     let v6: Vec<String> = blocked_addresses(&ns, "blocked_v6");
     assert_eq!(v6, ["2001:db8::1"]);
+}
+
+#[test]
+fn an_install_with_blocks_reads_back_through_a_dump_with_each_time_left() {
+    let ns = Netns::new(NETNS_PREFIX, "dump");
+    let addr = |s: &str| -> IpAddr { s.parse().expect("address") };
+    let hour = Duration::from_secs(3600);
+    let mut nft = ns.enter(|| Nft::open().expect("open netlink"));
+    assert_eq!(nft.set_elements(TABLE, "blocked_v4").expect("dump"), None);
+    let blocks = [
+        (addr("192.0.2.1"), None),
+        (addr("192.0.2.2"), Some(hour)),
+        (addr("2001:db8::1"), None),
+    ];
+    nft.install_with_blocks(&spec(&[]), None, &blocks)
+        .expect("install with blocks");
+    assert_eq!(
+        blocked_addresses(&ns, "blocked_v4"),
+        ["192.0.2.1", "192.0.2.2"]
+    );
+
+    let mut v4: Vec<(IpAddr, Option<Duration>)> = nft
+        .set_elements(TABLE, "blocked_v4")
+        .expect("dump")
+        .expect("the set exists")
+        .iter()
+        .map(|element| (element.address().expect("an address"), element.remaining()))
+        .collect();
+    v4.sort();
+    assert_eq!(v4[0], (addr("192.0.2.1"), None));
+    assert_eq!(v4[1].0, addr("192.0.2.2"));
+    let left = v4[1].1.expect("a timeout");
+    assert!(
+        left <= hour && left > hour - Duration::from_secs(60),
+        "{left:?}"
+    );
+    let v6 = nft.set_elements(TABLE, "blocked_v6").expect("dump");
+    assert_eq!(v6.map(|elements| elements.len()), Some(1));
+    assert_eq!(nft.set_elements(TABLE, "no_such_set").expect("dump"), None);
+}
+
+/// Reads the watch until `count` changes arrived or a few seconds passed.
+fn changes_seen(watch: &mut Watch, count: usize) -> Vec<Seen> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut seen = Vec::new();
+    while seen.len() < count && Instant::now() < deadline {
+        if let Ok(more) = watch.receive() {
+            seen.extend(more);
+        }
+    }
+    seen
+}
+
+#[test]
+fn the_watch_hears_what_nft_deletes_and_not_what_nfsentry_changes() {
+    let ns = Netns::new(NETNS_PREFIX, "watch");
+    let addr = |s: &str| -> IpAddr { s.parse().expect("address") };
+    let (mut nft, mut watch) = ns.enter(|| {
+        (
+            Nft::open().expect("open netlink"),
+            Watch::open(TABLE).expect("join the nf_tables group"),
+        )
+    });
+    let blocks = [(addr("192.0.2.1"), None), (addr("192.0.2.2"), None)];
+    nft.install_with_blocks(&spec(&[]), None, &blocks)
+        .expect("install");
+    nft.release(TABLE, addr("192.0.2.2")).expect("release");
+    ns.nft(&[
+        "delete",
+        "element",
+        "inet",
+        TABLE,
+        "blocked_v4",
+        "{ 192.0.2.1 }",
+    ]);
+    ns.nft(&["flush", "ruleset"]);
+
+    let seen = changes_seen(&mut watch, 2);
+    let changes: Vec<&ForeignChange> = seen
+        .iter()
+        .map(|seen| match seen {
+            Seen::Changed(change) => change,
+            Seen::Lost => panic!("notifications lost"),
+        })
+        .collect();
+    let [hand, flush] = changes.as_slice() else {
+        panic!("expected two changes, saw {seen:?}");
+    };
+    assert_ne!(hand.port, nft.port(), "{seen:?}");
+    assert_eq!(hand.process.as_deref(), Some("nft"));
+    assert_eq!(hand.removed, [addr("192.0.2.1")]);
+    assert!(hand.damaged.is_empty());
+    assert_eq!(flush.damaged, ["table inet nfsentry"]);
+    // Nothing else: nfsentry's own install and release were passed over.
+    assert!(changes_seen(&mut watch, 1).is_empty());
 }
 
 #[test]

@@ -49,6 +49,10 @@ const DEFAULT_STATE_DIR: &str = "/var/lib/nfsentry";
 /// In the unit's RuntimeDirectory, so systemd creates it owned by the daemon's user.
 const DEFAULT_CONTROL_SOCKET: &str = "/run/nfsentry/control.sock";
 const DEFAULT_NFLOG_GROUP: u16 = 7219;
+/// The history file is rotated once it would pass this: 64 MiB is some 700,000 blocks.
+pub const DEFAULT_HISTORY_MAX_BYTES: u64 = 64 << 20;
+/// The smallest bound on the history file (some 45 lines), and the largest (1 TiB).
+const HISTORY_MAX_BYTES_RANGE: std::ops::RangeInclusive<u64> = 4096..=1 << 40;
 /// The local syslog socket that `log = "syslog"` writes to, as the C library's syslog() does.
 pub const DEFAULT_SYSLOG_SOCKET: &str = "/dev/log";
 
@@ -231,6 +235,8 @@ pub struct Daemon {
     pub nflog_group: u16,
     /// `None` is the config's `"auto"`: native if the kernel has `nft_queue`, else compat.
     pub queue_mode: Option<QueueMode>,
+    /// `state_dir/history` is rotated to `history.1` once it would pass this many bytes.
+    pub history_max_bytes: u64,
 }
 
 /// `[monitor]`: the final watched sets.
@@ -302,6 +308,7 @@ impl Config {
                 interfaces: Vec::new(),
                 nflog_group: DEFAULT_NFLOG_GROUP,
                 queue_mode: None,
+                history_max_bytes: DEFAULT_HISTORY_MAX_BYTES,
             },
             monitor: Monitor {
                 tcp: DEFAULT_TCP_PORTS.into_iter().collect(),

@@ -35,6 +35,7 @@ pub(crate) struct RawDaemon {
     pub(crate) interfaces: ListField<String>,
     pub(crate) nflog_group: Field<i64>,
     pub(crate) queue_mode: Field<String>,
+    pub(crate) history_max_bytes: Field<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

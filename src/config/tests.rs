@@ -147,10 +147,12 @@ fn shipped_example_sets_every_key() {
                 "queue",
                 "table",
                 "state_dir",
+                "control_socket",
                 "log",
                 "interfaces",
                 "nflog_group",
                 "queue_mode",
+                "history_max_bytes",
             ],
         ),
         (
@@ -296,6 +298,7 @@ log = "file:/var/log/nfsentry.log"
 interfaces = ["eth0", "wlp2s0", "br-lan.10"]
 nflog_group = 0
 queue_mode = "compat"
+history_max_bytes = 4096
 
 [monitor]
 tcp_ports = [22]
@@ -337,6 +340,7 @@ port_banner = "** UNAUTHORIZED ACCESS PROHIBITED **"
     assert_eq!(config.daemon.interfaces, ["eth0", "wlp2s0", "br-lan.10"]);
     assert_eq!(config.daemon.nflog_group, 0);
     assert_eq!(config.daemon.queue_mode, Some(QueueMode::Compat));
+    assert_eq!(config.daemon.history_max_bytes, 4096);
     assert_eq!(config.monitor.tcp.iter().collect::<Vec<_>>(), [22]);
     assert_eq!(
         config.monitor.udp.iter().collect::<Vec<_>>(),
@@ -752,6 +756,10 @@ fn every_error_names_file_line_key_and_value() {
         (
             "[daemon]\nnflog_group = 65536\n",
             "/tmp/x.toml:2: daemon.nflog_group: \"65536\" is not an NFLOG group (0-65535)",
+        ),
+        (
+            "[daemon]\nhistory_max_bytes = 4095\n",
+            "/tmp/x.toml:2: daemon.history_max_bytes: \"4095\" is out of range (4096 bytes to 1 TiB)",
         ),
         (
             "[daemon]\ntable = \"1nfsentry\"\n",

@@ -124,6 +124,15 @@ fn daemon(raw: &RawDaemon, source: SourceText<'_>) -> Result<Daemon, ConfigError
             DEFAULT_NFLOG_GROUP,
         )?,
         queue_mode: word::<Option<QueueMode>>(source, &raw.queue_mode, "daemon.queue_mode", None)?,
+        history_max_bytes: integer(
+            source,
+            &raw.history_max_bytes,
+            "daemon.history_max_bytes",
+            i64::try_from(*super::HISTORY_MAX_BYTES_RANGE.start()).unwrap_or(0)
+                ..=i64::try_from(*super::HISTORY_MAX_BYTES_RANGE.end()).unwrap_or(i64::MAX),
+            "is out of range (4096 bytes to 1 TiB)",
+            super::DEFAULT_HISTORY_MAX_BYTES,
+        )?,
     })
 }
 

@@ -165,7 +165,7 @@ impl BlockTable {
         Some(source)
     }
 
-    /// Takes out `source`'s block; false when there was none.
+    /// Takes `source`'s block out, if it has one; returns whether it had.
     pub fn remove(&mut self, source: &IpAddr) -> bool {
         let Some(block) = self.blocks.remove(source) else {
             return false;

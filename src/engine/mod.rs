@@ -167,6 +167,13 @@ impl Engine {
         self.blocks.insert(source, End(until), verified);
     }
 
+    /// Forgets the block of a source released by hand (deleted from the kernel's set by an
+    /// admin), so that it is judged afresh and can be blocked again. No effect follows: the
+    /// release is done already.
+    pub fn release(&mut self, source: &IpAddr) {
+        self.blocks.remove(source);
+    }
+
     /// Replaces the ignore list, e.g. when the host's own addresses change.
     pub fn set_ignore(&mut self, ignore: AddrSet) {
         self.settings.ignore = ignore;
@@ -175,7 +182,7 @@ impl Engine {
     /// Lifts `source`'s block before its end, because its address must never be blocked (it
     /// has just become the host's own, or a router's); it is not counted any more either.
     /// Returns whether it was blocked.
-    pub fn release(&mut self, source: IpAddr) -> bool {
+    pub fn release_protected(&mut self, source: IpAddr) -> bool {
         self.tracker.forget(&source);
         self.blocks.remove(&source)
     }
@@ -537,6 +544,23 @@ mod tests {
         assert!(verified(&mut e, "192.0.2.50", now).is_empty());
         assert_eq!(e.tracked_sources(), 0);
         assert_eq!(e.blocked_count(), 0);
+    }
+
+    #[test]
+    fn a_source_released_by_hand_is_judged_afresh_and_can_be_blocked_again() {
+        let mut e = Engine::new(settings(0));
+        let now = Instant::now();
+        let (_, effects) = observe(&mut e, &syn(SCANNER, 1), now);
+        assert!(is_block(&effects, SCANNER));
+        let (outcome, effects) = observe(&mut e, &syn(SCANNER, 2), now);
+        assert_eq!(outcome.event, Event::AlreadyBlocked);
+        assert!(effects.is_empty());
+        e.release(&addr(SCANNER));
+        assert_eq!(e.blocked_count(), 0);
+        // Nothing expires later for a block that is gone.
+        assert!(tick(&mut e, now + Duration::from_secs(86_400)).is_empty());
+        let (_, effects) = observe(&mut e, &syn(SCANNER, 3), now);
+        assert!(is_block(&effects, SCANNER));
     }
 
     #[test]

@@ -95,6 +95,23 @@ pub fn enable_netlink_option(socket: impl AsFd, option: libc::c_int) -> Result<(
     Errno::result(rc).map(drop)
 }
 
+/// Joins multicast group `group` (such as NFNLGRP_NFTABLES) on a netlink socket, so that it also
+/// hears the kernel's notifications to that group. Most groups need CAP_NET_ADMIN.
+pub fn join_group(socket: impl AsFd, group: u32) -> Result<(), Errno> {
+    // SAFETY: the descriptor is open for the call (borrowed), and the value pointer and length
+    // describe `group`, which outlives the call; the kernel only reads it.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_fd().as_raw_fd(),
+            libc::SOL_NETLINK,
+            libc::NETLINK_ADD_MEMBERSHIP,
+            std::ptr::from_ref(&group).cast(),
+            std::mem::size_of::<u32>() as libc::socklen_t,
+        )
+    };
+    Errno::result(rc).map(drop)
+}
+
 /// What the sockets that must absorb a burst (NFQUEUE, NFLOG) ask for: with the default buffer
 /// (~500 packets) 20 ms stalls lost a fifth of the packets here, with 8 MiB none.
 pub const RECEIVE_BUFFER_BYTES: usize = 8 << 20;

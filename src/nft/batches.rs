@@ -116,12 +116,13 @@ fn family_text(family: ProtoFamily) -> &'static str {
     }
 }
 
-/// The whole ruleset as one batch.
+/// The whole ruleset as one batch, with `blocks` already in the blocked sets.
 pub(super) fn install_batch(
     spec: &RulesetSpec,
     table: &CStr,
     devices: &[CString],
     mode: QueueMode,
+    blocks: &[(IpAddr, Option<Duration>)],
 ) -> Transaction {
     let table_label = table_text(table);
     let mut batch = Transaction::new();
@@ -192,6 +193,13 @@ pub(super) fn install_batch(
             batch.push_elements(set, ElementOp::Add, &what);
         }
     }
+    push_blocked(
+        &mut batch,
+        table,
+        ElementOp::Add,
+        blocks.iter().copied(),
+        |set| format!("add elements to inet {table_label}/{set}"),
+    );
 
     if spec.reply_mark.is_some() {
         push_handshake_chains(&mut batch, table);
@@ -373,6 +381,19 @@ fn blocked_set_batch(
     elements: impl Iterator<Item = (IpAddr, Option<Duration>)>,
     what: impl Fn(&str) -> String,
 ) -> Transaction {
+    let mut batch = Transaction::new();
+    push_blocked(&mut batch, table, op, elements, what);
+    batch
+}
+
+/// Pushes the element steps of [`blocked_set_batch`] onto `batch`.
+fn push_blocked(
+    batch: &mut Transaction,
+    table: &CStr,
+    op: ElementOp,
+    elements: impl Iterator<Item = (IpAddr, Option<Duration>)>,
+    what: impl Fn(&str) -> String,
+) {
     let mut v4 = SetObject::new(ProtoFamily::Inet, table, blocked_set(IpFamily::V4));
     let mut v6 = SetObject::new(ProtoFamily::Inet, table, blocked_set(IpFamily::V6));
     for (addr, timeout) in elements {
@@ -386,11 +407,9 @@ fn blocked_set_batch(
             IpFamily::V6 => v6.push_element(element),
         }
     }
-    let mut batch = Transaction::new();
     for set in [&v4, &v6] {
         if set.has_elements() {
             batch.push_elements(set, op, &what(&set.name().to_string_lossy()));
         }
     }
-    batch
 }

@@ -2,21 +2,30 @@
 //! commits each batch through [`netlink_wire::request_batch`], naming the step the kernel refused.
 //! Its verbs apply nfsentry's state (the whole ruleset as one atomic batch, its removal, blocked
 //! addresses as set elements) and fall back where the kernel lacks `nft_queue` or
-//! `DESTROYSETELEM`. What a batch contains is [`super::batches`]'s, what the ruleset is
-//! [`super::ruleset`]'s; it never runs the `nft` program.
+//! `DESTROYSETELEM`. It also reads a set's elements back with one dump, and keeps the list of
+//! its sockets' ports by which nfsentry's own changes are told from other processes'. What a
+//! batch contains is [`super::batches`]'s, what the ruleset is [`super::ruleset`]'s; it never
+//! runs the `nft` program.
 
+use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::net::IpAddr;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::sys::socket::{self, sockopt, SockProtocol};
+use nix::sys::socket::{self, sockopt, NetlinkAddr, SockProtocol};
 
 use super::batches::{block_batch, install_batch, release_batch, remove_batch, Step, Transaction};
+use super::messages::{
+    dumped_elements, Element, MSG_GETSETELEM, NFTA_SET_ELEM_LIST_SET, NFTA_SET_ELEM_LIST_TABLE,
+    SUBSYSTEM,
+};
 use super::objects::ElementOp;
 use super::ruleset::{QueueMode, RulesetSpec};
-use crate::netlink_wire::{self, kernel_says, OpenError, RequestError, Wait};
+use crate::netlink_wire::{self, kernel_says, Dump, OpenError, Request, RequestError, Wait};
 
 /// Why talking to nf_tables failed. Kernel refusals carry the errno and the step of the batch
 /// the kernel refused, e.g. `add rule 8 to inet nfsentry/prerouting: ip hdrlength > 5 ...`.
@@ -83,10 +92,32 @@ impl NftError {
     }
 }
 
-/// A connection to nf_tables. Every method sends one batch and reads the kernel's answer to
-/// every message in it before returning.
+/// The netlink ports of this process's open nf_tables sockets, each with the number of sockets
+/// that have it. A change notification names the port of the socket whose transaction made the
+/// change, so one from any of these is nfsentry's own, whichever thread or action made it; a
+/// process-wide list is the one place that knows them all. Ports are unique per network
+/// namespace only: sockets of one process in two namespaces (tests do that) can share one,
+/// hence the count.
+static OWN_PORTS: Mutex<BTreeMap<u32, usize>> = Mutex::new(BTreeMap::new());
+
+/// Whether `port` is one of this process's open nf_tables sockets (see [`Nft::open`]).
+pub fn is_own_port(port: u32) -> bool {
+    own_ports().contains_key(&port)
+}
+
+fn own_ports() -> std::sync::MutexGuard<'static, BTreeMap<u32, usize>> {
+    // The map stays consistent even if a holder panicked: every change is one entry's.
+    OWN_PORTS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A connection to nf_tables. Every method sends one batch (or one dump request) and reads the
+/// kernel's answer to every message in it before returning.
 pub struct Nft {
     socket: OwnedFd,
+    /// This socket's netlink port, listed in [`OWN_PORTS`] while it is open.
+    port: u32,
     answer_buffer: Vec<u8>,
     /// What `SO_SNDBUF(FORCE)` was last raised to; big batches go out in one `sendmsg`.
     send_buffer_bytes: usize,
@@ -109,6 +140,14 @@ const ANSWER_BUFFER_BYTES: usize = 128 << 10;
 /// Headroom over the batch size when raising the send buffer.
 const SEND_BUFFER_SLACK_BYTES: usize = 64 << 10;
 
+/// A dump of a big set takes longer than an answer to a batch: the kernel sends it in 32 KiB
+/// parts, each waiting for the reader.
+const DUMP_TIMEOUT: Duration = Duration::from_secs(60);
+/// A dump the kernel flags as mixing old and new state is read again, this often at most.
+const DUMP_ATTEMPTS: usize = 3;
+/// Sequence numbers of dump requests, apart from the small numbers libnftnl gives batches.
+static DUMP_SEQUENCE: AtomicU32 = AtomicU32::new(0x4e46_0000);
+
 /// Longest table name the kernel takes (`NFT_NAME_MAXLEN` 256, with the NUL).
 const TABLE_NAME_MAX_BYTES: usize = 255;
 /// Longest device name (`IFNAMSIZ` 16, with the NUL).
@@ -127,13 +166,26 @@ impl Nft {
                 source,
             },
         )?;
+        let port = socket::getsockname::<NetlinkAddr>(socket.as_raw_fd())
+            .map_err(|source| NftError::SocketOption {
+                option: "getsockname",
+                source,
+            })?
+            .pid();
+        *own_ports().entry(port).or_default() += 1;
         Ok(Nft {
             socket,
+            port,
             answer_buffer: vec![0; ANSWER_BUFFER_BYTES],
             send_buffer_bytes: 0,
             native_queue: None,
             destroy_element: kernel_at_least(6, 3),
         })
+    }
+
+    /// This socket's netlink port: notifications of the changes it makes carry it.
+    pub fn port(&self) -> u32 {
+        self.port
     }
 
     /// Replaces nfsentry's `inet` and `netdev` tables with `spec`, atomically: the batch adds
@@ -149,13 +201,24 @@ impl Nft {
         spec: &RulesetSpec,
         prefer: Option<QueueMode>,
     ) -> Result<QueueMode, NftError> {
+        self.install_with_blocks(spec, prefer, &[])
+    }
+
+    /// [`Nft::install`] with `blocks` in the blocked sets from the start, in the same
+    /// transaction: a repaired or replaced ruleset never drops a blocked source in between.
+    pub fn install_with_blocks(
+        &mut self,
+        spec: &RulesetSpec,
+        prefer: Option<QueueMode>,
+        blocks: &[(IpAddr, Option<Duration>)],
+    ) -> Result<QueueMode, NftError> {
         let names = CheckedNames::new(spec)?;
         let first_try = match prefer {
             Some(mode) => mode,
             None if self.native_queue == Some(false) => QueueMode::Compat,
             None => QueueMode::Native,
         };
-        let attempt = self.commit(names.install_batch(spec, first_try), "install");
+        let attempt = self.commit(names.install_batch(spec, first_try, blocks), "install");
         match attempt {
             Ok(()) => {
                 if first_try == QueueMode::Native {
@@ -174,7 +237,10 @@ impl Nft {
                     QueueMode::Compat
                 );
                 self.native_queue = Some(false);
-                self.commit(names.install_batch(spec, QueueMode::Compat), "install")?;
+                self.commit(
+                    names.install_batch(spec, QueueMode::Compat, blocks),
+                    "install",
+                )?;
                 Ok(QueueMode::Compat)
             }
             Err(e) => Err(e.into()),
@@ -259,6 +325,60 @@ impl Nft {
         Ok(())
     }
 
+    /// The elements of set `set` in the `inet` table `table`, read with one dump (retried when
+    /// the kernel flags it as inconsistent); `None` when the table or the set does not exist.
+    /// A dump costs time in proportion to the set: nfsentry reads its blocked sets once, at
+    /// start.
+    pub fn set_elements(
+        &mut self,
+        table: &str,
+        set: &str,
+    ) -> Result<Option<Vec<Element>>, NftError> {
+        let table_name = checked_name("table", table, TABLE_NAME_MAX_BYTES)?;
+        let set_name = checked_name("set", set, TABLE_NAME_MAX_BYTES)?;
+        let step = format!("list set inet {table} {set}");
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let sequence = DUMP_SEQUENCE.fetch_add(1, Ordering::Relaxed);
+            let kind = (SUBSYSTEM << 8) | u16::from(MSG_GETSETELEM);
+            let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
+            let nfgenmsg = [libc::NFPROTO_INET as u8, libc::NFNETLINK_V0 as u8, 0, 0];
+            let request = Request::new(kind, flags, sequence)
+                .family_header(&nfgenmsg)
+                .attribute_bytes(NFTA_SET_ELEM_LIST_TABLE, table_name.as_bytes_with_nul())
+                .and_then(|r| {
+                    r.attribute_bytes(NFTA_SET_ELEM_LIST_SET, set_name.as_bytes_with_nul())
+                })
+                .map(Request::finish)
+                .ok_or_else(|| NftError::InvalidName {
+                    what: "table",
+                    name: table.to_owned(),
+                    reason: "too long",
+                })?;
+            let mut elements = Vec::new();
+            let wait = Wait::new(&mut self.answer_buffer, DUMP_TIMEOUT);
+            let dumped = netlink_wire::request_dump(&self.socket, &request, sequence, wait, |m| {
+                if let Some((_, _, mut part)) = dumped_elements(&m) {
+                    elements.append(&mut part);
+                }
+            });
+            match dumped {
+                Ok(Dump::Inconsistent) if attempt < DUMP_ATTEMPTS => continue,
+                Ok(_) => return Ok(Some(elements)),
+                Err(RequestError::Refused {
+                    errno: Errno::ENOENT,
+                    ..
+                }) => return Ok(None),
+                Err(error) => {
+                    return Err(request_failure(error, "dump", request.len(), || {
+                        step.clone()
+                    }))
+                }
+            }
+        }
+    }
+
     /// Sends the batch and reads an answer for each of its messages.
     fn commit(
         &mut self,
@@ -276,20 +396,6 @@ impl Nft {
         netlink_wire::request_batch(&self.socket, &pages, &awaited, wait).map_err(|error| {
             let step = |sequence: u32| steps.iter().find(|step| step.seq == sequence).cloned();
             match error {
-                RequestError::Send(source) => CommitError::Failed(NftError::Send {
-                    operation,
-                    bytes,
-                    source,
-                }),
-                RequestError::Receive(source) => {
-                    CommitError::Failed(NftError::Receive { operation, source })
-                }
-                RequestError::Unanswered { sequence, .. } => {
-                    CommitError::Failed(NftError::Unanswered {
-                        operation,
-                        step: step(sequence).map(|s| s.what).unwrap_or_default(),
-                    })
-                }
                 RequestError::Refused {
                     sequence,
                     errno,
@@ -300,6 +406,12 @@ impl Nft {
                     errno,
                     kernel_message,
                 },
+                RequestError::Unanswered { sequence, .. } => {
+                    CommitError::Failed(request_failure(error, operation, bytes, || {
+                        step(sequence).map(|s| s.what).unwrap_or_default()
+                    }))
+                }
+                other => CommitError::Failed(request_failure(other, operation, bytes, String::new)),
             }
         })
     }
@@ -318,6 +430,49 @@ impl Nft {
             })?;
         self.send_buffer_bytes = wanted;
         Ok(())
+    }
+}
+
+impl Drop for Nft {
+    fn drop(&mut self) {
+        let mut ports = own_ports();
+        if let Some(count) = ports.get_mut(&self.port) {
+            *count -= 1;
+            if *count == 0 {
+                ports.remove(&self.port);
+            }
+        }
+    }
+}
+
+/// A request that failed, as the [`NftError`] of `operation`; `step` names what was asked.
+fn request_failure(
+    error: RequestError,
+    operation: &'static str,
+    bytes: usize,
+    step: impl FnOnce() -> String,
+) -> NftError {
+    match error {
+        RequestError::Send(source) => NftError::Send {
+            operation,
+            bytes,
+            source,
+        },
+        RequestError::Receive(source) => NftError::Receive { operation, source },
+        RequestError::Unanswered { .. } => NftError::Unanswered {
+            operation,
+            step: step(),
+        },
+        RequestError::Refused {
+            errno,
+            kernel_message,
+            ..
+        } => NftError::Refused {
+            operation,
+            step: step(),
+            errno,
+            kernel_message,
+        },
     }
 }
 
@@ -387,8 +542,13 @@ impl CheckedNames {
         })
     }
 
-    fn install_batch(&self, spec: &RulesetSpec, mode: QueueMode) -> Transaction {
-        install_batch(spec, &self.table, &self.devices, mode)
+    fn install_batch(
+        &self,
+        spec: &RulesetSpec,
+        mode: QueueMode,
+        blocks: &[(IpAddr, Option<Duration>)],
+    ) -> Transaction {
+        install_batch(spec, &self.table, &self.devices, mode, blocks)
     }
 }
 

@@ -267,12 +267,17 @@ impl ElementObject {
     }
 }
 
+/// The longest element timeout the kernel takes, in milliseconds: it converts them to
+/// nanoseconds and refuses (ERANGE) anything that overflows 64 bits, just under 213504 days.
+const MAX_TIMEOUT_MILLIS: u64 = u64::MAX / 1_000_000 - 1;
+
 /// Element timeouts travel in milliseconds; 0 would mean "no timeout", so anything shorter than
-/// a millisecond is sent as one.
+/// a millisecond is sent as one, and anything longer than the kernel takes is sent as the
+/// longest it takes (some 584 years) rather than refused.
 fn timeout_millis(timeout: Duration) -> u64 {
     u64::try_from(timeout.as_millis())
         .unwrap_or(u64::MAX)
-        .max(1)
+        .clamp(1, MAX_TIMEOUT_MILLIS)
 }
 
 /// What an element message does.
@@ -545,5 +550,8 @@ mod tests {
         assert_eq!(timeout_millis(Duration::from_micros(10)), 1);
         assert_eq!(timeout_millis(Duration::ZERO), 1);
         assert_eq!(timeout_millis(Duration::from_secs(90)), 90_000);
+        let ten_million_days = Duration::from_secs(10_000_000 * 86_400);
+        assert_eq!(timeout_millis(ten_million_days), MAX_TIMEOUT_MILLIS);
+        assert_eq!(timeout_millis(Duration::MAX), MAX_TIMEOUT_MILLIS);
     }
 }

@@ -453,7 +453,7 @@ impl Pipeline {
         self.facts = facts;
         let now_protected = self.protected.now_protected(self.engine.blocked_sources());
         for source in now_protected {
-            if self.engine.release(source) {
+            if self.engine.release_protected(source) {
                 let log = self.allow(now, &mut out.lines);
                 out.orders.push(Order::Release(ReleaseOrder {
                     source,
@@ -487,6 +487,12 @@ impl Pipeline {
             self.engine
                 .restore_blocked(block.source, until, block.verified);
         }
+    }
+
+    /// Forgets the block of a source released by hand: its packets are judged afresh, and it
+    /// can be blocked again.
+    pub fn release(&mut self, source: IpAddr) {
+        self.engine.release(&source);
     }
 
     pub fn status(&self) -> Status {

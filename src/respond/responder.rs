@@ -1,13 +1,19 @@
 //! The responder thread: it owns the firewall, the actions and the block store, takes block
 //! orders from the packet loop over a channel, and releases blocks whose time is up, including
-//! blocks placed by an earlier run.
+//! blocks placed by an earlier run. It also takes what the nft watch saw other processes do to
+//! nfsentry's tables, and repairs them or releases by hand ([`repair`]), and it keeps trying to
+//! write what the state directory refused, saying so once.
 //!
-//! Nothing flows back into the packet loop, so the per-packet path never waits for a disk or a
-//! firewall. The responder decides nothing about who is blocked: the pipeline does.
+//! Only a release by hand flows back into the packet loop, over a channel the loop drains, so
+//! the per-packet path never waits for a disk or a firewall. The responder decides nothing
+//! about who is blocked: the pipeline does.
 
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+mod repair;
+
+use std::net::IpAddr;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use log::{debug, error, info, warn};
 
@@ -17,15 +23,19 @@ use crate::config::QueueMode;
 use crate::error_text::with_causes;
 use crate::firewall::{Firewall, Installed};
 use crate::nft::ruleset::RulesetSpec;
+use crate::nft::watch::Seen;
 use crate::pipeline::{self, BlockOrder, ReleaseOrder, RenewOrder, EXPIRED};
 use crate::report;
 use crate::store::{BlockRecord, BlockStore};
 
-/// What the packet loop asks of the responder: the pipeline's orders, and to stop.
+/// What the packet loop and the nft watch ask of the responder: the pipeline's orders, what
+/// another process did to nfsentry's tables, and to stop.
 pub enum Order {
     Block(BlockOrder),
     Release(ReleaseOrder),
     Renew(RenewOrder),
+    /// What the nft watch saw another process do to nfsentry's tables.
+    Ruleset(Seen),
     Shutdown,
 }
 
@@ -46,12 +56,23 @@ pub struct ResponderSetup {
     pub store: BlockStore,
     /// Built by [`super::build`], in the order they run.
     pub actions: Vec<Box<dyn Action>>,
+    /// Whether the blocked sets of nfsentry's table hold the blocks (the `nft-set` action
+    /// runs): the ruleset is then installed, and repaired, with them in it.
+    pub sets_hold_blocks: bool,
+    /// Where sources released by hand go, for the packet loop to stop dropping them.
+    pub released: Sender<IpAddr>,
+    /// Blocks deleted from the kernel's sets by hand while nfsentry was not running, already
+    /// dropped from the store: the other actions release them at start.
+    pub released_while_away: Vec<BlockRecord>,
 }
 
 /// Most block orders carried out as one burst.
 const MAX_BURST: usize = 4096;
 /// How often blocks are checked for expiry; a block outlives its timeout by at most this.
 const EXPIRY_CHECK: Duration = Duration::from_secs(1);
+/// While the state directory refuses writes, they are tried again this often (each try may
+/// rewrite the whole journal).
+const PERSIST_RETRY: Duration = Duration::from_secs(2);
 
 /// Starts the responder thread. It installs the ruleset, has every action take over the stored
 /// blocks, then reports what it installed (or why it could not) on `ready` before taking orders.
@@ -75,8 +96,15 @@ fn run(
         prefer,
         store,
         actions,
+        sets_hold_blocks,
+        released,
+        released_while_away,
     } = setup;
-    let (firewall, installed) = match Firewall::install(spec, prefer) {
+    let blocks = match sets_hold_blocks {
+        true => repair::due_entries(&store, SystemTime::now()),
+        false => Vec::new(),
+    };
+    let (mut firewall, installed) = match Firewall::install(spec, prefer, &blocks) {
         Ok(done) => done,
         Err(e) => {
             let _ = ready.send(Err(format!(
@@ -86,7 +114,17 @@ fn run(
             return;
         }
     };
-    let mut responder = Responder::init(store, actions);
+    let mut responder = Responder::init(store, actions, sets_hold_blocks, released);
+    responder.release(&released_while_away);
+    for record in &released_while_away {
+        info!(
+            "{}",
+            report::released_line(
+                record.source,
+                "deleted from the blocked set by hand while nfsentry was not running"
+            )
+        );
+    }
     let _ = ready.send(Ok(installed));
 
     loop {
@@ -98,6 +136,7 @@ fn run(
         // Take whatever else queued up meanwhile: a burst costs one firewall batch and one disk
         // flush instead of one of each per source.
         let mut burst = Burst::default();
+        let mut changes = Vec::new();
         let mut shutdown = false;
         let pending = std::iter::from_fn(|| orders.try_recv().ok()).take(MAX_BURST);
         for order in first.into_iter().chain(pending) {
@@ -105,6 +144,7 @@ fn run(
                 Order::Block(order) => burst.block(order),
                 Order::Release(order) => burst.release(order),
                 Order::Renew(order) => burst.renew(order),
+                Order::Ruleset(seen) => changes.push(seen),
                 Order::Shutdown => {
                     shutdown = true;
                     break;
@@ -114,13 +154,25 @@ fn run(
         for batch in burst.into_batches() {
             responder.carry_out(batch);
         }
+        // After the burst, so that a repair carries the burst's blocks too.
+        for seen in changes {
+            responder.on_ruleset(seen, &mut firewall);
+        }
         if shutdown {
             break;
         }
         responder.release_expired(SystemTime::now());
+        responder.retry(&mut firewall);
     }
     responder.fin();
-    firewall.remove();
+    if responder.sets_hold_blocks && responder.store.unsaved() {
+        firewall.leave_in_place(&format!(
+            "{} blocks could not all be written to the state directory",
+            responder.store.len()
+        ));
+    } else {
+        firewall.remove();
+    }
 }
 
 /// The actions and the store, kept in step: every block and release goes through every action
@@ -128,16 +180,33 @@ fn run(
 struct Responder {
     store: BlockStore,
     actions: Vec<Box<dyn Action>>,
+    /// See [`ResponderSetup::sets_hold_blocks`].
+    sets_hold_blocks: bool,
+    released: Sender<IpAddr>,
+    /// Why the ruleset needs a repair that the kernel refused; tried again every tick.
+    repair_due: Option<String>,
+    /// The state directory refused the last write: said once, tried again at this time.
+    persist_retry_at: Option<Instant>,
 }
 
 impl Responder {
     /// Lifts what expired while nfsentry was away, then has each action take up its resources
     /// and re-apply the blocks still due. An action that cannot start (tool missing, no netlink)
-    /// is logged and left out; the others still run.
-    fn init(store: BlockStore, actions: Vec<Box<dyn Action>>) -> Responder {
+    /// is logged and left out; the others still run. Whether the state directory takes writes
+    /// is said here, at start.
+    fn init(
+        store: BlockStore,
+        actions: Vec<Box<dyn Action>>,
+        sets_hold_blocks: bool,
+        released: Sender<IpAddr>,
+    ) -> Responder {
         let mut responder = Responder {
             store,
             actions: Vec::new(),
+            sets_hold_blocks,
+            released,
+            repair_due: None,
+            persist_retry_at: None,
         };
         let now = SystemTime::now();
         let expired = responder.take_expired(now);
@@ -168,6 +237,8 @@ impl Responder {
         for record in &expired {
             info!("{}", report::released_line(record.source, EXPIRED));
         }
+        // Says at start whether the state directory takes writes.
+        responder.sync();
         responder
     }
 
@@ -273,6 +344,8 @@ impl Responder {
             .collect()
     }
 
+    /// Releases `records` (already taken from the store) through every action; their lines are
+    /// the caller's.
     fn release(&mut self, records: &[BlockRecord]) {
         if records.is_empty() {
             return;
@@ -299,9 +372,47 @@ impl Responder {
         }
     }
 
+    /// Writes the store's changes. The first failure is said once, with what it means; while
+    /// it lasts, writes are only tried every [`PERSIST_RETRY`], and the line that says they
+    /// work again names what was lost meanwhile, if anything.
     fn sync(&mut self) {
-        if let Err(e) = self.store.sync() {
-            error!("{e}");
+        let now = Instant::now();
+        if self.persist_retry_at.is_some_and(|at| now < at) {
+            return;
+        }
+        match self.store.sync() {
+            Ok(()) => {
+                if self.persist_retry_at.take().is_some() {
+                    let dropped = self.store.take_dropped_history_lines();
+                    let lost = match dropped {
+                        0 => String::new(),
+                        n => format!(" ({n} history lines did not fit in memory and are lost)"),
+                    };
+                    info!(
+                        "the state directory takes writes again: the blocks journal and the \
+                         history file have caught up{lost}"
+                    );
+                }
+            }
+            Err(e) => {
+                if self.persist_retry_at.is_none() {
+                    error!(
+                        "cannot persist blocks: {e}; they stay enforced in the kernel and in \
+                         memory, and are written as soon as the state directory has room again"
+                    );
+                }
+                self.persist_retry_at = Some(now + PERSIST_RETRY);
+            }
+        }
+    }
+
+    /// The timed retries: a repair the kernel refused, and writes the state directory refused.
+    fn retry(&mut self, firewall: &mut impl repair::Reinstall) {
+        if let Some(why) = self.repair_due.take() {
+            self.repair(firewall, &why);
+        }
+        if self.store.behind() {
+            self.sync();
         }
     }
 }
@@ -313,7 +424,7 @@ mod tests {
     use std::net::IpAddr;
     use std::sync::{Arc, Mutex};
 
-    type Calls = Arc<Mutex<Vec<(&'static str, Vec<IpAddr>)>>>;
+    pub(super) type Calls = Arc<Mutex<Vec<(&'static str, Vec<IpAddr>)>>>;
 
     /// Shares with the test every call it gets, as (verb, addresses).
     struct Recorder {
@@ -362,7 +473,7 @@ mod tests {
         }
     }
 
-    fn recorder(refuse_init: bool) -> (Box<dyn Action>, Calls) {
+    pub(super) fn recorder(refuse_init: bool) -> (Box<dyn Action>, Calls) {
         let calls = Calls::default();
         let action = Recorder {
             calls: calls.clone(),
@@ -371,8 +482,13 @@ mod tests {
         (Box::new(action), calls)
     }
 
-    fn record(addr: &str, expires: Option<u64>) -> BlockRecord {
+    pub(super) fn record(addr: &str, expires: Option<u64>) -> BlockRecord {
         BlockRecord::example(addr, expires)
+    }
+
+    /// A channel for sources released by hand that nobody reads.
+    fn sink() -> Sender<IpAddr> {
+        std::sync::mpsc::channel().0
     }
 
     fn block_order(record: BlockRecord, history_line: &str) -> BlockOrder {
@@ -387,7 +503,7 @@ mod tests {
         list.iter().map(|a| a.parse().unwrap()).collect()
     }
 
-    fn store_with(dir: &std::path::Path, blocks: &[(&str, Option<u64>)]) -> BlockStore {
+    pub(super) fn store_with(dir: &std::path::Path, blocks: &[(&str, Option<u64>)]) -> BlockStore {
         let (mut store, _) = BlockStore::open(dir).unwrap();
         for (address, expires) in blocks {
             store.add(record(address, *expires), "history");
@@ -410,7 +526,7 @@ mod tests {
         );
         let (first, first_calls) = recorder(false);
         let (second, second_calls) = recorder(false);
-        let mut responder = Responder::init(store, vec![first, second]);
+        let mut responder = Responder::init(store, vec![first, second], true, sink());
         for (address, expires) in [
             ("198.51.100.3", Some(now_seconds - 5)),
             ("198.51.100.1", Some(now_seconds)),
@@ -450,7 +566,7 @@ mod tests {
         );
         let (working, calls) = recorder(false);
         let (broken, broken_calls) = recorder(true);
-        let responder = Responder::init(store, vec![broken, working]);
+        let responder = Responder::init(store, vec![broken, working], true, sink());
 
         let mut calls = calls.lock().unwrap().clone();
         if let Some((_, sources)) = calls.first_mut() {
@@ -474,7 +590,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store_with(dir.path(), &[]);
         let (action, calls) = recorder(false);
-        let mut responder = Responder::init(store, vec![action]);
+        let mut responder = Responder::init(store, vec![action], true, sink());
         calls.lock().unwrap().clear();
         responder.block(vec![
             block_order(record("198.51.100.1", None), "h1"),
@@ -500,7 +616,7 @@ mod tests {
             ],
         );
         let (action, calls) = recorder(false);
-        let mut responder = Responder::init(store, vec![action]);
+        let mut responder = Responder::init(store, vec![action], true, sink());
         calls.lock().unwrap().clear();
         let source = |text: &str| -> IpAddr { text.parse().unwrap() };
         responder.carry_out(Batch {

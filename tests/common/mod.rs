@@ -617,6 +617,18 @@ block_timeout = "0"
         ))
     }
 
+    /// As [`Lab::scapy_send`], without waiting: the packets go out while the test goes on.
+    pub fn scapy_send_in_background(&self, ip_layers: &str) -> Result<PendingBurst> {
+        let script = self.scapy_script(&format!(
+            "for packet in {ip_layers}:\n    sendp(Ether(dst=MAC) / packet, iface=IFACE)\n"
+        ));
+        let sender = self.captures_started.fetch_add(1, Ordering::Relaxed);
+        let log_path = self.work_dir.path().join(format!("scapy-{sender}.log"));
+        let args = self.in_netns(Side::Scanner, &[SYSTEM_PYTHON, "-c", &script]);
+        let child = spawn_logged(&args, &log_path)?;
+        Ok(PendingBurst { child, log_path })
+    }
+
     /// As [`Lab::scapy_send`], but in one `sendp` call on one socket: the packets leave back to
     /// back, microseconds apart, where `scapy_send` spends milliseconds on each.
     pub fn scapy_send_burst(&self, ip_layers: &str) -> Result<CmdOutput> {
