@@ -4,14 +4,14 @@
 //! Start-up order matters: take the instance lock before anything in the kernel or the state
 //! directory is touched (a second nfsentry must change nothing), read the blocked sets a crashed
 //! run left in force before its tables are cleared, bind the queue before the rules that feed it
-//! exist (nfq discards packets that arrive during its handshake), drop capabilities before any
-//! thread exists (capabilities are per thread), and install the ruleset and restore blocks
-//! before the first packet is decided.
+//! exist (packets that arrive while the binding is acknowledged go unanswered), drop
+//! capabilities before any thread exists (capabilities are per thread), and install the
+//! ruleset and restore blocks before the first packet is decided.
 
 mod host_edges;
 
 use std::net::IpAddr;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::AsFd;
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -308,19 +308,12 @@ impl PacketLoop {
         signals: &SignalFd,
     ) -> Result<(), DaemonError> {
         let mut next_status = Instant::now() + STATUS_EVERY;
-        // Without the queue's descriptor there is nothing to sleep on: poll briefly instead.
-        let timeout = match queue.fd() {
-            Some(_) => PollTimeout::from(1000u16),
-            None => PollTimeout::from(10u16),
-        };
+        let timeout = PollTimeout::from(1000u16);
         loop {
             let (queue_ready, nflog_ready, signal_ready, host_ready) = {
                 let mut fds: Vec<PollFd> = Vec::with_capacity(4);
                 fds.push(PollFd::new(signals.as_fd(), PollFlags::POLLIN));
-                let queue_fd: Option<BorrowedFd> = queue.fd();
-                if let Some(fd) = queue_fd {
-                    fds.push(PollFd::new(fd, PollFlags::POLLIN));
-                }
+                fds.push(PollFd::new(queue.fd(), PollFlags::POLLIN));
                 if let Some(n) = nflog.as_deref() {
                     fds.push(PollFd::new(n.as_fd(), PollFlags::POLLIN));
                 }
@@ -344,11 +337,9 @@ impl PacketLoop {
                         .and_then(|f| f.revents())
                         .is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLERR))
                 };
-                let queue_index = 1;
-                let nflog_index = if queue_fd.is_some() { 2 } else { 1 };
                 (
-                    queue_fd.is_none() || readable(queue_index),
-                    nflog.is_some() && readable(nflog_index),
+                    readable(1),
+                    nflog.is_some() && readable(2),
                     readable(0),
                     host_fd.is_some() && readable(host_index),
                 )
@@ -361,8 +352,8 @@ impl PacketLoop {
             }
 
             if queue_ready {
-                queue.drain(DRAIN_BATCH, |bytes, in_ifindex| {
-                    self.decide_queued(bytes, in_ifindex)
+                queue.drain_packets(DRAIN_BATCH, |packet| {
+                    self.decide_queued(packet.payload, packet.in_ifindex)
                 })?;
             }
             if nflog_ready {

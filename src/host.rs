@@ -56,3 +56,32 @@ pub fn local_addresses() -> Vec<IpAddr> {
     found.dedup();
     found
 }
+
+/// The broadcast addresses of the host's IPv4 networks now (192.0.2.255 for 192.0.2.1/24):
+/// those the kernel lists, and those the netmasks give, since `ip address add` sets none
+/// unless told to while the kernel still treats the address as broadcast. Empty when the
+/// kernel cannot be asked.
+pub fn broadcast_addresses() -> Vec<IpAddr> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    let mut found: Vec<IpAddr> = Vec::new();
+    for ifa in addrs {
+        let v4 = |address: Option<nix::sys::socket::SockaddrStorage>| {
+            address.and_then(|a| a.as_sockaddr_in().map(|s| s.ip()))
+        };
+        if let Some(listed) = v4(ifa.broadcast) {
+            found.push(IpAddr::V4(listed));
+        }
+        if let (Some(address), Some(netmask)) = (v4(ifa.address), v4(ifa.netmask)) {
+            // /31 and /32 networks have no broadcast address (RFC 3021).
+            if netmask.to_bits().count_ones() < 31 {
+                let broadcast = address.to_bits() | !netmask.to_bits();
+                found.push(IpAddr::V4(std::net::Ipv4Addr::from_bits(broadcast)));
+            }
+        }
+    }
+    found.sort();
+    found.dedup();
+    found
+}

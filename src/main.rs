@@ -109,10 +109,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config, verbose } => {
-            let config = match load(config) {
+            let config = match load_checked(config) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("nfsentry: {e}");
+                Err(refusals) => {
+                    for refusal in refusals {
+                        eprintln!("nfsentry: {refusal}");
+                    }
                     return ExitCode::from(EXIT_BAD_CONFIG_RUN);
                 }
             };
@@ -136,20 +138,15 @@ fn main() -> ExitCode {
             logging::flush();
             code
         }
-        Command::CheckConfig { config } => match load(config) {
+        Command::CheckConfig { config } => match load_checked(config) {
             Ok(c) => {
-                let problems = respond::check(&respond::build(&c.respond, &c.daemon.table));
-                if !problems.is_empty() {
-                    for problem in problems {
-                        eprintln!("nfsentry: {}: {problem}", origin_label(&c));
-                    }
-                    return ExitCode::from(EXIT_BAD_CONFIG_CHECK);
-                }
                 println!("{}", c.summary());
                 ExitCode::SUCCESS
             }
-            Err(e) => {
-                eprintln!("nfsentry: {e}");
+            Err(refusals) => {
+                for refusal in refusals {
+                    eprintln!("nfsentry: {refusal}");
+                }
                 ExitCode::from(EXIT_BAD_CONFIG_CHECK)
             }
         },
@@ -257,6 +254,23 @@ fn origin_label(config: &Config) -> String {
         config::Origin::File(path) => path.display().to_string(),
         config::Origin::Defaults => "built-in defaults".to_string(),
     }
+}
+
+/// The configuration `check-config` approves and `run` starts with: the file loads, and every
+/// configured action finds what it needs (its program, a writable file, a gateway that is not
+/// this host). One function for both, so the daemon never starts with a value the check
+/// refuses, only to fail every block afterwards. Each refusal is one line naming the file.
+fn load_checked(path: Option<PathBuf>) -> Result<Config, Vec<String>> {
+    let config = load(path).map_err(|e| vec![e.to_string()])?;
+    let problems = respond::check(&respond::build(&config.respond, &config.daemon.table));
+    if problems.is_empty() {
+        return Ok(config);
+    }
+    let origin = origin_label(&config);
+    Err(problems
+        .into_iter()
+        .map(|problem| format!("{origin}: {problem}"))
+        .collect())
 }
 
 /// An explicit path must exist; the default path may be absent, and then the built-in

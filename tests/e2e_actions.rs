@@ -546,7 +546,15 @@ fn a_failing_action_does_not_stop_the_others() -> Result<(), LabError> {
         &hosts_deny,
         &command_with_placeholders(&failing_program),
     )?;
+    // `run` refuses a hosts.deny whose directory is missing, as check-config does, so the
+    // directory goes away only once the daemon runs: every hosts-deny block fails from then on.
+    let file_error = |source| LabError::File {
+        path: missing_dir.clone(),
+        source,
+    };
+    fs::create_dir(&missing_dir).map_err(file_error)?;
     let mut daemon = lab.start_daemon(&config)?;
+    fs::remove_dir(&missing_dir).map_err(file_error)?;
     let still_placed = Effects {
         hosts_deny_entries: 0,
         ..Effects::ONE_EACH

@@ -6,14 +6,13 @@
 //! a URL that parses may still point nowhere, and a password that reads may still be wrong.
 
 use std::fmt;
-use std::fs::File;
-use std::io::Read;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use toml::Spanned;
 
 use super::error::{ConfigError, SourceText};
+use super::files::{read_regular, FileProblem};
 use super::raw::{Field, RawCrowdsec, RawRespond};
 use super::validate::{duration, duration_error, list, non_empty, unknown_word_error};
 use super::{format_duration, ActionKind, ConfigWord};
@@ -355,9 +354,10 @@ fn required<'f>(
     })
 }
 
-/// Reads a secret file: at most 4 KiB, blanks around it trimmed (the trailing newline an
-/// editor adds), one line, no control characters, and `acceptable` to the caller. A relative
-/// path is taken from the directory of the config file. Errors name the file, never its text.
+/// Reads a secret file: a regular file (a FIFO would hang the start) of at most 4 KiB, blanks
+/// around it trimmed (the trailing newline an editor adds), one line, no control characters,
+/// and `acceptable` to the caller. A relative path is taken from the directory of the config
+/// file. Errors name the file, never its text.
 fn secret(
     source: SourceText<'_>,
     field: &Spanned<String>,
@@ -371,19 +371,22 @@ fn secret(
     };
     let problem =
         |problem: &dyn fmt::Display| source.value_error(&field.span(), key, written, problem);
-    let mut bytes = Vec::new();
-    if let Err(cause) =
-        File::open(&path).and_then(|file| file.take(SECRET_MAX_BYTES + 1).read_to_end(&mut bytes))
-    {
-        let mut error = problem(&format_args!("cannot be read: {cause}"));
-        error.cause = Some(cause);
-        return Err(error);
-    }
-    if u64::try_from(bytes.len()).map_or(true, |len| len > SECRET_MAX_BYTES) {
-        return Err(problem(&format_args!(
-            "is longer than {SECRET_MAX_BYTES} bytes"
-        )));
-    }
+    let bytes = match read_regular(&path, SECRET_MAX_BYTES) {
+        Ok(bytes) => bytes,
+        Err(FileProblem::Io(cause)) => {
+            let mut error = problem(&format_args!("cannot be read: {cause}"));
+            error.cause = Some(cause);
+            return Err(error);
+        }
+        Err(FileProblem::TooLarge { .. }) => {
+            return Err(problem(&format_args!(
+                "is longer than {SECRET_MAX_BYTES} bytes"
+            )));
+        }
+        Err(not_regular) => {
+            return Err(problem(&format_args!("cannot be read: it {not_regular}")));
+        }
+    };
     let Ok(text) = String::from_utf8(bytes) else {
         return Err(problem(&"is not UTF-8 text"));
     };

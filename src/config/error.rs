@@ -52,6 +52,17 @@ impl ConfigError {
         }
     }
 
+    /// A file that was not read: unreadable, not a regular file, or too large.
+    pub(crate) fn from_file_problem(
+        file: &Path,
+        problem: super::files::FileProblem,
+    ) -> ConfigError {
+        match problem {
+            super::files::FileProblem::Io(cause) => ConfigError::unreadable(file, cause),
+            other => ConfigError::new(file, None, other.to_string()),
+        }
+    }
+
     /// A file that could not be read at all.
     pub(crate) fn unreadable(file: &Path, cause: std::io::Error) -> ConfigError {
         ConfigError {

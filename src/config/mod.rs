@@ -9,6 +9,7 @@
 mod crowdsec;
 mod duration;
 mod error;
+mod files;
 mod ignore;
 mod ports;
 mod raw;
@@ -33,10 +34,13 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     duration::parse_duration(text).map_err(|e| e.to_string())
 }
 pub use error::ConfigError;
+pub(crate) use files::{read_regular, FileProblem, TEXT_FILE_MAX_BYTES};
 pub use ignore::parse_ignore_list;
 pub(crate) use ignore::parse_network;
 pub(crate) use ports::port_range_from_text;
 pub use ports::{PortRanges, PortSet, Ports};
+pub(crate) use validate::gateway_problem;
+pub use validate::NFT_TIMEOUT_MAX;
 
 use error::SourceText;
 
@@ -394,9 +398,11 @@ impl Default for Config {
     }
 }
 
-/// Reads a whole file as UTF-8; a bad byte is reported with its line.
+/// Reads a whole file as UTF-8; a bad byte is reported with its line. Only a regular file of
+/// at most [`files::TEXT_FILE_MAX_BYTES`] is read: a FIFO or a device is refused unread.
 pub(crate) fn read_text(path: &Path) -> Result<String, ConfigError> {
-    let bytes = std::fs::read(path).map_err(|cause| ConfigError::unreadable(path, cause))?;
+    let bytes = files::read_regular(path, files::TEXT_FILE_MAX_BYTES)
+        .map_err(|problem| ConfigError::from_file_problem(path, problem))?;
     String::from_utf8(bytes).map_err(|error| {
         let valid = error.utf8_error().valid_up_to();
         let bytes = error.as_bytes();

@@ -1457,6 +1457,273 @@ fn shipped_crowdsec_example_loads_once_uncommented() {
     assert_eq!(from_example, defaults);
 }
 
+// ---------------------------------------------------------------- values that could hurt
+
+/// The error's display with the scratch directory replaced by `DIR`.
+fn load_err_in(dir: &ConfigDir, name: &str, text: &str) -> String {
+    let path = dir.write(name, text.as_bytes());
+    match Config::load(&path) {
+        Ok(config) => panic!("expected {text:?} to fail, got {config:?}"),
+        Err(error) => error
+            .to_string()
+            .replace(&dir.0.path().display().to_string(), "DIR"),
+    }
+}
+
+#[test]
+fn timeouts_the_kernel_cannot_hold_are_refused_with_the_bound() {
+    assert_eq!(format_duration(NFT_TIMEOUT_MAX), "213503d23h34m33s708ms");
+    let bound = "is longer than the kernel accepts for an nft element timeout (at most \
+                 \"213503d23h34m33s708ms\", about 584 years)";
+    let cases = [
+        ("\"200000000d\"", "\"200000000d\""),
+        ("\"213504d\"", "\"213504d\""),
+        ("\"213503d23h34m34s708ms\"", "\"213503d23h34m34s708ms\""),
+        (
+            "\"213503d23h34m33s708ms1ns\"",
+            "\"213503d23h34m33s708ms1ns\"",
+        ),
+        ("18446744074", "\"18446744074\""),
+    ];
+    for (written, quoted) in cases {
+        assert_eq!(
+            parse_err(&format!("[respond]\n\nblock_timeout = {written}\n")),
+            format!("/tmp/x.toml:3: respond.block_timeout: {quoted} {bound}"),
+            "{written}"
+        );
+    }
+    for written in [
+        "\"213503d23h34m33s708ms\"",
+        "\"213503d\"",
+        "18446744073",
+        "\"0\"",
+    ] {
+        let config = parse_ok(&format!("[respond]\nblock_timeout = {written}\n"));
+        assert!(
+            config
+                .respond
+                .block_timeout
+                .is_none_or(|timeout| timeout <= NFT_TIMEOUT_MAX),
+            "{written}"
+        );
+    }
+    assert_eq!(
+        parse_ok("[respond]\nblock_timeout = \"213503d23h34m33s708ms\"\n")
+            .respond
+            .block_timeout,
+        Some(NFT_TIMEOUT_MAX)
+    );
+}
+
+#[test]
+fn gateways_that_never_take_replies_away_are_refused() {
+    let loopback = "is a loopback address, which hands the replies back to this host instead \
+                    of sending them away; \"blackhole\" drops them, which is what a loopback \
+                    gateway meant in PortSentry's recipes";
+    let unspecified =
+        "is the unspecified address, which names no gateway; \"blackhole\" drops the replies";
+    let multicast = "is a multicast address; a gateway is one host on a network this host is on";
+    let cases = [
+        ("0.0.0.0", unspecified),
+        ("::", unspecified),
+        (
+            "255.255.255.255",
+            "is the broadcast address; a gateway is one host on a network this host is on",
+        ),
+        ("224.0.0.1", multicast),
+        ("239.255.0.9", multicast),
+        ("ff02::1", multicast),
+        ("127.0.0.1", loopback),
+        ("127.9.9.9", loopback),
+        ("::1", loopback),
+        (
+            "::ffff:192.0.2.1",
+            "is an IPv4-mapped IPv6 address, which the kernel takes for an IPv6 gateway it \
+             cannot reach; write the IPv4 address",
+        ),
+        (
+            "fe80::1",
+            "is a link-local address, which the kernel takes as a gateway only with an \
+             interface, and the route action names none; use the gateway's global address",
+        ),
+    ];
+    for (gateway, problem) in cases {
+        assert_eq!(
+            parse_err(&format!(
+                "[respond]\nactions = [\"route\"]\nroute = \"{gateway}\"\n"
+            )),
+            format!("/tmp/x.toml:3: respond.route: \"{gateway}\" {problem}"),
+        );
+    }
+    for gateway in ["192.0.2.254", "169.254.0.1", "2001:db8::1"] {
+        let config = parse_ok(&format!("[respond]\nroute = \"{gateway}\"\n"));
+        assert_eq!(
+            config.respond.route,
+            RouteTarget::Gateway(gateway.parse().unwrap())
+        );
+    }
+}
+
+#[test]
+fn ignore_files_that_are_no_regular_files_are_refused_unread() {
+    let dir = ConfigDir::new();
+    let fifo = dir.join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    // Sparse: no disk is used, and its size alone is enough to refuse it.
+    let large = fs::File::create(dir.join("large")).unwrap();
+    large.set_len(16 * 1024 * 1024 + 1).unwrap();
+    fs::create_dir(dir.join("directory")).unwrap();
+    let cases = [
+        (
+            "/dev/zero",
+            "/dev/zero: is a character device, not a regular file",
+        ),
+        (
+            "fifo",
+            "DIR/fifo: is a FIFO (named pipe), not a regular file",
+        ),
+        ("large", "DIR/large: is larger than 16 MiB"),
+        (
+            "directory",
+            "DIR/directory: is a directory, not a regular file",
+        ),
+    ];
+    for (written, problem) in cases {
+        let started = std::time::Instant::now();
+        let display = load_err_in(
+            &dir,
+            "nfsentry.toml",
+            &format!("[detect]\nwindow = \"1m\"\nignore_file = {written:?}\n"),
+        );
+        assert!(started.elapsed() < Duration::from_secs(5), "{written}");
+        assert_eq!(
+            display,
+            format!(
+                "DIR/nfsentry.toml:3: detect.ignore_file: {written:?} cannot be used: {problem}"
+            )
+        );
+    }
+    // The config file itself and the secrets are read the same way.
+    let display = Config::load(&fifo).err().map(|error| error.to_string());
+    assert_eq!(
+        display,
+        Some(format!(
+            "{}: is a FIFO (named pipe), not a regular file",
+            fifo.display()
+        ))
+    );
+    assert_eq!(
+        load_err_in(
+            &dir,
+            "secret.toml",
+            "[crowdsec]\npush = false\nbouncer_key_file = \"fifo\"\n"
+        ),
+        "DIR/secret.toml:3: crowdsec.bouncer_key_file: \"fifo\" cannot be read: it is a FIFO \
+         (named pipe), not a regular file"
+    );
+}
+
+#[test]
+fn a_state_dir_that_cannot_become_a_directory_is_refused() {
+    let dir = ConfigDir::new();
+    dir.write("file", b"not a directory\n");
+    let fifo = dir.join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let state_dir = |path: &str| format!("[daemon]\n\nstate_dir = \"{path}\"\n");
+    let cases = [
+        ("DIR/file", "is a regular file, not a directory"),
+        (
+            "DIR/file/state",
+            "lies below DIR/file, which is a regular file, not a directory",
+        ),
+        (
+            "DIR/file/deeper/state",
+            "lies below DIR/file, which is a regular file, not a directory",
+        ),
+        ("DIR/fifo", "is a FIFO (named pipe), not a directory"),
+        (
+            "/dev/null/nfsentry",
+            "lies below /dev/null, which is a character device, not a directory",
+        ),
+    ];
+    let scratch = dir.0.path().display().to_string();
+    for (written, problem) in cases {
+        let path = written.replace("DIR", &scratch);
+        assert_eq!(
+            load_err_in(&dir, "nfsentry.toml", &state_dir(&path)),
+            format!("DIR/nfsentry.toml:3: daemon.state_dir: \"{written}\" {problem}"),
+        );
+    }
+    // A directory, or a path that can be made one, is fine; whether it can be written is the
+    // daemon's to say when it starts.
+    for path in [
+        scratch.clone(),
+        format!("{scratch}/missing/state"),
+        "/var/lib/nfsentry".to_owned(),
+    ] {
+        let loaded = Config::load(&dir.write("ok.toml", state_dir(&path).as_bytes()));
+        assert_eq!(
+            loaded
+                .map(|config| config.daemon.state_dir)
+                .map_err(|error| error.to_string()),
+            Ok(PathBuf::from(&path)),
+            "{path}"
+        );
+    }
+}
+
+#[test]
+fn hosts_deny_lines_that_deny_more_than_the_scanner_are_refused() {
+    let alone = "\"ALL: $TARGET$\" denies the scanner alone";
+    let cases = [
+        (
+            "ALL: ALL EXCEPT $TARGET$",
+            format!(
+                "denies more than the scanner: its client \"ALL\" matches other hosts too; {alone}"
+            ),
+        ),
+        (
+            "sshd: $TARGET$, 10.0.0.0/8",
+            format!(
+                "denies more than the scanner: its client \"10.0.0.0/8\" matches other hosts \
+                 too; {alone}"
+            ),
+        ),
+        (
+            "$TARGET$: ALL",
+            format!("does not have $TARGET$ among its clients (after the first ':'); {alone}"),
+        ),
+        (
+            "ALL $TARGET$",
+            "lacks the ':' between daemons and clients that TCP wrappers require".to_owned(),
+        ),
+        (
+            "# ALL: $TARGET$",
+            "is a comment, which TCP wrappers skip".to_owned(),
+        ),
+        (
+            "ALL: $TARGET$ \\\\",
+            "ends in a backslash, which joins the next line onto it".to_owned(),
+        ),
+    ];
+    for (line, problem) in cases {
+        let written = line.replace("\\\\", "\\");
+        assert_eq!(
+            parse_err(&format!("[respond]\n\nhosts_deny_line = \"{line}\"\n")),
+            format!("/tmp/x.toml:3: respond.hosts_deny_line: {written:?} {problem}"),
+        );
+    }
+    for line in [
+        "ALL: $TARGET$",
+        "ALL: $TARGET$ : DENY",
+        "sshd,in.telnetd: $TARGET$, $TARGET$/255.255.255.255 : DENY",
+        "ALL: $TARGET$ : spawn (echo %a: %d) & : DENY",
+    ] {
+        let config = parse_ok(&format!("[respond]\nhosts_deny_line = \"{line}\"\n"));
+        assert_eq!(config.respond.hosts_deny_line, line);
+    }
+}
+
 // ---------------------------------------------------------------- evidence and rate limits
 
 #[test]

@@ -11,8 +11,9 @@ use std::time::Duration;
 use ipnet::IpNet;
 use toml::Spanned;
 
-use super::duration::{duration_from_seconds, parse_duration};
+use super::duration::{duration_from_seconds, format_duration, parse_duration};
 use super::error::{ConfigError, SourceText};
+use super::files;
 use super::ignore::{parse_ignore_list, parse_network};
 use super::ports::{port_from_number, port_range_from_text, PortSet};
 use super::raw::{
@@ -29,6 +30,13 @@ use super::{
     DEFAULT_UNVERIFIED_TIMEOUT, DEFAULT_WINDOW, MAX_BLOCKS_PER_SEC_LIMIT, MAX_TABLE_ENTRIES,
     TARGET_PLACEHOLDER,
 };
+
+/// The longest timeout the kernel takes for an nft set element: nf_tables gets milliseconds and
+/// refuses any value from `u64::MAX / 1_000_000` up with ERANGE (`nf_msecs_to_jiffies64` turns
+/// them into nanoseconds first). 213503d23h34m33s708ms, about 584 years; measured on 6.18, and
+/// `tests/hostile_config.rs` keeps measuring it. Longer is refused here rather than by every
+/// kernel insert.
+pub const NFT_TIMEOUT_MAX: Duration = Duration::from_millis(u64::MAX / 1_000_000 - 1);
 
 /// Longest nft table name accepted; nft allows more, but a name this long is already a typo.
 const TABLE_NAME_MAX_CHARS: usize = 64;
@@ -101,12 +109,7 @@ fn daemon(raw: &RawDaemon, source: SourceText<'_>) -> Result<Daemon, ConfigError
             DEFAULT_QUEUE,
         )?,
         table,
-        state_dir: absolute_path(
-            source,
-            &raw.state_dir,
-            "daemon.state_dir",
-            DEFAULT_STATE_DIR,
-        )?,
+        state_dir: state_dir(source, &raw.state_dir)?,
         control_socket: absolute_path(
             source,
             &raw.control_socket,
@@ -287,7 +290,7 @@ fn ignore_file(source: SourceText<'_>, field: &Field<String>) -> Result<Vec<IpNe
 }
 
 fn respond(raw: &RawRespond, source: SourceText<'_>) -> Result<Respond, ConfigError> {
-    let block_timeout = duration(
+    let block_timeout = kernel_timeout(
         source,
         &raw.block_timeout,
         "respond.block_timeout",
@@ -328,19 +331,32 @@ fn respond(raw: &RawRespond, source: SourceText<'_>) -> Result<Respond, ConfigEr
                     "must be a single line (no control characters)",
                 ));
             }
+            if let Some(problem) = hosts_deny_rule_problem(text) {
+                return Err(source.value_error(
+                    &line.span(),
+                    "respond.hosts_deny_line",
+                    text,
+                    problem,
+                ));
+            }
             text.clone()
         }
     };
     let route = match &raw.route {
         None => RouteTarget::Blackhole,
-        Some(route) => route_target(route.get_ref()).ok_or_else(|| {
-            source.value_error(
-                &route.span(),
-                "respond.route",
-                route.get_ref(),
-                "is neither \"blackhole\" nor a gateway IP address",
-            )
-        })?,
+        Some(route) => {
+            let error = |problem: &str| {
+                source.value_error(&route.span(), "respond.route", route.get_ref(), problem)
+            };
+            let target = route_target(route.get_ref())
+                .ok_or_else(|| error("is neither \"blackhole\" nor a gateway IP address"))?;
+            if let RouteTarget::Gateway(gateway) = target {
+                if let Some(problem) = gateway_problem(gateway) {
+                    return Err(error(problem));
+                }
+            }
+            target
+        }
     };
     let command = command(source, &raw.command, &raw.actions, &actions)?;
     let ipfilter_interface = match non_empty(&raw.ipfilter_interface) {
@@ -359,7 +375,7 @@ fn respond(raw: &RawRespond, source: SourceText<'_>) -> Result<Respond, ConfigEr
     Ok(Respond {
         verdict: word(source, &raw.verdict, "respond.verdict", Verdict::Drop)?,
         block_timeout: Some(block_timeout).filter(|timeout| !timeout.is_zero()),
-        unverified_timeout: Some(duration(
+        unverified_timeout: Some(kernel_timeout(
             source,
             &raw.unverified_timeout,
             "respond.unverified_timeout",
@@ -538,6 +554,32 @@ pub(super) fn duration(
     parsed.map_err(|problem| source.value_error(&field.span(), key, &written, problem))
 }
 
+/// A duration nfsentry hands to the kernel as an nft element timeout: [`duration`]'s reading,
+/// refused when longer than [`NFT_TIMEOUT_MAX`], with that bound in the message. Zero passes
+/// (for `block_timeout` it means no timeout at all); a key that must not be zero says so itself.
+/// Every key whose value ends up as an element timeout goes through here.
+pub(super) fn kernel_timeout(
+    source: SourceText<'_>,
+    field: &Field<RawDuration>,
+    key: &str,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    let timeout = duration(source, field, key, default)?;
+    if timeout > NFT_TIMEOUT_MAX {
+        return Err(duration_error(
+            source,
+            field,
+            key,
+            format_args!(
+                "is longer than the kernel accepts for an nft element timeout (at most {:?}, \
+                 about 584 years)",
+                format_duration(NFT_TIMEOUT_MAX)
+            ),
+        ));
+    }
+    Ok(timeout)
+}
+
 fn zero_duration_error(
     source: SourceText<'_>,
     field: &Field<RawDuration>,
@@ -608,6 +650,62 @@ fn absolute_path(
     }
 }
 
+/// Why a `hosts_deny_line` (one line, with `$TARGET$`) would not deny the scanner alone in
+/// TCP wrappers' `daemons : clients [: options]` syntax. Every client must be the scanner: a
+/// wildcard, a network or `ALL EXCEPT $TARGET$` there shuts out other hosts, this one's admins
+/// included, on the first block.
+fn hosts_deny_rule_problem(template: &str) -> Option<String> {
+    const ALONE: &str = "\"ALL: $TARGET$\" denies the scanner alone";
+    if template.trim_start().starts_with('#') {
+        return Some("is a comment, which TCP wrappers skip".to_owned());
+    }
+    if template.ends_with('\\') {
+        return Some("ends in a backslash, which joins the next line onto it".to_owned());
+    }
+    let Some((_daemons, rest)) = template.split_once(':') else {
+        return Some(
+            "lacks the ':' between daemons and clients that TCP wrappers require".to_owned(),
+        );
+    };
+    let clients = rest
+        .split_once(':')
+        .map_or(rest, |(clients, _options)| clients);
+    let words: Vec<&str> = clients
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|word| !word.is_empty())
+        .collect();
+    if !words.contains(&TARGET_PLACEHOLDER) {
+        return Some(format!(
+            "does not have {TARGET_PLACEHOLDER} among its clients (after the first ':'); {ALONE}"
+        ));
+    }
+    let host_alone = format!("{TARGET_PLACEHOLDER}/255.255.255.255");
+    let other = words
+        .iter()
+        .find(|word| **word != TARGET_PLACEHOLDER && **word != host_alone)?;
+    Some(format!(
+        "denies more than the scanner: its client {other:?} matches other hosts too; {ALONE}"
+    ))
+}
+
+/// `daemon.state_dir`: an absolute path that is a directory, or can be made one. A writable
+/// one is not required here: the daemon runs on with a read-only or full one, saying so.
+fn state_dir(source: SourceText<'_>, field: &Field<String>) -> Result<PathBuf, ConfigError> {
+    const KEY: &str = "daemon.state_dir";
+    let path = absolute_path(source, field, KEY, DEFAULT_STATE_DIR)?;
+    let Some(problem) = files::not_a_directory(&path) else {
+        return Ok(path);
+    };
+    Err(match field {
+        Some(written) => source.value_error(&written.span(), KEY, written.get_ref(), problem),
+        None => ConfigError::new(
+            source.file,
+            None,
+            format!("{KEY}: {DEFAULT_STATE_DIR:?} (the default) {problem}"),
+        ),
+    })
+}
+
 /// Fails with `problem` unless `is_valid` accepts the string.
 fn check(
     source: SourceText<'_>,
@@ -671,6 +769,41 @@ fn log_target(written: &str) -> Option<LogTarget> {
             }
             absolute(written.strip_prefix("file:")?).map(LogTarget::File)
         }
+    }
+}
+
+/// Why `gateway` can never be where the `route` action sends a scanner's replies, from the
+/// address alone; the action's own check adds what takes the host to know (its addresses).
+/// Each of these routes is refused by the kernel or sends the replies back to this host.
+pub(crate) fn gateway_problem(gateway: IpAddr) -> Option<&'static str> {
+    const LOOPBACK: &str = "is a loopback address, which hands the replies back to this host \
+                            instead of sending them away; \"blackhole\" drops them, which is \
+                            what a loopback gateway meant in PortSentry's recipes";
+    const NO_HOST: &str = "is the unspecified address, which names no gateway; \"blackhole\" \
+                           drops the replies";
+    const BROADCAST: &str = "is the broadcast address; a gateway is one host on a network \
+                             this host is on";
+    const MULTICAST: &str = "is a multicast address; a gateway is one host on a network this \
+                             host is on";
+    match gateway {
+        IpAddr::V4(v4) if v4.is_unspecified() => Some(NO_HOST),
+        IpAddr::V4(v4) if v4.is_broadcast() => Some(BROADCAST),
+        IpAddr::V4(v4) if v4.is_multicast() => Some(MULTICAST),
+        IpAddr::V4(v4) if v4.is_loopback() => Some(LOOPBACK),
+        IpAddr::V6(v6) if v6.is_unspecified() => Some(NO_HOST),
+        IpAddr::V6(v6) if v6.is_multicast() => Some(MULTICAST),
+        IpAddr::V6(v6) if v6.is_loopback() => Some(LOOPBACK),
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => Some(
+            "is an IPv4-mapped IPv6 address, which the kernel takes for an IPv6 gateway it \
+             cannot reach; write the IPv4 address",
+        ),
+        // fe80::/10: the kernel takes one only with the interface it is on, and the route
+        // action names none ("Egress device not specified").
+        IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80 => Some(
+            "is a link-local address, which the kernel takes as a gateway only with an \
+             interface, and the route action names none; use the gateway's global address",
+        ),
+        _ => None,
     }
 }
 

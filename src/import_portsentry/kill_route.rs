@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use super::words::{self, ShellSyntax};
-use crate::config::{ActionKind, RouteTarget};
+use crate::config::{self, ActionKind, RouteTarget};
 
 const TARGET: &str = "$TARGET$";
 
@@ -122,7 +122,7 @@ fn route(args: &[&str]) -> Option<KillRoute> {
         (false, Some(gateway)) => match gateway.parse::<IpAddr>() {
             // Routing to the host itself was the recipes' way of making a blackhole.
             Ok(address) if address.is_loopback() => RouteTarget::Blackhole,
-            Ok(address) => RouteTarget::Gateway(address),
+            Ok(address) => return Some(gateway_route(address, lost)),
             Err(_) => {
                 return Some(KillRoute::Refused(format!(
                     "its gateway {} is not an IP address (PortSentry's example 333.444.555.666 \
@@ -135,6 +135,21 @@ fn route(args: &[&str]) -> Option<KillRoute> {
         (false, None) => return None,
     };
     Some(KillRoute::Route { target, lost })
+}
+
+/// A route via `gateway`, unless nfsentry's config refuses that gateway (the broadcast or
+/// unspecified address, say), which made PortSentry's command fail on every block too.
+fn gateway_route(gateway: IpAddr, lost: Vec<String>) -> KillRoute {
+    match config::gateway_problem(gateway) {
+        Some(problem) => KillRoute::Refused(format!(
+            "its gateway {gateway} {problem}; nfsentry's route = \"{gateway}\" is refused for \
+             that reason"
+        )),
+        None => KillRoute::Route {
+            target: RouteTarget::Gateway(gateway),
+            lost,
+        },
+    }
 }
 
 /// `ip route add {blackhole|unreachable|prohibit} $TARGET$[/32]` and
@@ -151,7 +166,7 @@ fn ip_route(args: &[&str]) -> Option<KillRoute> {
         }
         [target, "via", gateway] if is_target(target) => match gateway.parse::<IpAddr>() {
             Ok(address) if address.is_loopback() => RouteTarget::Blackhole,
-            Ok(address) => RouteTarget::Gateway(address),
+            Ok(address) => return Some(gateway_route(address, Vec::new())),
             Err(_) => return None,
         },
         _ => return None,
@@ -402,6 +417,22 @@ mod tests {
             let result = classify(text);
             assert!(
                 matches!(&result, KillRoute::Refused(why) if why.contains("333.444.555.666")),
+                "{text:?}: {result:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn gateways_the_config_refuses_are_refused() {
+        for text in [
+            "/sbin/route add $TARGET$ 0.0.0.0",
+            "/sbin/route add -host $TARGET$ gw 255.255.255.255",
+            "ip route add $TARGET$ via 224.0.0.1",
+            "ip route add $TARGET$ via fe80::1",
+        ] {
+            let result = classify(text);
+            assert!(
+                matches!(&result, KillRoute::Refused(why) if why.starts_with("its gateway ")),
                 "{text:?}: {result:?}"
             );
         }

@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::{import, Import, Note, NoteKind, Surroundings};
-use crate::config::ConfigError;
+use crate::config::{self, ConfigError};
 
 /// Used when the environment has no PATH, as for nfsentry's firewall tools.
 const FALLBACK_SEARCH_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -18,8 +18,12 @@ const FALLBACK_SEARCH_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/us
 pub struct System;
 
 impl Surroundings for System {
+    /// Only a regular file, and no more of it than the config's own reader takes: a FIFO
+    /// or a device named as IGNORE_FILE must not hang or swamp the import.
     fn read_to_string(&self, path: &Path) -> io::Result<String> {
-        fs::read_to_string(path)
+        let bytes = config::read_regular(path, config::TEXT_FILE_MAX_BYTES)
+            .map_err(config::FileProblem::into_io)?;
+        String::from_utf8(bytes).map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))
     }
 
     /// The first executable file named `program` in an absolute PATH entry, searched as the
@@ -42,7 +46,8 @@ impl Surroundings for System {
 /// Reads and imports the portsentry.conf at `path`. PortSentry read bytes, and old files carry
 /// comments in Latin-1: a line that is not UTF-8 is read with replacement characters and noted.
 pub fn import_file(path: &Path) -> Result<Import, ConfigError> {
-    let bytes = fs::read(path).map_err(|cause| ConfigError::unreadable(path, cause))?;
+    let bytes = config::read_regular(path, config::TEXT_FILE_MAX_BYTES)
+        .map_err(|problem| ConfigError::from_file_problem(path, problem))?;
     let text = String::from_utf8_lossy(&bytes);
     let name = path.display().to_string();
     let mut imported = import(&text, &name, &System);

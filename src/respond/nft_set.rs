@@ -55,8 +55,18 @@ impl Action for NftSetAction {
         ACTION_NAME
     }
 
+    /// The config refuses a longer timeout already; an action built some other way says so
+    /// here rather than on every insert.
     fn check(&self) -> Vec<String> {
-        Vec::new()
+        match self.block_timeout {
+            Some(timeout) if timeout > config::NFT_TIMEOUT_MAX => vec![format!(
+                "block_timeout {} is longer than the kernel accepts for an element timeout \
+                 (at most {})",
+                config::format_duration(timeout),
+                config::format_duration(config::NFT_TIMEOUT_MAX)
+            )],
+            _ => Vec::new(),
+        }
     }
 
     fn describe(&self) -> Vec<String> {
@@ -97,5 +107,25 @@ impl Action for NftSetAction {
     fn renew(&mut self, blocks: &[&BlockRecord], now: SystemTime) -> Result<(), ActionError> {
         self.release(blocks)?;
         self.add(blocks, now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timeout_the_kernel_cannot_hold_is_named() {
+        let largest = config::NFT_TIMEOUT_MAX;
+        assert!(NftSetAction::new("t", Some(largest)).check().is_empty());
+        assert!(NftSetAction::new("t", None).check().is_empty());
+        let longer = NftSetAction::new("t", Some(largest + Duration::from_secs(1)));
+        assert_eq!(
+            longer.check(),
+            [
+                "block_timeout 213503d23h34m34s708ms is longer than the kernel accepts for an \
+              element timeout (at most 213503d23h34m33s708ms)"
+            ]
+        );
     }
 }

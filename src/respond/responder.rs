@@ -275,8 +275,10 @@ impl Responder {
     fn block(&mut self, burst: Vec<BlockOrder>) {
         let now = SystemTime::now();
         let records: Vec<&BlockRecord> = burst.iter().map(|order| &order.record).collect();
+        let mut failed = false;
         for action in &mut self.actions {
             if let Err(e) = action.block(&records, now) {
+                failed = true;
                 match records.as_slice() {
                     [one] => error!("block of {} failed: {e}", one.source),
                     all => error!("block of {} sources failed: {e}", all.len()),
@@ -284,10 +286,12 @@ impl Responder {
             }
         }
         // Recorded even when an action failed: the block is due, and the next start retries it.
+        // "has been blocked" is a promise admins' log watchers act on, so a burst an action
+        // failed has the error line above instead.
         for order in burst {
             let source = order.record.source;
             self.store.add(order.record, &order.history_line);
-            if order.log {
+            if order.log && !failed {
                 warn!("{}", report::blocked_line(source));
             }
         }

@@ -28,7 +28,8 @@ use nix::sys::socket::SockProtocol;
 use thiserror::Error;
 
 use super::{attempt_each, Action, ActionError};
-use crate::config::RouteTarget;
+use crate::config::{self, RouteTarget};
+use crate::host;
 use crate::netlink_wire::{self, kernel_says, OpenError, Request, RequestError, Wait};
 pub use crate::netlink_wire::{find_answer, Answer};
 use crate::store::BlockRecord;
@@ -364,13 +365,40 @@ impl Routes {
     }
 }
 
+/// Why routes via `gateway` would not send a scanner's replies away, given this host's own
+/// addresses (`local`) and the broadcast addresses of its networks; empty when nothing is
+/// known against it. A route via the host itself hands the replies back to it (the kernel even
+/// takes such an IPv4 route), one via a broadcast address is refused on every block.
+pub fn gateway_problems(gateway: IpAddr, local: &[IpAddr], broadcasts: &[IpAddr]) -> Vec<String> {
+    let problem = if let Some(problem) = config::gateway_problem(gateway) {
+        problem
+    } else if local.contains(&gateway) {
+        "is one of this host's own addresses, which hands the replies back to this host \
+         instead of sending them away; \"blackhole\" drops them, or name another host"
+    } else if broadcasts.contains(&gateway) {
+        "is the broadcast address of a network this host is on; a gateway is one host on it"
+    } else {
+        return Vec::new();
+    };
+    vec![format!("respond.route: \"{gateway}\" {problem}")]
+}
+
 impl Action for RouteAction {
     fn name(&self) -> &'static str {
         ACTION_NAME
     }
 
+    /// A gateway that is one of this host's own addresses now, or the broadcast address of one
+    /// of its networks, besides what the config refuses from the address alone.
     fn check(&self) -> Vec<String> {
-        Vec::new()
+        match self.target {
+            RouteTarget::Blackhole => Vec::new(),
+            RouteTarget::Gateway(gateway) => gateway_problems(
+                gateway,
+                &host::local_addresses(),
+                &host::broadcast_addresses(),
+            ),
+        }
     }
 
     fn describe(&self) -> Vec<String> {
@@ -428,6 +456,62 @@ mod tests {
             read_u16_ne(message, 6).unwrap_or_default(),
             read_u32_ne(message, 8).unwrap_or_default(),
         )
+    }
+
+    #[test]
+    fn gateways_that_would_not_send_replies_away_are_named() {
+        let local = [
+            GATEWAY_V4,
+            IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 2)),
+        ];
+        let broadcasts = [IpAddr::V4(Ipv4Addr::new(198, 51, 100, 255))];
+        let problems =
+            |gateway: &str| gateway_problems(gateway.parse().unwrap(), &local, &broadcasts);
+        let cases = [
+            (
+                "198.51.100.1",
+                "respond.route: \"198.51.100.1\" is one of this host's own addresses, which \
+                 hands the replies back to this host instead of sending them away; \
+                 \"blackhole\" drops them, or name another host",
+            ),
+            (
+                "2001:db8:1::2",
+                "respond.route: \"2001:db8:1::2\" is one of this host's own addresses, which \
+                 hands the replies back to this host instead of sending them away; \
+                 \"blackhole\" drops them, or name another host",
+            ),
+            (
+                "198.51.100.255",
+                "respond.route: \"198.51.100.255\" is the broadcast address of a network this \
+                 host is on; a gateway is one host on it",
+            ),
+            (
+                "127.0.0.1",
+                "respond.route: \"127.0.0.1\" is a loopback address, which hands the replies \
+                 back to this host instead of sending them away; \"blackhole\" drops them, \
+                 which is what a loopback gateway meant in PortSentry's recipes",
+            ),
+            (
+                "0.0.0.0",
+                "respond.route: \"0.0.0.0\" is the unspecified address, which names no \
+                 gateway; \"blackhole\" drops the replies",
+            ),
+        ];
+        for (gateway, expected) in cases {
+            assert_eq!(problems(gateway), [expected], "{gateway}");
+        }
+        assert!(problems("198.51.100.9").is_empty());
+        assert!(problems("2001:db8:1::9").is_empty());
+        assert!(RouteAction::new(RouteTarget::Blackhole).check().is_empty());
+    }
+
+    #[test]
+    fn the_check_knows_this_hosts_addresses() {
+        let Some(local) = host::local_addresses().into_iter().next() else {
+            return;
+        };
+        let problems = RouteAction::new(RouteTarget::Gateway(local)).check();
+        assert_eq!(problems.len(), 1, "{local}: {problems:?}");
     }
 
     #[test]
