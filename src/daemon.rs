@@ -8,6 +8,8 @@
 //! capabilities before any thread exists (capabilities are per thread), and install the
 //! ruleset and restore blocks before the first packet is decided.
 
+mod host_edges;
+
 use std::net::IpAddr;
 use std::os::fd::AsFd;
 use std::sync::mpsc;
@@ -29,12 +31,13 @@ use crate::instance;
 use crate::nflog::NflogSocket;
 use crate::nft::ruleset::{QueueMode, RulesetSpec};
 use crate::nft::watch::Watch;
-use crate::pipeline::{Arrival, LogLine, Order as PipelineOrder, Pipeline};
+use crate::pipeline::{Arrival, LogLine, Order as PipelineOrder, Pipeline, Reply};
 use crate::queue::PacketQueue;
 use crate::respond::responder::{self, Order, ResponderSetup};
 use crate::respond::{self, Action};
 use crate::sd_notify::Notifier;
 use crate::store::{self, BlockRecord, BlockStore};
+use host_edges::{HostFollower, ReplySender};
 
 #[derive(Debug, Error)]
 pub enum DaemonError {
@@ -65,8 +68,6 @@ pub enum DaemonError {
 const NFLOG_COPY_BYTES: u32 = 128;
 /// A status line this often, so an admin tailing the log sees the daemon is alive.
 const STATUS_EVERY: Duration = Duration::from_secs(600);
-/// How often local addresses are re-read.
-const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(5);
 /// Packets answered before the loop looks at signals, NFLOG and timers again.
 const DRAIN_BATCH: usize = 1024;
 
@@ -86,7 +87,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     // Held until the process ends.
     let _instance = instance::acquire(&config.daemon.table, &config.daemon.state_dir)?;
 
-    let local = host::local_addresses();
+    let (host_follower, host_facts) = HostFollower::open();
     let devices = host::ingress_devices(&config);
     let spec = RulesetSpec::from_config(&config, devices.clone());
 
@@ -126,6 +127,8 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
             })?,
         ),
     };
+    // Raw sockets are opened while CAP_NET_RAW is still there; sending needs no capability.
+    let handshake = ReplySender::open(&config, Instant::now());
     let actions = respond::build(&config.respond, &config.daemon.table);
     // Opened now, while every capability is there, and read once the ruleset is in: what
     // happens in between waits in its buffer.
@@ -197,7 +200,8 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         );
     }
 
-    let mut pipeline = Pipeline::new(&config, local);
+    let (replies, handshakes) = handshake.unzip();
+    let mut pipeline = Pipeline::new(&config, host_facts).with_handshakes(handshakes);
     pipeline.restore_blocked(&restored, Instant::now(), SystemTime::now());
     let watching = format!("watching; {} blocks in place", restored.len());
     info!("{watching}");
@@ -213,6 +217,8 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         notifier,
         detached,
         fleet,
+        host_follower,
+        replies,
     };
     let result = packet_loop.run(&mut queue, nflog.as_mut(), &signals);
     let _ = packet_loop.notifier.stopping();
@@ -316,6 +322,10 @@ struct PacketLoop {
     detached: respond::detached::StatusSuffix,
     /// The CrowdSec worker, with `[crowdsec]`.
     fleet: Option<Fleet>,
+    /// The host's addresses and routers, never counted nor blocked.
+    host_follower: HostFollower,
+    /// With `verify = "handshake"`: where the handshake check's replies go out.
+    replies: Option<ReplySender>,
 }
 
 impl PacketLoop {
@@ -326,15 +336,19 @@ impl PacketLoop {
         signals: &SignalFd,
     ) -> Result<(), DaemonError> {
         let mut next_status = Instant::now() + STATUS_EVERY;
-        let mut next_housekeeping = Instant::now() + HOUSEKEEPING_EVERY;
         let timeout = PollTimeout::from(1000u16);
         loop {
-            let (queue_ready, nflog_ready, signal_ready) = {
-                let mut fds: Vec<PollFd> = Vec::with_capacity(3);
+            let (queue_ready, nflog_ready, signal_ready, host_ready) = {
+                let mut fds: Vec<PollFd> = Vec::with_capacity(4);
                 fds.push(PollFd::new(signals.as_fd(), PollFlags::POLLIN));
                 fds.push(PollFd::new(queue.fd(), PollFlags::POLLIN));
                 if let Some(n) = nflog.as_deref() {
                     fds.push(PollFd::new(n.as_fd(), PollFlags::POLLIN));
+                }
+                let host_index = fds.len();
+                let host_fd = self.host_follower.fd();
+                if let Some(fd) = host_fd {
+                    fds.push(PollFd::new(fd, PollFlags::POLLIN));
                 }
                 match poll(&mut fds, timeout) {
                     Ok(_) => {}
@@ -351,15 +365,30 @@ impl PacketLoop {
                         .and_then(|f| f.revents())
                         .is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLERR))
                 };
-                (readable(1), nflog.is_some() && readable(2), readable(0))
+                (
+                    readable(1),
+                    nflog.is_some() && readable(2),
+                    readable(0),
+                    host_fd.is_some() && readable(host_index),
+                )
             };
 
+            // First, so that a packet spoofed from an address that has just become the host's
+            // own is already screened out.
+            if host_ready {
+                self.follow_host();
+            }
+
             if queue_ready {
-                queue.drain(DRAIN_BATCH, |bytes| self.decide_queued(bytes))?;
+                queue.drain_packets(DRAIN_BATCH, |packet| {
+                    self.decide_queued(packet.payload, packet.in_ifindex)
+                })?;
             }
             if nflog_ready {
                 if let Some(n) = nflog.as_deref_mut() {
-                    let result = n.recv_batch(|logged| self.note_short_header(logged.payload));
+                    let result = n.recv_batch(|logged| {
+                        self.note_short_header(logged.payload, logged.in_ifindex)
+                    });
                     if let Err(e) = result {
                         error!("NFLOG receive failed: {e}");
                     }
@@ -393,10 +422,6 @@ impl PacketLoop {
             // the limits held back.
             let ticked = self.pipeline.tick(now, SystemTime::now());
             self.pass_on(ticked.orders, &ticked.lines);
-            if now >= next_housekeeping {
-                self.housekeeping();
-                next_housekeeping = now + HOUSEKEEPING_EVERY;
-            }
             if now >= next_status {
                 self.log_status("status");
                 next_status = now + STATUS_EVERY;
@@ -404,38 +429,39 @@ impl PacketLoop {
         }
     }
 
-    /// Timed chores off the per-packet path: follow the host's own addresses (DHCP, rotating
-    /// IPv6 temporary addresses) so a packet spoofed from a new one cannot get the host blocked
-    /// from itself.
-    fn housekeeping(&mut self) {
-        if self.pipeline.set_local_addresses(host::local_addresses()) {
-            info!(
-                "local addresses changed; never counted nor blocked now: {}",
-                self.pipeline
-                    .local_addresses()
-                    .iter()
-                    .map(|a| a.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
+    /// The host's addresses or routers changed (rtnetlink said so): a block of an address that
+    /// is now one never blocked is lifted at once.
+    fn follow_host(&mut self) {
+        if let Some(facts) = self.host_follower.changed() {
+            let lifted = self.pipeline.set_host_facts(facts, Instant::now());
+            self.pass_on(lifted.orders, &lifted.lines);
         }
     }
 
-    fn decide_queued(&mut self, bytes: &[u8]) -> Verdict {
+    fn decide_queued(&mut self, bytes: &[u8], in_ifindex: Option<u32>) -> Verdict {
+        let now = Instant::now();
         let handled =
             self.pipeline
-                .handle(bytes, Arrival::Queued, Instant::now(), SystemTime::now());
+                .handle(bytes, Arrival::Queued, in_ifindex, now, SystemTime::now());
         let verdict = handled.verdict.unwrap_or(self.default_verdict);
+        self.send_replies(&handled.replies, now);
         self.pass_on(handled.orders, &handled.lines);
         verdict
     }
 
+    fn send_replies(&mut self, replies: &[Reply], now: Instant) {
+        if let Some(sender) = self.replies.as_mut() {
+            sender.send(replies, now);
+        }
+    }
+
     /// Short-header packets reach nfsentry through NFLOG: the kernel drops them anyway, so there
     /// is no verdict to give, only a source to count.
-    fn note_short_header(&mut self, bytes: &[u8]) {
+    fn note_short_header(&mut self, bytes: &[u8], in_ifindex: Option<u32>) {
         let handled = self.pipeline.handle(
             bytes,
             Arrival::ShortHeaderLog,
+            in_ifindex,
             Instant::now(),
             SystemTime::now(),
         );

@@ -94,6 +94,7 @@ fn spec(devices: &[&str]) -> RulesetSpec {
         ingress_devices: devices.iter().map(|d| d.to_string()).collect(),
         nflog_group: NFLOG_GROUP,
         blocked_ranges: false,
+        reply_mark: None,
     }
 }
 
@@ -678,14 +679,28 @@ fn block_many_adds_ten_thousand_addresses_in_one_batch() {
 
 #[test]
 fn netlink_ruleset_lists_like_the_rendered_text() {
-    let netlink_ns = Netns::new(NETNS_PREFIX, "vianl");
-    let text_ns = Netns::new(NETNS_PREFIX, "viatext");
+    lists_like_the_rendered_text("via", spec(&["nft-a", "nft-b"]));
+}
+
+/// With `verify = "handshake"`: the jump to the handshake chain, that chain and the output
+/// chain that keeps the replies untracked, byte for byte what `nft` makes of the text.
+#[test]
+fn handshake_chains_list_like_the_rendered_text() {
+    let spec = RulesetSpec {
+        reply_mark: Some(nfsentry::inject::REPLY_MARK),
+        ..spec(&["nft-a", "nft-b"])
+    };
+    lists_like_the_rendered_text("hsvia", spec);
+}
+
+fn lists_like_the_rendered_text(tag: &str, spec: RulesetSpec) {
+    let netlink_ns = Netns::new(NETNS_PREFIX, &format!("{tag}nl"));
+    let text_ns = Netns::new(NETNS_PREFIX, &format!("{tag}text"));
     for ns in [&netlink_ns, &text_ns] {
         ns.ip(&[
             "link", "add", "nft-a", "type", "veth", "peer", "name", "nft-b",
         ]);
     }
-    let spec = spec(&["nft-a", "nft-b"]);
     let mode = netlink_ns.enter(|| {
         let mut nft = Nft::open().expect("open netlink");
         nft.install(&spec, None).expect("install")

@@ -13,12 +13,16 @@ use std::time::Duration;
 use ipnet::IpNet;
 use nftnl::{Batch, MsgType, NlMsg, ProtoFamily, Table};
 
-use super::bytecode::{address_key, prerouting_rule, short_header_rule, KeyBytes, KeyKind};
+use super::bytecode::{
+    address_key, handshake_rule, prerouting_rule, short_header_rule, KeyBytes, KeyKind,
+};
 use super::objects::{ChainObject, ElementChunks, ElementObject, ElementOp, Hook, SetObject};
 use super::ruleset::{
-    blocked_range_set, blocked_set, ignore_set, port_set, short_header_rule_text, IntervalBoundary,
-    IntervalKey, IntervalList, IpFamily, QueueMode, RulesetSpec, Transport, PREROUTING_CHAIN,
-    PREROUTING_PRIORITY, SHORT_HEADER_CHAIN, SHORT_HEADER_PRIORITY,
+    blocked_range_set, blocked_set, ignore_set, port_set, short_header_rule_text, HandshakeRule,
+    IntervalBoundary, IntervalKey, IntervalList, IpFamily, QueueMode, RulesetSpec, Transport,
+    HANDSHAKE_ANSWER_CHAIN, HANDSHAKE_ANSWER_RULES, HANDSHAKE_OUTPUT_CHAIN,
+    HANDSHAKE_OUTPUT_PRIORITY, PREROUTING_CHAIN, PREROUTING_PRIORITY, SHORT_HEADER_CHAIN,
+    SHORT_HEADER_PRIORITY,
 };
 
 /// One message of a batch, for matching the kernel's answer to what was asked.
@@ -209,6 +213,10 @@ pub(super) fn install_batch(
         |set| format!("add elements to inet {table_label}/{set}"),
     );
 
+    if spec.reply_mark.is_some() {
+        push_handshake_chains(&mut batch, table);
+    }
+
     let prerouting = PREROUTING_CHAIN.to_string_lossy();
     let chain = ChainObject::base(
         table,
@@ -221,8 +229,11 @@ pub(super) fn install_batch(
         MsgType::Add,
         format!("add chain inet {table_label}/{prerouting}"),
     );
+    if let Some(mark) = spec.reply_mark {
+        push_handshake_rules(&mut batch, spec, table, mode, mark);
+    }
     let lookup_id = |name: &'static str| set_ids.get(name).copied().unwrap_or(0);
-    for (position, rule) in spec.prerouting_rules().enumerate() {
+    for (position, rule) in spec.prerouting_rules().into_iter().enumerate() {
         let object = prerouting_rule(table, PREROUTING_CHAIN, rule, spec.queue, mode, &lookup_id);
         batch.push_step(
             &object,
@@ -270,6 +281,63 @@ pub(super) fn install_batch(
         );
     }
     batch
+}
+
+/// The chains of `verify = "handshake"`: the regular chain the prerouting chain jumps to with a
+/// possible answer to a challenge, and the output chain that keeps nfsentry's replies
+/// untracked. Declared with the prerouting chain before any rule, as `nft` does (the jump must
+/// find its chain, and the rule handles then come out as `nft -f` numbers them).
+fn push_handshake_chains(batch: &mut Transaction, table: &CStr) {
+    let table_label = table_text(table);
+    let answer = ChainObject::regular(table, HANDSHAKE_ANSWER_CHAIN);
+    batch.push(
+        &answer,
+        MsgType::Add,
+        format!(
+            "add chain inet {table_label}/{}",
+            HANDSHAKE_ANSWER_CHAIN.to_string_lossy()
+        ),
+    );
+    let output = ChainObject::base(
+        table,
+        HANDSHAKE_OUTPUT_CHAIN,
+        Hook::InetOutput,
+        HANDSHAKE_OUTPUT_PRIORITY,
+    );
+    batch.push(
+        &output,
+        MsgType::Add,
+        format!(
+            "add chain inet {table_label}/{}",
+            HANDSHAKE_OUTPUT_CHAIN.to_string_lossy()
+        ),
+    );
+}
+
+/// The rules of the handshake chains.
+fn push_handshake_rules(
+    batch: &mut Transaction,
+    spec: &RulesetSpec,
+    table: &CStr,
+    mode: QueueMode,
+    mark: u32,
+) {
+    let table_label = table_text(table);
+    let answer_rules = HANDSHAKE_ANSWER_RULES.map(|rule| (HANDSHAKE_ANSWER_CHAIN, rule));
+    let output_rule = (HANDSHAKE_OUTPUT_CHAIN, HandshakeRule::UntrackReplies(mark));
+    for (chain, rule) in answer_rules.into_iter().chain([output_rule]) {
+        let object = handshake_rule(table, chain, rule, spec.queue, mode);
+        batch.push_step(
+            &object,
+            MsgType::Add,
+            format!(
+                "add rule to inet {table_label}/{}: {}",
+                chain.to_string_lossy(),
+                rule.nft_text(spec.queue)
+            ),
+            mode == QueueMode::Native && rule == HandshakeRule::QueueAnswer,
+        );
+    }
 }
 
 /// The element objects of an interval list, laid out as [`IntervalList::kernel_elements`] says.
