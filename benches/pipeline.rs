@@ -16,6 +16,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use nfsentry::config::Config;
 use nfsentry::packet;
 use nfsentry::pipeline::{Arrival, Pipeline};
+use nfsentry::spoof::HostFacts;
 
 /// An nmap -sS SYN (IPv4, MSS option only) from 198.51.100.7 to port `dport`.
 fn syn_packet(src: Ipv4Addr, dport: u16) -> Vec<u8> {
@@ -38,7 +39,7 @@ fn pipeline(max_sources: usize) -> Pipeline {
     // High enough that nothing is blocked: the steady per-packet path is measured.
     config.detect.scan_trigger = u32::MAX;
     config.detect.max_sources = max_sources;
-    Pipeline::new(&config, Vec::new())
+    Pipeline::new(&config, HostFacts::default())
 }
 
 fn bench(c: &mut Criterion) {
@@ -75,7 +76,13 @@ fn bench(c: &mut Criterion) {
     group.bench_function("handle_one_scanner", |b| {
         b.iter(|| {
             i = (i + 1) % packets.len();
-            black_box(p.handle(black_box(&packets[i]), Arrival::Queued, now, wall_clock))
+            black_box(p.handle(
+                black_box(&packets[i]),
+                Arrival::Queued,
+                Some(2),
+                now,
+                wall_clock,
+            ))
         })
     });
 
@@ -86,7 +93,13 @@ fn bench(c: &mut Criterion) {
     group.bench_function("handle_spoofed_flood", |b| {
         b.iter(|| {
             i = (i + 1) % spoofed.len();
-            black_box(p.handle(black_box(&spoofed[i]), Arrival::Queued, now, wall_clock))
+            black_box(p.handle(
+                black_box(&spoofed[i]),
+                Arrival::Queued,
+                Some(2),
+                now,
+                wall_clock,
+            ))
         })
     });
     group.finish();

@@ -9,6 +9,7 @@
 //! ruleset and restore blocks before the first packet is decided.
 
 mod control;
+mod host_edges;
 pub mod reload;
 
 use std::net::IpAddr;
@@ -26,18 +27,20 @@ use crate::config::{self, ActionKind, Config, Origin, Verdict};
 use crate::control::server::ControlSocket;
 use crate::error_text::with_causes;
 use crate::firewall;
+use crate::fleet::{Enforcer, Fleet};
 use crate::heal::{self, Held};
 use crate::host;
 use crate::instance;
 use crate::nflog::NflogSocket;
 use crate::nft::ruleset::{QueueMode, RulesetSpec};
 use crate::nft::watch::Watch;
-use crate::pipeline::{Arrival, LogLine, Order as PipelineOrder, Pipeline};
+use crate::pipeline::{Arrival, LogLine, Order as PipelineOrder, Pipeline, Reply};
 use crate::queue::PacketQueue;
 use crate::respond::responder::{self, Order, ResponderSetup};
 use crate::respond::{self, Action};
 use crate::sd_notify::Notifier;
 use crate::store::{self, BlockRecord, BlockStore};
+use host_edges::{HostFollower, ReplySender};
 
 #[derive(Debug, Error)]
 pub enum DaemonError {
@@ -68,8 +71,6 @@ pub enum DaemonError {
 const NFLOG_COPY_BYTES: u32 = 128;
 /// A status line this often, so an admin tailing the log sees the daemon is alive.
 const STATUS_EVERY: Duration = Duration::from_secs(600);
-/// How often local addresses are re-read.
-const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(5);
 /// Packets answered before the loop looks at signals, NFLOG and timers again.
 const DRAIN_BATCH: usize = 1024;
 
@@ -89,7 +90,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     // Held until the process ends.
     let _instance = instance::acquire(&config.daemon.table, &config.daemon.state_dir)?;
 
-    let local = host::local_addresses();
+    let (host_follower, host_facts) = HostFollower::open();
     let devices = host::ingress_devices(&config);
     let spec = RulesetSpec::from_config(&config, devices.clone());
 
@@ -129,6 +130,8 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
             })?,
         ),
     };
+    // Raw sockets are opened while CAP_NET_RAW is still there; sending needs no capability.
+    let handshake = ReplySender::open(&config, Instant::now());
     let actions = respond::build(&config.respond, &config.daemon.table);
     // Opened now, while every capability is there, and read once the ruleset is in: what
     // happens in between waits in its buffer.
@@ -158,6 +161,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
 
     let prefer = config.daemon.queue_mode;
     let (order_tx, order_rx) = mpsc::channel();
+    let (fleet, enforcer) = start_fleet(&config, &order_tx)?;
     let (ready_tx, ready_rx) = mpsc::sync_channel(1);
     let (released_tx, released_rx) = mpsc::channel();
     let responder = responder::spawn(
@@ -169,6 +173,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
             sets_hold_blocks,
             released: released_tx,
             released_while_away,
+            fleet: enforcer,
         },
         order_rx,
         ready_tx,
@@ -234,7 +239,8 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         }
     });
 
-    let mut pipeline = Pipeline::new(&config, local);
+    let (replies, handshakes) = handshake.unzip();
+    let mut pipeline = Pipeline::new(&config, host_facts).with_handshakes(handshakes);
     pipeline.restore_blocked(&restored, Instant::now(), SystemTime::now());
     let watching = format!("watching; {} blocks in place", restored.len());
     info!("{watching}");
@@ -253,17 +259,42 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         ingress_devices: devices,
         published,
         answered: 0,
+        fleet,
+        host_follower,
+        replies,
     };
     let result = packet_loop.run(&mut queue, nflog.as_mut(), &signals, &commands);
     // No command is taken any more: stop answering before the responder goes.
     drop(control_server);
     let _ = packet_loop.notifier.stopping();
     packet_loop.log_status("stopping");
+    // The worker goes first: nothing it pulls from now on could be enforced.
+    if let Some(fleet) = packet_loop.fleet.take() {
+        fleet.stop();
+    }
     let _ = order_tx.send(Order::Shutdown);
     if responder.join().is_err() {
         error!("the responder thread panicked");
     }
     result
+}
+
+/// Starts the CrowdSec worker when `[crowdsec]` is configured, with the responder's half that
+/// enforces what it pulls and reports what nfsentry blocks. Runs after capabilities are
+/// dropped, like every thread.
+fn start_fleet(
+    config: &Config,
+    orders: &mpsc::Sender<Order>,
+) -> Result<(Option<Fleet>, Option<Enforcer>), DaemonError> {
+    let Some(section) = &config.crowdsec else {
+        return Ok((None, None));
+    };
+    let fleet = Fleet::start(section, orders.clone()).map_err(|source| DaemonError::System {
+        what: "cannot start the crowdsec thread",
+        source,
+    })?;
+    let enforcer = Enforcer::new(&config.daemon.table, section, Some(fleet.reporter()));
+    Ok((Some(fleet), Some(enforcer)))
 }
 
 /// Reads the blocked sets the tables of an earlier run still hold (they outlive a crash or a
@@ -342,6 +373,12 @@ struct PacketLoop {
     published: Arc<control::Published>,
     /// Verdicts given to the kernel.
     answered: u64,
+    /// The CrowdSec worker, with `[crowdsec]`.
+    fleet: Option<Fleet>,
+    /// The host's addresses and routers, never counted nor blocked.
+    host_follower: HostFollower,
+    /// With `verify = "handshake"`: where the handshake check's replies go out.
+    replies: Option<ReplySender>,
 }
 
 impl PacketLoop {
@@ -353,16 +390,20 @@ impl PacketLoop {
         commands: &control::Commands,
     ) -> Result<(), DaemonError> {
         let mut next_status = Instant::now() + STATUS_EVERY;
-        let mut next_housekeeping = Instant::now() + HOUSEKEEPING_EVERY;
         let timeout = PollTimeout::from(1000u16);
         loop {
-            let (queue_ready, nflog_ready, signal_ready, command_ready) = {
-                let mut fds: Vec<PollFd> = Vec::with_capacity(4);
+            let (queue_ready, nflog_ready, signal_ready, command_ready, host_ready) = {
+                let mut fds: Vec<PollFd> = Vec::with_capacity(5);
                 fds.push(PollFd::new(signals.as_fd(), PollFlags::POLLIN));
                 fds.push(PollFd::new(queue.fd(), PollFlags::POLLIN));
                 fds.push(PollFd::new(commands.fd(), PollFlags::POLLIN));
                 if let Some(n) = nflog.as_deref() {
                     fds.push(PollFd::new(n.as_fd(), PollFlags::POLLIN));
+                }
+                let host_index = fds.len();
+                let host_fd = self.host_follower.fd();
+                if let Some(fd) = host_fd {
+                    fds.push(PollFd::new(fd, PollFlags::POLLIN));
                 }
                 match poll(&mut fds, timeout) {
                     Ok(_) => {}
@@ -384,15 +425,26 @@ impl PacketLoop {
                     nflog.is_some() && readable(3),
                     readable(0),
                     readable(2),
+                    host_fd.is_some() && readable(host_index),
                 )
             };
 
+            // First, so that a packet spoofed from an address that has just become the host's
+            // own is already screened out.
+            if host_ready {
+                self.follow_host();
+            }
+
             if queue_ready {
-                queue.drain(DRAIN_BATCH, |bytes| self.decide_queued(bytes))?;
+                queue.drain_packets(DRAIN_BATCH, |packet| {
+                    self.decide_queued(packet.payload, packet.in_ifindex)
+                })?;
             }
             if nflog_ready {
                 if let Some(n) = nflog.as_deref_mut() {
-                    let result = n.recv_batch(|logged| self.note_short_header(logged.payload));
+                    let result = n.recv_batch(|logged| {
+                        self.note_short_header(logged.payload, logged.in_ifindex)
+                    });
                     if let Err(e) = result {
                         error!("NFLOG receive failed: {e}");
                     }
@@ -427,10 +479,6 @@ impl PacketLoop {
             // the limits held back.
             let ticked = self.pipeline.tick(now, SystemTime::now());
             self.pass_on(ticked.orders, &ticked.lines);
-            if now >= next_housekeeping {
-                self.housekeeping();
-                next_housekeeping = now + HOUSEKEEPING_EVERY;
-            }
             if now >= next_status {
                 self.log_status("status");
                 next_status = now + STATUS_EVERY;
@@ -440,39 +488,40 @@ impl PacketLoop {
         }
     }
 
-    /// Timed chores off the per-packet path: follow the host's own addresses (DHCP, rotating
-    /// IPv6 temporary addresses) so a packet spoofed from a new one cannot get the host blocked
-    /// from itself.
-    fn housekeeping(&mut self) {
-        if self.pipeline.set_local_addresses(host::local_addresses()) {
-            info!(
-                "local addresses changed; never counted nor blocked now: {}",
-                self.pipeline
-                    .local_addresses()
-                    .iter()
-                    .map(|a| a.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
+    /// The host's addresses or routers changed (rtnetlink said so): a block of an address that
+    /// is now one never blocked is lifted at once.
+    fn follow_host(&mut self) {
+        if let Some(facts) = self.host_follower.changed() {
+            let lifted = self.pipeline.set_host_facts(facts, Instant::now());
+            self.pass_on(lifted.orders, &lifted.lines);
         }
     }
 
-    fn decide_queued(&mut self, bytes: &[u8]) -> Verdict {
+    fn decide_queued(&mut self, bytes: &[u8], in_ifindex: Option<u32>) -> Verdict {
+        let now = Instant::now();
         let handled =
             self.pipeline
-                .handle(bytes, Arrival::Queued, Instant::now(), SystemTime::now());
+                .handle(bytes, Arrival::Queued, in_ifindex, now, SystemTime::now());
         let verdict = handled.verdict.unwrap_or(self.default_verdict);
         self.answered += 1;
+        self.send_replies(&handled.replies, now);
         self.pass_on(handled.orders, &handled.lines);
         verdict
     }
 
+    fn send_replies(&mut self, replies: &[Reply], now: Instant) {
+        if let Some(sender) = self.replies.as_mut() {
+            sender.send(replies, now);
+        }
+    }
+
     /// Short-header packets reach nfsentry through NFLOG: the kernel drops them anyway, so there
     /// is no verdict to give, only a source to count.
-    fn note_short_header(&mut self, bytes: &[u8]) {
+    fn note_short_header(&mut self, bytes: &[u8], in_ifindex: Option<u32>) {
         let handled = self.pipeline.handle(
             bytes,
             Arrival::ShortHeaderLog,
+            in_ifindex,
             Instant::now(),
             SystemTime::now(),
         );
@@ -497,7 +546,11 @@ impl PacketLoop {
     }
 
     fn log_status(&self, what: &str) {
-        let status = format!("{}{}", self.pipeline.status(), self.detached);
+        let mut status = format!("{}{}", self.pipeline.status(), self.detached);
+        if let Some(fleet) = &self.fleet {
+            status.push_str("; ");
+            status.push_str(&fleet.summary());
+        }
         info!("{what}: {status}");
         if let Err(e) = self.notifier.status(&status) {
             debug!("cannot send the status to systemd: {e}");

@@ -13,6 +13,7 @@
 //!                                              ├─▶ store (journal, history file)
 //!                                              └─▶ respond actions: nft-set, route,
 //!                                                  hosts-deny, command, legacy tools
+//!   crowdsec worker (LAPI, own thread) ──fleet changes──▶ responder ──blocks──▶ fleet reporter
 //! ```
 //!
 //! One more input reaches the responder: what `nft::watch` hears another process do to
@@ -84,6 +85,8 @@ pub mod atomic_file;
 pub mod control;
 // CrowdSec's Local API: pushing our blocks, pulling the fleet's.
 pub mod crowdsec;
+// The CrowdSec worker joined to the responder: pulled bans enforced, our blocks reported.
+pub mod fleet;
 // Where log lines go: stderr/journal, syslog, a file.
 pub mod logging;
 // The blocking actions and the responder thread that runs them.

@@ -93,6 +93,8 @@ fn spec(devices: &[&str]) -> RulesetSpec {
         .collect(),
         ingress_devices: devices.iter().map(|d| d.to_string()).collect(),
         nflog_group: NFLOG_GROUP,
+        blocked_ranges: false,
+        reply_mark: None,
     }
 }
 
@@ -677,14 +679,28 @@ fn block_many_adds_ten_thousand_addresses_in_one_batch() {
 
 #[test]
 fn netlink_ruleset_lists_like_the_rendered_text() {
-    let netlink_ns = Netns::new(NETNS_PREFIX, "vianl");
-    let text_ns = Netns::new(NETNS_PREFIX, "viatext");
+    lists_like_the_rendered_text("via", spec(&["nft-a", "nft-b"]));
+}
+
+/// With `verify = "handshake"`: the jump to the handshake chain, that chain and the output
+/// chain that keeps the replies untracked, byte for byte what `nft` makes of the text.
+#[test]
+fn handshake_chains_list_like_the_rendered_text() {
+    let spec = RulesetSpec {
+        reply_mark: Some(nfsentry::inject::REPLY_MARK),
+        ..spec(&["nft-a", "nft-b"])
+    };
+    lists_like_the_rendered_text("hsvia", spec);
+}
+
+fn lists_like_the_rendered_text(tag: &str, spec: RulesetSpec) {
+    let netlink_ns = Netns::new(NETNS_PREFIX, &format!("{tag}nl"));
+    let text_ns = Netns::new(NETNS_PREFIX, &format!("{tag}text"));
     for ns in [&netlink_ns, &text_ns] {
         ns.ip(&[
             "link", "add", "nft-a", "type", "veth", "peer", "name", "nft-b",
         ]);
     }
-    let spec = spec(&["nft-a", "nft-b"]);
     let mode = netlink_ns.enter(|| {
         let mut nft = Nft::open().expect("open netlink");
         nft.install(&spec, None).expect("install")
@@ -981,4 +997,69 @@ fn routing_header_packets_reach_the_queue_rule_before_the_kernel_discards_them()
 
     send("IPv6ExtHdrSegmentRouting(addresses=['2001:db8:99::1']) / UDP(sport=40302, dport=80)");
     wait_for_routed(2, "a segment routing header (type 4) must be counted");
+}
+
+fn range_elements(ns: &Netns, set: &str) -> Vec<String> {
+    let objects = ns.nft_json(&["list", "set", "inet", TABLE, set]);
+    sets(&objects)
+        .get(set)
+        .map(set_elements)
+        .unwrap_or_default()
+}
+
+#[test]
+fn range_sets_exist_only_when_asked_and_take_overlapping_networks_merged() {
+    let ns = Netns::new(NETNS_PREFIX, "ranges");
+    let nets = |list: &[&str]| -> Vec<ipnet::IpNet> {
+        list.iter().map(|n| n.parse().expect("net")).collect()
+    };
+    ns.enter(|| {
+        let mut nft = Nft::open().expect("open netlink");
+        nft.install(&spec(&[]), None).expect("install");
+    });
+    let plain = ns.nft_json(&["list", "table", "inet", TABLE]);
+    assert!(!sets(&plain).contains_key("blocked_ranges_v4"));
+
+    let first = nets(&["198.51.100.0/24", "198.51.100.0/25", "2001:db8:7::/48"]);
+    let second = nets(&["198.51.100.0/25", "203.0.113.0/24", "2001:db8:7::/48"]);
+    ns.enter(|| {
+        let mut nft = Nft::open().expect("open netlink");
+        let ranged = RulesetSpec {
+            blocked_ranges: true,
+            ..spec(&[])
+        };
+        nft.install(&ranged, None).expect("install with ranges");
+        nft.replace_ranges(TABLE, &[], &first).expect("first");
+    });
+    assert_eq!(
+        range_elements(&ns, "blocked_ranges_v4"),
+        ["198.51.100.0/24"]
+    );
+    assert_eq!(
+        range_elements(&ns, "blocked_ranges_v6"),
+        ["2001:db8:7::/48"]
+    );
+    let listing = ns.nft(&["list", "chain", "inet", TABLE, "prerouting"]);
+    let rules = rule_lines(&listing);
+    assert_eq!(rules[2], "ip saddr @blocked_ranges_v4 counter drop");
+    assert_eq!(rules[3], "ip6 saddr @blocked_ranges_v6 counter drop");
+
+    ns.enter(|| {
+        let mut nft = Nft::open().expect("open netlink");
+        nft.replace_ranges(TABLE, &first, &second).expect("second");
+    });
+    assert_eq!(
+        range_elements(&ns, "blocked_ranges_v4"),
+        ["198.51.100.0/25", "203.0.113.0/24"]
+    );
+    assert_eq!(
+        range_elements(&ns, "blocked_ranges_v6"),
+        ["2001:db8:7::/48"]
+    );
+    ns.enter(|| {
+        let mut nft = Nft::open().expect("open netlink");
+        nft.replace_ranges(TABLE, &second, &[]).expect("empty");
+    });
+    assert!(range_elements(&ns, "blocked_ranges_v4").is_empty());
+    assert!(range_elements(&ns, "blocked_ranges_v6").is_empty());
 }

@@ -15,6 +15,26 @@ use super::error::{quote, ConfigError};
 )]
 pub(crate) struct NotANetwork;
 
+/// Why an ignore entry that covers a whole address family was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "covers every {family} address: nothing would ever be counted or blocked; list the \
+     networks you trust instead"
+)]
+pub(crate) struct CoversEverything {
+    pub(crate) family: &'static str,
+}
+
+/// Refuses a network that ignores a whole family: a scan detector that ignores everyone is
+/// switched off, and nothing in its log would say so.
+pub(crate) fn ignorable(network: IpNet) -> Result<IpNet, CoversEverything> {
+    match network {
+        IpNet::V4(v4) if v4.prefix_len() == 0 => Err(CoversEverything { family: "IPv4" }),
+        IpNet::V6(v6) if v6.prefix_len() == 0 => Err(CoversEverything { family: "IPv6" }),
+        network => Ok(network),
+    }
+}
+
 /// Parses `"198.51.100.0/24"` or a bare address, which means the host alone (/32 or /128).
 /// Host bits after the prefix are cleared: "192.0.2.7/24" ignores all of 192.0.2.0/24, which is
 /// what someone writing it almost always means.
@@ -41,13 +61,15 @@ pub fn parse_ignore_list(text: &str, file: &Path) -> Result<Vec<IpNet>, ConfigEr
         if content.is_empty() {
             continue;
         }
-        let network = parse_network(content).map_err(|problem| {
+        let refuse = |problem: &dyn std::fmt::Display| {
             ConfigError::new(
                 file,
                 Some(index + 1),
                 format!("{} {problem}", quote(content)),
             )
-        })?;
+        };
+        let network = parse_network(content).map_err(|problem| refuse(&problem))?;
+        let network = ignorable(network).map_err(|problem| refuse(&problem))?;
         networks.push(network);
     }
     Ok(networks)

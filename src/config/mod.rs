@@ -294,6 +294,7 @@ pub struct Respond {
     /// The command is killed after this long; never zero.
     pub command_timeout: Duration,
     pub ipfilter_interface: Option<String>,
+    /// Sent to a source that completed the handshake check (`verify = "handshake"`).
     pub port_banner: Option<String>,
 }
 

@@ -1792,3 +1792,24 @@ fn verification_and_block_rate_errors_name_file_line_key_and_value() {
         assert_eq!(parse_err(text), *expected, "{text:?}");
     }
 }
+
+#[test]
+fn an_ignore_list_that_covers_a_whole_family_is_refused() {
+    assert_eq!(
+        parse_err("[detect]\nignore = [\"192.0.2.1\",\n  \"0.0.0.0/0\"]\n"),
+        "/tmp/x.toml:3: detect.ignore: \"0.0.0.0/0\" covers every IPv4 address: nothing would \
+         ever be counted or blocked; list the networks you trust instead"
+    );
+    assert!(parse_err("[detect]\nignore = [\"::/0\"]\n").contains("covers every IPv6 address"));
+    // Host bits are cleared, so "10.0.0.1/0" is the same everything.
+    assert!(parse_err("[detect]\nignore = [\"10.0.0.1/0\"]\n").contains("covers every IPv4"));
+    assert!(parse("[detect]\nignore = [\"0.0.0.0/1\", \"::/1\"]\n").is_ok());
+
+    let dir = ConfigDir::new();
+    let ignore = dir.write("ignore", b"192.0.2.1\n::/0 # everyone\n");
+    let config = dir.write("nfsentry.toml", b"[detect]\nignore_file = \"ignore\"\n");
+    let Err(error) = Config::load(&config) else {
+        panic!("an ignore file covering every IPv6 address was accepted");
+    };
+    assert_eq!((error.file, error.line), (ignore, Some(2)));
+}

@@ -14,7 +14,7 @@ use toml::Spanned;
 use super::duration::{duration_from_seconds, format_duration, parse_duration};
 use super::error::{ConfigError, SourceText};
 use super::files;
-use super::ignore::{parse_ignore_list, parse_network};
+use super::ignore::{ignorable, parse_ignore_list, parse_network};
 use super::ports::{port_from_number, port_range_from_text, PortSet};
 use super::raw::{
     Field, ListField, RawConfig, RawDaemon, RawDetect, RawDuration, RawMonitor, RawPortItem,
@@ -235,9 +235,11 @@ fn detect(raw: &RawDetect, source: SourceText<'_>) -> Result<Detect, ConfigError
         Some(entries) => {
             let mut networks = Vec::with_capacity(entries.get_ref().len());
             for entry in entries.get_ref() {
-                let network = parse_network(entry.get_ref()).map_err(|problem| {
+                let refuse = |problem: &dyn std::fmt::Display| {
                     source.value_error(&entry.span(), "detect.ignore", entry.get_ref(), problem)
-                })?;
+                };
+                let network = parse_network(entry.get_ref()).map_err(|problem| refuse(&problem))?;
+                let network = ignorable(network).map_err(|problem| refuse(&problem))?;
                 networks.push(network);
             }
             networks

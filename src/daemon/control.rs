@@ -53,6 +53,7 @@ pub struct Published {
     blocks_released: AtomicU64,
     sources_tracked: AtomicU64,
     sources_evicted: AtomicU64,
+    spoofed: AtomicU64,
     alert_lines_suppressed: AtomicU64,
 }
 
@@ -72,6 +73,7 @@ impl Published {
         put(&self.blocks_released, status.blocks_released);
         put(&self.sources_tracked, status.sources_tracked as u64);
         put(&self.sources_evicted, status.sources_evicted);
+        put(&self.spoofed, status.spoofed);
         put(&self.alert_lines_suppressed, status.alert_lines_suppressed);
     }
 }
@@ -220,8 +222,7 @@ impl ControlHandler {
             },
             sources_tracked: get(&p.sources_tracked),
             sources_evicted: get(&p.sources_evicted),
-            // The pipeline does not tell spoofed sources apart yet; the field is the protocol's.
-            spoofed_packets: 0,
+            spoofed_packets: get(&p.spoofed),
             alert_lines_suppressed: get(&p.alert_lines_suppressed),
             kernel_queues,
             links: BTreeMap::new(),

@@ -86,6 +86,10 @@ impl BlockTable {
         self.blocks.len()
     }
 
+    pub fn sources(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.blocks.keys().copied()
+    }
+
     pub fn verified_len(&self) -> usize {
         self.verified.len()
     }

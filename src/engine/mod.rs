@@ -198,6 +198,19 @@ impl Engine {
         self.settings.ignore = ignore;
     }
 
+    /// Lifts `source`'s block before its end, because its address must never be blocked (it
+    /// has just become the host's own, or a router's); it is not counted any more either.
+    /// Returns whether it was blocked.
+    pub fn release_protected(&mut self, source: IpAddr) -> bool {
+        self.tracker.forget(&source);
+        self.blocks.remove(&source)
+    }
+
+    /// The sources blocked now.
+    pub fn blocked_sources(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.blocks.sources()
+    }
+
     pub fn settings(&self) -> &EngineSettings {
         &self.settings
     }
@@ -375,6 +388,10 @@ impl Engine {
             let Some(next) = self.waiting.pop_best() else {
                 return;
             };
+            // It waited since before its address became one never blocked.
+            if self.settings.ignore.contains(next.detection.source) {
+                continue;
+            }
             self.place(next.detection, next.verified, now, effects);
         }
     }

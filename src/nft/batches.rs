@@ -10,16 +10,21 @@ use std::ffi::{c_void, CStr, CString};
 use std::net::IpAddr;
 use std::time::Duration;
 
+use ipnet::IpNet;
 use nftnl::{Batch, MsgType, NlMsg, ProtoFamily, Table};
 
-use super::bytecode::{address_key, prerouting_rule, short_header_rule, KeyBytes, KeyKind};
+use super::bytecode::{
+    address_key, handshake_rule, prerouting_rule, short_header_rule, KeyBytes, KeyKind,
+};
 use super::objects::{
     ChainObject, ElementChunks, ElementObject, ElementOp, Hook, SetFlush, SetObject,
 };
 use super::ruleset::{
-    blocked_set, ignore_set, port_set, short_header_rule_text, IntervalBoundary, IntervalKey,
-    IntervalList, IpFamily, QueueMode, RulesetSpec, Transport, PREROUTING_CHAIN,
-    PREROUTING_PRIORITY, PREROUTING_RULES, SHORT_HEADER_CHAIN, SHORT_HEADER_PRIORITY,
+    blocked_range_set, blocked_set, ignore_set, port_set, short_header_rule_text, HandshakeRule,
+    IntervalBoundary, IntervalKey, IntervalList, IpFamily, QueueMode, RulesetSpec, Transport,
+    HANDSHAKE_ANSWER_CHAIN, HANDSHAKE_ANSWER_RULES, HANDSHAKE_OUTPUT_CHAIN,
+    HANDSHAKE_OUTPUT_PRIORITY, PREROUTING_CHAIN, PREROUTING_PRIORITY, SHORT_HEADER_CHAIN,
+    SHORT_HEADER_PRIORITY,
 };
 
 /// One message of a batch, for matching the kernel's answer to what was asked.
@@ -152,6 +157,16 @@ pub(super) fn install_batch(
             libc::NFT_SET_TIMEOUT as u32,
         );
     }
+    if spec.blocked_ranges {
+        for family in [IpFamily::V4, IpFamily::V6] {
+            declare(
+                &mut batch,
+                blocked_range_set(family),
+                KeyKind::address(family),
+                libc::NFT_SET_INTERVAL as u32,
+            );
+        }
+    }
     let interval_sets = [
         (
             ignore_set(IpFamily::V4),
@@ -200,6 +215,10 @@ pub(super) fn install_batch(
         |set| format!("add elements to inet {table_label}/{set}"),
     );
 
+    if spec.reply_mark.is_some() {
+        push_handshake_chains(&mut batch, table);
+    }
+
     let prerouting = PREROUTING_CHAIN.to_string_lossy();
     let chain = ChainObject::base(
         table,
@@ -212,8 +231,11 @@ pub(super) fn install_batch(
         MsgType::Add,
         format!("add chain inet {table_label}/{prerouting}"),
     );
+    if let Some(mark) = spec.reply_mark {
+        push_handshake_rules(&mut batch, spec, table, mode, mark);
+    }
     let lookup_id = |name: &'static str| set_ids.get(name).copied().unwrap_or(0);
-    for (position, rule) in PREROUTING_RULES.into_iter().enumerate() {
+    for (position, rule) in spec.prerouting_rules().into_iter().enumerate() {
         let object = prerouting_rule(table, PREROUTING_CHAIN, rule, spec.queue, mode, &lookup_id);
         batch.push_step(
             &object,
@@ -307,6 +329,63 @@ pub(super) fn refill_batch(spec: &RulesetSpec, table: &CStr) -> Transaction {
     batch
 }
 
+/// The chains of `verify = "handshake"`: the regular chain the prerouting chain jumps to with a
+/// possible answer to a challenge, and the output chain that keeps nfsentry's replies
+/// untracked. Declared with the prerouting chain before any rule, as `nft` does (the jump must
+/// find its chain, and the rule handles then come out as `nft -f` numbers them).
+fn push_handshake_chains(batch: &mut Transaction, table: &CStr) {
+    let table_label = table_text(table);
+    let answer = ChainObject::regular(table, HANDSHAKE_ANSWER_CHAIN);
+    batch.push(
+        &answer,
+        MsgType::Add,
+        format!(
+            "add chain inet {table_label}/{}",
+            HANDSHAKE_ANSWER_CHAIN.to_string_lossy()
+        ),
+    );
+    let output = ChainObject::base(
+        table,
+        HANDSHAKE_OUTPUT_CHAIN,
+        Hook::InetOutput,
+        HANDSHAKE_OUTPUT_PRIORITY,
+    );
+    batch.push(
+        &output,
+        MsgType::Add,
+        format!(
+            "add chain inet {table_label}/{}",
+            HANDSHAKE_OUTPUT_CHAIN.to_string_lossy()
+        ),
+    );
+}
+
+/// The rules of the handshake chains.
+fn push_handshake_rules(
+    batch: &mut Transaction,
+    spec: &RulesetSpec,
+    table: &CStr,
+    mode: QueueMode,
+    mark: u32,
+) {
+    let table_label = table_text(table);
+    let answer_rules = HANDSHAKE_ANSWER_RULES.map(|rule| (HANDSHAKE_ANSWER_CHAIN, rule));
+    let output_rule = (HANDSHAKE_OUTPUT_CHAIN, HandshakeRule::UntrackReplies(mark));
+    for (chain, rule) in answer_rules.into_iter().chain([output_rule]) {
+        let object = handshake_rule(table, chain, rule, spec.queue, mode);
+        batch.push_step(
+            &object,
+            MsgType::Add,
+            format!(
+                "add rule to inet {table_label}/{}: {}",
+                chain.to_string_lossy(),
+                rule.nft_text(spec.queue)
+            ),
+            mode == QueueMode::Native && rule == HandshakeRule::QueueAnswer,
+        );
+    }
+}
+
 /// The element objects of an interval list, laid out as [`IntervalList::kernel_elements`] says.
 fn interval_elements<K: IntervalKey + KeyBytes>(list: &IntervalList<K>) -> Vec<ElementObject> {
     list.kernel_elements()
@@ -351,6 +430,61 @@ pub(super) fn release_batch(table: &CStr, op: ElementOp, addrs: &[IpAddr]) -> Tr
     blocked_set_batch(table, op, elements, |set| {
         format!("{what} in inet {}/{set}", table_text(table))
     })
+}
+
+/// Replaces the contents of the range sets: the elements of `before` (exactly what the sets
+/// hold) are deleted and those of `after` added, in one transaction, so a network stays blocked
+/// while the sets change and overlapping networks never meet in the kernel. A family whose
+/// merged list is unchanged is left alone.
+pub(super) fn range_batch(table: &CStr, before: &[IpNet], after: &[IpNet]) -> Transaction {
+    let mut batch = Transaction::new();
+    let v4 = |nets: &[IpNet]| {
+        IntervalList::from_ranges(nets.iter().filter_map(|net| match net {
+            IpNet::V4(net) => Some(net.network()..=net.broadcast()),
+            IpNet::V6(_) => None,
+        }))
+    };
+    let v6 = |nets: &[IpNet]| {
+        IntervalList::from_ranges(nets.iter().filter_map(|net| match net {
+            IpNet::V6(net) => Some(net.network()..=net.broadcast()),
+            IpNet::V4(_) => None,
+        }))
+    };
+    replace_range_elements(&mut batch, table, IpFamily::V4, &v4(before), &v4(after));
+    replace_range_elements(&mut batch, table, IpFamily::V6, &v6(before), &v6(after));
+    batch
+}
+
+fn replace_range_elements<K: IntervalKey + KeyBytes>(
+    batch: &mut Transaction,
+    table: &CStr,
+    family: IpFamily,
+    before: &IntervalList<K>,
+    after: &IntervalList<K>,
+) {
+    if before == after {
+        return;
+    }
+    let name = blocked_range_set(family);
+    let label = format!("inet {}/{name}", table_text(table));
+    let mut old = SetObject::new(ProtoFamily::Inet, table, name);
+    for element in interval_elements(before) {
+        old.push_element(element);
+    }
+    if old.has_elements() {
+        batch.push_elements(
+            &old,
+            ElementOp::Delete,
+            &format!("delete elements of {label}"),
+        );
+    }
+    let mut new = SetObject::new(ProtoFamily::Inet, table, name);
+    for element in interval_elements(after) {
+        new.push_element(element);
+    }
+    if new.has_elements() {
+        batch.push_elements(&new, ElementOp::Add, &format!("add elements to {label}"));
+    }
 }
 
 /// One step per blocked set that has elements to change; `what` names the step from the set.

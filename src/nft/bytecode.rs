@@ -11,8 +11,10 @@ use nftnl::ProtoFamily;
 
 use super::objects::RuleObject;
 use super::ruleset::{
-    blocked_set, ignore_set, port_set, IpFamily, PreroutingRule, QueueMode, Transport,
+    blocked_range_set, blocked_set, ignore_set, port_set, HandshakeRule, IpFamily, PreroutingRule,
+    QueueMode, Transport, HANDSHAKE_ANSWER_CHAIN,
 };
+use crate::packet::TcpFlags;
 
 /// `NFT_SOCKET_TRANSPARENT` from linux/netfilter/nf_tables.h.
 const NFT_SOCKET_TRANSPARENT: u32 = 0;
@@ -50,9 +52,40 @@ pub(super) fn prerouting_rule(
 ) -> RuleObject {
     let mut object = RuleObject::new(ProtoFamily::Inet, table, chain);
     match rule {
-        PreroutingRule::DropBlocked(family) | PreroutingRule::AcceptIgnored(family) => {
+        PreroutingRule::JumpToHandshakeAnswer => {
+            // `nft --debug=netlink` for `tcp flags == ack ct state new,invalid fib daddr type
+            // local tcp dport @tcp_ports`: one l4proto dependency for both tcp matches.
+            push_l4proto(&mut object, libc::IPPROTO_TCP as u8);
+            object.push(expr::payload(
+                libc::NFT_PAYLOAD_TRANSPORT_HEADER as u32,
+                13,
+                1,
+            ));
+            object.push(expr::cmp(libc::NFT_CMP_EQ as u32, &[TcpFlags::ACK]));
+            // ct state bits in host order: invalid 1<<0, new 1<<3.
+            let new_or_invalid: u32 = (1 << 0) | (1 << 3);
+            object.push(expr::ct(libc::NFT_CT_STATE as u32));
+            object.push(expr::bitwise(
+                &new_or_invalid.to_ne_bytes(),
+                &0u32.to_ne_bytes(),
+            ));
+            object.push(expr::cmp(libc::NFT_CMP_NEQ as u32, &0u32.to_ne_bytes()));
+            object.push(expr::fib(NFTA_FIB_F_DADDR, NFT_FIB_RESULT_ADDRTYPE));
+            object.push(expr::cmp(libc::NFT_CMP_EQ as u32, &RTN_LOCAL.to_ne_bytes()));
+            object.push(expr::payload(
+                libc::NFT_PAYLOAD_TRANSPORT_HEADER as u32,
+                2,
+                2,
+            ));
+            let set = port_set(Transport::Tcp);
+            object.push(expr::lookup(set, set_id(set)));
+        }
+        PreroutingRule::DropBlocked(family)
+        | PreroutingRule::DropBlockedRange(family)
+        | PreroutingRule::AcceptIgnored(family) => {
             let set = match rule {
                 PreroutingRule::DropBlocked(_) => blocked_set(family),
+                PreroutingRule::DropBlockedRange(_) => blocked_range_set(family),
                 _ => ignore_set(family),
             };
             let (nfproto, offset, length) = match family {
@@ -139,12 +172,48 @@ pub(super) fn prerouting_rule(
         object.push(expr::counter());
     }
     match rule {
-        PreroutingRule::DropBlocked(_) => object.push(expr::verdict(libc::NF_DROP as u32)),
+        PreroutingRule::JumpToHandshakeAnswer => {
+            object.push(expr::jump(HANDSHAKE_ANSWER_CHAIN));
+        }
+        PreroutingRule::DropBlocked(_) | PreroutingRule::DropBlockedRange(_) => {
+            object.push(expr::verdict(libc::NF_DROP as u32))
+        }
         _ if rule.queues() => object.push(match mode {
             QueueMode::Native => expr::queue(queue),
             QueueMode::Compat => expr::xt_nfqueue(queue),
         }),
         _ => object.push(expr::verdict(libc::NF_ACCEPT as u32)),
+    }
+    object
+}
+
+/// The byte code `nft` generates for the rules of the handshake chains.
+pub(super) fn handshake_rule(
+    table: &CStr,
+    chain: &CStr,
+    rule: HandshakeRule,
+    queue: u16,
+    mode: QueueMode,
+) -> RuleObject {
+    let mut object = RuleObject::new(ProtoFamily::Inet, table, chain);
+    match rule {
+        HandshakeRule::ReturnOwnedBySocket => {
+            object.push(expr::socket(NFT_SOCKET_TRANSPARENT));
+            object.push(expr::cmp(libc::NFT_CMP_EQ as u32, &[0]));
+            object.push(expr::verdict(libc::NFT_RETURN as u32));
+        }
+        HandshakeRule::QueueAnswer => {
+            object.push(expr::counter());
+            object.push(match mode {
+                QueueMode::Native => expr::queue(queue),
+                QueueMode::Compat => expr::xt_nfqueue(queue),
+            });
+        }
+        HandshakeRule::UntrackReplies(mark) => {
+            object.push(expr::meta(libc::NFT_META_MARK as u32));
+            object.push(expr::cmp(libc::NFT_CMP_EQ as u32, &mark.to_ne_bytes()));
+            object.push(expr::notrack());
+        }
     }
     object
 }
@@ -241,7 +310,7 @@ mod expr {
     };
     use crate::nft::objects::ExprObject as Expr;
     use nftnl_sys as sys;
-    use std::ffi::CString;
+    use std::ffi::{CStr, CString};
 
     const REG_1: u32 = libc::NFT_REG_1 as u32;
 
@@ -318,6 +387,19 @@ mod expr {
             .u32(sys::NFTNL_EXPR_EXTHDR_LEN, 1)
             .u32(sys::NFTNL_EXPR_EXTHDR_FLAGS, NFT_EXTHDR_F_PRESENT)
             .u32(sys::NFTNL_EXPR_EXTHDR_OP, NFT_EXTHDR_OP_IPV6)
+    }
+
+    /// Continue in the regular chain `chain`; a `return` there comes back to the next rule.
+    pub(super) fn jump(chain: &CStr) -> Expr {
+        Expr::new(c"immediate")
+            .u32(sys::NFTNL_EXPR_IMM_DREG, libc::NFT_REG_VERDICT as u32)
+            .u32(sys::NFTNL_EXPR_IMM_VERDICT, libc::NFT_JUMP as u32)
+            .string(sys::NFTNL_EXPR_IMM_CHAIN, chain)
+    }
+
+    /// Keeps the packet out of conntrack; only valid before conntrack's hooks (priority raw).
+    pub(super) fn notrack() -> Expr {
+        Expr::new(c"notrack")
     }
 
     pub(super) fn counter() -> Expr {

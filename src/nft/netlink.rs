@@ -15,11 +15,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use ipnet::IpNet;
 use nix::errno::Errno;
 use nix::sys::socket::{self, sockopt, NetlinkAddr, SockProtocol};
 
 use super::batches::{
-    block_batch, install_batch, refill_batch, release_batch, remove_batch, Step, Transaction,
+    block_batch, install_batch, range_batch, refill_batch, release_batch, remove_batch, Step,
+    Transaction,
 };
 use super::messages::{
     dumped_elements, Element, MSG_GETSETELEM, NFTA_SET_ELEM_LIST_SET, NFTA_SET_ELEM_LIST_TABLE,
@@ -333,6 +335,23 @@ impl Nft {
             }
         }
         Ok(())
+    }
+
+    /// Makes the range sets hold `after` instead of `before`, which must be what they hold now
+    /// (the caller keeps it; overlapping networks may be in either, they are merged): one
+    /// transaction, so a network never goes unblocked while the sets change.
+    pub fn replace_ranges(
+        &mut self,
+        table: &str,
+        before: &[IpNet],
+        after: &[IpNet],
+    ) -> Result<(), NftError> {
+        let table = checked_name("table", table, TABLE_NAME_MAX_BYTES)?;
+        let batch = range_batch(&table, before, after);
+        if batch.steps.is_empty() {
+            return Ok(());
+        }
+        Ok(self.commit(batch, "replace ranges")?)
     }
 
     /// The elements of set `set` in the `inet` table `table`, read with one dump (retried when

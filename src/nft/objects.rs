@@ -380,6 +380,7 @@ unsafe impl NlMsg for ElementChunks<'_> {
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Hook<'d> {
     InetPrerouting,
+    InetOutput,
     /// Ingress on these devices, which a `netdev` chain must name.
     NetdevIngress(&'d [CString]),
 }
@@ -395,6 +396,7 @@ impl ChainObject {
     pub(super) fn base(table: &CStr, name: &CStr, hook: Hook<'_>, priority: i32) -> Self {
         let (family, hook_number, devices) = match hook {
             Hook::InetPrerouting => (ProtoFamily::Inet, libc::NF_INET_PRE_ROUTING, &[][..]),
+            Hook::InetOutput => (ProtoFamily::Inet, libc::NF_INET_LOCAL_OUT, &[][..]),
             Hook::NetdevIngress(devices) => (ProtoFamily::NetDev, libc::NF_NETDEV_INGRESS, devices),
         };
         // SAFETY: an allocator with no preconditions; null is handled by `Owned::new`.
@@ -427,6 +429,27 @@ impl ChainObject {
             }
         }
         ChainObject { raw, family }
+    }
+
+    /// A regular chain of the `inet` table: no hook, reached only by a jump.
+    pub(super) fn regular(table: &CStr, name: &CStr) -> Self {
+        // SAFETY: an allocator with no preconditions; null is handled by `Owned::new`.
+        let raw = Owned::new(unsafe { sys::nftnl_chain_alloc() });
+        let chain = raw.as_ptr();
+        // SAFETY: `chain` is live; libnftnl copies the strings.
+        unsafe {
+            sys::nftnl_chain_set_u32(
+                chain,
+                sys::NFTNL_CHAIN_FAMILY as u16,
+                ProtoFamily::Inet as u32,
+            );
+            sys::nftnl_chain_set_str(chain, sys::NFTNL_CHAIN_TABLE as u16, table.as_ptr());
+            sys::nftnl_chain_set_str(chain, sys::NFTNL_CHAIN_NAME as u16, name.as_ptr());
+        }
+        ChainObject {
+            raw,
+            family: ProtoFamily::Inet,
+        }
     }
 }
 

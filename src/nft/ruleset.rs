@@ -10,7 +10,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
-use crate::config::Config;
+use crate::config::{Config, Verify};
+use crate::inject::REPLY_MARK;
 use crate::packet::TcpFlags;
 
 pub use super::intervals::{IntervalBoundary, IntervalElement, IntervalKey, IntervalList};
@@ -40,6 +41,15 @@ pub struct RulesetSpec {
     pub ingress_devices: Vec<String>,
     /// NFLOG group the short-header reports go to.
     pub nflog_group: u16,
+    /// The `blocked_ranges_v4` / `blocked_ranges_v6` interval sets and their drop rules, for
+    /// the networks the fleet bans (`[crowdsec] pull`).
+    pub blocked_ranges: bool,
+    /// With `verify = "handshake"`: the firewall mark of the packets nfsentry sends itself
+    /// (SYN-ACK, banner, RST). They are kept out of conntrack, so the peer's answering ACK is a
+    /// new flow and reaches the queue instead of being accepted as established; and pure ACKs to
+    /// a watched port reach the queue ahead of the blocked-set drop, so a source blocked by its
+    /// first SYN can still complete the handshake and prove its address. None: no such rules.
+    pub reply_mark: Option<u32>,
 }
 
 impl RulesetSpec {
@@ -64,7 +74,25 @@ impl RulesetSpec {
             ignore_v6,
             ingress_devices,
             nflog_group: config.daemon.nflog_group,
+            blocked_ranges: config
+                .crowdsec
+                .as_ref()
+                .is_some_and(|crowdsec| crowdsec.pull.is_some()),
+            reply_mark: (config.detect.verify == Verify::Handshake).then_some(REPLY_MARK),
         }
+    }
+
+    /// The prerouting chain, in order: [`PREROUTING_RULES`] without the range rules when there
+    /// are no range sets, behind the jump to [`HANDSHAKE_ANSWER_CHAIN`] when handshakes are
+    /// checked.
+    pub fn prerouting_rules(&self) -> Vec<PreroutingRule> {
+        let jump = self
+            .reply_mark
+            .map(|_| PreroutingRule::JumpToHandshakeAnswer);
+        let rules = PREROUTING_RULES.into_iter().filter(|rule| {
+            self.blocked_ranges || !matches!(rule, PreroutingRule::DropBlockedRange(_))
+        });
+        jump.into_iter().chain(rules).collect()
     }
 
     /// The `ignore_v4` set contents, merged.
@@ -137,6 +165,14 @@ pub fn blocked_set(family: IpFamily) -> &'static str {
     }
 }
 
+/// Name of the interval set holding networks the fleet bans, of `family`.
+pub fn blocked_range_set(family: IpFamily) -> &'static str {
+    match family {
+        IpFamily::V4 => "blocked_ranges_v4",
+        IpFamily::V6 => "blocked_ranges_v6",
+    }
+}
+
 /// Name of the set holding ignored sources of `family`.
 pub fn ignore_set(family: IpFamily) -> &'static str {
     match family {
@@ -164,6 +200,58 @@ pub const SHORT_HEADER_CHAIN: &CStr = c"short_header";
 /// Ingress chains run before any IP processing whatever their priority; -500 only puts this
 /// chain ahead of other ingress chains an admin may have.
 pub const SHORT_HEADER_PRIORITY: i32 = -500;
+
+/// With `verify = "handshake"`: the regular chain the prerouting chain jumps to with a pure ACK
+/// to a watched port that conntrack does not know, which may answer one of nfsentry's
+/// challenges. It comes before the blocked-set drop: the first SYN of a scan may have blocked
+/// its source already, and the ACK that follows is what proves the address.
+pub const HANDSHAKE_ANSWER_CHAIN: &CStr = c"handshake_answer";
+/// With `verify = "handshake"`: the output chain that keeps nfsentry's own replies untracked.
+pub const HANDSHAKE_OUTPUT_CHAIN: &CStr = c"handshake_output";
+/// `raw` (-300): before conntrack (-200) sees the packet, as `notrack` requires.
+pub const HANDSHAKE_OUTPUT_PRIORITY: i32 = -300;
+
+/// A rule of the two handshake chains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HandshakeRule {
+    /// [`HANDSHAKE_ANSWER_CHAIN`]: a local socket owns the ACK (a real service on a watched
+    /// port): back to the prerouting chain, which lets it through.
+    ReturnOwnedBySocket,
+    /// [`HANDSHAKE_ANSWER_CHAIN`]: everything else goes to the detector, blocked or not.
+    QueueAnswer,
+    /// [`HANDSHAKE_OUTPUT_CHAIN`]: nfsentry's own replies, by their mark, stay out of conntrack.
+    UntrackReplies(u32),
+}
+
+/// The rules of [`HANDSHAKE_ANSWER_CHAIN`], in order.
+pub const HANDSHAKE_ANSWER_RULES: [HandshakeRule; 2] = [
+    HandshakeRule::ReturnOwnedBySocket,
+    HandshakeRule::QueueAnswer,
+];
+
+impl HandshakeRule {
+    /// The rule in `nft` syntax, without comment.
+    pub fn nft_text(self, queue: u16) -> String {
+        match self {
+            HandshakeRule::ReturnOwnedBySocket => "socket transparent 0 return".to_owned(),
+            HandshakeRule::QueueAnswer => format!("counter queue num {queue} bypass"),
+            HandshakeRule::UntrackReplies(mark) => format!("meta mark {mark:#010x} notrack"),
+        }
+    }
+
+    /// Why the rule is there, for the `#` comment in the rendered ruleset.
+    pub fn reason(self) -> &'static str {
+        match self {
+            HandshakeRule::ReturnOwnedBySocket => "a real service on a watched port: not ours",
+            HandshakeRule::QueueAnswer => {
+                "may return a challenge's cookie: the detector checks it, blocked source or not"
+            }
+            HandshakeRule::UntrackReplies(_) => {
+                "nfsentry's own SYN-ACK, banner and RST: untracked, so the answer is a new flow"
+            }
+        }
+    }
+}
 
 /// Flag combinations no real TCP stack sends to open or continue a connection, so they are
 /// queued whatever the port.
@@ -224,8 +312,13 @@ impl TcpFlagProbe {
 /// One rule of the prerouting chain. The chain is [`PREROUTING_RULES`], first match wins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PreroutingRule {
+    /// With `verify = "handshake"`: a pure ACK to a watched port, new or invalid to conntrack,
+    /// addressed here, goes to [`HANDSHAKE_ANSWER_CHAIN`].
+    JumpToHandshakeAnswer,
     /// Count and drop sources in the blocked set.
     DropBlocked(IpFamily),
+    /// Count and drop sources in a network the fleet bans (only with range sets).
+    DropBlockedRange(IpFamily),
     /// Accept packets of known connections.
     AcceptEstablished,
     /// Accept packets whose destination is not an address of this host (`fib daddr type !=
@@ -246,12 +339,15 @@ pub enum PreroutingRule {
     QueueWatchedPort(Transport),
 }
 
-/// The prerouting chain, in order. Blocked sources go first so a blocked scanner costs nothing
+/// The prerouting chain without handshake checks, in order (see
+/// [`RulesetSpec::prerouting_rules`]). Blocked sources go first so a blocked scanner costs nothing
 /// more; conntrack, the destination check, ignore list and live sockets come before any queue
 /// rule so the detector only sees traffic to this host that nobody expects.
-pub const PREROUTING_RULES: [PreroutingRule; 15] = [
+pub const PREROUTING_RULES: [PreroutingRule; 17] = [
     PreroutingRule::DropBlocked(IpFamily::V4),
     PreroutingRule::DropBlocked(IpFamily::V6),
+    PreroutingRule::DropBlockedRange(IpFamily::V4),
+    PreroutingRule::DropBlockedRange(IpFamily::V6),
     PreroutingRule::AcceptEstablished,
     PreroutingRule::AcceptNotAddressedHere,
     PreroutingRule::AcceptIgnored(IpFamily::V4),
@@ -283,7 +379,8 @@ impl PreroutingRule {
     pub fn counts(self) -> bool {
         !matches!(
             self,
-            PreroutingRule::AcceptEstablished
+            PreroutingRule::JumpToHandshakeAnswer
+                | PreroutingRule::AcceptEstablished
                 | PreroutingRule::AcceptNotAddressedHere
                 | PreroutingRule::AcceptIgnored(_)
                 | PreroutingRule::AcceptOwnedBySocket
@@ -293,8 +390,19 @@ impl PreroutingRule {
     /// The rule in `nft` syntax, without comment.
     pub fn nft_text(self, queue: u16) -> String {
         let matcher = match self {
+            PreroutingRule::JumpToHandshakeAnswer => format!(
+                "tcp flags == ack ct state new,invalid fib daddr type local tcp dport @{}",
+                port_set(Transport::Tcp)
+            ),
             PreroutingRule::DropBlocked(family) => {
                 format!("{} saddr @{}", family.nft_keyword(), blocked_set(family))
+            }
+            PreroutingRule::DropBlockedRange(family) => {
+                format!(
+                    "{} saddr @{}",
+                    family.nft_keyword(),
+                    blocked_range_set(family)
+                )
             }
             PreroutingRule::AcceptEstablished => "ct state established,related".to_owned(),
             PreroutingRule::AcceptNotAddressedHere => "fib daddr type != local".to_owned(),
@@ -312,7 +420,12 @@ impl PreroutingRule {
         };
         let counter = if self.counts() { " counter" } else { "" };
         let verdict = match self {
-            PreroutingRule::DropBlocked(_) => "drop".to_owned(),
+            PreroutingRule::JumpToHandshakeAnswer => {
+                format!("jump {}", HANDSHAKE_ANSWER_CHAIN.to_string_lossy())
+            }
+            PreroutingRule::DropBlocked(_) | PreroutingRule::DropBlockedRange(_) => {
+                "drop".to_owned()
+            }
             _ if self.queues() => format!("queue num {queue} bypass"),
             _ => "accept".to_owned(),
         };
@@ -322,7 +435,11 @@ impl PreroutingRule {
     /// Why the rule is there, for the `#` comment in the rendered ruleset.
     pub fn reason(self) -> &'static str {
         match self {
+            PreroutingRule::JumpToHandshakeAnswer => {
+                "may answer a challenge: checked before the blocked-set drop"
+            }
             PreroutingRule::DropBlocked(_) => "a blocked scanner: nothing else looks at it",
+            PreroutingRule::DropBlockedRange(_) => "a network the fleet bans",
             PreroutingRule::AcceptEstablished => {
                 "real connections and their replies (a lone ACK is new to conntrack and goes on)"
             }
@@ -370,6 +487,17 @@ pub fn render(spec: &RulesetSpec, mode: QueueMode) -> String {
             address_type(family),
         );
     }
+    if spec.blocked_ranges {
+        for family in [IpFamily::V4, IpFamily::V6] {
+            write_interval_set(
+                &mut out,
+                blocked_range_set(family),
+                address_type(family),
+                "",
+                "networks the fleet bans, kept by nfsentry",
+            );
+        }
+    }
     let ignore_v4 = spec.ignore_v4_intervals();
     let ignore_v6 = spec.ignore_v6_intervals();
     write_interval_set(
@@ -395,12 +523,45 @@ pub fn render(spec: &RulesetSpec, mode: QueueMode) -> String {
             "watched ports",
         );
     }
+    if let Some(mark) = spec.reply_mark {
+        let _ = writeln!(
+            out,
+            "\tchain {} {{",
+            HANDSHAKE_ANSWER_CHAIN.to_string_lossy()
+        );
+        for rule in HANDSHAKE_ANSWER_RULES {
+            let _ = writeln!(
+                out,
+                "\t\t{}\t# {}",
+                rule.nft_text(spec.queue),
+                rule.reason()
+            );
+        }
+        let _ = writeln!(out, "\t}}");
+        let _ = writeln!(
+            out,
+            "\tchain {} {{",
+            HANDSHAKE_OUTPUT_CHAIN.to_string_lossy()
+        );
+        let _ = writeln!(
+            out,
+            "\t\ttype filter hook output priority raw; policy accept;\t# {HANDSHAKE_OUTPUT_PRIORITY}: before conntrack (-200)"
+        );
+        let rule = HandshakeRule::UntrackReplies(mark);
+        let _ = writeln!(
+            out,
+            "\t\t{}\t# {}",
+            rule.nft_text(spec.queue),
+            rule.reason()
+        );
+        let _ = writeln!(out, "\t}}");
+    }
     let _ = writeln!(out, "\tchain {} {{", PREROUTING_CHAIN.to_string_lossy());
     let _ = writeln!(
         out,
         "\t\ttype filter hook prerouting priority mangle; policy accept;\t# {PREROUTING_PRIORITY}: after conntrack (-200) so ct state is known"
     );
-    for rule in PREROUTING_RULES {
+    for rule in spec.prerouting_rules() {
         let _ = writeln!(
             out,
             "\t\t{}\t# {}",
@@ -475,6 +636,8 @@ mod tests {
             ignore_v6: vec!["::1/128".parse().unwrap()],
             ingress_devices: vec!["eth0".to_owned(), "eth1".to_owned()],
             nflog_group: 7219,
+            blocked_ranges: false,
+            reply_mark: None,
         }
     }
 
@@ -711,6 +874,49 @@ mod tests {
         assert!(text.starts_with(
             "# nfsentry ruleset; the queue statements are installed as xt NFQUEUE via nft compat."
         ));
+    }
+
+    #[test]
+    fn handshake_checks_add_their_chains_and_a_jump_ahead_of_the_blocked_drop() {
+        assert!(!render(&spec(), QueueMode::Native).contains("chain handshake_"));
+        let spec = RulesetSpec {
+            queue: 3,
+            reply_mark: Some(0x6e66_7379),
+            ..spec()
+        };
+        let text = render(&spec, QueueMode::Native);
+        let rules = |chain: &str| -> Vec<String> {
+            text.lines()
+                .skip_while(|line| *line != format!("\tchain {chain} {{"))
+                .skip(1)
+                .take_while(|line| *line != "\t}")
+                .filter(|line| !line.contains("type filter hook"))
+                .map(|line| {
+                    line.trim()
+                        .split_once("\t# ")
+                        .expect("a comment")
+                        .0
+                        .to_owned()
+                })
+                .collect()
+        };
+        assert_eq!(
+            rules("handshake_answer"),
+            ["socket transparent 0 return", "counter queue num 3 bypass"]
+        );
+        assert_eq!(rules("handshake_output"), ["meta mark 0x6e667379 notrack"]);
+        assert!(text.contains("\t\ttype filter hook output priority raw; policy accept;\t#"));
+        let prerouting = rules("prerouting");
+        assert_eq!(
+            prerouting[..2],
+            [
+                "tcp flags == ack ct state new,invalid fib daddr type local tcp dport @tcp_ports jump handshake_answer",
+                "ip saddr @blocked_v4 counter drop",
+            ]
+        );
+        assert_eq!(prerouting.len(), PREROUTING_RULES.len() + 1);
+        // The jump's target is declared before the chain that jumps to it.
+        assert!(text.find("chain handshake_answer") < text.find("chain prerouting"));
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //! It joins parse → classify → engine and adds what the engine leaves to its caller: the one
 //! limiter every per-event line goes through (a spoofed flood must not flood the log too, nor
 //! the history file), orders with their journal records and history lines, and the counters of
-//! the status line. It does no I/O and reads no clock: the daemon passes the time in and
-//! carries out what comes back, and the tests run it on a fake clock.
+//! the status line. Ahead of the engine it screens out sources that must never be counted (see
+//! [`crate::spoof`]) and, with `verify = "handshake"`, runs the handshake check, whose replies
+//! come out as data. It does no I/O and reads no clock: the daemon passes the time in, sends the
+//! replies and carries out the orders, and the tests run it on a fake clock.
 
 mod lines;
 #[cfg(test)]
@@ -20,10 +22,13 @@ use std::time::{Duration, Instant, SystemTime};
 use ipnet::IpNet;
 
 use crate::addrset::AddrSet;
-use crate::config::{Config, Verdict, Verify};
+use crate::config::{Config, PortSet, Verdict, Verify};
 use crate::engine::{Detection, Effect, Engine, EngineSettings, Event};
-use crate::packet::{self, ScanKind};
+use crate::forge;
+use crate::handshake::{Evidence, Handshakes};
+use crate::packet::{self, Packet, ScanKind};
 use crate::report;
+use crate::spoof::{self, HostFacts, Protected, Protection};
 use crate::store::{self, BlockRecord};
 pub use lines::LogLine;
 use lines::{AlertLimiter, ALERT_LINES_PER_SPAN};
@@ -37,6 +42,8 @@ pub const BY_HAND: &str = "by hand";
 /// The scan type word, protocol and port of a block placed by hand, in the journal and `list`.
 pub const MANUAL_KIND: &str = "manual";
 pub const MANUAL_PROTOCOL: &str = "-";
+/// Why a block ends when its address becomes one never blocked.
+pub const PROTECTED: &str = "now an address of this host or one of its routers";
 
 /// How a packet reached nfsentry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +76,18 @@ pub struct Handled {
     pub orders: Vec<Order>,
     /// Lines to write, in order; empty, and not allocated, for most packets.
     pub lines: Vec<LogLine>,
+    /// Packets to send back (the handshake check's SYN-ACK, banner, RST), in order; empty, and
+    /// not allocated, unless `verify = "handshake"` challenged or answered this one.
+    pub replies: Vec<Reply>,
+}
+
+/// One whole IP packet for [`crate::inject`] to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub packet: Vec<u8>,
+    /// The interface the packet it answers came in on: a link-local destination is only
+    /// reachable through it.
+    pub ifindex: Option<u32>,
 }
 
 /// What the work due without a packet ([`Pipeline::tick`], [`Pipeline::verified`]) produced.
@@ -142,6 +161,13 @@ pub struct Status {
     pub detections_by_kind: [u64; ScanKind::WORDS.len()],
     /// Blocks lifted since start: time up, given up for room, or by hand.
     pub blocks_released: u64,
+    /// Queued packets from sources never counted (impossible ones, the host's own addresses on
+    /// a non-loopback device, its routers), dropped uncounted.
+    pub spoofed: u64,
+    /// SYN-ACK challenges sent (`verify = "handshake"`).
+    pub challenges: u64,
+    /// Handshakes completed with a challenge's cookie.
+    pub handshakes: u64,
 }
 
 impl fmt::Display for Status {
@@ -151,7 +177,8 @@ impl fmt::Display for Status {
             "{} packets queued, {} short headers logged, {} malformed, {} detections, \
              {} blocks ordered, {} held back (rate cap), {} waiting, {} refused (table full), \
              {} evicted (table full), {} verified by handshake, {} blocked now ({} verified, \
-             {} unverified), {} sources tracked, {} evicted, {} alert lines suppressed",
+             {} unverified), {} sources tracked, {} evicted, {} alert lines suppressed, \
+             {} spoofed (never counted), {} challenges sent, {} handshakes completed",
             self.queued,
             self.short_headers_logged,
             self.malformed,
@@ -167,7 +194,10 @@ impl fmt::Display for Status {
             self.blocked_unverified,
             self.sources_tracked,
             self.sources_evicted,
-            self.alert_lines_suppressed
+            self.alert_lines_suppressed,
+            self.spoofed,
+            self.challenges,
+            self.handshakes
         )
     }
 }
@@ -185,15 +215,24 @@ struct Stats {
     verified: u64,
     detections_by_kind: [u64; ScanKind::WORDS.len()],
     released: u64,
+    spoofed: u64,
+    challenges: u64,
+    handshakes: u64,
 }
 
 /// Owns the engine and everything between it and the daemon's I/O.
 pub struct Pipeline {
     engine: Engine,
     configured_ignore: Vec<IpNet>,
-    /// The host's own addresses as last given; ignored like the configured list.
-    local: Vec<IpAddr>,
+    /// What the host is, as last given: its addresses, routers, broadcasts, loopback devices.
+    facts: HostFacts,
+    /// The addresses never blocked, built from `facts` and the ignore list.
+    protected: Protected,
     verify: Verify,
+    /// The handshake check, with `verify = "handshake"` once the caller gave it its secret.
+    handshakes: Option<Handshakes>,
+    /// The watched TCP ports: only a segment to one of them is challenged or checked.
+    watched_tcp: PortSet,
     /// For queued packets whose bytes cannot be read.
     unreadable_verdict: Verdict,
     alerts: AlertLimiter,
@@ -205,8 +244,9 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// `local`: the host's own addresses, never counted nor blocked.
-    pub fn new(config: &Config, local: Vec<IpAddr>) -> Pipeline {
+    /// `facts`: what the host is; its addresses and routers are never counted nor blocked.
+    pub fn new(config: &Config, mut facts: HostFacts) -> Pipeline {
+        facts.normalize();
         let settings = EngineSettings {
             scan_trigger: config.detect.scan_trigger,
             window: config.detect.window,
@@ -216,14 +256,17 @@ impl Pipeline {
             unverified_timeout: config.respond.unverified_timeout,
             max_blocks_per_sec: NonZeroU32::new(config.respond.max_blocks_per_sec),
             verdict: config.respond.verdict,
-            ignore: ignore_set(&config.detect.ignore, &local),
+            ignore: ignore_set(&config.detect.ignore, &facts),
             block: !config.respond.actions.is_empty(),
         };
         Pipeline {
             engine: Engine::new(settings),
             configured_ignore: config.detect.ignore.clone(),
-            local,
+            protected: Protected::new(&facts, &config.detect.ignore),
+            facts,
             verify: config.detect.verify,
+            handshakes: None,
+            watched_tcp: config.monitor.tcp.clone(),
             unreadable_verdict: config.respond.verdict,
             alerts: AlertLimiter::new(ALERT_LINES_PER_SPAN),
             held_back_in_span: 0,
@@ -232,22 +275,59 @@ impl Pipeline {
         }
     }
 
-    /// Parses, classifies and decides about one packet that arrived at `now`; `wall_clock` is
-    /// the same moment for block records and history lines.
+    /// With `verify = "handshake"`: the check that challenges SYNs to watched TCP ports and
+    /// verifies the sources that answer. Its secret comes from the caller, which has the random
+    /// source. Without it (or with `verify = "off"`) nothing is ever sent.
+    pub fn with_handshakes(mut self, handshakes: Option<Handshakes>) -> Pipeline {
+        self.handshakes = handshakes.filter(|_| self.verify == Verify::Handshake);
+        self
+    }
+
+    /// Parses, classifies and decides about one packet that arrived at `now` on interface
+    /// `in_ifindex` (None: sent by this host); `wall_clock` is the same moment for block
+    /// records and history lines.
     pub fn handle(
         &mut self,
         bytes: &[u8],
         arrival: Arrival,
+        in_ifindex: Option<u32>,
         now: Instant,
         wall_clock: SystemTime,
     ) -> Handled {
         let mut out = Output::default();
+        let mut replies = Vec::new();
         match arrival {
             Arrival::Queued => self.stats.queued += 1,
             Arrival::ShortHeaderLog => self.stats.logged_short += 1,
         }
         let verdict = match packet::parse(bytes) {
-            Ok(parsed) => {
+            Ok(parsed) if self.never_counted(&parsed, in_ifindex) => {
+                // Forged, or an address whose block would cut the host off: dropped, since
+                // whatever it is, it is aimed at a bait port; never counted, never answered.
+                self.stats.spoofed += 1;
+                Verdict::Drop
+            }
+            Ok(parsed) => 'decided: {
+                let challenged = match self.check_handshake(bytes, &parsed, in_ifindex, now) {
+                    None => false,
+                    Some((evidence, sent)) => {
+                        replies = sent;
+                        match evidence {
+                            Evidence::Challenged => true,
+                            Evidence::NotChallenged | Evidence::Unrelated => false,
+                            Evidence::Verified => {
+                                self.stats.handshakes += 1;
+                                let mut effects = mem::take(&mut self.effects);
+                                self.engine.verified(parsed.src, now, &mut effects);
+                                self.carry_out(&mut effects, now, wall_clock, &mut out);
+                                self.effects = effects;
+                                break 'decided Verdict::Drop;
+                            }
+                            // The same connection again, not a new probe.
+                            Evidence::AfterBanner => break 'decided Verdict::Drop,
+                        }
+                    }
+                };
                 let kind = packet::classify(&parsed);
                 let mut effects = mem::take(&mut self.effects);
                 let outcome = self.engine.observe(&parsed, kind, now, &mut effects);
@@ -263,7 +343,11 @@ impl Pipeline {
                 }
                 self.carry_out(&mut effects, now, wall_clock, &mut out);
                 self.effects = effects;
-                outcome.verdict
+                match challenged {
+                    // The SYN-ACK is ours: the kernel must not answer the SYN as well.
+                    true => Verdict::Drop,
+                    false => outcome.verdict,
+                }
             }
             Err(error) => {
                 self.stats.malformed += 1;
@@ -281,7 +365,54 @@ impl Pipeline {
             verdict: (arrival == Arrival::Queued).then_some(verdict),
             orders: out.orders,
             lines: out.lines,
+            replies,
         }
+    }
+
+    /// Whether `packet`'s source must never be counted: an address no real packet comes from,
+    /// the host's own on a non-loopback device, or one of its routers. The host talking to
+    /// itself over loopback and the configured ignore list go on to the engine, which lets them
+    /// through uncounted as before.
+    fn never_counted(&self, packet: &Packet, in_ifindex: Option<u32>) -> bool {
+        let on_loopback = self.facts.is_loopback(in_ifindex);
+        if spoof::impossible_source(packet.src, on_loopback, &self.facts).is_some() {
+            return true;
+        }
+        self.protected.why(packet.src) == Some(Protection::NextHop)
+    }
+
+    /// With `verify = "handshake"`, what a TCP segment to a watched port proves, and the packets
+    /// to send back to its source.
+    fn check_handshake(
+        &mut self,
+        bytes: &[u8],
+        packet: &Packet,
+        in_ifindex: Option<u32>,
+        now: Instant,
+    ) -> Option<(Evidence, Vec<Reply>)> {
+        let handshakes = self.handshakes.as_mut()?;
+        let packet::Transport::Tcp { dport, .. } = packet.transport else {
+            return None;
+        };
+        // A watched port with IP options still gets no answer: an options probe is not how a
+        // real client connects, and source routing could steer the answer elsewhere.
+        if !self.watched_tcp.contains(dport) || !packet.ip_options.is_empty() {
+            return None;
+        }
+        let segment = forge::read_tcp(bytes).ok()?;
+        let step = handshakes.step(&segment, now);
+        if step.evidence == Evidence::Challenged {
+            self.stats.challenges += 1;
+        }
+        let replies = step
+            .replies
+            .into_iter()
+            .map(|packet| Reply {
+                packet,
+                ifindex: in_ifindex,
+            })
+            .collect();
+        Some((step.evidence, replies))
     }
 
     /// Call at least once a second: the blocks whose time is up (their release lines), tokens
@@ -318,22 +449,37 @@ impl Pipeline {
         self.verify
     }
 
-    /// Follows the host's own addresses (DHCP, rotating IPv6 temporary addresses) so that a
-    /// packet spoofed from a new one cannot get the host blocked from itself. Returns whether
-    /// they changed.
-    pub fn set_local_addresses(&mut self, local: Vec<IpAddr>) -> bool {
-        if local == self.local {
-            return false;
+    /// Follows what the host is (DHCP, rotating IPv6 temporary addresses, new routers), so that
+    /// a packet spoofed from a new address of its own or a new router cannot get the host cut
+    /// off. A block of an address that has just become one never blocked is lifted at once:
+    /// the orders say so. Nothing when the facts did not change.
+    pub fn set_host_facts(&mut self, mut facts: HostFacts, now: Instant) -> Output {
+        let mut out = Output::default();
+        facts.normalize();
+        if facts == self.facts {
+            return out;
         }
+        self.protected = Protected::new(&facts, &self.configured_ignore);
         self.engine
-            .set_ignore(ignore_set(&self.configured_ignore, &local));
-        self.local = local;
-        true
+            .set_ignore(ignore_set(&self.configured_ignore, &facts));
+        self.facts = facts;
+        let now_protected = self.protected.now_protected(self.engine.blocked_sources());
+        for source in now_protected {
+            if self.engine.release_protected(source) {
+                let log = self.allow(now, &mut out.lines);
+                out.orders.push(Order::Release(ReleaseOrder {
+                    source,
+                    why: PROTECTED,
+                    log,
+                }));
+            }
+        }
+        out
     }
 
-    /// The host's own addresses as last given.
-    pub fn local_addresses(&self) -> &[IpAddr] {
-        &self.local
+    /// What the host is, as last given.
+    pub fn host_facts(&self) -> &HostFacts {
+        &self.facts
     }
 
     /// Marks the blocks an earlier run placed, so their sources are dropped and not ordered
@@ -381,6 +527,9 @@ impl Pipeline {
             alert_lines_suppressed: self.alerts.suppressed_total,
             detections_by_kind: self.stats.detections_by_kind,
             blocks_released: self.stats.released,
+            spoofed: self.stats.spoofed,
+            challenges: self.stats.challenges,
+            handshakes: self.stats.handshakes,
         }
     }
 
@@ -388,9 +537,10 @@ impl Pipeline {
     /// Tracked sources, blocks and counters are kept; what the engine fixes at start is kept
     /// too (see [`Engine::reconfigure`]).
     pub fn reconfigure(&mut self, config: &Config) {
-        let fresh = Pipeline::new(config, self.local.clone());
+        let fresh = Pipeline::new(config, self.facts.clone());
         self.engine.reconfigure(fresh.engine.settings().clone());
         self.configured_ignore = fresh.configured_ignore;
+        self.protected = fresh.protected;
         self.unreadable_verdict = fresh.unreadable_verdict;
     }
 
@@ -405,11 +555,15 @@ impl Pipeline {
         now: Instant,
         wall_clock: SystemTime,
     ) -> Result<BlockOrder, String> {
-        if self.local.contains(&source) {
-            return Err(format!("{source} is one of this host's own addresses"));
-        }
-        if self.engine.settings().ignore.contains(source) {
-            return Err(format!("{source} is on the ignore list (detect.ignore)"));
+        match self.protected.why(source) {
+            Some(Protection::Local) => {
+                return Err(format!("{source} is one of this host's own addresses"))
+            }
+            Some(Protection::NextHop) => return Err(format!("{source} is a router of this host")),
+            Some(Protection::Ignored) => {
+                return Err(format!("{source} is on the ignore list (detect.ignore)"))
+            }
+            None => {}
         }
         self.engine
             .restore_blocked(source, term.and_then(|t| now.checked_add(t)), true);
@@ -570,8 +724,15 @@ fn block_order(
     }
 }
 
-/// The configured ignore list plus the host's own addresses.
-fn ignore_set(configured: &[IpNet], local: &[IpAddr]) -> AddrSet {
-    let own: Vec<IpNet> = local.iter().map(|&a| IpNet::from(a)).collect();
+/// What the engine never counts nor blocks: the configured ignore list plus the host's own
+/// addresses and its routers.
+fn ignore_set(configured: &[IpNet], facts: &HostFacts) -> AddrSet {
+    let own: Vec<IpNet> = facts
+        .local
+        .iter()
+        .chain(&facts.next_hops)
+        .map(|&a| IpNet::from(a))
+        .chain(facts.local_nets.iter().copied())
+        .collect();
     AddrSet::new(configured.iter().chain(&own))
 }

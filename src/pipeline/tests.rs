@@ -4,12 +4,18 @@ use super::lines::ALERT_LINES_PER_SPAN;
 use super::*;
 
 use crate::config::ActionKind;
+use crate::cookie::{Cookies, DEFAULT_SLOT};
+use crate::handshake::DEFAULT_CHALLENGES_PER_SECOND;
 use crate::packet::ScanKind;
+use crate::packet::TcpFlags;
 use log::Level;
 use std::net::Ipv4Addr;
 use std::time::UNIX_EPOCH;
 
 const SCANNER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
+/// The interface packets come in on, and the loopback device.
+const ETH0: u32 = 2;
+const LOOPBACK: u32 = 1;
 /// An IPv4 header of 4 words (IHL 4) from 198.51.100.7, protocol TCP: a short-header probe
 /// as NFLOG hands it over.
 const V4_IHL_4: &str =
@@ -73,7 +79,7 @@ impl Clock {
 }
 
 fn queued(p: &mut Pipeline, bytes: &[u8], at: Clock) -> Handled {
-    p.handle(bytes, Arrival::Queued, at.now, at.wall)
+    p.handle(bytes, Arrival::Queued, Some(ETH0), at.now, at.wall)
 }
 
 fn texts(handled: &Handled) -> Vec<(Level, String)> {
@@ -111,7 +117,7 @@ fn spoofed(i: u32) -> Ipv4Addr {
 
 #[test]
 fn trigger_zero_blocks_on_the_first_hit_and_drops_it() {
-    let mut p = Pipeline::new(&config(0), Vec::new());
+    let mut p = Pipeline::new(&config(0), HostFacts::default());
     let at = Clock::start();
     let out = queued(&mut p, &syn(SCANNER, 23), at);
     assert_eq!(out.verdict, Some(Verdict::Drop));
@@ -152,7 +158,7 @@ fn trigger_zero_blocks_on_the_first_hit_and_drops_it() {
 fn below_the_trigger_the_configured_verdict_applies() {
     let mut c = config(2);
     c.respond.verdict = Verdict::Accept;
-    let mut p = Pipeline::new(&c, Vec::new());
+    let mut p = Pipeline::new(&c, HostFacts::default());
     let at = Clock::start();
     for port in [1, 2] {
         let out = queued(&mut p, &syn(SCANNER, port), at);
@@ -171,9 +177,15 @@ fn below_the_trigger_the_configured_verdict_applies() {
 
 #[test]
 fn a_short_header_from_nflog_gets_no_verdict_and_names_the_ip_protocol() {
-    let mut p = Pipeline::new(&config(0), Vec::new());
+    let mut p = Pipeline::new(&config(0), HostFacts::default());
     let at = Clock::start();
-    let out = p.handle(&hex(V4_IHL_4), Arrival::ShortHeaderLog, at.now, at.wall);
+    let out = p.handle(
+        &hex(V4_IHL_4),
+        Arrival::ShortHeaderLog,
+        Some(ETH0),
+        at.now,
+        at.wall,
+    );
     assert_eq!(out.verdict, None);
     assert_eq!(
         texts(&out),
@@ -197,7 +209,7 @@ fn a_short_header_from_nflog_gets_no_verdict_and_names_the_ip_protocol() {
 fn unreadable_bytes_get_the_configured_verdict_and_a_debug_line() {
     let mut c = config(0);
     c.respond.verdict = Verdict::Accept;
-    let mut p = Pipeline::new(&c, Vec::new());
+    let mut p = Pipeline::new(&c, HostFacts::default());
     let at = Clock::start();
     let out = queued(&mut p, &[0x45, 0x00, 0x00], at);
     assert_eq!(out.verdict, Some(Verdict::Accept));
@@ -211,7 +223,7 @@ fn unreadable_bytes_get_the_configured_verdict_and_a_debug_line() {
                 .to_owned()
         )]
     );
-    let logged = p.handle(&[], Arrival::ShortHeaderLog, at.now, at.wall);
+    let logged = p.handle(&[], Arrival::ShortHeaderLog, Some(ETH0), at.now, at.wall);
     assert_eq!(logged.verdict, None);
     assert_eq!(
         logged.lines[0].to_string(),
@@ -225,7 +237,7 @@ fn alert_only_reports_but_orders_no_block() {
     let mut c = config(0);
     c.respond.actions = Vec::new();
     c.respond.verdict = Verdict::Accept;
-    let mut p = Pipeline::new(&c, Vec::new());
+    let mut p = Pipeline::new(&c, HostFacts::default());
     let out = queued(&mut p, &syn(SCANNER, 1), Clock::start());
     assert_eq!(out.verdict, Some(Verdict::Accept));
     assert_eq!(block(&out), None);
@@ -237,7 +249,7 @@ fn alert_only_reports_but_orders_no_block() {
 fn a_full_block_table_evicts_the_unverified_block_nearest_its_end_and_orders_its_release() {
     let mut c = config(0);
     c.respond.block_timeout = Some(Duration::from_secs(3600));
-    let mut p = Pipeline::new(&c, Vec::new());
+    let mut p = Pipeline::new(&c, HostFacts::default());
     let start = Clock::start();
     for i in 0..4 {
         let at = start.after(f64::from(i));
@@ -275,7 +287,7 @@ fn a_full_block_table_evicts_the_unverified_block_nearest_its_end_and_orders_its
 fn a_table_full_of_verified_blocks_refuses_says_so_and_still_drops() {
     let mut c = config(0);
     c.detect.verify = Verify::Handshake;
-    let mut p = Pipeline::new(&c, Vec::new());
+    let mut p = Pipeline::new(&c, HostFacts::default());
     let at = Clock::start();
     for i in 0..4 {
         let source = Ipv4Addr::new(198, 51, 100, i);
@@ -307,7 +319,7 @@ fn a_table_full_of_verified_blocks_refuses_says_so_and_still_drops() {
 fn expired_blocks_leave_the_table_and_say_so_through_the_limiter() {
     let mut c = config(0);
     c.respond.block_timeout = Some(Duration::from_secs(60));
-    let mut p = Pipeline::new(&c, Vec::new());
+    let mut p = Pipeline::new(&c, HostFacts::default());
     let start = Clock::start();
     for i in 0..4 {
         queued(&mut p, &syn(Ipv4Addr::new(198, 51, 100, i), 1), start);
@@ -334,27 +346,192 @@ fn expired_blocks_leave_the_table_and_say_so_through_the_limiter() {
 
 // ------------------------------------------------------------ the host's own addresses
 
-#[test]
-fn the_hosts_own_addresses_are_never_counted_and_follow_changes() {
-    let own = IpAddr::V4(SCANNER);
-    let mut p = Pipeline::new(&config(0), vec![own]);
-    let at = Clock::start();
-    let out = queued(&mut p, &syn(SCANNER, 1), at);
-    assert_eq!(out.verdict, Some(Verdict::Accept));
-    assert_eq!((out.orders.len(), out.lines.len()), (0, 0));
-    assert_eq!(p.status().sources_tracked, 0);
+/// A host on 203.0.113.1/24 behind router 203.0.113.254, and 2001:db8::1 behind fe80::1.
+fn host_facts() -> HostFacts {
+    HostFacts {
+        local: vec![
+            "203.0.113.1".parse().unwrap(),
+            "127.0.0.1".parse().unwrap(),
+            "2001:db8::1".parse().unwrap(),
+        ],
+        local_nets: vec!["127.0.0.0/8".parse().unwrap()],
+        broadcasts: vec!["203.0.113.255".parse().unwrap()],
+        next_hops: vec!["203.0.113.254".parse().unwrap(), "fe80::1".parse().unwrap()],
+        loopback_ifindexes: vec![LOOPBACK],
+    }
+}
 
-    assert!(!p.set_local_addresses(vec![own]), "unchanged");
-    assert!(p.set_local_addresses(vec!["2001:db8::1".parse().unwrap()]));
-    assert_eq!(
-        p.local_addresses(),
-        ["2001:db8::1".parse::<IpAddr>().unwrap()]
-    );
-    assert!(block(&queued(&mut p, &syn(SCANNER, 1), at)).is_some());
-    // The configured list stays in force after the change.
+/// Asserts `source`'s SYN is dropped and counted as spoofed, nothing else.
+fn assert_spoofed(p: &mut Pipeline, source: Ipv4Addr, at: Clock) {
+    let before = p.status().spoofed;
+    let out = queued(p, &syn(source, 1), at);
+    assert_eq!(out.verdict, Some(Verdict::Drop), "{source}");
+    assert_eq!((out.orders.len(), out.lines.len()), (0, 0), "{source}");
+    assert!(out.replies.is_empty(), "{source}");
+    assert_eq!(p.status().spoofed, before + 1, "{source}");
+    assert_eq!(p.status().sources_tracked, 0, "{source}");
+}
+
+#[test]
+fn own_addresses_routers_and_impossible_sources_are_dropped_uncounted() {
+    let mut p = Pipeline::new(&config(0), host_facts());
+    let at = Clock::start();
+    for source in [
+        Ipv4Addr::new(203, 0, 113, 1),   // own, on a non-loopback device
+        Ipv4Addr::new(203, 0, 113, 254), // the gateway
+        Ipv4Addr::new(203, 0, 113, 255), // the subnet's broadcast
+        Ipv4Addr::new(255, 255, 255, 255),
+        Ipv4Addr::new(224, 0, 0, 1),
+        Ipv4Addr::new(0, 0, 0, 0),
+        Ipv4Addr::new(127, 0, 0, 1), // loopback off the loopback device
+    ] {
+        assert_spoofed(&mut p, source, at);
+    }
+    assert_eq!(p.status().blocked_now, 0);
+
+    // The host talking to itself over loopback is let through, uncounted, as before.
+    let own = syn(Ipv4Addr::new(127, 0, 0, 1), 1);
+    let out = p.handle(&own, Arrival::Queued, Some(LOOPBACK), at.now, at.wall);
+    assert_eq!(out.verdict, Some(Verdict::Accept));
+    assert_eq!(p.status().spoofed, 7);
+    // The configured ignore list too.
     let ignored = queued(&mut p, &syn(Ipv4Addr::new(192, 0, 2, 50), 1), at);
     assert_eq!(ignored.verdict, Some(Verdict::Accept));
     assert_eq!(block(&ignored), None);
+}
+
+#[test]
+fn an_address_that_becomes_the_hosts_own_is_released_at_once() {
+    let mut p = Pipeline::new(&config(0), host_facts());
+    let at = Clock::start();
+    assert!(block(&queued(&mut p, &syn(SCANNER, 1), at)).is_some());
+    let unchanged = p.set_host_facts(host_facts(), at.now);
+    assert_eq!(unchanged, Output::default());
+
+    let mut facts = host_facts();
+    facts.local.push(IpAddr::V4(SCANNER));
+    let out = p.set_host_facts(facts.clone(), at.after(1.0).now);
+    assert_eq!(
+        out.orders,
+        [Order::Release(ReleaseOrder {
+            source: IpAddr::V4(SCANNER),
+            why: PROTECTED,
+            log: true,
+        })]
+    );
+    assert_eq!(p.status().blocked_now, 0);
+    assert_spoofed(&mut p, SCANNER, at.after(2.0));
+
+    // A new router likewise.
+    let router = Ipv4Addr::new(198, 51, 100, 8);
+    assert!(block(&queued(&mut p, &syn(router, 1), at.after(3.0))).is_some());
+    facts.next_hops.push(IpAddr::V4(router));
+    let out = p.set_host_facts(facts, at.after(4.0).now);
+    assert_eq!(out.orders.len(), 1);
+    assert_spoofed(&mut p, router, at.after(5.0));
+}
+
+// ------------------------------------------------------------ handshakes
+
+const BANNER: &str = "220 nothing here\r\n";
+
+fn handshake_config(trigger: u32) -> Config {
+    let mut c = config(trigger);
+    c.detect.verify = Verify::Handshake;
+    c.respond.block_timeout = Some(Duration::from_secs(86_400));
+    c.respond.unverified_timeout = Some(Duration::from_secs(600));
+    c.respond.port_banner = Some(BANNER.to_owned());
+    c.monitor.tcp.insert(1);
+    c
+}
+
+fn with_handshakes(c: &Config, at: Clock) -> Pipeline {
+    let cookies = Cookies::from_secret(*b"0123456789abcdef", DEFAULT_SLOT, at.now);
+    Pipeline::new(c, host_facts()).with_handshakes(Some(Handshakes::new(
+        cookies,
+        c.respond.port_banner.as_deref().unwrap_or("").as_bytes(),
+        DEFAULT_CHALLENGES_PER_SECOND,
+    )))
+}
+
+/// `syn` turned into the peer's answer to a SYN-ACK: flags `flags`, acknowledging `ack`.
+fn answer(syn: &[u8], flags: u8, ack: u32) -> Vec<u8> {
+    let mut p = syn.to_vec();
+    p[24..28].copy_from_slice(&2u32.to_be_bytes());
+    p[28..32].copy_from_slice(&ack.to_be_bytes());
+    p[33] = flags;
+    p
+}
+
+fn replies(out: &Handled) -> Vec<forge::TcpSegment> {
+    out.replies
+        .iter()
+        .map(|reply| {
+            assert_eq!(reply.ifindex, Some(ETH0));
+            forge::read_tcp(&reply.packet).expect("a TCP reply")
+        })
+        .collect()
+}
+
+#[test]
+fn a_completed_handshake_verifies_the_block_and_gets_the_banner_then_a_reset() {
+    let c = handshake_config(0);
+    let at = Clock::start();
+    let mut p = with_handshakes(&c, at);
+    let probe = syn(SCANNER, 1);
+    let out = queued(&mut p, &probe, at);
+    assert_eq!(out.verdict, Some(Verdict::Drop));
+    let [syn_ack] = replies(&out)[..] else {
+        panic!("one SYN-ACK: {:?}", out.replies);
+    };
+    assert_eq!(syn_ack.flags.bits(), TcpFlags::SYN | TcpFlags::ACK);
+    let order = block(&out).expect("blocked by the SYN");
+    assert!(!order.record.verified);
+    let unverified_end = order.record.expires.expect("an end");
+    assert_eq!(unverified_end - order.record.added, 600);
+
+    let ack = answer(&probe, TcpFlags::ACK, syn_ack.seq.wrapping_add(1));
+    let out = queued(&mut p, &ack, at.after(0.1));
+    assert_eq!(out.verdict, Some(Verdict::Drop));
+    let sent = replies(&out);
+    assert_eq!(sent.len(), 2, "banner and reset");
+    assert_eq!(sent[0].payload_len as usize, BANNER.len());
+    assert!(sent[1].flags.bits() & TcpFlags::RST != 0);
+    let [Order::Renew(renew)] = &out.orders[..] else {
+        panic!("a renewal: {:?}", out.orders);
+    };
+    assert_eq!(renew.source, IpAddr::V4(SCANNER));
+    let status = p.status();
+    assert_eq!((status.challenges, status.handshakes), (1, 1));
+    assert_eq!((status.blocked_verified, status.blocked_unverified), (1, 0));
+}
+
+#[test]
+fn a_reset_or_a_wrong_cookie_proves_nothing() {
+    let c = handshake_config(5);
+    let at = Clock::start();
+    let mut p = with_handshakes(&c, at);
+    let probe = syn(SCANNER, 1);
+    let out = queued(&mut p, &probe, at);
+    let cookie = replies(&out)[0].seq;
+    let reset = answer(&probe, TcpFlags::RST, 0);
+    assert!(queued(&mut p, &reset, at).replies.is_empty());
+    let wrong = answer(&probe, TcpFlags::ACK, cookie.wrapping_add(2));
+    let out = queued(&mut p, &wrong, at);
+    assert!(out.replies.is_empty());
+    assert!(out.orders.is_empty());
+    assert_eq!(p.status().handshakes, 0);
+}
+
+#[test]
+fn without_verify_nothing_is_ever_sent() {
+    let mut c = handshake_config(0);
+    c.detect.verify = Verify::Off;
+    let at = Clock::start();
+    let mut p = with_handshakes(&c, at);
+    let out = queued(&mut p, &syn(SCANNER, 1), at);
+    assert!(out.replies.is_empty());
+    assert_eq!(p.status().challenges, 0);
 }
 
 // ------------------------------------------------------------ restored blocks
@@ -373,7 +550,7 @@ fn record(source: Ipv4Addr, added: u64, expires: Option<u64>) -> BlockRecord {
 
 #[test]
 fn restored_blocks_drop_without_new_orders_until_their_time_is_up() {
-    let mut p = Pipeline::new(&config(0), Vec::new());
+    let mut p = Pipeline::new(&config(0), HostFacts::default());
     let at = Clock::start();
     let unix = store::unix_seconds(at.wall);
     let timed = Ipv4Addr::new(198, 51, 100, 1);
@@ -456,7 +633,7 @@ fn the_pipeline_orders_blocks_at_the_wall_clock_it_is_given() {
     let mut c = config(0);
     c.respond.block_timeout = Some(Duration::from_secs(600));
     c.respond.actions = vec![ActionKind::Route];
-    let mut p = Pipeline::new(&c, Vec::new());
+    let mut p = Pipeline::new(&c, HostFacts::default());
     let at = Clock::start();
     let out = queued(&mut p, &syn(SCANNER, 23), at);
     let order = block(&out).unwrap();
@@ -477,7 +654,7 @@ fn the_pipeline_orders_blocks_at_the_wall_clock_it_is_given() {
 fn with_verification_off_every_block_is_unverified_and_capped() {
     let mut c = config(0);
     c.respond.block_timeout = None;
-    let mut p = Pipeline::new(&c, Vec::new());
+    let mut p = Pipeline::new(&c, HostFacts::default());
     let at = Clock::start();
     let out = queued(&mut p, &syn(SCANNER, 23), at);
     let order = block(&out).unwrap();
@@ -495,7 +672,7 @@ fn with_verification_off_every_block_is_unverified_and_capped() {
     );
     let mut uncapped = config(0);
     uncapped.respond.unverified_timeout = None;
-    let mut p = Pipeline::new(&uncapped, Vec::new());
+    let mut p = Pipeline::new(&uncapped, HostFacts::default());
     let out = queued(&mut p, &syn(SCANNER, 23), at);
     assert_eq!(block(&out).unwrap().record.expires, None);
 }
@@ -506,7 +683,7 @@ fn a_handshake_renews_an_unverified_block_with_block_timeout() {
     c.detect.verify = Verify::Handshake;
     c.respond.block_timeout = Some(Duration::from_secs(86_400));
     c.respond.unverified_timeout = Some(Duration::from_secs(600));
-    let mut p = Pipeline::new(&c, Vec::new());
+    let mut p = Pipeline::new(&c, HostFacts::default());
     let at = Clock::start();
     let out = queued(&mut p, &syn(SCANNER, 23), at);
     assert_eq!(
@@ -545,7 +722,7 @@ fn the_rate_cap_holds_blocks_back_says_so_once_a_second_and_tick_hands_out_token
     c.respond.max_blocks = 10_000;
     c.respond.max_blocks_per_sec = 5;
     c.detect.max_sources = 10_000;
-    let mut p = Pipeline::new(&c, Vec::new());
+    let mut p = Pipeline::new(&c, HostFacts::default());
     let at = Clock::start();
     let mut orders = Vec::new();
     for i in 0..1_000 {
@@ -588,7 +765,7 @@ fn history_lines_come_only_with_blocks_the_rate_cap_let_through() {
     c.respond.max_blocks = 200;
     c.respond.max_blocks_per_sec = 50;
     c.detect.max_sources = 4096;
-    let mut p = Pipeline::new(&c, Vec::new());
+    let mut p = Pipeline::new(&c, HostFacts::default());
     let start = Clock::start();
     let (mut blocks, mut releases, mut held_back_lines) = (0, 0, 0);
     // Ten seconds of 20k new sources a second, ticking every 100 ms.
@@ -643,7 +820,7 @@ fn a_scanner_probing_three_ports_is_blocked_ahead_of_a_spoofed_flood_with_trigge
     let mut c = config(0);
     c.respond.max_blocks = 200;
     c.detect.max_sources = 1_000;
-    let mut p = Pipeline::new(&c, Vec::new());
+    let mut p = Pipeline::new(&c, HostFacts::default());
     let start = Clock::start();
     for i in 0..100_000 {
         queued(&mut p, &syn(spoofed(i), 80), start);
@@ -673,7 +850,7 @@ fn a_scanner_probing_three_ports_is_blocked_ahead_of_a_spoofed_flood_with_trigge
 fn a_flood_of_detections_is_held_to_the_budget_and_summed_up_by_tick() {
     let mut c = config(u32::MAX);
     c.detect.max_sources = 4096;
-    let mut p = Pipeline::new(&c, Vec::new());
+    let mut p = Pipeline::new(&c, HostFacts::default());
     let at = Clock::start();
     assert_eq!(p.tick(at.now, at.wall), Output::default());
     let flood = ALERT_LINES_PER_SPAN + 50;
@@ -715,7 +892,7 @@ fn block_and_release_lines_share_the_budget_with_detections() {
     c.respond.max_blocks = 100;
     c.respond.max_blocks_per_sec = 0;
     c.detect.max_sources = 4096;
-    let mut p = Pipeline::new(&c, Vec::new());
+    let mut p = Pipeline::new(&c, HostFacts::default());
     let at = Clock::start();
     let (mut lines, mut logged_orders, mut silent_orders) = (0usize, 0usize, 0usize);
     for i in 0..1_000 {
@@ -762,6 +939,9 @@ fn the_status_line_keeps_its_wording() {
         sources_tracked: 14,
         sources_evicted: 15,
         alert_lines_suppressed: 16,
+        spoofed: 17,
+        challenges: 18,
+        handshakes: 19,
         ..Status::default()
     };
     assert_eq!(
@@ -769,7 +949,8 @@ fn the_status_line_keeps_its_wording() {
         "1 packets queued, 2 short headers logged, 3 malformed, 4 detections, \
          5 blocks ordered, 6 held back (rate cap), 7 waiting, 8 refused (table full), \
          9 evicted (table full), 10 verified by handshake, 11 blocked now (12 verified, \
-         13 unverified), 14 sources tracked, 15 evicted, 16 alert lines suppressed"
+         13 unverified), 14 sources tracked, 15 evicted, 16 alert lines suppressed, \
+         17 spoofed (never counted), 18 challenges sent, 19 handshakes completed"
     );
 }
 
@@ -777,7 +958,7 @@ fn the_status_line_keeps_its_wording() {
 
 #[test]
 fn a_block_by_hand_drops_the_source_and_an_unblock_lets_it_be_blocked_again() {
-    let mut p = Pipeline::new(&config(0), Vec::new());
+    let mut p = Pipeline::new(&config(0), HostFacts::default());
     let at = Clock::start();
     let hand = p
         .block_by_hand(
@@ -819,7 +1000,13 @@ fn a_block_by_hand_drops_the_source_and_an_unblock_lets_it_be_blocked_again() {
 #[test]
 fn ignored_and_own_addresses_are_never_blocked_by_hand() {
     let own: IpAddr = "203.0.113.1".parse().unwrap();
-    let mut p = Pipeline::new(&config(0), vec![own]);
+    let mut p = Pipeline::new(
+        &config(0),
+        HostFacts {
+            local: vec![own],
+            ..HostFacts::default()
+        },
+    );
     let at = Clock::start();
     let refused = p.block_by_hand(own, None, at.now, at.wall).unwrap_err();
     assert!(refused.contains("own addresses"), "{refused}");
@@ -830,7 +1017,7 @@ fn ignored_and_own_addresses_are_never_blocked_by_hand() {
 
 #[test]
 fn a_reload_keeps_counts_and_blocks_and_takes_the_new_trigger_and_ignore_list() {
-    let mut p = Pipeline::new(&config(2), Vec::new());
+    let mut p = Pipeline::new(&config(2), HostFacts::default());
     let at = Clock::start();
     let other = Ipv4Addr::new(198, 51, 100, 8);
     queued(&mut p, &syn(SCANNER, 1), at);

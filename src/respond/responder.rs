@@ -23,6 +23,7 @@ use super::Action;
 use crate::config::QueueMode;
 use crate::error_text::with_causes;
 use crate::firewall::{Firewall, Installed};
+use crate::fleet::{Enforcer, UNBLOCKED_BY_HAND};
 use crate::nft::ruleset::RulesetSpec;
 use crate::nft::watch::Seen;
 use crate::pipeline::{self, BlockOrder, ReleaseOrder, RenewOrder, EXPIRED};
@@ -37,6 +38,8 @@ pub enum Order {
     Release(ReleaseOrder),
     Renew(RenewOrder),
     ByHand(ByHand),
+    /// Pulled bans to enforce or release, from the CrowdSec worker.
+    Fleet(Vec<crate::crowdsec::Change>),
     /// What the nft watch saw another process do to nfsentry's tables.
     Ruleset(Seen),
     Shutdown,
@@ -59,6 +62,8 @@ pub struct ResponderSetup {
     pub store: BlockStore,
     /// Built by [`super::build`], in the order they run.
     pub actions: Vec<Box<dyn Action>>,
+    /// With `[crowdsec]`: enforces pulled bans, reports our blocks.
+    pub fleet: Option<Enforcer>,
     /// Whether the blocked sets of nfsentry's table hold the blocks (the `nft-set` action
     /// runs): the ruleset is then installed, and repaired, with them in it.
     pub sets_hold_blocks: bool,
@@ -99,6 +104,7 @@ fn run(
         prefer,
         store,
         actions,
+        fleet,
         sets_hold_blocks,
         released,
         released_while_away,
@@ -128,6 +134,7 @@ fn run(
             )
         );
     }
+    responder.fleet = fleet;
     let _ = ready.send(Ok(installed));
 
     loop {
@@ -139,6 +146,7 @@ fn run(
         // Take whatever else queued up meanwhile: a burst costs one firewall batch and one disk
         // flush instead of one of each per source.
         let mut burst = Burst::default();
+        let mut pulled = Vec::new();
         let mut changes = Vec::new();
         let mut shutdown = false;
         let pending = std::iter::from_fn(|| orders.try_recv().ok()).take(MAX_BURST);
@@ -155,6 +163,7 @@ fn run(
                     }
                     responder.by_hand(command, &mut firewall);
                 }
+                Order::Fleet(changes) => pulled.extend(changes),
                 Order::Ruleset(seen) => changes.push(seen),
                 Order::Shutdown => {
                     shutdown = true;
@@ -169,6 +178,7 @@ fn run(
         for seen in changes {
             responder.on_ruleset(seen, &mut firewall);
         }
+        responder.enforce_pulled(pulled);
         if shutdown {
             break;
         }
@@ -191,6 +201,7 @@ fn run(
 struct Responder {
     store: BlockStore,
     actions: Vec<Box<dyn Action>>,
+    fleet: Option<Enforcer>,
     /// See [`ResponderSetup::sets_hold_blocks`].
     sets_hold_blocks: bool,
     released: Sender<IpAddr>,
@@ -214,6 +225,7 @@ impl Responder {
         let mut responder = Responder {
             store,
             actions: Vec::new(),
+            fleet: None,
             sets_hold_blocks,
             released,
             repair_due: None,
@@ -261,6 +273,12 @@ impl Responder {
             blocks,
             renewals,
         } = batch;
+        for order in releases
+            .iter()
+            .filter(|order| order.why == UNBLOCKED_BY_HAND)
+        {
+            self.unblocked_by_hand(order.source);
+        }
         // A block whose time ran out here before the pipeline gave it up is gone already.
         let released: Vec<(BlockRecord, ReleaseOrder)> = releases
             .into_iter()
@@ -295,6 +313,9 @@ impl Responder {
                     all => error!("block of {} sources failed: {e}", all.len()),
                 }
             }
+        }
+        if let Some(fleet) = &self.fleet {
+            fleet.blocked(&records);
         }
         // Recorded even when an action failed: the block is due, and the next start retries it.
         // "has been blocked" is a promise admins' log watchers act on, so a burst an action
@@ -374,7 +395,29 @@ impl Responder {
                 }
             }
         }
+        if let Some(fleet) = &mut self.fleet {
+            fleet.released(records);
+        }
         self.sync();
+    }
+
+    /// Pulled bans, after the pipeline's orders of the same round.
+    fn enforce_pulled(&mut self, changes: Vec<crate::crowdsec::Change>) {
+        if changes.is_empty() {
+            return;
+        }
+        if let Some(fleet) = &mut self.fleet {
+            fleet.apply(changes, &self.store, &mut self.actions);
+        }
+    }
+
+    /// The hook for a manual unblock (`nfsentry unblock`): the fleet forgets our decision on
+    /// `address`. Called from the release path for orders whose `why` is
+    /// [`UNBLOCKED_BY_HAND`]; a control-socket handler may call it directly.
+    pub fn unblocked_by_hand(&mut self, address: std::net::IpAddr) {
+        if let Some(fleet) = &self.fleet {
+            fleet.unblocked_by_hand(address);
+        }
     }
 
     /// A clean stop: the journal is flushed and each action tears down.

@@ -11,6 +11,7 @@
 
 use std::fs::{self, File};
 use std::net::TcpListener;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -34,6 +35,9 @@ const CSCLI_MACHINE: &str = "cscli-test";
 pub struct Lapi {
     dir: tempfile::TempDir,
     config: PathBuf,
+    /// Where it runs and listens: the test's own namespace and loopback unless `start_in`.
+    netns: Option<String>,
+    host: String,
     port: u16,
     child: Option<Child>,
     starts: u32,
@@ -43,6 +47,12 @@ impl Lapi {
     /// Writes the config, registers cscli's own machine, starts the LAPI and waits until it
     /// answers HTTP.
     pub fn start() -> Lapi {
+        Lapi::start_in(None, "127.0.0.1", free_port())
+    }
+
+    /// As [`Lapi::start`], run inside network namespace `netns` (when given) and listening on
+    /// `host:port` there; `cscli` runs there too.
+    pub fn start_in(netns: Option<&str>, host: &str, port: u16) -> Lapi {
         assert!(
             Path::new(CROWDSEC).exists() && Path::new(CSCLI).exists(),
             "{CROWDSEC} and {CSCLI} are needed: run scripts/setup.sh (Debian's crowdsec package)"
@@ -51,7 +61,6 @@ impl Lapi {
             .prefix("nfsentry-lapi-")
             .tempdir()
             .unwrap_or_else(|error| panic!("temporary directory: {error}"));
-        let port = free_port();
         let root = dir.path();
         let config = root.join("config.yaml");
         fs::create_dir_all(root.join("data")).unwrap_or_else(|e| panic!("data dir: {e}"));
@@ -75,7 +84,7 @@ impl Lapi {
              db_config:\n  type: sqlite\n  db_path: {root_text}/data/crowdsec.db\n  \
              use_wal: true\n\
              api:\n  client:\n    credentials_path: {root_text}/cscli-credentials.yaml\n  \
-             server:\n    listen_uri: 127.0.0.1:{port}\n    profiles_path: \
+             server:\n    listen_uri: {host}:{port}\n    profiles_path: \
              {root_text}/profiles.yaml\n\
              prometheus:\n  enabled: false\n"
         );
@@ -83,6 +92,8 @@ impl Lapi {
         let mut lapi = Lapi {
             dir,
             config,
+            netns: netns.map(str::to_owned),
+            host: host.to_owned(),
             port,
             child: None,
             starts: 0,
@@ -102,9 +113,21 @@ impl Lapi {
         lapi
     }
 
-    /// `http://127.0.0.1:PORT/`
+    /// `http://HOST:PORT/`
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/", self.port)
+        format!("http://{}:{}/", self.host, self.port)
+    }
+
+    /// `program`, run in the LAPI's namespace.
+    fn command(&self, program: &str) -> Command {
+        match &self.netns {
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns, program]);
+                command
+            }
+            None => Command::new(program),
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -132,7 +155,8 @@ impl Lapi {
 
     /// Runs `cscli -c CONFIG args`; panics with its output when it fails.
     pub fn cscli(&self, args: &[&str]) -> String {
-        let output = Command::new(CSCLI)
+        let output = self
+            .command(CSCLI)
             .arg("-c")
             .arg(&self.config)
             .args(args)
@@ -197,7 +221,8 @@ impl Lapi {
         let log_path = self.dir.path().join(format!("lapi-{}.log", self.starts));
         let log = File::create(&log_path).unwrap_or_else(|e| panic!("lapi log: {e}"));
         let log_err = log.try_clone().unwrap_or_else(|e| panic!("lapi log: {e}"));
-        let child = Command::new(CROWDSEC)
+        let child = self
+            .command(CROWDSEC)
             .arg("-c")
             .arg(&self.config)
             .args(["-no-cs", "-no-capi"])
@@ -232,6 +257,27 @@ impl Lapi {
 
     /// Any HTTP answer (a 403 without a key is one) means the API is up.
     fn answers(&self) -> bool {
+        match &self.netns {
+            Some(netns) => thread::scope(|scope| {
+                scope
+                    .spawn(|| {
+                        let path = format!("/run/netns/{netns}");
+                        let namespace =
+                            File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+                        // SAFETY: setns only reads the descriptor, which `namespace` keeps open
+                        // for the call; it moves this short-lived thread alone.
+                        let rc = unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET) };
+                        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+                        self.answers_here()
+                    })
+                    .join()
+                    .unwrap_or(false)
+            }),
+            None => self.answers_here(),
+        }
+    }
+
+    fn answers_here(&self) -> bool {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .proxy(None)

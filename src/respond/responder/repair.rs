@@ -84,6 +84,9 @@ impl Responder {
         };
         match firewall.reinstall(&blocks) {
             Ok(()) => {
+                if let Some(fleet) = &mut self.fleet {
+                    fleet.reinstalled(&self.store);
+                }
                 let retried = self.repair_due.take().is_some();
                 info!(
                     "nft ruleset reinstalled with {} blocks in {} ms{}",
@@ -113,6 +116,9 @@ impl Responder {
             .filter_map(|source| self.store.remove(source))
             .collect();
         self.release(&records);
+        for record in &records {
+            self.unblocked_by_hand(record.source);
+        }
         let why = format!("released by hand by {by}");
         for record in &records {
             info!("{}", report::released_line(record.source, &why));

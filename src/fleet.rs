@@ -1,0 +1,405 @@
+//! The fleet in the running daemon: joins the CrowdSec worker ([`crate::crowdsec`]) to the
+//! responder. Two halves, one per thread:
+//!
+//! - [`Fleet`], on the daemon's side: starts the worker, whose [`Change`]s become
+//!   [`Order::Fleet`] on the responder's channel, and reads its [`Status`] for the status line
+//!   and `nfsentry status`.
+//! - [`Enforcer`], owned by the responder: puts pulled bans into the kernel (single addresses
+//!   into `blocked_v4`/`blocked_v6` with the decision's remaining time as element timeout,
+//!   networks into the `blocked_ranges_*` interval sets), releases them, and reports the
+//!   responder's own blocks and manual unblocks to the worker.
+//!
+//! The rules it keeps: a pulled ban is never pushed back; it runs no action but the nft sets
+//! unless `[crowdsec] actions` names one; an address nfsentry blocked itself stays blocked for
+//! as long as its own block says, whatever the fleet does, and the other way round.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use ipnet::IpNet;
+use log::{debug, error, info, warn};
+
+use crate::config::{self, ActionKind};
+use crate::crowdsec::{self, Change, Crowdsec, HeldBan, LocalBlock, Reporter, Settings, Status};
+use crate::nft::{Nft, NftError};
+use crate::respond::responder::Order;
+use crate::respond::Action;
+use crate::store::{unix_seconds, BlockRecord, BlockStore};
+
+/// The `why` of a release order made by hand (`nfsentry unblock`): the responder then has our
+/// decision on the address deleted on the LAPI too.
+pub const UNBLOCKED_BY_HAND: &str = "unblocked by hand";
+/// The scan type word a pulled ban's record carries for the actions `[crowdsec] actions` runs.
+const PULLED_KIND: &str = "crowdsec";
+/// How long stopping waits for a LAPI call in progress.
+const STOP_WAIT: Duration = Duration::from_secs(3);
+
+/// The running worker, as the daemon holds it. Cheap to clone, and shareable between threads:
+/// the control socket reads the same status. The lock is held only to read counters.
+#[derive(Clone)]
+pub struct Fleet {
+    crowdsec: Arc<Mutex<Crowdsec>>,
+}
+
+impl Fleet {
+    /// Starts the worker for `section`; its changes go to the responder through `orders`.
+    pub fn start(
+        section: &config::Crowdsec,
+        orders: mpsc::Sender<Order>,
+    ) -> std::io::Result<Fleet> {
+        let sink = move |changes: Vec<Change>| {
+            if orders.send(Order::Fleet(changes)).is_err() {
+                debug!("crowdsec: the responder is gone; pulled changes dropped");
+            }
+        };
+        let crowdsec = crowdsec::spawn(Settings::new(section), sink)?;
+        info!("crowdsec: {}", section.summary());
+        Ok(Fleet {
+            crowdsec: Arc::new(Mutex::new(crowdsec)),
+        })
+    }
+
+    /// Where the responder reports its blocks and manual unblocks.
+    pub fn reporter(&self) -> Reporter {
+        self.worker().reporter()
+    }
+
+    /// The LAPI link, pushes and pulled decisions now; holds no secret.
+    pub fn status(&self) -> Status {
+        self.worker().status()
+    }
+
+    /// [`Self::status`] as one line.
+    pub fn summary(&self) -> String {
+        self.status().summary(SystemTime::now())
+    }
+
+    /// The pulled bans held now, for `nfsentry list`.
+    pub fn held(&self) -> Vec<HeldBan> {
+        self.worker().held()
+    }
+
+    fn worker(&self) -> MutexGuard<'_, Crowdsec> {
+        // The worker's handle has no state a panic could leave half-changed.
+        self.crowdsec.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Stops the worker; waits briefly when this is the last handle.
+    pub fn stop(self) {
+        match Arc::try_unwrap(self.crowdsec) {
+            Ok(crowdsec) => {
+                let crowdsec = crowdsec
+                    .into_inner()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if !crowdsec.stop(STOP_WAIT) {
+                    warn!("crowdsec: the worker did not stop within {STOP_WAIT:?}");
+                }
+            }
+            // Another handle (the control socket) lives on; dropping ours asks nothing.
+            Err(shared) => drop(shared),
+        }
+    }
+}
+
+/// A pulled ban on one address, as the firewall has it.
+#[derive(Debug, Clone, Copy)]
+struct HeldAddress {
+    /// None: until released.
+    ends: Option<Instant>,
+    /// `[crowdsec] actions` blocked it and must release it.
+    acted: bool,
+}
+
+impl HeldAddress {
+    fn remaining(&self, now: Instant) -> Option<Duration> {
+        self.ends.map(|ends| ends.saturating_duration_since(now))
+    }
+}
+
+/// The responder's half: pulled bans into the kernel, local blocks out to the worker.
+pub struct Enforcer {
+    table: String,
+    /// Opened on the responder's thread at first use.
+    nft: Option<Nft>,
+    reporter: Option<Reporter>,
+    /// Actions besides the nft sets that pulled addresses go through.
+    actions: Vec<ActionKind>,
+    addresses: HashMap<IpAddr, HeldAddress>,
+    ranges: HashSet<IpNet>,
+    /// What the range sets hold now.
+    installed_ranges: Vec<IpNet>,
+}
+
+impl Enforcer {
+    /// `reporter` is None when push is off.
+    pub fn new(table: &str, section: &config::Crowdsec, reporter: Option<Reporter>) -> Enforcer {
+        Enforcer {
+            table: table.to_owned(),
+            nft: None,
+            reporter: section.push.as_ref().and(reporter),
+            actions: section.actions.clone(),
+            addresses: HashMap::new(),
+            ranges: HashSet::new(),
+            installed_ranges: Vec::new(),
+        }
+    }
+
+    fn nft(&mut self) -> Result<&mut Nft, NftError> {
+        match &mut self.nft {
+            Some(nft) => Ok(nft),
+            empty => Ok(empty.insert(Nft::open()?)),
+        }
+    }
+
+    /// Whether the fleet bans `address` now.
+    pub fn holds(&self, address: &IpAddr) -> bool {
+        self.addresses.contains_key(address)
+    }
+
+    /// Carries out one batch of the worker's changes. `store` says which addresses nfsentry
+    /// blocked itself; `actions` are the responder's, of which only those `[crowdsec] actions`
+    /// names run.
+    pub fn apply(
+        &mut self,
+        changes: Vec<Change>,
+        store: &BlockStore,
+        actions: &mut [Box<dyn Action>],
+    ) {
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        // (address, element timeout): added fresh, or present already and given a new one.
+        let mut fresh: Vec<(IpAddr, Option<Duration>)> = Vec::new();
+        let mut retimed: Vec<(IpAddr, Option<Duration>)> = Vec::new();
+        let mut gone: Vec<IpAddr> = Vec::new();
+        let mut act_block: Vec<BlockRecord> = Vec::new();
+        let mut act_release: Vec<BlockRecord> = Vec::new();
+        let ranges_before = self.ranges.len();
+        let mut ranges_changed = false;
+        for change in changes {
+            let single = match change.net() {
+                IpNet::V4(net) if net.prefix_len() == 32 => Some(IpAddr::V4(net.addr())),
+                IpNet::V6(net) if net.prefix_len() == 128 => Some(IpAddr::V6(net.addr())),
+                _ => None,
+            };
+            match (change, single) {
+                (Change::Enforce { timeout, .. }, Some(address)) => {
+                    let local = store.get(&address).map(|block| block.remaining(wall));
+                    let element = match local {
+                        // Blocked here for good: the fleet cannot shorten that.
+                        Some(None) => None,
+                        Some(Some(left)) => timeout.map(|fleet| fleet.max(left)),
+                        None => timeout,
+                    };
+                    let previous = self.addresses.get(&address).copied();
+                    // The other actions see a pulled address once, unless it is ours anyway.
+                    let acted = match previous {
+                        Some(held) => held.acted,
+                        None => !self.actions.is_empty() && local.is_none(),
+                    };
+                    if previous.is_none() && acted {
+                        act_block.push(pulled_record(address, timeout, wall));
+                    }
+                    self.addresses.insert(
+                        address,
+                        HeldAddress {
+                            ends: timeout.map(|timeout| now + timeout),
+                            acted,
+                        },
+                    );
+                    if previous.is_some() || local.is_some() {
+                        retimed.push((address, element));
+                    } else {
+                        fresh.push((address, element));
+                    }
+                }
+                (Change::Release { reason, .. }, Some(address)) => {
+                    let Some(held) = self.addresses.remove(&address) else {
+                        continue;
+                    };
+                    debug!("crowdsec: releasing {address} ({})", reason.as_str());
+                    match store.get(&address) {
+                        // Our own block stays, for its own time.
+                        Some(block) => retimed.push((address, block.remaining(wall))),
+                        None => gone.push(address),
+                    }
+                    if held.acted {
+                        act_release.push(pulled_record(address, None, wall));
+                    }
+                }
+                (Change::Enforce { net, .. }, None) => {
+                    ranges_changed |= self.ranges.insert(net);
+                }
+                (Change::Release { net, .. }, None) => {
+                    ranges_changed |= self.ranges.remove(&net);
+                }
+            }
+        }
+        let table = self.table.clone();
+        let result = self.nft().and_then(|nft| {
+            let retimed_addresses: Vec<IpAddr> = retimed.iter().map(|(a, _)| *a).collect();
+            // Re-adding a present element keeps its old timeout on kernels before 6.10.
+            nft.release_many(&table, &retimed_addresses)?;
+            nft.release_many(&table, &gone)?;
+            fresh.extend(retimed.iter().copied());
+            nft.block_many(&table, &fresh)
+        });
+        if let Err(e) = result {
+            error!(
+                "crowdsec: enforcing {} pulled bans and releasing {} failed: {e}",
+                fresh.len(),
+                gone.len()
+            );
+        }
+        if ranges_changed {
+            self.sync_ranges(ranges_before);
+        }
+        self.run_actions(actions, &act_block, &act_release, wall);
+    }
+
+    /// Makes the range sets hold the networks held now.
+    fn sync_ranges(&mut self, before: usize) {
+        let mut wanted: Vec<IpNet> = self.ranges.iter().copied().collect();
+        wanted.sort_unstable();
+        let table = self.table.clone();
+        let installed = std::mem::take(&mut self.installed_ranges);
+        match self
+            .nft()
+            .and_then(|nft| nft.replace_ranges(&table, &installed, &wanted))
+        {
+            Ok(()) => {
+                debug!(
+                    "crowdsec: {} banned networks in the range sets (were {before})",
+                    wanted.len()
+                );
+                self.installed_ranges = wanted;
+            }
+            Err(e) => {
+                error!("crowdsec: updating the banned networks failed: {e}");
+                self.installed_ranges = installed;
+            }
+        }
+    }
+
+    fn run_actions(
+        &self,
+        actions: &mut [Box<dyn Action>],
+        block: &[BlockRecord],
+        release: &[BlockRecord],
+        now: SystemTime,
+    ) {
+        if block.is_empty() && release.is_empty() {
+            return;
+        }
+        let block: Vec<&BlockRecord> = block.iter().collect();
+        let release: Vec<&BlockRecord> = release.iter().collect();
+        for action in actions.iter_mut().filter(|action| {
+            self.actions
+                .iter()
+                .any(|kind| kind.as_str() == action.name())
+        }) {
+            if !release.is_empty() {
+                if let Err(e) = action.release(&release) {
+                    error!(
+                        "crowdsec: releasing {} pulled bans failed: {e}",
+                        release.len()
+                    );
+                }
+            }
+            if !block.is_empty() {
+                if let Err(e) = action.block(&block, now) {
+                    error!(
+                        "crowdsec: enforcing {} pulled bans failed: {e}",
+                        block.len()
+                    );
+                }
+            }
+        }
+    }
+
+    /// The responder blocked these itself: the fleet hears of them. Addresses the fleet bans
+    /// already are not reported back.
+    pub fn blocked(&self, records: &[&BlockRecord]) {
+        let Some(reporter) = &self.reporter else {
+            return;
+        };
+        for record in records {
+            if !self.holds(&record.source) {
+                reporter.blocked(LocalBlock::new((*record).clone()));
+            }
+        }
+    }
+
+    /// The responder released these blocks of its own, which took them out of the address
+    /// sets: the ones the fleet still bans go back in, for the fleet's time.
+    pub fn released(&mut self, records: &[BlockRecord]) {
+        let now = Instant::now();
+        let back: Vec<(IpAddr, Option<Duration>)> = records
+            .iter()
+            .filter_map(|record| {
+                let held = self.addresses.get(&record.source)?;
+                let left = held.remaining(now);
+                (left != Some(Duration::ZERO)).then_some((record.source, left))
+            })
+            .collect();
+        if back.is_empty() {
+            return;
+        }
+        let table = self.table.clone();
+        if let Err(e) = self.nft().and_then(|nft| nft.block_many(&table, &back)) {
+            error!(
+                "crowdsec: {} addresses the fleet still bans could not be put back: {e}",
+                back.len()
+            );
+        }
+    }
+
+    /// The ruleset was reinstalled (a repair after another process damaged it) with nfsentry's
+    /// own blocks only: the pulled bans go back in, for what is left of them.
+    pub fn reinstalled(&mut self, store: &BlockStore) {
+        let now = Instant::now();
+        let back: Vec<(IpAddr, Option<Duration>)> = self
+            .addresses
+            .iter()
+            .filter(|(address, _)| store.get(address).is_none())
+            .map(|(address, held)| (*address, held.remaining(now)))
+            .filter(|(_, left)| *left != Some(Duration::ZERO))
+            .collect();
+        let table = self.table.clone();
+        if let Err(e) = self.nft().and_then(|nft| nft.block_many(&table, &back)) {
+            error!(
+                "crowdsec: {} pulled bans could not be put back after the repair: {e}",
+                back.len()
+            );
+        }
+        // The range sets were made afresh, empty.
+        self.installed_ranges.clear();
+        let held = self.ranges.len();
+        if held > 0 {
+            self.sync_ranges(held);
+        }
+    }
+
+    /// `nfsentry unblock ADDRESS`: our decision on it is deleted on the LAPI. A ban from
+    /// elsewhere in the fleet on the same address stays.
+    pub fn unblocked_by_hand(&self, address: IpAddr) {
+        if let Some(reporter) = &self.reporter {
+            reporter.unblocked(address);
+        }
+    }
+}
+
+/// The block record a pulled ban gives the actions `[crowdsec] actions` names.
+fn pulled_record(address: IpAddr, timeout: Option<Duration>, now: SystemTime) -> BlockRecord {
+    let added = unix_seconds(now);
+    BlockRecord {
+        source: address,
+        added,
+        expires: timeout.map(|timeout| added + timeout.as_secs().max(1)),
+        protocol: String::new(),
+        port: 0,
+        kind: PULLED_KIND.to_owned(),
+        verified: false,
+    }
+}
