@@ -8,11 +8,13 @@
 //! capabilities before any thread exists (capabilities are per thread), and install the
 //! ruleset and restore blocks before the first packet is decided.
 
+mod control;
 mod host_edges;
+pub mod reload;
 
 use std::net::IpAddr;
 use std::os::fd::AsFd;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime};
 
 use log::{debug, error, info, log, warn};
@@ -22,6 +24,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use thiserror::Error;
 
 use crate::config::{self, ActionKind, Config, Origin, Verdict};
+use crate::control::server::ControlSocket;
 use crate::error_text::with_causes;
 use crate::firewall;
 use crate::fleet::{Enforcer, Fleet};
@@ -142,6 +145,18 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         })
         .ok();
     let detached = respond::detached_status(&actions);
+    // Bound while the daemon may still create the socket's directory; answered once the
+    // ruleset is in. Without it nfsentry still protects the host, so a failure is logged only.
+    let control_socket = ControlSocket::bind(&config.daemon.control_socket)
+        .map_err(|e| {
+            error!("{e}; `nfsentry status` and the other commands will not reach this daemon")
+        })
+        .ok();
+    let (command_sender, commands) =
+        control::command_channel().map_err(|source| DaemonError::System {
+            what: "cannot create the control command pipe",
+            source,
+        })?;
     drop_capabilities(&actions);
 
     let prefer = config.daemon.queue_mode;
@@ -200,6 +215,30 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         );
     }
 
+    let published = Arc::new(control::Published::default());
+    let control_server = control_socket.and_then(|socket| {
+        let handler = control::ControlHandler::new(
+            command_sender,
+            order_tx.clone(),
+            published.clone(),
+            control::Facts {
+                started: Instant::now(),
+                queue_mode: installed.mode,
+                queues: vec![config.daemon.queue],
+            },
+        );
+        match socket.serve(Arc::new(handler)) {
+            Ok(server) => {
+                info!("control socket {}", server.path().display());
+                Some(server)
+            }
+            Err(e) => {
+                error!("cannot start answering on the control socket: {e}");
+                None
+            }
+        }
+    });
+
     let (replies, handshakes) = handshake.unzip();
     let mut pipeline = Pipeline::new(&config, host_facts).with_handshakes(handshakes);
     pipeline.restore_blocked(&restored, Instant::now(), SystemTime::now());
@@ -216,11 +255,17 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         default_verdict: config.respond.verdict,
         notifier,
         detached,
+        config,
+        ingress_devices: devices,
+        published,
+        answered: 0,
         fleet,
         host_follower,
         replies,
     };
-    let result = packet_loop.run(&mut queue, nflog.as_mut(), &signals);
+    let result = packet_loop.run(&mut queue, nflog.as_mut(), &signals, &commands);
+    // No command is taken any more: stop answering before the responder goes.
+    drop(control_server);
     let _ = packet_loop.notifier.stopping();
     packet_loop.log_status("stopping");
     // The worker goes first: nothing it pulls from now on could be enforced.
@@ -320,6 +365,14 @@ struct PacketLoop {
     notifier: Notifier,
     /// The queues of the actions that run off the responder thread, for the status line.
     detached: respond::detached::StatusSuffix,
+    /// The configuration in force: as loaded, then as reloaded.
+    config: Config,
+    /// The devices the short-header chain hooks, kept across a reload.
+    ingress_devices: Vec<String>,
+    /// The counters `nfsentry status` reads.
+    published: Arc<control::Published>,
+    /// Verdicts given to the kernel.
+    answered: u64,
     /// The CrowdSec worker, with `[crowdsec]`.
     fleet: Option<Fleet>,
     /// The host's addresses and routers, never counted nor blocked.
@@ -334,14 +387,16 @@ impl PacketLoop {
         queue: &mut PacketQueue,
         mut nflog: Option<&mut NflogSocket>,
         signals: &SignalFd,
+        commands: &control::Commands,
     ) -> Result<(), DaemonError> {
         let mut next_status = Instant::now() + STATUS_EVERY;
         let timeout = PollTimeout::from(1000u16);
         loop {
-            let (queue_ready, nflog_ready, signal_ready, host_ready) = {
-                let mut fds: Vec<PollFd> = Vec::with_capacity(4);
+            let (queue_ready, nflog_ready, signal_ready, command_ready, host_ready) = {
+                let mut fds: Vec<PollFd> = Vec::with_capacity(5);
                 fds.push(PollFd::new(signals.as_fd(), PollFlags::POLLIN));
                 fds.push(PollFd::new(queue.fd(), PollFlags::POLLIN));
+                fds.push(PollFd::new(commands.fd(), PollFlags::POLLIN));
                 if let Some(n) = nflog.as_deref() {
                     fds.push(PollFd::new(n.as_fd(), PollFlags::POLLIN));
                 }
@@ -367,8 +422,9 @@ impl PacketLoop {
                 };
                 (
                     readable(1),
-                    nflog.is_some() && readable(2),
+                    nflog.is_some() && readable(3),
                     readable(0),
+                    readable(2),
                     host_fd.is_some() && readable(host_index),
                 )
             };
@@ -398,9 +454,7 @@ impl PacketLoop {
                 match signals.read_signal() {
                     Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32) {
                         Ok(Signal::SIGUSR1) => self.log_status("status"),
-                        Ok(Signal::SIGHUP) => {
-                            warn!("SIGHUP: configuration reload is not supported; restart nfsentry to apply changes")
-                        }
+                        Ok(Signal::SIGHUP) => self.reload(None),
                         Ok(signal) => {
                             info!("{signal} received, shutting down");
                             return Ok(());
@@ -414,6 +468,9 @@ impl PacketLoop {
             for source in self.released.try_iter() {
                 self.pipeline.release(source);
             }
+            if command_ready {
+                self.obey(commands);
+            }
             let now = Instant::now();
             if let Err(e) = self.notifier.keep_alive(now) {
                 debug!("watchdog ping failed: {e}");
@@ -426,6 +483,8 @@ impl PacketLoop {
                 self.log_status("status");
                 next_status = now + STATUS_EVERY;
             }
+            self.published
+                .publish(&self.pipeline.status(), self.answered);
         }
     }
 
@@ -444,6 +503,7 @@ impl PacketLoop {
             self.pipeline
                 .handle(bytes, Arrival::Queued, in_ifindex, now, SystemTime::now());
         let verdict = handled.verdict.unwrap_or(self.default_verdict);
+        self.answered += 1;
         self.send_replies(&handled.replies, now);
         self.pass_on(handled.orders, &handled.lines);
         verdict

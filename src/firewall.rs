@@ -127,6 +127,23 @@ impl Firewall {
         }
     }
 
+    /// Applies a reloaded config's watched ports and ignore list in one transaction, keeping
+    /// the chains, their counters and the blocked sets. What only a new install could change
+    /// (table name, queue number, devices, NFLOG group) is kept from the running spec: the
+    /// caller has said those need a restart.
+    pub fn refill(&mut self, spec: &RulesetSpec) -> Result<(), NftError> {
+        let next = RulesetSpec {
+            tcp_ports: spec.tcp_ports.clone(),
+            udp_ports: spec.udp_ports.clone(),
+            ignore_v4: spec.ignore_v4.clone(),
+            ignore_v6: spec.ignore_v6.clone(),
+            ..self.spec.clone()
+        };
+        self.nft.refill_sets(&next)?;
+        self.spec = next;
+        Ok(())
+    }
+
     /// Leaves the tables in force at a stop, when the blocks in them could not all be written
     /// to the state directory: the next start reads them back from the kernel.
     pub fn leave_in_place(self, why: &str) {

@@ -249,28 +249,18 @@ fn import_portsentry(path: &Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn origin_label(config: &Config) -> String {
-    match &config.origin {
-        config::Origin::File(path) => path.display().to_string(),
-        config::Origin::Defaults => "built-in defaults".to_string(),
-    }
-}
-
 /// The configuration `check-config` approves and `run` starts with: the file loads, and every
 /// configured action finds what it needs (its program, a writable file, a gateway that is not
-/// this host). One function for both, so the daemon never starts with a value the check
-/// refuses, only to fail every block afterwards. Each refusal is one line naming the file.
+/// this host). One function for both, and for a reload of the running daemon, so the daemon
+/// never takes a value the check refuses, only to fail every block afterwards. Each refusal is
+/// one line naming the file.
 fn load_checked(path: Option<PathBuf>) -> Result<Config, Vec<String>> {
     let config = load(path).map_err(|e| vec![e.to_string()])?;
-    let problems = respond::check(&respond::build(&config.respond, &config.daemon.table));
-    if problems.is_empty() {
-        return Ok(config);
+    let problems = daemon::reload::problems(&config);
+    match problems.is_empty() {
+        true => Ok(config),
+        false => Err(problems),
     }
-    let origin = origin_label(&config);
-    Err(problems
-        .into_iter()
-        .map(|problem| format!("{origin}: {problem}"))
-        .collect())
 }
 
 /// An explicit path must exist; the default path may be absent, and then the built-in

@@ -586,6 +586,37 @@ pub enum ScanKind {
 }
 
 impl ScanKind {
+    /// Every [`ScanKind::word`], in the order of [`ScanKind::word_index`].
+    pub const WORDS: [&'static str; 10] = [
+        "Connect",
+        "SYN/Normal",
+        "FIN",
+        "NULL",
+        "XMAS",
+        "FULL-XMAS",
+        "UDP",
+        "Unknown",
+        "IP-options",
+        "Bad-IP-header-length",
+    ];
+
+    /// Where this kind's word is in [`ScanKind::WORDS`], for counting detections by type in a
+    /// fixed array.
+    pub const fn word_index(&self) -> usize {
+        match self {
+            ScanKind::Connect => 0,
+            ScanKind::SynNormal => 1,
+            ScanKind::Fin => 2,
+            ScanKind::Null => 3,
+            ScanKind::Xmas => 4,
+            ScanKind::FullXmas => 5,
+            ScanKind::Udp => 6,
+            ScanKind::Unknown(_) | ScanKind::OtherProtocol(_) => 7,
+            ScanKind::IpOptions(_) => 8,
+            ScanKind::BadHeaderLength(_) => 9,
+        }
+    }
+
     /// The fixed word log watchers match on.
     pub const fn word(&self) -> &'static str {
         match self {
@@ -658,6 +689,24 @@ fn classify_tcp(flags: TcpFlags, connect_like: bool) -> ScanKind {
 mod tests {
     use super::*;
     use std::net::Ipv6Addr;
+
+    #[test]
+    fn every_kind_counts_under_its_own_word() {
+        for kind in [
+            ScanKind::Connect,
+            ScanKind::SynNormal,
+            ScanKind::Fin,
+            ScanKind::Null,
+            ScanKind::Xmas,
+            ScanKind::FullXmas,
+            ScanKind::Udp,
+            ScanKind::Unknown(TcpFlags(TcpFlags::SYN | TcpFlags::FIN)),
+            ScanKind::OtherProtocol(1),
+            ScanKind::BadHeaderLength(4),
+        ] {
+            assert_eq!(ScanKind::WORDS[kind.word_index()], kind.word());
+        }
+    }
 
     // Packets built with scapy and checked against tcpdump; sources 198.51.100.7 and
     // 2001:db8::7, destinations 192.0.2.10 and 2001:db8::10, TCP 40000 -> 23, UDP 53001 -> 161.

@@ -7,6 +7,7 @@ mod common;
 
 use std::fs;
 use std::net::IpAddr;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -58,8 +59,25 @@ fn unprivileged_daemon_with_net_admin_only_still_blocks_a_scan() -> Result<(), L
         "--ambient-caps=-all,+net_admin",
         "--bounding-set=-all,+net_admin",
     ];
+    // What systemd's RuntimeDirectory= gives the daemon's user.
+    let run_dir = lab
+        .control_socket()
+        .parent()
+        .expect("a directory")
+        .to_path_buf();
+    fs::create_dir_all(&run_dir).unwrap_or_else(|e| panic!("{}: {e}", run_dir.display()));
+    nix::unistd::chown(
+        &run_dir,
+        Some(nix::unistd::Uid::from_raw(UNPRIVILEGED_ID)),
+        Some(nix::unistd::Gid::from_raw(UNPRIVILEGED_ID)),
+    )
+    .unwrap_or_else(|e| panic!("chown {} to {UNPRIVILEGED_ID}: {e}", run_dir.display()));
     let mut daemon = lab.start_daemon_via(&lab.config(&[]), &launcher)?;
     let pid = daemon.pid().expect("daemon started");
+    // The control socket is the daemon user's and nobody else's.
+    let socket = fs::metadata(lab.control_socket()).expect("the control socket exists");
+    assert_eq!(socket.uid(), UNPRIVILEGED_ID);
+    assert_eq!(socket.mode() & 0o777, 0o600);
 
     // Every thread, not only the main one: capabilities are per thread, and the responder
     // thread is the one that writes to the firewall.

@@ -165,13 +165,27 @@ impl BlockTable {
         Some(source)
     }
 
-    /// Takes `source`'s block out, if it has one; returns whether it had.
+    /// Takes out `source`'s block; false when it had none.
     pub fn remove(&mut self, source: &IpAddr) -> bool {
         let Some(block) = self.blocks.remove(source) else {
             return false;
         };
         self.index(block.verified).remove(&(block.end, *source));
         true
+    }
+
+    /// Takes out every block; returns how many there were.
+    pub fn clear(&mut self) -> usize {
+        let count = self.blocks.len();
+        self.blocks.clear();
+        self.unverified.clear();
+        self.verified.clear();
+        count
+    }
+
+    /// A new bound; blocks beyond it stay until they end, and new ones wait for room.
+    pub fn set_max(&mut self, max: usize) {
+        self.max = max;
     }
 
     fn index(&mut self, verified: bool) -> &mut BTreeSet<(End, IpAddr)> {

@@ -167,11 +167,30 @@ impl Engine {
         self.blocks.insert(source, End(until), verified);
     }
 
-    /// Forgets the block of a source released by hand (deleted from the kernel's set by an
-    /// admin), so that it is judged afresh and can be blocked again. No effect follows: the
-    /// release is done already.
-    pub fn release(&mut self, source: &IpAddr) {
-        self.blocks.remove(source);
+    /// Takes a reloaded config's settings, keeping the tracked sources, the blocks and the
+    /// sources waiting for a token. The tracker's window and bound and the rate cap size what
+    /// was set up at start, so those of `settings` are not taken: they need a restart.
+    pub fn reconfigure(&mut self, settings: EngineSettings) {
+        let settings = EngineSettings {
+            window: self.settings.window,
+            max_sources: self.settings.max_sources,
+            max_blocks_per_sec: self.settings.max_blocks_per_sec,
+            ..settings
+        };
+        self.blocks.set_max(settings.max_blocks);
+        self.settings = settings;
+    }
+
+    /// Lifts `source`'s block by hand and forgets its count, so that it is watched afresh and
+    /// blocked again should it scan again. False when it was not blocked here.
+    pub fn release(&mut self, source: &IpAddr) -> bool {
+        self.tracker.forget(source);
+        self.blocks.remove(source)
+    }
+
+    /// Lifts every block by hand; returns how many there were.
+    pub fn release_all(&mut self) -> usize {
+        self.blocks.clear()
     }
 
     /// Replaces the ignore list, e.g. when the host's own addresses change.

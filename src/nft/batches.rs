@@ -16,7 +16,9 @@ use nftnl::{Batch, MsgType, NlMsg, ProtoFamily, Table};
 use super::bytecode::{
     address_key, handshake_rule, prerouting_rule, short_header_rule, KeyBytes, KeyKind,
 };
-use super::objects::{ChainObject, ElementChunks, ElementObject, ElementOp, Hook, SetObject};
+use super::objects::{
+    ChainObject, ElementChunks, ElementObject, ElementOp, Hook, SetFlush, SetObject,
+};
 use super::ruleset::{
     blocked_range_set, blocked_set, ignore_set, port_set, short_header_rule_text, HandshakeRule,
     IntervalBoundary, IntervalKey, IntervalList, IpFamily, QueueMode, RulesetSpec, Transport,
@@ -279,6 +281,50 @@ pub(super) fn install_batch(
                 short_header_rule_text(spec.nflog_group)
             ),
         );
+    }
+    batch
+}
+
+/// Replaces the contents of the ignore and port sets with `spec`'s in one batch: each set is
+/// emptied, then filled. The chains, their rules (and so their counters) and the blocked sets
+/// stay as they are; the kernel switches from the old contents to the new at the commit, so no
+/// packet sees a half-filled set.
+pub(super) fn refill_batch(spec: &RulesetSpec, table: &CStr) -> Transaction {
+    let table_label = table_text(table);
+    let mut batch = Transaction::new();
+    let contents = [
+        (
+            ignore_set(IpFamily::V4),
+            interval_elements(&spec.ignore_v4_intervals()),
+        ),
+        (
+            ignore_set(IpFamily::V6),
+            interval_elements(&spec.ignore_v6_intervals()),
+        ),
+        (
+            port_set(Transport::Tcp),
+            interval_elements(&spec.port_intervals(Transport::Tcp)),
+        ),
+        (
+            port_set(Transport::Udp),
+            interval_elements(&spec.port_intervals(Transport::Udp)),
+        ),
+    ];
+    for (name, elements) in contents {
+        let empty = SetObject::new(ProtoFamily::Inet, table, name);
+        batch.push(
+            &SetFlush(&empty),
+            MsgType::Del,
+            format!("flush set inet {table_label}/{name}"),
+        );
+        let mut set = SetObject::new(ProtoFamily::Inet, table, name);
+        for element in elements {
+            set.push_element(element);
+        }
+        if set.has_elements() {
+            let what = format!("add elements to inet {table_label}/{name}");
+            batch.push_elements(&set, ElementOp::Add, &what);
+        }
     }
     batch
 }

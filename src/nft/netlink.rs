@@ -20,7 +20,8 @@ use nix::errno::Errno;
 use nix::sys::socket::{self, sockopt, NetlinkAddr, SockProtocol};
 
 use super::batches::{
-    block_batch, install_batch, range_batch, release_batch, remove_batch, Step, Transaction,
+    block_batch, install_batch, range_batch, refill_batch, release_batch, remove_batch, Step,
+    Transaction,
 };
 use super::messages::{
     dumped_elements, Element, MSG_GETSETELEM, NFTA_SET_ELEM_LIST_SET, NFTA_SET_ELEM_LIST_TABLE,
@@ -248,6 +249,14 @@ impl Nft {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Gives the ignore and port sets of the installed ruleset `spec`'s contents, as one
+    /// transaction; rules, counters and blocked sets are kept. Only the set contents of `spec`
+    /// are read: a changed table name, queue or device list needs [`Nft::install`].
+    pub fn refill_sets(&mut self, spec: &RulesetSpec) -> Result<(), NftError> {
+        let table = checked_name("table", &spec.table, TABLE_NAME_MAX_BYTES)?;
+        Ok(self.commit(refill_batch(spec, &table), "reload")?)
     }
 
     /// Deletes nfsentry's `inet` and `netdev` tables named `table`. Absent tables are fine: each

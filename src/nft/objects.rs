@@ -209,6 +209,29 @@ object_message!(
     sys::nftnl_set_nlmsg_build_payload
 );
 
+/// Empties a set: a `DELSETELEM` message that names the set and lists no elements, which the
+/// kernel reads as "every element" (what `nft flush set` sends).
+pub(super) struct SetFlush<'s>(pub(super) &'s SetObject);
+
+// SAFETY: the payload is the table and set names only.
+unsafe impl NlMsg for SetFlush<'_> {
+    unsafe fn write(&self, buf: *mut c_void, seq: u32, _op_carried_by_self: MsgType) {
+        let set = self.0;
+        // SAFETY: `buf` has room for a maximal message; the set is live and has no elements, so
+        // libnftnl writes no element list.
+        unsafe {
+            let header = message_header(
+                buf,
+                libc::NFT_MSG_DELSETELEM as u16,
+                set.family,
+                libc::NLM_F_ACK,
+                seq,
+            );
+            sys::nftnl_set_elems_nlmsg_build_payload(header, set.raw.as_ptr());
+        }
+    }
+}
+
 /// An owned `nftnl_set_elem`, until a set takes it.
 pub(super) struct ElementObject {
     raw: Owned<sys::nftnl_set_elem>,

@@ -26,7 +26,7 @@ use crate::config::{Config, PortSet, Verdict, Verify};
 use crate::engine::{Detection, Effect, Engine, EngineSettings, Event};
 use crate::forge;
 use crate::handshake::{Evidence, Handshakes};
-use crate::packet::{self, Packet};
+use crate::packet::{self, Packet, ScanKind};
 use crate::report;
 use crate::spoof::{self, HostFacts, Protected, Protection};
 use crate::store::{self, BlockRecord};
@@ -37,6 +37,11 @@ use lines::{AlertLimiter, ALERT_LINES_PER_SPAN};
 pub const EXPIRED: &str = "block timeout expired";
 /// Why a block ends when a full table gives it up for a new one.
 pub const EVICTED: &str = "evicted: block table full";
+/// Why a block ends when an admin lifts it.
+pub const BY_HAND: &str = "by hand";
+/// The scan type word, protocol and port of a block placed by hand, in the journal and `list`.
+pub const MANUAL_KIND: &str = "manual";
+pub const MANUAL_PROTOCOL: &str = "-";
 /// Why a block ends when its address becomes one never blocked.
 pub const PROTECTED: &str = "now an address of this host or one of its routers";
 
@@ -152,6 +157,10 @@ pub struct Status {
     pub sources_tracked: usize,
     pub sources_evicted: u64,
     pub alert_lines_suppressed: u64,
+    /// Detections by scan type, indexed as [`ScanKind::WORDS`].
+    pub detections_by_kind: [u64; ScanKind::WORDS.len()],
+    /// Blocks lifted since start: time up, given up for room, or by hand.
+    pub blocks_released: u64,
     /// Queued packets from sources never counted (impossible ones, the host's own addresses on
     /// a non-loopback device, its routers), dropped uncounted.
     pub spoofed: u64,
@@ -204,6 +213,8 @@ struct Stats {
     held_back: u64,
     refused: u64,
     verified: u64,
+    detections_by_kind: [u64; ScanKind::WORDS.len()],
+    released: u64,
     spoofed: u64,
     challenges: u64,
     handshakes: u64,
@@ -324,6 +335,7 @@ impl Pipeline {
                     Event::Ignored | Event::AlreadyBlocked | Event::Waiting => {}
                     Event::Detected(d) | Event::Triggered(d) => {
                         self.stats.detections += 1;
+                        self.stats.detections_by_kind[d.kind.word_index()] += 1;
                         if self.allow(now, &mut out.lines) {
                             out.lines.push(LogLine::Detection(d));
                         }
@@ -492,7 +504,7 @@ impl Pipeline {
     /// Forgets the block of a source released by hand: its packets are judged afresh, and it
     /// can be blocked again.
     pub fn release(&mut self, source: IpAddr) {
-        self.engine.release(&source);
+        self.release_by_hand(source);
     }
 
     pub fn status(&self) -> Status {
@@ -513,10 +525,77 @@ impl Pipeline {
             sources_tracked: self.engine.tracked_sources(),
             sources_evicted: self.engine.evicted_sources(),
             alert_lines_suppressed: self.alerts.suppressed_total,
+            detections_by_kind: self.stats.detections_by_kind,
+            blocks_released: self.stats.released,
             spoofed: self.stats.spoofed,
             challenges: self.stats.challenges,
             handshakes: self.stats.handshakes,
         }
+    }
+
+    /// Takes a reloaded config: thresholds, verdicts, block terms and bound, the ignore list.
+    /// Tracked sources, blocks and counters are kept; what the engine fixes at start is kept
+    /// too (see [`Engine::reconfigure`]).
+    pub fn reconfigure(&mut self, config: &Config) {
+        let fresh = Pipeline::new(config, self.facts.clone());
+        self.engine.reconfigure(fresh.engine.settings().clone());
+        self.configured_ignore = fresh.configured_ignore;
+        self.protected = fresh.protected;
+        self.unreadable_verdict = fresh.unreadable_verdict;
+    }
+
+    /// An admin's block of `source` for `term` (None: until released): the order for the
+    /// responder. It counts as verified, since the admin vouches for it, so a full table never
+    /// gives it up for a spoofed source. Sources never blocked (ignored, the host's own) are
+    /// refused with the reason.
+    pub fn block_by_hand(
+        &mut self,
+        source: IpAddr,
+        term: Option<Duration>,
+        now: Instant,
+        wall_clock: SystemTime,
+    ) -> Result<BlockOrder, String> {
+        match self.protected.why(source) {
+            Some(Protection::Local) => {
+                return Err(format!("{source} is one of this host's own addresses"))
+            }
+            Some(Protection::NextHop) => return Err(format!("{source} is a router of this host")),
+            Some(Protection::Ignored) => {
+                return Err(format!("{source} is on the ignore list (detect.ignore)"))
+            }
+            None => {}
+        }
+        self.engine
+            .restore_blocked(source, term.and_then(|t| now.checked_add(t)), true);
+        self.stats.blocks += 1;
+        Ok(BlockOrder {
+            record: BlockRecord {
+                source,
+                added: store::unix_seconds(wall_clock),
+                expires: expires_at(term, wall_clock),
+                protocol: MANUAL_PROTOCOL.to_owned(),
+                port: 0,
+                kind: MANUAL_KIND.to_owned(),
+                verified: true,
+            },
+            history_line: report::history_line(wall_clock, source, MANUAL_KIND, 0),
+            log: true,
+        })
+    }
+
+    /// An admin lifted `source`'s block: it is watched afresh, and blocked again should it scan
+    /// again. Returns whether it was blocked here.
+    pub fn release_by_hand(&mut self, source: IpAddr) -> bool {
+        let was_blocked = self.engine.release(&source);
+        self.stats.released += u64::from(was_blocked);
+        was_blocked
+    }
+
+    /// An admin lifted every block; returns how many there were here.
+    pub fn release_all_by_hand(&mut self) -> usize {
+        let count = self.engine.release_all();
+        self.stats.released += count as u64;
+        count
     }
 
     /// Turns the engine's effects into orders and lines; drains `effects`.
@@ -544,6 +623,7 @@ impl Pipeline {
                     self.held_back_in_span += 1;
                 }
                 Effect::Evicted { source } => {
+                    self.stats.released += 1;
                     let log = self.allow(now, &mut out.lines);
                     out.orders.push(Order::Release(ReleaseOrder {
                         source,
@@ -558,6 +638,7 @@ impl Pipeline {
                     }
                 }
                 Effect::Expired { source } => {
+                    self.stats.released += 1;
                     // The responder lifts the block on its own clock; the line comes from here,
                     // so that it shares the budget.
                     if self.allow(now, &mut out.lines) {

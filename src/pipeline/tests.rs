@@ -942,6 +942,7 @@ fn the_status_line_keeps_its_wording() {
         spoofed: 17,
         challenges: 18,
         handshakes: 19,
+        ..Status::default()
     };
     assert_eq!(
         status.to_string(),
@@ -951,4 +952,93 @@ fn the_status_line_keeps_its_wording() {
          13 unverified), 14 sources tracked, 15 evicted, 16 alert lines suppressed, \
          17 spoofed (never counted), 18 challenges sent, 19 handshakes completed"
     );
+}
+
+// ------------------------------------------------------------ by hand, reload
+
+#[test]
+fn a_block_by_hand_drops_the_source_and_an_unblock_lets_it_be_blocked_again() {
+    let mut p = Pipeline::new(&config(0), HostFacts::default());
+    let at = Clock::start();
+    let hand = p
+        .block_by_hand(
+            IpAddr::V4(SCANNER),
+            Some(Duration::from_secs(3600)),
+            at.now,
+            at.wall,
+        )
+        .unwrap();
+    assert_eq!(hand.record.kind, MANUAL_KIND);
+    assert!(
+        hand.record.verified,
+        "an admin's block is never given up for room"
+    );
+    assert_eq!(hand.record.expires, Some(1_795_564_518 + 3600));
+    let dropped = queued(&mut p, &syn(SCANNER, 23), at);
+    assert_eq!(dropped.verdict, Some(Verdict::Drop));
+    assert!(
+        dropped.orders.is_empty(),
+        "already blocked: no second order"
+    );
+
+    assert!(p.release_by_hand(IpAddr::V4(SCANNER)));
+    assert!(!p.release_by_hand(IpAddr::V4(SCANNER)));
+    let again = queued(&mut p, &syn(SCANNER, 24), at.after(1.0));
+    assert!(block(&again).is_some(), "scanning again is blocked again");
+    let status = p.status();
+    assert_eq!(status.blocks_ordered, 2);
+    assert_eq!(status.blocks_released, 1);
+    assert_eq!(
+        status.detections_by_kind[ScanKind::SynNormal.word_index()],
+        1
+    );
+
+    assert_eq!(p.release_all_by_hand(), 1);
+    assert_eq!(p.status().blocked_now, 0);
+}
+
+#[test]
+fn ignored_and_own_addresses_are_never_blocked_by_hand() {
+    let own: IpAddr = "203.0.113.1".parse().unwrap();
+    let mut p = Pipeline::new(
+        &config(0),
+        HostFacts {
+            local: vec![own],
+            ..HostFacts::default()
+        },
+    );
+    let at = Clock::start();
+    let refused = p.block_by_hand(own, None, at.now, at.wall).unwrap_err();
+    assert!(refused.contains("own addresses"), "{refused}");
+    let ignored: IpAddr = "192.0.2.9".parse().unwrap();
+    let refused = p.block_by_hand(ignored, None, at.now, at.wall).unwrap_err();
+    assert!(refused.contains("ignore list"), "{refused}");
+}
+
+#[test]
+fn a_reload_keeps_counts_and_blocks_and_takes_the_new_trigger_and_ignore_list() {
+    let mut p = Pipeline::new(&config(2), HostFacts::default());
+    let at = Clock::start();
+    let other = Ipv4Addr::new(198, 51, 100, 8);
+    queued(&mut p, &syn(SCANNER, 1), at);
+    queued(&mut p, &syn(SCANNER, 2), at);
+    for port in 1..=3 {
+        queued(&mut p, &syn(other, port), at);
+    }
+    assert_eq!(p.status().blocked_now, 1);
+
+    let mut reloaded = config(1);
+    reloaded
+        .detect
+        .ignore
+        .push("198.51.100.9/32".parse().unwrap());
+    p.reconfigure(&reloaded);
+    let status = p.status();
+    assert_eq!(status.queued, 5, "counters survive");
+    assert_eq!(status.blocked_now, 1, "blocks survive");
+    // Two hits were tracked before the reload: the new trigger of 1 blocks on the third.
+    let third = queued(&mut p, &syn(SCANNER, 3), at);
+    assert!(block(&third).is_some());
+    let ignored = queued(&mut p, &syn(Ipv4Addr::new(198, 51, 100, 9), 1), at);
+    assert_eq!(ignored.verdict, Some(Verdict::Accept));
 }

@@ -8,6 +8,7 @@
 //! the per-packet path never waits for a disk or a firewall. The responder decides nothing
 //! about who is blocked: the pipeline does.
 
+mod manual;
 mod repair;
 
 use std::net::IpAddr;
@@ -28,13 +29,15 @@ use crate::nft::watch::Seen;
 use crate::pipeline::{self, BlockOrder, ReleaseOrder, RenewOrder, EXPIRED};
 use crate::report;
 use crate::store::{BlockRecord, BlockStore};
+pub use manual::{ByHand, Changed, Done, Holding};
 
-/// What the packet loop and the nft watch ask of the responder: the pipeline's orders, what
-/// another process did to nfsentry's tables, and to stop.
+/// What the packet loop and the nft watch ask of the responder: the pipeline's orders, an
+/// admin's commands, what another process did to nfsentry's tables, and to stop.
 pub enum Order {
     Block(BlockOrder),
     Release(ReleaseOrder),
     Renew(RenewOrder),
+    ByHand(ByHand),
     /// Pulled bans to enforce or release, from the CrowdSec worker.
     Fleet(Vec<crate::crowdsec::Change>),
     /// What the nft watch saw another process do to nfsentry's tables.
@@ -152,6 +155,14 @@ fn run(
                 Order::Block(order) => burst.block(order),
                 Order::Release(order) => burst.release(order),
                 Order::Renew(order) => burst.renew(order),
+                Order::ByHand(command) => {
+                    // What came before it is carried out first: an unblock lifts the block
+                    // ordered just before it, not the other way round.
+                    for batch in std::mem::take(&mut burst).into_batches() {
+                        responder.carry_out(batch);
+                    }
+                    responder.by_hand(command, &mut firewall);
+                }
                 Order::Fleet(changes) => pulled.extend(changes),
                 Order::Ruleset(seen) => changes.push(seen),
                 Order::Shutdown => {

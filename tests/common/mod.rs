@@ -391,6 +391,12 @@ impl Lab {
         self.work_dir.path().join("state")
     }
 
+    /// The control socket in this lab's config: one per lab, so labs never answer each other.
+    /// Its directory is the daemon's to create, as `/run/nfsentry` is.
+    pub fn control_socket(&self) -> PathBuf {
+        self.work_dir.path().join("run").join("control.sock")
+    }
+
     fn www_dir(&self) -> PathBuf {
         self.work_dir.path().join("www")
     }
@@ -415,6 +421,7 @@ impl Lab {
     /// forever, ignore loopback plus `extra_ignore` (CIDR strings).
     pub fn config(&self, extra_ignore: &[&str]) -> String {
         let state_dir = toml_string(&self.state_dir().to_string_lossy());
+        let control_socket = toml_string(&self.control_socket().to_string_lossy());
         let ignore = ["127.0.0.0/8", "::1/128"]
             .iter()
             .chain(extra_ignore)
@@ -426,6 +433,7 @@ impl Lab {
 queue = 0
 table = "{TABLE}"
 state_dir = {state_dir}
+control_socket = {control_socket}
 log = "stderr"
 interfaces = ["{TARGET_IF}"]
 
