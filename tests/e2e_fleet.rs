@@ -164,6 +164,7 @@ fn config(scratch: &ScratchDir, host: &str, lapi: &Lapi) -> String {
 queue = 0
 table = "{TABLE}"
 state_dir = "{state}"
+control_socket = "{control}"
 log = "stderr"
 interfaces = ["{LINK}"]
 
@@ -191,6 +192,7 @@ pull_every = "200ms"
 resync_every = "10s"
 "#,
         state = state.display(),
+        control = scratch.join(&format!("{host}.sock")).display(),
         url = lapi.url(),
         password = password.display(),
         key = key.display(),
@@ -404,4 +406,29 @@ fn a_scan_of_one_host_shuts_the_scanner_out_of_the_other_and_the_fleet_survives_
             host.name
         );
     }
+
+    // An admin lifts h1's block by hand: h1's decision goes, and h2 lets the scanner in too.
+    let unblock = Command::new(DAEMON_BIN)
+        .args(["unblock", SCANNER, "--config"])
+        .arg(scratch.join("h1.toml"))
+        .output()
+        .unwrap_or_else(|e| panic!("nfsentry unblock: {e}"));
+    assert!(
+        unblock.status.success(),
+        "nfsentry unblock failed: {}",
+        String::from_utf8_lossy(&unblock.stderr)
+    );
+    assert!(
+        !h1.holds("blocked_v4", SCANNER),
+        "unblock returned before the kernel had it"
+    );
+    wait_for(
+        "the fleet forgets h1's ban and h2 releases the scanner",
+        || decisions_on(&lapi, SCANNER).is_empty() && !h2.holds("blocked_v4", SCANNER),
+        logs,
+    );
+    assert!(
+        !h1.holds("blocked_v4", SCANNER),
+        "h1's own decision came back from the pull"
+    );
 }

@@ -226,10 +226,17 @@ fn a_connect_scan_is_verified_and_a_spoofed_syn_flood_is_not() -> Result<(), Lab
         IpAddr::V4(lab.target_v4),
     )?;
     let scanner = IpAddr::V4(lab.scanner_v4);
-    let timeout = wait_for_block_timeout(&lab, scanner, "a verified block", |timeout| {
-        timeout == Some(BLOCK_TIMEOUT_SECS)
-    })?;
-    assert_eq!(timeout, Some(BLOCK_TIMEOUT_SECS));
+    // The block's time runs from its detection, so a renewal after the handshake may leave
+    // a second or so less than block_timeout; it is far above the unverified cap either way.
+    let verified = |timeout: Option<u64>| {
+        timeout.is_some_and(|secs| {
+            secs > UNVERIFIED_TIMEOUT_SECS
+                && secs <= BLOCK_TIMEOUT_SECS
+                && secs + 10 >= BLOCK_TIMEOUT_SECS
+        })
+    };
+    let timeout = wait_for_block_timeout(&lab, scanner, "a verified block", verified)?;
+    assert!(verified(timeout), "{timeout:?}");
 
     // hping3 SYNs forged with another host's address: that host's kernel answers the SYN-ACK
     // with a RST, which proves nothing.

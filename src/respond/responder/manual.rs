@@ -107,6 +107,9 @@ impl Responder {
         let now = SystemTime::now();
         let record = order.record.clone();
         let failures = self.each_action(|action| action.block(&[&record], now));
+        if let Some(fleet) = &self.fleet {
+            fleet.blocked(&[&record]);
+        }
         // Journaled even when an action failed: the block is due, and the next start retries.
         self.store.add(order.record, &order.history_line);
         self.sync();
@@ -123,6 +126,8 @@ impl Responder {
             return Err(format!("{source} is not blocked"));
         };
         let failures = self.each_action(|action| action.release(&[&record]));
+        // The fleet forgets our decision too, or every host would keep the address out.
+        self.unblocked_by_hand(source);
         self.sync();
         info!("{}", report::released_line(source, BY_HAND));
         outcome(format!("unblocked {source}"), 1, failures)
@@ -140,6 +145,9 @@ impl Responder {
             true => Vec::new(),
             false => self.each_action(|action| action.release(&due)),
         };
+        for source in &sources {
+            self.unblocked_by_hand(*source);
+        }
         self.sync();
         // One line for the lot: a flush of a flood's blocks must not flood the log.
         info!(
