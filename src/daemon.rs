@@ -435,6 +435,13 @@ impl PacketLoop {
                 self.follow_host();
             }
 
+            // Before any packet: the responder does not wake this loop when the kernel set
+            // loses an element by hand, so a packet of the released source may be what woke
+            // it, and it must be judged afresh, not dropped as blocked.
+            for source in self.released.try_iter() {
+                self.pipeline.release(source);
+            }
+
             if queue_ready {
                 queue.drain_packets(DRAIN_BATCH, |packet| {
                     self.decide_queued(packet.payload, packet.in_ifindex)
@@ -464,9 +471,6 @@ impl PacketLoop {
                     Ok(None) => {}
                     Err(e) => warn!("reading signals failed: {e}"),
                 }
-            }
-            for source in self.released.try_iter() {
-                self.pipeline.release(source);
             }
             if command_ready {
                 self.obey(commands);
