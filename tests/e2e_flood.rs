@@ -9,11 +9,12 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{wait_until, Daemon, Lab, LabError, SynSenders};
+use common::{wait_until, Daemon, Lab, LabError, SynSenders, DAEMON_BIN};
 use nix::sys::signal::Signal;
 use regex::Regex;
 
@@ -84,6 +85,20 @@ fn status_line(daemon: &mut Daemon<'_>, nth: usize) -> Result<String, LabError> 
         Ok(false)
     })?;
     Ok(line)
+}
+
+/// How many blocks the daemon has released, from `nfsentry status --json`.
+fn blocks_released(daemon: &Daemon<'_>) -> Result<u64, LabError> {
+    let output = Command::new(DAEMON_BIN)
+        .args(["status", "--json", "--config"])
+        .arg(daemon.config_path())
+        .output()
+        .map_err(|source| LabError::Spawn {
+            command: DAEMON_BIN.to_owned(),
+            source,
+        })?;
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+    Ok(status["blocks"]["released"].as_u64().unwrap_or(0))
 }
 
 /// The number in front of `what` in a status line (`"123 sources tracked"`).
@@ -271,7 +286,6 @@ fn a_scanner_with_trigger_two_is_blocked_in_a_spoofed_flood_that_overflows_the_s
 }
 
 #[test]
-#[ignore = "flaky: on some runs no 3 s block is released within 60 s of a flood; under investigation (run with --ignored)"]
 fn the_log_and_the_history_grow_by_bounded_lines_a_second_during_a_flood_with_short_blocks(
 ) -> Result<(), LabError> {
     let lab = Lab::new("flood-lines")?;
@@ -287,17 +301,16 @@ fn the_log_and_the_history_grow_by_bounded_lines_a_second_during_a_flood_with_sh
     let mut flood = lab.start_hping3_flood(&["--rand-source", "-S", "-p", FLOOD_PORT])?;
     // Long enough for blocks to expire while new ones come, and for several spans' summaries.
     // A loaded machine answers fewer flood packets, so the deadline is generous: the test's
-    // point is the lines per second, not how fast they come.
+    // point is the lines per second, not how fast they come. Releases are counted by the
+    // daemon, not from the log: their lines share the alert budget, which the flood's
+    // detections use up, so most are rightly summed up as suppressed.
     wait_until(
         "released blocks and several held-back notices",
         3 * FILL_TIMEOUT,
         || {
             flood.ensure_running()?;
-            let log = daemon.log();
-            let released = log
-                .matches("has been released (block timeout expired)")
-                .count();
-            let held_back = log.matches("new blocks held back").count();
+            let released = blocks_released(&daemon)?;
+            let held_back = daemon.log().matches("new blocks held back").count();
             Ok(released >= 10 && held_back >= 4)
         },
     )?;
