@@ -482,7 +482,7 @@ fn a_scan_of_one_host_shuts_the_scanner_out_of_the_other_and_the_fleet_survives_
             .any(|line| line.starts_with("crowdsec ") && line.contains(": connected for ")),
         "{text}"
     );
-    assert!(text.contains("2 addresses and 1 ranges held"), "{text}");
+    assert!(text.contains("2 addresses and 1 range held"), "{text}");
 
     // Deleting them on the LAPI releases them on both.
     lapi.cscli(&["decisions", "delete", "--ip", "192.0.2.77"]);

@@ -119,7 +119,7 @@ fn crowdsec_rows(c: &CrowdsecStatus, now_unix: u64) -> Vec<(&'static str, String
         (false, None) => format!("{}: not yet connected", c.url),
     };
     if c.outages > 0 {
-        let _ = write!(state, ", {} outages", c.outages);
+        let _ = write!(state, ", {}", counted(c.outages, "outage", "outages"));
     }
     let sides: Vec<&str> = [(c.push, "push"), (c.pull, "pull")]
         .into_iter()
@@ -130,9 +130,9 @@ fn crowdsec_rows(c: &CrowdsecStatus, now_unix: u64) -> Vec<(&'static str, String
     if c.pull {
         let d = &c.decisions;
         let mut pulled = format!(
-            "{} addresses and {} ranges held, {} ignored; last pull {}, last full pull {} ({} in all)",
-            d.ip,
-            d.range,
+            "{} and {} held, {} ignored; last pull {}, last full pull {} ({} in all)",
+            counted(d.ip, "address", "addresses"),
+            counted(d.range, "range", "ranges"),
             d.ignored_type + d.ignored_scope,
             ago(c.last_pull),
             ago(c.last_full_pull),
@@ -224,6 +224,11 @@ fn list_text(blocks: &[BlockEntry], now_unix: u64) -> String {
         line(&cells);
     }
     text
+}
+
+/// `1 range`, `2 ranges`.
+fn counted(count: u64, one: &str, many: &str) -> String {
+    format!("{count} {}", if count == 1 { one } else { many })
 }
 
 /// `nfsentry` for this host's own blocks (the TYPE column tells a manual one), `crowdsec:` and
@@ -407,14 +412,14 @@ mod tests {
         let text = render(&up, false, 1_000).unwrap();
         assert!(
             text.contains(
-                "\ncrowdsec    http://10.77.0.254:8080/: connected for 2m0s, 1 outages \
+                "\ncrowdsec    http://10.77.0.254:8080/: connected for 2m0s, 1 outage \
                  (push, pull)\n"
             ),
             "{text}"
         );
         assert!(
             text.contains(
-                "\npulled      2 addresses and 1 ranges held, 1 ignored; last pull 1s ago, \
+                "\npulled      2 addresses and 1 range held, 1 ignored; last pull 1s ago, \
                  last full pull 10s ago (4 in all)\n"
             ),
             "{text}"
@@ -431,7 +436,7 @@ mod tests {
         );
         let down = Answer::Done(Reply::Status(Box::new(status(Some(lapi(false))))));
         let text = render(&down, false, 1_000).unwrap();
-        assert!(text.contains(": unreachable for 2m0s, 1 outages"), "{text}");
+        assert!(text.contains(": unreachable for 2m0s, 1 outage "), "{text}");
         let json: serde_json::Value =
             serde_json::from_str(&render(&down, true, 1_000).unwrap()).unwrap();
         assert_eq!(json["crowdsec"]["connected"], false);
@@ -456,7 +461,7 @@ mod tests {
         let rows = crowdsec_rows(&c, 1_000);
         assert_eq!(
             rows[0].1,
-            "http://10.77.0.254:8080/: not yet connected, 1 outages (pull)"
+            "http://10.77.0.254:8080/: not yet connected, 1 outage (pull)"
         );
         assert!(
             rows[1].1.contains("last pull never, last full pull never"),
