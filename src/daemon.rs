@@ -226,7 +226,8 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
                 queue_mode: installed.mode,
                 queues: vec![config.daemon.queue],
             },
-        );
+        )
+        .with_fleet(fleet.as_ref().map(Fleet::view));
         match socket.serve(Arc::new(handler)) {
             Ok(server) => {
                 info!("control socket {}", server.path().display());

@@ -2,8 +2,9 @@
 //! responder. Two halves, one per thread:
 //!
 //! - [`Fleet`], on the daemon's side: starts the worker, whose [`Change`]s become
-//!   [`Order::Fleet`] on the responder's channel, and reads its [`Status`] for the status line
-//!   and `nfsentry status`.
+//!   [`Order::Fleet`] on the responder's channel, and reads its [`Status`] for the status line.
+//!   Its [`FleetView`] gives the control socket the LAPI's state for `nfsentry status` and the
+//!   pulled bans for `nfsentry list`.
 //! - [`Enforcer`], owned by the responder: puts pulled bans into the kernel (single addresses
 //!   into `blocked_v4`/`blocked_v6` with the decision's remaining time as element timeout,
 //!   networks into the `blocked_ranges_*` interval sets), releases them, and reports the
@@ -22,7 +23,10 @@ use ipnet::IpNet;
 use log::{debug, error, info, warn};
 
 use crate::config::{self, ActionKind};
-use crate::crowdsec::{self, Change, Crowdsec, HeldBan, LocalBlock, Reporter, Settings, Status};
+use crate::control::protocol::{BlockEntry, CrowdsecStatus, PulledDecisions, PushCounts};
+use crate::crowdsec::{
+    self, Change, Crowdsec, HeldBan, LocalBlock, Reporter, Settings, Status, Watch,
+};
 use crate::nft::{Nft, NftError};
 use crate::respond::responder::Order;
 use crate::respond::Action;
@@ -36,11 +40,22 @@ const PULLED_KIND: &str = "crowdsec";
 /// How long stopping waits for a LAPI call in progress.
 const STOP_WAIT: Duration = Duration::from_secs(3);
 
-/// The running worker, as the daemon holds it. Cheap to clone, and shareable between threads:
-/// the control socket reads the same status. The lock is held only to read counters.
+/// The running worker, as the daemon holds it. Cheap to clone, and shareable between threads.
+/// The lock is held only to read counters.
 #[derive(Clone)]
 pub struct Fleet {
     crowdsec: Arc<Mutex<Crowdsec>>,
+    /// What [`FleetView`] reports besides the worker's picture.
+    settings: ViewSettings,
+}
+
+#[derive(Debug, Clone)]
+struct ViewSettings {
+    url: String,
+    push: bool,
+    pull: bool,
+    /// The actions a pulled address goes through: the nft sets, and `[crowdsec] actions`.
+    address_actions: Vec<String>,
 }
 
 impl Fleet {
@@ -56,9 +71,30 @@ impl Fleet {
         };
         let crowdsec = crowdsec::spawn(Settings::new(section), sink)?;
         info!("crowdsec: {}", section.summary());
+        let mut address_actions = vec![ActionKind::NftSet.as_str().to_owned()];
+        for kind in &section.actions {
+            if *kind != ActionKind::NftSet {
+                address_actions.push(kind.as_str().to_owned());
+            }
+        }
         Ok(Fleet {
             crowdsec: Arc::new(Mutex::new(crowdsec)),
+            settings: ViewSettings {
+                url: section.url.to_string(),
+                push: section.push.is_some(),
+                pull: section.pull.is_some(),
+                address_actions,
+            },
         })
+    }
+
+    /// A reader for the control socket. It does not keep the worker running: stopping the
+    /// fleet stops it, and the view then shows the last picture.
+    pub fn view(&self) -> FleetView {
+        FleetView {
+            watch: self.worker().watch(),
+            settings: self.settings.clone(),
+        }
     }
 
     /// Where the responder reports its blocks and manual unblocks.
@@ -101,6 +137,105 @@ impl Fleet {
             Err(shared) => drop(shared),
         }
     }
+}
+
+/// The fleet as `nfsentry status` and `nfsentry list` show it: read from the worker's
+/// published picture, never waiting for the LAPI or for the packet path. Cheap to clone.
+#[derive(Clone)]
+pub struct FleetView {
+    watch: Watch,
+    settings: ViewSettings,
+}
+
+impl FleetView {
+    /// The `crowdsec` section of `nfsentry status`.
+    pub fn status(&self) -> CrowdsecStatus {
+        crowdsec_status(&self.watch.status(), &self.settings)
+    }
+
+    /// The pulled bans held now, as `nfsentry list` entries, after this host's own blocks.
+    pub fn entries(&self, now: SystemTime) -> Vec<BlockEntry> {
+        let held = self.watch.held();
+        pulled_entries(&held, &self.settings, now, Instant::now())
+    }
+}
+
+fn crowdsec_status(status: &Status, settings: &ViewSettings) -> CrowdsecStatus {
+    let unix = |at: Option<SystemTime>| at.map(unix_seconds);
+    let counts = &status.decisions;
+    let wide = |count: usize| u64::try_from(count).unwrap_or(u64::MAX);
+    CrowdsecStatus {
+        url: settings.url.clone(),
+        push: settings.push,
+        pull: settings.pull,
+        connected: status.connected,
+        since: unix(status.connected_since.or(status.unreachable_since)),
+        outages: status.outages,
+        last_error: status.last_error.clone(),
+        last_error_at: unix(status.last_error_at),
+        logged_in: status.logged_in,
+        last_pull: unix(status.last_pull),
+        last_full_pull: unix(status.last_full_pull),
+        full_pulls: status.full_pulls,
+        decisions: PulledDecisions {
+            ip: wide(counts.addresses),
+            range: wide(counts.ranges),
+            ignored_type: wide(counts.ignored_type),
+            ignored_scope: wide(counts.ignored_scope),
+            malformed: counts.malformed,
+            refused_full: counts.refused_full,
+        },
+        pushes: PushCounts {
+            pending: wide(status.pushes_pending),
+            sent: status.alerts_pushed,
+            failed: status.pushes_failed,
+            dropped: status.pushes_dropped,
+            expired: status.pushes_expired,
+            deletions: status.deletions_done,
+        },
+    }
+}
+
+/// `held` as list entries; `now` and `clock` are the same moment on the wall and monotonic
+/// clocks, to date when each ban began to be enforced here.
+fn pulled_entries(
+    held: &[HeldBan],
+    settings: &ViewSettings,
+    now: SystemTime,
+    clock: Instant,
+) -> Vec<BlockEntry> {
+    held.iter()
+        .map(|ban| {
+            let single = ban.net.prefix_len() == ban.net.max_prefix_len();
+            let since = now
+                .checked_sub(clock.saturating_duration_since(ban.since))
+                .unwrap_or(now);
+            BlockEntry {
+                address: match single {
+                    true => ban.net.addr().to_string(),
+                    false => ban.net.to_string(),
+                },
+                scope: match single {
+                    true => crowdsec::wire::SCOPE_IP,
+                    false => crowdsec::wire::SCOPE_RANGE,
+                }
+                .to_owned(),
+                pulled: true,
+                kind: ban.scenario.clone(),
+                protocol: String::new(),
+                port: 0,
+                since: unix_seconds(since),
+                // A ban with less than a second left still holds.
+                left_secs: Some(ban.remaining.as_secs().max(1)),
+                verified: false,
+                origin: ban.origin.clone(),
+                actions: match single {
+                    true => settings.address_actions.clone(),
+                    false => vec![ActionKind::NftSet.as_str().to_owned()],
+                },
+            }
+        })
+        .collect()
 }
 
 /// A pulled ban on one address, as the firewall has it.
@@ -401,5 +536,85 @@ fn pulled_record(address: IpAddr, timeout: Option<Duration>, now: SystemTime) ->
         port: 0,
         kind: PULLED_KIND.to_owned(),
         verified: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> ViewSettings {
+        ViewSettings {
+            url: "http://127.0.0.1:8080/".into(),
+            push: true,
+            pull: true,
+            address_actions: vec!["nft-set".into(), "route".into()],
+        }
+    }
+
+    fn ban(net: &str, remaining: u64, since: Instant) -> HeldBan {
+        HeldBan {
+            net: net.parse().unwrap(),
+            remaining: Duration::from_millis(remaining),
+            origin: "cscli".into(),
+            scenario: "manual 'ban' from 'lapi'".into(),
+            decisions: 1,
+            since,
+        }
+    }
+
+    #[test]
+    fn pulled_bans_become_list_entries_with_their_scope_and_origin() {
+        let clock = Instant::now();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(10_000);
+        let held = [
+            ban("192.0.2.77/32", 7_200_000, clock - Duration::from_secs(60)),
+            ban("2001:db8::/48", 400, clock),
+        ];
+        let entries = pulled_entries(&held, &settings(), now, clock);
+        assert_eq!(entries[0].address, "192.0.2.77");
+        assert_eq!(entries[0].scope, "Ip");
+        assert_eq!(entries[0].origin, "cscli");
+        assert_eq!(entries[0].since, 9_940);
+        assert_eq!(entries[0].left_secs, Some(7_200));
+        assert_eq!(entries[0].actions, ["nft-set", "route"]);
+        assert!(entries[0].pulled && !entries[0].verified);
+        assert_eq!(entries[1].address, "2001:db8::/48");
+        assert_eq!(entries[1].scope, "Range");
+        // Less than a second left still holds; a network goes into the range sets only.
+        assert_eq!(entries[1].left_secs, Some(1));
+        assert_eq!(entries[1].actions, ["nft-set"]);
+    }
+
+    #[test]
+    fn the_status_section_carries_the_worker_counts_and_no_secret() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(5_000);
+        let status = Status {
+            connected: false,
+            unreachable_since: Some(at),
+            outages: 2,
+            pushes_pending: 4,
+            alerts_pushed: 9,
+            pushes_dropped: 1,
+            last_pull: Some(at),
+            last_error: Some("cannot reach the LAPI: connection refused".into()),
+            last_error_at: Some(at),
+            decisions: crowdsec::TableCounts {
+                addresses: 2,
+                ranges: 1,
+                ..crowdsec::TableCounts::default()
+            },
+            ..Status::default()
+        };
+        let report = crowdsec_status(&status, &settings());
+        assert!(!report.connected);
+        assert_eq!(report.since, Some(5_000));
+        assert_eq!(report.outages, 2);
+        assert_eq!((report.decisions.ip, report.decisions.range), (2, 1));
+        assert_eq!(report.pushes.pending, 4);
+        assert_eq!(report.pushes.sent, 9);
+        assert_eq!(report.pushes.dropped, 1);
+        assert_eq!(report.last_pull, Some(5_000));
+        assert_eq!(report.url, "http://127.0.0.1:8080/");
     }
 }

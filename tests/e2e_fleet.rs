@@ -2,7 +2,8 @@
 //! `[crowdsec]` push and pull, share one CrowdSec Local API in a namespace of its own; a
 //! scanner namespace probes them. All four hang off a bridge in the LAPI's namespace, so no
 //! packet leaves the namespaces this test makes. What is checked is what the kernels hold
-//! (`nft -j`) and what the LAPI holds (`cscli`).
+//! (`nft -j`), what the LAPI holds (`cscli`), and what `nfsentry list` and `nfsentry status`
+//! say about it.
 //!
 //! Needs root, nmap and Debian's `crowdsec` package (scripts/setup.sh installs it).
 
@@ -13,7 +14,7 @@ mod support;
 use std::fs::{self, File};
 use std::process::{Child, Command, Stdio};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lapi::Lapi;
 use nix::sys::signal::{kill, Signal};
@@ -42,6 +43,7 @@ struct Host {
     address: &'static str,
     child: Option<Child>,
     log: std::path::PathBuf,
+    config: std::path::PathBuf,
 }
 
 impl Host {
@@ -84,6 +86,46 @@ impl Host {
             || self.log().contains(what),
             || self.log(),
         );
+    }
+
+    /// `nfsentry ARGS --config CONFIG` from outside the namespace (the control socket is a
+    /// file): its standard output, which must be a success.
+    fn cli(&self, args: &[&str]) -> String {
+        let output = Command::new(DAEMON_BIN)
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .output()
+            .unwrap_or_else(|e| panic!("nfsentry {args:?}: {e}"));
+        assert!(
+            output.status.success(),
+            "nfsentry {args:?} on {} failed: {}",
+            self.name,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// `nfsentry COMMAND --json`, read.
+    fn json(&self, command: &str) -> Value {
+        let text = self.cli(&[command, "--json"]);
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+    }
+
+    /// The `crowdsec` section of `nfsentry status --json`.
+    fn lapi_status(&self) -> Value {
+        self.json("status")["crowdsec"].clone()
+    }
+
+    /// The `nfsentry list --json` entries for `address`, in the list's order.
+    fn listed(&self, address: &str) -> Vec<Value> {
+        self.json("list")["blocks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|entry| entry["address"] == address)
+            .cloned()
+            .collect()
     }
 
     fn signal(&self, signal: Signal) {
@@ -226,6 +268,7 @@ fn start_host(
         address,
         child: Some(child),
         log,
+        config: path,
     };
     host.wait_log("watching;");
     host
@@ -256,6 +299,12 @@ fn scan(scanner: &Netns, source: &str, target: &str) {
         "nmap failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
 }
 
 fn decisions_on(lapi: &Lapi, value: &str) -> Vec<Value> {
@@ -320,6 +369,7 @@ fn a_scan_of_one_host_shuts_the_scanner_out_of_the_other_and_the_fleet_survives_
     );
 
     // A ban made by hand on the LAPI is enforced on both, for its time.
+    let before_cscli = unix_now();
     lapi.cscli(&["decisions", "add", "--ip", "192.0.2.77", "--duration", "2h"]);
     for host in both {
         wait_for(
@@ -351,6 +401,89 @@ fn a_scan_of_one_host_shuts_the_scanner_out_of_the_other_and_the_fleet_survives_
         "{manual:?}"
     );
 
+    // h2 lists both cscli bans, the network as one entry, with their origin and time left.
+    wait_for(
+        "h2 lists the cscli bans",
+        || !h2.listed("192.0.2.77").is_empty() && !h2.listed("198.51.100.0/24").is_empty(),
+        || h2.cli(&["list"]),
+    );
+    for (address, scope) in [("192.0.2.77", "Ip"), ("198.51.100.0/24", "Range")] {
+        let entries = h2.listed(address);
+        assert_eq!(entries.len(), 1, "{entries:?}");
+        let entry = &entries[0];
+        assert_eq!(entry["origin"], "cscli", "{entry}");
+        assert_eq!(entry["scope"], scope, "{entry}");
+        assert_eq!(entry["pulled"], true, "{entry}");
+        let left = entry["left_secs"].as_u64().unwrap_or(0);
+        assert!(left > 0 && left <= 7_200, "time left of a 2h ban: {entry}");
+        assert!(entry["since"].as_u64() >= Some(before_cscli), "{entry}");
+    }
+    // h1's ban on the scanner reached h2 as another nfsentry's.
+    let from_h1 = h2.listed(SCANNER);
+    assert_eq!(from_h1.len(), 1, "{from_h1:?}");
+    assert_eq!(from_h1[0]["origin"], "nfsentry");
+    assert_eq!(from_h1[0]["kind"], "nfsentry/portscan");
+    // On h1 the scanner is listed twice: its own block, and its decision come back.
+    let on_h1 = h1.listed(SCANNER);
+    let origins: Vec<(&Value, &Value)> = on_h1
+        .iter()
+        .map(|entry| (&entry["origin"], &entry["pulled"]))
+        .collect();
+    assert_eq!(
+        origins,
+        [
+            (&Value::from("detection"), &Value::from(false)),
+            (&Value::from("nfsentry"), &Value::from(true))
+        ],
+        "{on_h1:?}"
+    );
+    let table = h2.cli(&["list"]);
+    let header = table.lines().next().unwrap_or_default();
+    let origin_column = header.find("ORIGIN").unwrap_or_else(|| panic!("{table}"));
+    for (address, origin) in [
+        ("192.0.2.77 ", "crowdsec:cscli"),
+        ("198.51.100.0/24 ", "crowdsec:cscli"),
+        (&format!("{SCANNER} ") as &str, "crowdsec:nfsentry"),
+    ] {
+        let line = table
+            .lines()
+            .find(|line| line.starts_with(address))
+            .unwrap_or_else(|| panic!("{address} not listed:\n{table}"));
+        assert_eq!(
+            line.get(origin_column..origin_column + origin.len()),
+            Some(origin),
+            "{table}"
+        );
+    }
+
+    // h2's status: connected, the two addresses (h1's and cscli's) and the network held,
+    // pulled since the bans were made.
+    wait_for(
+        "h2's status counts the bans it holds",
+        || {
+            let status = h2.lapi_status();
+            status["decisions"]["ip"] == 2 && status["decisions"]["range"] == 1
+        },
+        || h2.cli(&["status"]),
+    );
+    let status = h2.lapi_status();
+    assert_eq!(status["connected"], true, "{status}");
+    assert!(status["since"].as_u64().is_some(), "{status}");
+    assert!(
+        status["last_pull"].as_u64() >= Some(before_cscli),
+        "{status}"
+    );
+    assert_eq!(status["logged_in"], true, "{status}");
+    assert_eq!(status["pushes"]["pending"], 0, "{status}");
+    assert_eq!(status["url"], lapi.url(), "{status}");
+    let text = h2.cli(&["status"]);
+    assert!(
+        text.lines()
+            .any(|line| line.starts_with("crowdsec ") && line.contains(": connected for ")),
+        "{text}"
+    );
+    assert!(text.contains("2 addresses and 1 range held"), "{text}");
+
     // Deleting them on the LAPI releases them on both.
     lapi.cscli(&["decisions", "delete", "--ip", "192.0.2.77"]);
     lapi.cscli(&["decisions", "delete", "--range", "198.51.100.0/24"]);
@@ -372,7 +505,13 @@ fn a_scan_of_one_host_shuts_the_scanner_out_of_the_other_and_the_fleet_survives_
     h1.wait_log("crowdsec: connected");
 
     // The LAPI goes away: both hosts go on detecting and blocking, the fleet's bans stay.
+    let sent_before = h2.lapi_status()["pushes"]["sent"].as_u64().unwrap_or(0);
     lapi.stop();
+    wait_for(
+        "h1's status says the LAPI is not connected",
+        || h1.lapi_status()["connected"] == false,
+        || h1.cli(&["status"]),
+    );
     scan(&scanner, SCANNER_ALT, h2.address);
     wait_for(
         "h2 blocks the second scanner address while the LAPI is down",
@@ -384,10 +523,50 @@ fn a_scan_of_one_host_shuts_the_scanner_out_of_the_other_and_the_fleet_survives_
         h2.holds("blocked_v4", SCANNER),
         "pulled bans outlive an outage"
     );
+    // h2's status: not connected, its block waits to be pushed, the pulled bans still held.
+    wait_for(
+        "h2's status shows the LAPI down and its block pending",
+        || {
+            let status = h2.lapi_status();
+            status["connected"] == false && status["pushes"]["pending"].as_u64() >= Some(1)
+        },
+        || h2.cli(&["status"]),
+    );
+    let status = h2.lapi_status();
+    assert_eq!(
+        status["decisions"]["ip"], 1,
+        "only h1's ban is left: {status}"
+    );
+    assert!(status["last_error"].is_string(), "{status}");
+    let text = h2.cli(&["status"]);
+    assert!(text.contains(": unreachable for "), "{text}");
+    assert!(text.contains("\nlast error "), "{text}");
+    // No secret in either form.
+    let json = h2.cli(&["status", "--json"]);
+    for secret in ["password-of-h2", "bouncerkeyofh2"] {
+        assert!(
+            !text.contains(secret) && !json.contains(secret),
+            "{text}\n{json}"
+        );
+    }
 
     // It comes back: the push made during the outage arrives and reaches h1.
     lapi.resume();
     h2.wait_log("answers again");
+    wait_for(
+        "h2's status shows the LAPI back and nothing pending",
+        || {
+            let status = h2.lapi_status();
+            status["connected"] == true && status["pushes"]["pending"] == 0
+        },
+        || h2.cli(&["status"]),
+    );
+    let status = h2.lapi_status();
+    assert!(
+        status["pushes"]["sent"].as_u64() > Some(sent_before),
+        "the block made during the outage was sent: {status}"
+    );
+    assert!(status["outages"].as_u64() >= Some(1), "{status}");
     wait_for(
         "h1 enforces the ban h2 made while the LAPI was down",
         || h1.holds("blocked_v4", SCANNER_ALT),

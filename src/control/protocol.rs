@@ -81,8 +81,8 @@ pub struct StatusReport {
     pub alert_lines_suppressed: u64,
     /// The kernel's own counters for each queue, from `/proc/net/netfilter/nfnetlink_queue`.
     pub kernel_queues: Vec<KernelQueue>,
-    /// Other parts' one-line states (the CrowdSec link, when configured), by name.
-    pub links: BTreeMap<String, String>,
+    /// The CrowdSec LAPI link, when `[crowdsec]` is configured.
+    pub crowdsec: Option<CrowdsecStatus>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,20 +117,89 @@ pub struct KernelQueue {
     pub user_dropped: u64,
 }
 
-/// One blocked address in `nfsentry list`.
+/// The CrowdSec LAPI link in `nfsentry status`. Names no password, key or token. Points in
+/// time are Unix seconds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrowdsecStatus {
+    /// The LAPI's base URL (one with credentials in it is refused by `check-config`).
+    pub url: String,
+    /// Whether this host reports its blocks, and enforces the fleet's bans.
+    pub push: bool,
+    pub pull: bool,
+    /// The LAPI answered the last call.
+    pub connected: bool,
+    /// Since when it has been connected, or unreachable; None before the first answer.
+    pub since: Option<u64>,
+    /// Outages so far.
+    pub outages: u64,
+    /// The last call that failed (kept after a recovery), and when.
+    pub last_error: Option<String>,
+    pub last_error_at: Option<u64>,
+    /// The watcher holds a token.
+    pub logged_in: bool,
+    pub last_pull: Option<u64>,
+    /// The last full (`startup=true`) pull, and how many there were.
+    pub last_full_pull: Option<u64>,
+    pub full_pulls: u64,
+    pub decisions: PulledDecisions,
+    pub pushes: PushCounts,
+}
+
+/// The fleet's decisions this host holds now.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PulledDecisions {
+    /// Bans on single addresses (scope `Ip`), enforced in the address sets.
+    pub ip: u64,
+    /// Bans on networks (scope `Range`), enforced in the range sets.
+    pub range: u64,
+    /// Active decisions left alone: not a `ban`, or a scope other than `Ip` and `Range`.
+    pub ignored_type: u64,
+    pub ignored_scope: u64,
+    /// Stream entries that could not be read, and networks refused for a full table, ever.
+    pub malformed: u64,
+    pub refused_full: u64,
+}
+
+/// Reports of this host's blocks (and unblocks) to the LAPI.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushCounts {
+    /// Waiting for the LAPI (the backlog, and a post in progress).
+    pub pending: u64,
+    /// Alerts the LAPI accepted.
+    pub sent: u64,
+    /// Given up after the LAPI answered them with errors.
+    pub failed: u64,
+    /// Dropped from a full backlog, oldest first.
+    pub dropped: u64,
+    /// Blocks over before they could be sent.
+    pub expired: u64,
+    /// Deletions of our decisions after `nfsentry unblock`.
+    pub deletions: u64,
+}
+
+/// One blocked address or network in `nfsentry list`: this host's own block, or a ban pulled
+/// from the CrowdSec LAPI. One address can have both.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlockEntry {
+    /// An address, or for a pulled `Range` a network (`198.51.100.0/24`).
     pub address: String,
+    /// `Ip` or `Range`, as CrowdSec names scopes; this host's own blocks are `Ip`.
+    pub scope: String,
+    /// A ban pulled from the CrowdSec LAPI; false for this host's own blocks.
+    pub pulled: bool,
     /// The scan type that triggered it, or `manual` / the fleet decision's scenario.
     pub kind: String,
+    /// The probe that triggered it; empty and 0 for a pulled ban.
     pub protocol: String,
     pub port: u16,
-    /// Unix seconds.
+    /// Unix seconds: when it was blocked, or when this host began enforcing a pulled ban.
     pub since: u64,
     /// Seconds left; `None` until released by hand.
     pub left_secs: Option<u64>,
     pub verified: bool,
-    /// Where the block came from: `detection`, `manual`, or the fleet decision's origin.
+    /// Where the block came from: `detection`, `manual`, or for a pulled ban the decision's
+    /// origin (`cscli`, `crowdsec`, `lists`, `CAPI`, `nfsentry` for another nfsentry's or
+    /// this host's own pushed block).
     pub origin: String,
     /// The actions holding it, by config word.
     pub actions: Vec<String>,
@@ -247,6 +316,17 @@ mod tests {
             version: "0.1.0".into(),
             queues: vec![0, 1],
             detections: [("SYN/Normal".to_owned(), 3)].into_iter().collect(),
+            crowdsec: Some(CrowdsecStatus {
+                url: "http://127.0.0.1:8080/".into(),
+                connected: true,
+                last_pull: Some(1_700_000_000),
+                decisions: PulledDecisions {
+                    ip: 2,
+                    range: 1,
+                    ..PulledDecisions::default()
+                },
+                ..CrowdsecStatus::default()
+            }),
             ..StatusReport::default()
         };
         for answer in [
@@ -254,6 +334,8 @@ mod tests {
             Answer::Done(Reply::List {
                 blocks: vec![BlockEntry {
                     address: "198.51.100.7".into(),
+                    scope: "Ip".into(),
+                    pulled: false,
                     kind: "SYN/Normal".into(),
                     protocol: "TCP".into(),
                     port: 23,

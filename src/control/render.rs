@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::protocol::{Answer, BlockEntry, Reply, StatusReport};
+use super::protocol::{Answer, BlockEntry, CrowdsecStatus, Reply, StatusReport};
 
 /// The text for `answer`; `json` picks the machine form. Refusals are the caller's to print on
 /// standard error, so they come back as `Err`.
@@ -19,13 +19,13 @@ pub fn render(answer: &Answer, json: bool, now_unix: u64) -> Result<String, Stri
         return Ok(text);
     }
     Ok(match reply {
-        Reply::Status(status) => status_text(status),
+        Reply::Status(status) => status_text(status, now_unix),
         Reply::List { blocks } => list_text(blocks, now_unix),
         Reply::Changed { summary, .. } | Reply::Reloaded { summary } => format!("{summary}\n"),
     })
 }
 
-fn status_text(s: &StatusReport) -> String {
+fn status_text(s: &StatusReport, now_unix: u64) -> String {
     let mut rows: Vec<(&str, String)> = vec![
         (
             "nfsentry",
@@ -91,8 +91,8 @@ fn status_text(s: &StatusReport) -> String {
             ),
         ));
     }
-    for (name, state) in &s.links {
-        rows.push((name.as_str(), state.clone()));
+    if let Some(crowdsec) = &s.crowdsec {
+        rows.extend(crowdsec_rows(crowdsec, now_unix));
     }
     let width = rows.iter().map(|(label, _)| label.len()).max().unwrap_or(0);
     let mut text = String::new();
@@ -100,6 +100,67 @@ fn status_text(s: &StatusReport) -> String {
         let _ = writeln!(text, "{label:<width$}  {value}");
     }
     text
+}
+
+/// The LAPI link: its state, what was pulled, what was pushed, the last error.
+fn crowdsec_rows(c: &CrowdsecStatus, now_unix: u64) -> Vec<(&'static str, String)> {
+    let ago = |at: Option<u64>| match at {
+        None => "never".to_owned(),
+        Some(at) => format!(
+            "{} ago",
+            duration_text(Duration::from_secs(now_unix.saturating_sub(at)))
+        ),
+    };
+    let lasting = |at: u64| duration_text(Duration::from_secs(now_unix.saturating_sub(at)));
+    let mut state = match (c.connected, c.since) {
+        (true, Some(since)) => format!("{}: connected for {}", c.url, lasting(since)),
+        (true, None) => format!("{}: connected", c.url),
+        (false, Some(since)) => format!("{}: unreachable for {}", c.url, lasting(since)),
+        (false, None) => format!("{}: not yet connected", c.url),
+    };
+    if c.outages > 0 {
+        let _ = write!(state, ", {}", counted(c.outages, "outage", "outages"));
+    }
+    let sides: Vec<&str> = [(c.push, "push"), (c.pull, "pull")]
+        .into_iter()
+        .filter_map(|(on, side)| on.then_some(side))
+        .collect();
+    let _ = write!(state, " ({})", sides.join(", "));
+    let mut rows = vec![("crowdsec", state)];
+    if c.pull {
+        let d = &c.decisions;
+        let mut pulled = format!(
+            "{} and {} held, {} ignored; last pull {}, last full pull {} ({} in all)",
+            counted(d.ip, "address", "addresses"),
+            counted(d.range, "range", "ranges"),
+            d.ignored_type + d.ignored_scope,
+            ago(c.last_pull),
+            ago(c.last_full_pull),
+            c.full_pulls
+        );
+        if d.malformed + d.refused_full > 0 {
+            let _ = write!(
+                pulled,
+                "; {} unreadable, {} refused for a full table",
+                d.malformed, d.refused_full
+            );
+        }
+        rows.push(("pulled", pulled));
+    }
+    if c.push {
+        let p = &c.pushes;
+        rows.push((
+            "pushed",
+            format!(
+                "{} pending, {} sent, {} failed, {} dropped, {} expired, {} deletions",
+                p.pending, p.sent, p.failed, p.dropped, p.expired, p.deletions
+            ),
+        ));
+    }
+    if let Some(error) = &c.last_error {
+        rows.push(("last error", format!("{}: {error}", ago(c.last_error_at))));
+    }
+    rows
 }
 
 fn list_text(blocks: &[BlockEntry], now_unix: u64) -> String {
@@ -115,7 +176,10 @@ fn list_text(blocks: &[BlockEntry], now_unix: u64) -> String {
             [
                 b.address.clone(),
                 b.kind.clone(),
-                format!("{}/{}", b.protocol, b.port),
+                match b.pulled {
+                    true => "-".to_owned(),
+                    false => format!("{}/{}", b.protocol, b.port),
+                },
                 format!(
                     "{} ago",
                     duration_text(Duration::from_secs(now_unix.saturating_sub(b.since)))
@@ -124,8 +188,13 @@ fn list_text(blocks: &[BlockEntry], now_unix: u64) -> String {
                     || "never ends".to_owned(),
                     |left| duration_text(Duration::from_secs(left)),
                 ),
-                if b.verified { "yes" } else { "no" }.to_owned(),
-                b.origin.clone(),
+                match (b.pulled, b.verified) {
+                    (true, _) => "-",
+                    (false, true) => "yes",
+                    (false, false) => "no",
+                }
+                .to_owned(),
+                origin_text(b),
                 b.actions.join(","),
             ]
         })
@@ -157,6 +226,22 @@ fn list_text(blocks: &[BlockEntry], now_unix: u64) -> String {
     text
 }
 
+/// `1 range`, `2 ranges`.
+fn counted(count: u64, one: &str, many: &str) -> String {
+    format!("{count} {}", if count == 1 { one } else { many })
+}
+
+/// `nfsentry` for this host's own blocks (the TYPE column tells a manual one), `crowdsec:` and
+/// the decision's origin for a pulled ban (`crowdsec:cscli`, `crowdsec:nfsentry` for another
+/// host's block or this one's own come back).
+fn origin_text(block: &BlockEntry) -> String {
+    match block.pulled {
+        true if block.origin.is_empty() => "crowdsec".to_owned(),
+        true => format!("crowdsec:{}", block.origin),
+        false => "nfsentry".to_owned(),
+    }
+}
+
 /// `1d2h`, `2h13m`, `4m12s`, `9s`: the two largest units, enough to read at a glance.
 pub fn duration_text(duration: Duration) -> String {
     let secs = duration.as_secs();
@@ -179,12 +264,16 @@ fn list_of<T: std::fmt::Display>(items: impl Iterator<Item = T>) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::protocol::{BlockCounts, KernelQueue, PacketCounts};
+    use super::super::protocol::{
+        BlockCounts, KernelQueue, PacketCounts, PulledDecisions, PushCounts,
+    };
     use super::*;
 
     fn entry(address: &str, left: Option<u64>, verified: bool) -> BlockEntry {
         BlockEntry {
             address: address.into(),
+            scope: "Ip".into(),
+            pulled: false,
             kind: "SYN/Normal".into(),
             protocol: "TCP".into(),
             port: 23,
@@ -220,6 +309,165 @@ mod tests {
         assert!(lines[2].contains("never ends"), "{text}");
         assert!(lines[2].contains(" yes "), "{text}");
         assert!(lines[1].ends_with("nft-set,route"), "{text}");
+    }
+
+    fn pulled(address: &str, scope: &str, origin: &str, left: u64) -> BlockEntry {
+        BlockEntry {
+            address: address.into(),
+            scope: scope.into(),
+            pulled: true,
+            kind: "manual 'ban' from 'lapi'".into(),
+            protocol: String::new(),
+            port: 0,
+            since: 1_000,
+            left_secs: Some(left),
+            verified: false,
+            origin: origin.into(),
+            actions: vec!["nft-set".into()],
+        }
+    }
+
+    #[test]
+    fn pulled_bans_are_listed_with_their_origin_after_our_own_blocks() {
+        let answer = Answer::Done(Reply::List {
+            blocks: vec![
+                entry("198.51.100.7", Some(3_540), false),
+                pulled("192.0.2.77", "Ip", "cscli", 7_190),
+                pulled("203.0.113.0/24", "Range", "cscli", 7_185),
+                pulled("198.51.100.9", "Ip", "nfsentry", 3_000),
+            ],
+        });
+        let text = render(&answer, false, 1_060).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 5, "{text}");
+        let column = |line: &str, cell: &str| line.find(cell).unwrap();
+        let origin = column(lines[0], "ORIGIN");
+        assert_eq!(column(lines[1], "nfsentry"), origin, "{text}");
+        assert_eq!(column(lines[2], "crowdsec:cscli"), origin, "{text}");
+        assert_eq!(column(lines[3], "crowdsec:cscli"), origin, "{text}");
+        assert_eq!(column(lines[4], "crowdsec:nfsentry"), origin, "{text}");
+        // A network is listed as one; its left time lines up with the others.
+        assert!(lines[3].starts_with("203.0.113.0/24  "), "{text}");
+        assert_eq!(
+            column(lines[0], "LEFT"),
+            column(lines[3], "1h59m"),
+            "{text}"
+        );
+        // A pulled ban has no probe and was verified by no one here.
+        let cell = |line: &str, name: &str| {
+            let at = column(lines[0], name);
+            line[at..].split("  ").next().unwrap().to_owned()
+        };
+        assert_eq!(cell(lines[2], "TARGET"), "-", "{text}");
+        assert_eq!(cell(lines[2], "VERIFIED"), "-", "{text}");
+        assert_eq!(cell(lines[1], "TARGET"), "TCP/23", "{text}");
+        assert_eq!(cell(lines[1], "VERIFIED"), "no", "{text}");
+        let json: serde_json::Value =
+            serde_json::from_str(&render(&answer, true, 0).unwrap()).unwrap();
+        assert_eq!(json["blocks"][2]["scope"], "Range");
+        assert_eq!(json["blocks"][2]["origin"], "cscli");
+        assert_eq!(json["blocks"][2]["pulled"], true);
+        assert_eq!(json["blocks"][0]["pulled"], false);
+    }
+
+    fn lapi(connected: bool) -> CrowdsecStatus {
+        CrowdsecStatus {
+            url: "http://10.77.0.254:8080/".into(),
+            push: true,
+            pull: true,
+            connected,
+            since: Some(880),
+            outages: 1,
+            last_error: Some("cannot reach the LAPI: connection refused".into()),
+            last_error_at: Some(995),
+            logged_in: connected,
+            last_pull: Some(999),
+            last_full_pull: Some(990),
+            full_pulls: 4,
+            decisions: PulledDecisions {
+                ip: 2,
+                range: 1,
+                ignored_type: 1,
+                ..PulledDecisions::default()
+            },
+            pushes: PushCounts {
+                pending: 3,
+                sent: 12,
+                failed: 1,
+                dropped: 0,
+                expired: 0,
+                deletions: 1,
+            },
+        }
+    }
+
+    #[test]
+    fn the_crowdsec_link_is_a_section_of_the_status() {
+        let status = |crowdsec| StatusReport {
+            version: "0.1.0".into(),
+            crowdsec,
+            ..StatusReport::default()
+        };
+        let up = Answer::Done(Reply::Status(Box::new(status(Some(lapi(true))))));
+        let text = render(&up, false, 1_000).unwrap();
+        assert!(
+            text.contains(
+                "\ncrowdsec    http://10.77.0.254:8080/: connected for 2m0s, 1 outage \
+                 (push, pull)\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "\npulled      2 addresses and 1 range held, 1 ignored; last pull 1s ago, \
+                 last full pull 10s ago (4 in all)\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "\npushed      3 pending, 12 sent, 1 failed, 0 dropped, 0 expired, 1 deletions\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nlast error  5s ago: cannot reach the LAPI: connection refused\n"),
+            "{text}"
+        );
+        let down = Answer::Done(Reply::Status(Box::new(status(Some(lapi(false))))));
+        let text = render(&down, false, 1_000).unwrap();
+        assert!(text.contains(": unreachable for 2m0s, 1 outage "), "{text}");
+        let json: serde_json::Value =
+            serde_json::from_str(&render(&down, true, 1_000).unwrap()).unwrap();
+        assert_eq!(json["crowdsec"]["connected"], false);
+        assert_eq!(json["crowdsec"]["decisions"]["range"], 1);
+        assert_eq!(json["crowdsec"]["pushes"]["pending"], 3);
+        // Without [crowdsec], no section, and null in JSON.
+        let alone = Answer::Done(Reply::Status(Box::new(status(None))));
+        assert!(!render(&alone, false, 0).unwrap().contains("crowdsec"));
+        let json: serde_json::Value =
+            serde_json::from_str(&render(&alone, true, 0).unwrap()).unwrap();
+        assert!(json["crowdsec"].is_null());
+    }
+
+    #[test]
+    fn a_lapi_never_reached_and_a_side_turned_off_say_so() {
+        let mut c = lapi(false);
+        c.since = None;
+        c.push = false;
+        c.last_pull = None;
+        c.last_full_pull = None;
+        c.last_error = None;
+        let rows = crowdsec_rows(&c, 1_000);
+        assert_eq!(
+            rows[0].1,
+            "http://10.77.0.254:8080/: not yet connected, 1 outage (pull)"
+        );
+        assert!(
+            rows[1].1.contains("last pull never, last full pull never"),
+            "{rows:?}"
+        );
+        assert_eq!(rows.len(), 2, "no pushed or last error rows: {rows:?}");
     }
 
     #[test]

@@ -103,6 +103,8 @@ pub struct HeldBan {
     pub scenario: String,
     /// Decisions behind it (several machines may have banned one address).
     pub decisions: usize,
+    /// When this host began holding it.
+    pub since: Instant,
 }
 
 /// Sizes and counts for the status report.
@@ -134,6 +136,8 @@ struct Held {
     decisions: Vec<HeldDecision>,
     /// The end last told to the firewall.
     enforced_until: Instant,
+    /// When it was first held, for `nfsentry list`.
+    since: Instant,
 }
 
 impl Held {
@@ -197,6 +201,9 @@ pub struct DecisionTable {
     limit: usize,
     malformed: u64,
     refused_full: u64,
+    /// Moves on with every change to what is held or ignored, so a reader can tell whether
+    /// its copy of [`Self::held`] is still current without comparing it.
+    revision: u64,
 }
 
 impl DecisionTable {
@@ -208,7 +215,13 @@ impl DecisionTable {
             limit,
             malformed: 0,
             refused_full: 0,
+            revision: 0,
         }
+    }
+
+    /// See the field: equal revisions mean an equal table.
+    pub fn revision(&self) -> u64 {
+        self.revision
     }
 
     /// Applies one `startup=false` answer: additions first, then deletions, so a decision
@@ -219,6 +232,9 @@ impl DecisionTable {
         deleted: &[StreamDecision],
         now: Instant,
     ) -> Vec<Change> {
+        if !new.is_empty() || !deleted.is_empty() {
+            self.revision += 1;
+        }
         let mut before: HashMap<IpNet, Option<Instant>> = HashMap::new();
         for entry in new {
             match self.read(entry) {
@@ -232,7 +248,9 @@ impl DecisionTable {
                     let enforced = self.held.get(&net).map(|held| held.enforced_until);
                     before.entry(net).or_insert(enforced);
                     match remaining {
-                        Some(remaining) => self.hold(net, id, now + remaining, origin, scenario),
+                        Some(remaining) => {
+                            self.hold(net, id, now, now + remaining, origin, scenario)
+                        }
                         None => self.forget(net, id),
                     }
                 }
@@ -266,6 +284,7 @@ impl DecisionTable {
     /// active decision): networks it lacks are released, networks it adds are enforced, and
     /// networks whose end moved are enforced again with their new time.
     pub fn reconcile(&mut self, active: &[StreamDecision], now: Instant) -> Vec<Change> {
+        self.revision += 1;
         let mut fresh: HashMap<IpNet, Held> = HashMap::new();
         let mut ignored = HashMap::new();
         let mut refused = 0u64;
@@ -294,15 +313,16 @@ impl DecisionTable {
                     if let Some(held) = fresh.get_mut(net) {
                         held.upsert(decision);
                     } else if fresh.len() < self.limit {
-                        let enforced_until = self
-                            .held
-                            .get(net)
-                            .map_or(decision.ends, |held| held.enforced_until);
+                        let (enforced_until, since) =
+                            self.held.get(net).map_or((decision.ends, now), |held| {
+                                (held.enforced_until, held.since)
+                            });
                         fresh.insert(
                             *net,
                             Held {
                                 decisions: vec![decision],
                                 enforced_until,
+                                since,
                             },
                         );
                     } else {
@@ -335,10 +355,14 @@ impl DecisionTable {
 
     /// Forgets decisions that have run out and releases the networks left without one.
     pub fn expire(&mut self, now: Instant) -> Vec<Change> {
+        let ignored_before = self.ignored.len();
         self.ignored.retain(|_, (_, ends)| *ends > now);
+        let mut changed = self.ignored.len() != ignored_before;
         let mut released = Vec::new();
         self.held.retain(|net, held| {
+            let decisions_before = held.decisions.len();
             held.decisions.retain(|decision| decision.ends > now);
+            changed |= held.decisions.len() != decisions_before;
             if held.decisions.is_empty() {
                 released.push(Change::Release {
                     net: *net,
@@ -349,6 +373,9 @@ impl DecisionTable {
                 true
             }
         });
+        if changed {
+            self.revision += 1;
+        }
         released.sort_by_key(Change::net);
         released
     }
@@ -387,6 +414,7 @@ impl DecisionTable {
                     origin: longest.origin.clone(),
                     scenario: longest.scenario.clone(),
                     decisions: held.decisions.len(),
+                    since: held.since,
                 })
             })
             .collect();
@@ -399,7 +427,15 @@ impl DecisionTable {
         self.held.contains_key(net)
     }
 
-    fn hold(&mut self, net: IpNet, id: i64, ends: Instant, origin: String, scenario: String) {
+    fn hold(
+        &mut self,
+        net: IpNet,
+        id: i64,
+        now: Instant,
+        ends: Instant,
+        origin: String,
+        scenario: String,
+    ) {
         let decision = HeldDecision {
             id,
             ends,
@@ -414,6 +450,7 @@ impl DecisionTable {
                 Held {
                     decisions: vec![decision],
                     enforced_until: ends,
+                    since: now,
                 },
             );
         } else {
@@ -574,8 +611,14 @@ fn range_net(value: &str) -> Option<IpNet> {
     Some(net)
 }
 
+/// An origin or scenario as kept: cut short, and with control characters (which `nfsentry
+/// list` would otherwise hand to a terminal) replaced.
 fn label(text: Option<&str>) -> String {
-    text.unwrap_or("").chars().take(LABEL_MAX_CHARS).collect()
+    text.unwrap_or("")
+        .chars()
+        .take(LABEL_MAX_CHARS)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 #[cfg(test)]
@@ -957,6 +1000,39 @@ mod tests {
     }
 
     #[test]
+    fn a_network_keeps_when_it_was_first_held_and_every_change_moves_the_revision() {
+        let clock = Clock::new();
+        let mut table = DecisionTable::new(10);
+        let start = table.revision();
+        table.apply_delta(&[ban(1, "198.51.100.7", "1h")], &[], clock.at(5));
+        let first = table.revision();
+        assert_ne!(first, start);
+        // An empty delta changes nothing.
+        table.apply_delta(&[], &[], clock.at(6));
+        assert_eq!(table.revision(), first);
+        // A full list renews the decision and adds a range; the address keeps its start.
+        table.reconcile(
+            &[
+                ban(1, "198.51.100.7", "2h"),
+                range(2, "192.0.2.0/24", "10m"),
+            ],
+            clock.at(60),
+        );
+        let reconciled = table.revision();
+        assert_ne!(reconciled, first);
+        let held = table.held(clock.at(60));
+        assert_eq!(held[0].net, net("192.0.2.0/24"));
+        assert_eq!(held[0].since, clock.at(60));
+        assert_eq!(held[1].since, clock.at(5));
+        // Nothing ran out: no change. Then the range does.
+        table.expire(clock.at(61));
+        assert_eq!(table.revision(), reconciled);
+        table.expire(clock.at(60 + 601));
+        assert_ne!(table.revision(), reconciled);
+        assert_eq!(table.held(clock.at(661)).len(), 1);
+    }
+
+    #[test]
     fn origins_and_scenarios_are_kept_short() {
         let clock = Clock::new();
         let mut table = DecisionTable::new(10);
@@ -967,5 +1043,9 @@ mod tests {
         let held = table.held(clock.at(0));
         assert_eq!(held[0].scenario.len(), LABEL_MAX_CHARS);
         assert_eq!(held[0].origin, "");
+        let mut loud = ban(2, "198.51.100.8", "1h");
+        loud.origin = Some("cscli\u{1b}[2J\n".into());
+        table.apply_delta(&[loud], &[], clock.at(0));
+        assert_eq!(table.held(clock.at(0))[1].origin, "cscli?[2J?");
     }
 }

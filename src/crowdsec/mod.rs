@@ -30,4 +30,4 @@ pub mod worker;
 
 pub use decisions::{Change, HeldBan, IgnoreReason, ReleaseReason, TableCounts};
 pub use wire::{LocalBlock, Probe, PERMANENT_BAN};
-pub use worker::{spawn, Crowdsec, Report, Reporter, Settings, Status, Tuning};
+pub use worker::{spawn, Crowdsec, Report, Reporter, Settings, Status, Tuning, Watch};

@@ -2,8 +2,8 @@
 //! fleet's bans from it, so that no packet ever waits for the network.
 //!
 //! Reports come in through a [`Reporter`] (a short mutex, never a network call), changes for
-//! the firewall go out through the sink given to [`spawn`], and a [`Status`] can be read at
-//! any time. The thread owns the retries: a backlog that outlives outages, backoff with
+//! the firewall go out through the sink given to [`spawn`], and a [`Watch`] reads the
+//! [`Status`] and the bans held from any thread at any time. The thread owns the retries: a backlog that outlives outages, backoff with
 //! jitter, a resync after every reconnect, the token renewed before it runs out or when
 //! refused. It decides nothing about the firewall itself; the responder does.
 
@@ -23,6 +23,10 @@ use super::session::Token;
 use super::text::parse_rfc3339;
 use super::wire::{alert_for, Alert, LocalBlock};
 use crate::config::{self, format_duration, LapiUrl};
+
+/// An error kept for `nfsentry status` is cut to this: the LAPI's messages are cut shorter
+/// already, a transport error is a sentence.
+const LAST_ERROR_MAX_CHARS: usize = 300;
 
 /// What the worker needs: the validated `[crowdsec]` section and the tuning below.
 #[derive(Debug, Clone)]
@@ -92,6 +96,12 @@ pub struct Status {
     pub connected: bool,
     /// While the LAPI cannot be reached: since when.
     pub unreachable_since: Option<SystemTime>,
+    /// While it answers: since when (its first answer, or the end of the last outage).
+    pub connected_since: Option<SystemTime>,
+    /// The last call that failed, whatever the LAPI's state since, and when. The text is the
+    /// LAPI's message or the transport's, cut short; it never carries a password, key or token.
+    pub last_error: Option<String>,
+    pub last_error_at: Option<SystemTime>,
     /// Outages so far (each logged once when it began and once when it ended).
     pub outages: u64,
     /// The watcher holds a token.
@@ -187,6 +197,52 @@ impl Reporter {
     }
 }
 
+/// Reads what the worker publishes, from any thread. Each read copies a picture the worker
+/// made: it waits for no network call and for no work on the decision table, only for the
+/// short locks around the picture and the push counters.
+#[derive(Clone)]
+pub struct Watch {
+    shared: Arc<Shared>,
+}
+
+impl Watch {
+    pub fn status(&self) -> Status {
+        let mut status = lock(&self.shared.status).clone();
+        let inbox = lock(&self.shared.inbox);
+        status.pushes_pending = inbox.in_flight + inbox.backlog.len();
+        status.pushes_dropped = inbox.backlog.dropped();
+        status.alerts_pushed = inbox.alerts_pushed;
+        status.pushes_failed = inbox.pushes_failed;
+        status.pushes_expired = inbox.pushes_expired;
+        status.deletions_done = inbox.deletions_done;
+        status
+    }
+
+    /// The pulled networks held now, sorted, each with the time left of its longest decision.
+    /// Bans that ran out since the worker's last picture are left out.
+    pub fn held(&self) -> Vec<HeldBan> {
+        let picture = lock(&self.shared.held).clone();
+        let since_taken = picture.taken.elapsed();
+        picture
+            .bans
+            .iter()
+            .filter(|ban| ban.remaining > since_taken)
+            .map(|ban| HeldBan {
+                remaining: ban.remaining - since_taken,
+                ..ban.clone()
+            })
+            .collect()
+    }
+}
+
+/// The bans held as the worker last saw them: remaining times are as of `taken`.
+#[derive(Clone)]
+struct HeldPicture {
+    taken: Instant,
+    /// Shared, so that a reader copies a pointer under the lock, not the list.
+    bans: Arc<Vec<HeldBan>>,
+}
+
 /// The running worker. Dropping it asks the thread to stop without waiting.
 pub struct Crowdsec {
     shared: Arc<Shared>,
@@ -203,20 +259,19 @@ impl Crowdsec {
     }
 
     pub fn status(&self) -> Status {
-        let mut status = lock(&self.shared.status).clone();
-        let inbox = lock(&self.shared.inbox);
-        status.pushes_pending = inbox.in_flight + inbox.backlog.len();
-        status.pushes_dropped = inbox.backlog.dropped();
-        status.alerts_pushed = inbox.alerts_pushed;
-        status.pushes_failed = inbox.pushes_failed;
-        status.pushes_expired = inbox.pushes_expired;
-        status.deletions_done = inbox.deletions_done;
-        status
+        self.watch().status()
     }
 
     /// The pulled networks held now, for `nfsentry list`.
     pub fn held(&self) -> Vec<HeldBan> {
-        lock(&self.shared.table).held(Instant::now())
+        self.watch().held()
+    }
+
+    /// A reader of the status and the bans held, for another thread (the control socket).
+    pub fn watch(&self) -> Watch {
+        Watch {
+            shared: Arc::clone(&self.shared),
+        }
     }
 
     /// Asks the thread to stop and waits up to `wait` for it; true when it has ended. A call
@@ -268,6 +323,10 @@ pub fn spawn(
         wake: Condvar::new(),
         status: Mutex::new(Status::default()),
         table: Mutex::new(DecisionTable::new(tuning.max_held)),
+        held: Mutex::new(HeldPicture {
+            taken: Instant::now(),
+            bans: Arc::new(Vec::new()),
+        }),
     });
     let (ended_tx, ended) = mpsc::sync_channel(1);
     let worker = Worker::new(settings, Arc::clone(&shared), Box::new(sink));
@@ -286,6 +345,9 @@ struct Shared {
     wake: Condvar,
     status: Mutex<Status>,
     table: Mutex<DecisionTable>,
+    /// Remade when the table's revision moves, not on every round: the table can hold a
+    /// quarter of a million networks.
+    held: Mutex<HeldPicture>,
 }
 
 /// The push side's queue and counters under one lock, so that a status never shows a report
@@ -345,6 +407,10 @@ struct Worker {
     last_pull: Option<SystemTime>,
     last_full_pull: Option<SystemTime>,
     full_pulls: u64,
+    connected_since: Option<SystemTime>,
+    last_error: Option<(SystemTime, String)>,
+    /// The table's revision the held picture shows.
+    pictured_revision: Option<u64>,
 }
 
 impl Worker {
@@ -382,6 +448,9 @@ impl Worker {
             last_pull: None,
             last_full_pull: None,
             full_pulls: 0,
+            connected_since: None,
+            last_error: None,
+            pictured_revision: None,
         }
     }
 
@@ -557,6 +626,7 @@ impl Worker {
     }
 
     fn push_failed(&mut self, error: LapiError, login: bool, now: Instant) {
+        self.note_error(&error);
         match &error {
             LapiError::Unreachable(detail) => {
                 self.unreachable(now, detail);
@@ -666,6 +736,7 @@ impl Worker {
                 self.emit(changes, what);
             }
             Err(error) => {
+                self.note_error(&error);
                 // Whatever was lost with this answer, a full list brings back.
                 self.need_full = true;
                 self.next_pull = now + pull.every.max(self.pull_backoff.failed());
@@ -735,9 +806,25 @@ impl Worker {
         }
     }
 
+    fn note_error(&mut self, error: &LapiError) {
+        let text: String = error
+            .to_string()
+            .chars()
+            .take(LAST_ERROR_MAX_CHARS)
+            .collect();
+        self.last_error = Some((SystemTime::now(), text));
+    }
+
     fn reached(&mut self, now: Instant) {
+        if !self.answered_once {
+            self.connected_since = Some(SystemTime::now());
+        }
         self.answered_once = true;
-        if let Transition::CameBack { after, failures } = self.reach.succeeded(now) {
+        let transition = self.reach.succeeded(now);
+        if matches!(transition, Transition::CameBack { .. }) {
+            self.connected_since = Some(SystemTime::now());
+        }
+        if let Transition::CameBack { after, failures } = transition {
             let pending = {
                 let inbox = lock(&self.shared.inbox);
                 inbox.in_flight + inbox.backlog.len()
@@ -760,17 +847,37 @@ impl Worker {
         }
     }
 
-    fn publish(&self) {
+    /// Makes the status, and the held picture when the table changed, readable by a [`Watch`].
+    /// The picture goes first, so that it is never older than the counts a status shows.
+    fn publish(&mut self) {
         let now = Instant::now();
         let wall = SystemTime::now();
-        let decisions = lock(&self.shared.table).counts();
+        let (decisions, picture) = {
+            let table = lock(&self.shared.table);
+            let revision = table.revision();
+            let picture = (self.pictured_revision != Some(revision)).then(|| {
+                self.pictured_revision = Some(revision);
+                table.held(now)
+            });
+            (table.counts(), picture)
+        };
+        if let Some(bans) = picture {
+            *lock(&self.shared.held) = HeldPicture {
+                taken: now,
+                bans: Arc::new(bans),
+            };
+        }
+        let connected = self.answered_once && !self.reach.is_down();
         let mut status = lock(&self.shared.status);
         *status = Status {
-            connected: self.answered_once && !self.reach.is_down(),
+            connected,
             unreachable_since: self
                 .reach
                 .down_since()
                 .map(|since| wall - now.saturating_duration_since(since)),
+            connected_since: self.connected_since.filter(|_| connected),
+            last_error: self.last_error.as_ref().map(|(_, text)| text.clone()),
+            last_error_at: self.last_error.as_ref().map(|(at, _)| *at),
             outages: self.reach.outages(),
             logged_in: self.token.is_some(),
             // The push counters live with the backlog; status() reads them there.

@@ -4,7 +4,9 @@
 //! owns the pipeline, the responder owns the kernel's sets, the actions and the journal.
 //! - `status` reads counters the packet loop publishes into atomics ([`Published`]), so a
 //!   status request never takes a lock the packet path would wait for.
-//! - `list` asks the responder, which holds the blocks as they are in force.
+//! - `list` asks the responder, which holds the blocks as they are in force, and adds the bans
+//!   pulled from the CrowdSec LAPI as the fleet worker last published them ([`FleetView`]).
+//! - `status` shows the LAPI link from the same picture; neither waits for the LAPI.
 //! - `block`, `unblock`, `flush` and `reload` go to the packet loop through a channel and a
 //!   wake-up pipe it polls: the pipeline learns of the change first (a source unblocked by hand
 //!   is watched afresh and can be blocked again), then hands it to the responder in order with
@@ -28,6 +30,8 @@ use crate::control::protocol::{
 };
 use crate::control::server::Handler;
 use crate::control::{self, KERNEL_QUEUES};
+use crate::crowdsec::wire::SCOPE_IP;
+use crate::fleet::FleetView;
 use crate::nft::ruleset::{QueueMode, RulesetSpec};
 use crate::packet::ScanKind;
 use crate::pipeline::{self, MANUAL_KIND};
@@ -167,6 +171,7 @@ pub struct ControlHandler {
     orders: Sender<Order>,
     published: Arc<Published>,
     facts: Facts,
+    fleet: Option<FleetView>,
 }
 
 impl ControlHandler {
@@ -181,7 +186,14 @@ impl ControlHandler {
             orders,
             published,
             facts,
+            fleet: None,
         }
+    }
+
+    /// Shows the CrowdSec link in `status` and the pulled bans in `list`.
+    pub fn with_fleet(mut self, fleet: Option<FleetView>) -> ControlHandler {
+        self.fleet = fleet;
+        self
     }
 
     fn status(&self) -> StatusReport {
@@ -225,7 +237,7 @@ impl ControlHandler {
             spoofed_packets: get(&p.spoofed),
             alert_lines_suppressed: get(&p.alert_lines_suppressed),
             kernel_queues,
-            links: BTreeMap::new(),
+            crowdsec: self.fleet.as_ref().map(FleetView::status),
         }
     }
 
@@ -243,10 +255,12 @@ impl ControlHandler {
         };
         let now = SystemTime::now();
         let actions: Vec<String> = actions.iter().map(|name| (*name).to_owned()).collect();
-        let blocks = blocks
+        let mut blocks: Vec<BlockEntry> = blocks
             .into_iter()
             .map(|record| BlockEntry {
                 address: record.source.to_string(),
+                scope: SCOPE_IP.to_owned(),
+                pulled: false,
                 origin: match record.kind == MANUAL_KIND {
                     true => "manual".to_owned(),
                     false => "detection".to_owned(),
@@ -260,6 +274,9 @@ impl ControlHandler {
                 actions: actions.clone(),
             })
             .collect();
+        if let Some(fleet) = &self.fleet {
+            blocks.extend(fleet.entries(now));
+        }
         Answer::Done(Reply::List { blocks })
     }
 
