@@ -510,6 +510,7 @@ impl PacketLoop {
         self.answered += 1;
         self.send_replies(&handled.replies, now);
         self.pass_on(handled.orders, &handled.lines);
+        self.pipeline.recycle(handled.lines);
         verdict
     }
 
@@ -530,6 +531,7 @@ impl PacketLoop {
             SystemTime::now(),
         );
         self.pass_on(handled.orders, &handled.lines);
+        self.pipeline.recycle(handled.lines);
     }
 
     /// Writes the lines, then hands the orders to the responder thread.

@@ -74,7 +74,8 @@ pub struct Handled {
     /// waiting sources' it had a token for), releases of blocks given up to make room. Empty,
     /// and not allocated, for most packets.
     pub orders: Vec<Order>,
-    /// Lines to write, in order; empty, and not allocated, for most packets.
+    /// Lines to write, in order; empty for most packets. Once written, hand the buffer back
+    /// with [`Pipeline::recycle`] and the next packet's lines reuse it.
     pub lines: Vec<LogLine>,
     /// Packets to send back (the handshake check's SYN-ACK, banner, RST), in order; empty, and
     /// not allocated, unless `verify = "handshake"` challenged or answered this one.
@@ -240,6 +241,9 @@ pub struct Pipeline {
     held_back_in_span: u64,
     /// The engine's effects for one call, kept so that its capacity is reused.
     effects: Vec<Effect>,
+    /// A packet's lines buffer handed back by [`Pipeline::recycle`], reused for the next one,
+    /// so that a logged detection allocates nothing once the daemon runs.
+    spare_lines: Vec<LogLine>,
     stats: Stats,
 }
 
@@ -271,6 +275,7 @@ impl Pipeline {
             alerts: AlertLimiter::new(ALERT_LINES_PER_SPAN),
             held_back_in_span: 0,
             effects: Vec::new(),
+            spare_lines: Vec::new(),
             stats: Stats::default(),
         }
     }
@@ -294,7 +299,10 @@ impl Pipeline {
         now: Instant,
         wall_clock: SystemTime,
     ) -> Handled {
-        let mut out = Output::default();
+        let mut out = Output {
+            orders: Vec::new(),
+            lines: mem::take(&mut self.spare_lines),
+        };
         let mut replies = Vec::new();
         match arrival {
             Arrival::Queued => self.stats.queued += 1,
@@ -366,6 +374,15 @@ impl Pipeline {
             orders: out.orders,
             lines: out.lines,
             replies,
+        }
+    }
+
+    /// Hands back the lines of a [`Handled`] once they are written: their buffer serves the
+    /// next packet.
+    pub fn recycle(&mut self, mut lines: Vec<LogLine>) {
+        if lines.capacity() > self.spare_lines.capacity() {
+            lines.clear();
+            self.spare_lines = lines;
         }
     }
 
