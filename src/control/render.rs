@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::protocol::{Answer, BlockEntry, Reply, StatusReport};
+use super::protocol::{Answer, BlockEntry, Reply, StatusReport, TriggerToBlock};
 
 /// The text for `answer`; `json` picks the machine form. Refusals are the caller's to print on
 /// standard error, so they come back as `Err`.
@@ -94,12 +94,24 @@ fn status_text(s: &StatusReport) -> String {
     for (name, state) in &s.links {
         rows.push((name.as_str(), state.clone()));
     }
+    rows.push(("to block", trigger_to_block_text(&s.trigger_to_block)));
     let width = rows.iter().map(|(label, _)| label.len()).max().unwrap_or(0);
     let mut text = String::new();
     for (label, value) in rows {
         let _ = writeln!(text, "{label:<width$}  {value}");
     }
     text
+}
+
+/// `3 timed, detection to the kernel's ack p50 < 64 µs, p99 < 128 µs`.
+fn trigger_to_block_text(t: &TriggerToBlock) -> String {
+    match (t.p50_us, t.p99_us) {
+        (Some(p50), Some(p99)) => format!(
+            "{} timed, detection to the kernel's ack p50 < {p50} µs, p99 < {p99} µs",
+            t.blocks
+        ),
+        _ => "no block timed yet".to_owned(),
+    }
 }
 
 fn list_text(blocks: &[BlockEntry], now_unix: u64) -> String {

@@ -116,6 +116,9 @@ pub struct BlockOrder {
     pub history_line: String,
     /// Whether its `has been blocked` line fits the shared line budget.
     pub log: bool,
+    /// When the pipeline decided on the block, for the responder to time it until the kernel
+    /// has it; None for a block by hand.
+    pub detected_at: Option<Instant>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -597,6 +600,7 @@ impl Pipeline {
             },
             history_line: report::history_line(wall_clock, source, MANUAL_KIND, 0),
             log: true,
+            detected_at: None,
         })
     }
 
@@ -632,7 +636,7 @@ impl Pipeline {
                 } => {
                     self.stats.blocks += 1;
                     let log = self.allow(now, &mut out.lines);
-                    let order = block_order(&detection, verified, term, wall_clock, log);
+                    let order = block_order(&detection, verified, term, now, wall_clock, log);
                     out.orders.push(Order::Block(order));
                 }
                 Effect::HeldBack { .. } => {
@@ -718,11 +722,12 @@ fn expires_at(term: Option<Duration>, wall_clock: SystemTime) -> Option<u64> {
     term.map(|t| added.saturating_add(t.as_secs().max(1)))
 }
 
-/// The responder's order for blocking `d`'s source at `wall_clock` for `term`.
+/// The responder's order for blocking `d`'s source at `now` (`wall_clock`) for `term`.
 fn block_order(
     d: &Detection,
     verified: bool,
     term: Option<Duration>,
+    now: Instant,
     wall_clock: SystemTime,
     log: bool,
 ) -> BlockOrder {
@@ -738,6 +743,7 @@ fn block_order(
         },
         history_line: report::history_line(wall_clock, d.source, d.protocol, d.port),
         log,
+        detected_at: Some(now),
     }
 }
 
