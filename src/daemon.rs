@@ -36,6 +36,7 @@ use crate::nft::ruleset::{QueueMode, RulesetSpec};
 use crate::nft::watch::Watch;
 use crate::pipeline::{Arrival, LogLine, Order as PipelineOrder, Pipeline, Reply};
 use crate::queue::PacketQueue;
+use crate::respond::block_latency::BlockLatency;
 use crate::respond::responder::{self, Order, ResponderSetup};
 use crate::respond::{self, Action};
 use crate::sd_notify::Notifier;
@@ -164,6 +165,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     let (fleet, enforcer) = start_fleet(&config, &order_tx)?;
     let (ready_tx, ready_rx) = mpsc::sync_channel(1);
     let (released_tx, released_rx) = mpsc::channel();
+    let block_latency = Arc::new(BlockLatency::default());
     let responder = responder::spawn(
         ResponderSetup {
             spec,
@@ -174,6 +176,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
             released: released_tx,
             released_while_away,
             fleet: enforcer,
+            block_latency: block_latency.clone(),
         },
         order_rx,
         ready_tx,
@@ -225,6 +228,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
                 started: Instant::now(),
                 queue_mode: installed.mode,
                 queues: vec![config.daemon.queue],
+                block_latency,
             },
         )
         .with_fleet(fleet.as_ref().map(Fleet::view));
@@ -511,6 +515,7 @@ impl PacketLoop {
         self.answered += 1;
         self.send_replies(&handled.replies, now);
         self.pass_on(handled.orders, &handled.lines);
+        self.pipeline.recycle(handled.lines);
         verdict
     }
 
@@ -531,6 +536,7 @@ impl PacketLoop {
             SystemTime::now(),
         );
         self.pass_on(handled.orders, &handled.lines);
+        self.pipeline.recycle(handled.lines);
     }
 
     /// Writes the lines, then hands the orders to the responder thread.

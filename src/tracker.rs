@@ -8,12 +8,14 @@
 //! probes once it has made two. The hash is keyed per process (SipHash with a random key), so an
 //! attacker cannot choose addresses that collide.
 //!
-//! Entries live in one arena of slots linked into two lists by index: once the table has grown
-//! to its bound, recording a packet allocates nothing. This module knows nothing of packets or
-//! verdicts.
+//! Entries live in one arena of fixed-size slots, linked by index into the two lists and into
+//! the chains of a hash index whose bucket count is fixed at start: once the table has grown to
+//! its bound, recording a packet allocates nothing. A slot is 61 bytes and the index 2 bytes per
+//! source, so a full table of a million sources holds 63 MB. This module knows nothing of packets
+//! or verdicts.
 
 use std::collections::hash_map::RandomState;
-use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
@@ -29,10 +31,14 @@ pub struct Target {
 }
 
 impl Target {
-    fn packed(self) -> u32 {
-        (u32::from(self.protocol) << 16) | u32::from(self.port)
+    fn packed(self) -> PackedTarget {
+        let [high, low] = self.port.to_be_bytes();
+        [self.protocol, high, low]
     }
 }
+
+/// A target in three bytes: protocol, then port.
+type PackedTarget = [u8; 3];
 
 /// How many recent distinct targets a source remembers. Retransmissions and a client retrying
 /// the same closed port then count once, which keeps `scan_trigger` meaning "ports probed"
@@ -43,70 +49,102 @@ const RECENT_TARGETS: usize = 8;
 /// spoofed packet ever makes, two is already a pattern.
 const PROTECT_AT_HITS: u32 = 2;
 
-#[derive(Debug, Clone)]
-struct SourceState {
-    hits: u32,
-    last_seen: Instant,
-    recent: [u32; RECENT_TARGETS],
-    recent_len: u8,
-    recent_next: u8,
-    /// Completed a TCP handshake with us: the address is not spoofed.
-    verified: bool,
+/// A moment as the tracker keeps it: tenths of a second since the first moment it was given,
+/// in four bytes instead of an `Instant`'s sixteen. That is fine enough for a window of
+/// seconds to hours, and lasts 13 years; past that every source looks seen at the same time.
+type Tick = u32;
+
+fn ticks(duration: Duration) -> Tick {
+    // Whole seconds and milliseconds apart: 64-bit arithmetic, where `as_millis` is 128-bit.
+    let tenths = duration.as_secs().saturating_mul(10) + u64::from(duration.subsec_millis() / 100);
+    Tick::try_from(tenths).unwrap_or(Tick::MAX)
 }
 
-impl SourceState {
-    fn new(now: Instant) -> Self {
-        SourceState {
+/// Index of a slot in the arena; `NIL` ends a list or a chain.
+type SlotIndex = u32;
+const NIL: SlotIndex = SlotIndex::MAX;
+
+/// `Slot::marks`: in the protected segment (else in probation, or free).
+const PROTECTED: u8 = 1;
+/// `Slot::marks`: completed a TCP handshake with us, so the address is not spoofed.
+const VERIFIED: u8 = 2;
+
+/// One source and its counters. Packed, because it is what a million tracked sources cost:
+/// 61 bytes instead of 64 with padding. Fields are only ever read and written whole.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, packed)]
+struct Slot {
+    /// The address as IPv6 bits, an IPv4 one mapped (see [`key`]).
+    source: u128,
+    /// The last distinct targets, a ring: the next goes to `hits % RECENT_TARGETS`, and the
+    /// first `min(hits, RECENT_TARGETS)` are filled, since every distinct target counts once.
+    recent: [PackedTarget; RECENT_TARGETS],
+    hits: u32,
+    last_seen: Tick,
+    /// Towards the least recently seen end of its segment.
+    older: SlotIndex,
+    /// Towards the most recently seen end; on the free list, the next free slot.
+    newer: SlotIndex,
+    /// The next slot in the same bucket of the index.
+    next_in_bucket: SlotIndex,
+    marks: u8,
+}
+
+impl Slot {
+    fn new(source: u128, now: Tick) -> Self {
+        Slot {
+            source,
+            recent: [[0; 3]; RECENT_TARGETS],
             hits: 0,
             last_seen: now,
-            recent: [0; RECENT_TARGETS],
-            recent_len: 0,
-            recent_next: 0,
-            verified: false,
+            older: NIL,
+            newer: NIL,
+            next_in_bucket: NIL,
+            marks: 0,
         }
     }
 
     /// Counts `target` unless it is one of the last few distinct targets; returns the count.
     fn record(&mut self, target: Target) -> u32 {
         let packed = target.packed();
-        let len = usize::from(self.recent_len);
-        if self.recent[..len].contains(&packed) {
-            return self.hits;
+        let hits = self.hits;
+        let filled = (hits as usize).min(RECENT_TARGETS);
+        if self.recent[..filled].contains(&packed) {
+            return hits;
         }
-        let slot = usize::from(self.recent_next);
-        self.recent[slot] = packed;
-        self.recent_next = ((slot + 1) % RECENT_TARGETS) as u8;
-        self.recent_len = (len + 1).min(RECENT_TARGETS) as u8;
-        self.hits = self.hits.saturating_add(1);
+        self.recent[hits as usize % RECENT_TARGETS] = packed;
+        self.hits = hits.saturating_add(1);
         self.hits
     }
 
+    /// Silence longer than the window forgets the count, not the proof: the address did answer.
+    fn start_over(&mut self) {
+        self.hits = 0;
+    }
+
+    fn is(&self, mark: u8) -> bool {
+        self.marks & mark != 0
+    }
+
     fn deserves_protection(&self) -> bool {
-        self.verified || self.hits >= PROTECT_AT_HITS
+        self.is(VERIFIED) || self.hits >= PROTECT_AT_HITS
     }
 }
 
-/// Index of a slot in the arena; `NIL` ends a list.
-type SlotIndex = u32;
-const NIL: SlotIndex = SlotIndex::MAX;
+/// The tracker's key for an address: its IPv6 bits, an IPv4 address as its IPv4-mapped IPv6
+/// form. The pipeline screens out IPv4-mapped IPv6 sources as impossible before they get here;
+/// were one given, it would count as the IPv4 address it names.
+fn key(source: IpAddr) -> u128 {
+    match source {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().to_bits(),
+        IpAddr::V6(v6) => v6.to_bits(),
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Segment {
     Probation,
     Protected,
-    /// On the free list, waiting to be reused.
-    Free,
-}
-
-#[derive(Debug)]
-struct Slot {
-    source: IpAddr,
-    state: SourceState,
-    segment: Segment,
-    /// Towards the least recently seen end.
-    older: SlotIndex,
-    /// Towards the most recently seen end.
-    newer: SlotIndex,
 }
 
 /// A doubly linked list of slots, oldest first.
@@ -127,7 +165,9 @@ impl List {
 
 /// The bounded table of sources and their hit counts.
 pub struct Tracker {
-    index: HashMap<IpAddr, SlotIndex, RandomState>,
+    /// The first slot of each bucket's chain; one bucket per two sources the table holds.
+    buckets: Box<[SlotIndex]>,
+    hasher: RandomState,
     slots: Vec<Slot>,
     /// Freed slots (from `forget`), reused before the arena grows; linked through `newer`.
     free: SlotIndex,
@@ -136,7 +176,11 @@ pub struct Tracker {
     capacity: usize,
     /// Most sources the protected segment holds; beyond it its oldest go back to probation.
     protected_capacity: usize,
-    window: Duration,
+    window: Tick,
+    /// The moment tick 0 stands for: the first one given.
+    epoch: Option<Instant>,
+    /// The slot found last: a scan sends its probes back to back, and they skip the hash.
+    last_found: SlotIndex,
     evicted: u64,
 }
 
@@ -147,16 +191,19 @@ impl Tracker {
     pub fn new(window: Duration, capacity: NonZeroUsize) -> Self {
         // Beyond the arena's index range no table could be addressed anyway; the config caps
         // `max_sources` far below it.
-        let capacity = capacity.get().min(NIL as usize);
+        let capacity = capacity.get().min(NIL as usize - 1);
         Tracker {
-            index: HashMap::with_hasher(RandomState::new()),
+            buckets: vec![NIL; capacity.div_ceil(2)].into_boxed_slice(),
+            hasher: RandomState::new(),
             slots: Vec::new(),
             free: NIL,
             probation: List::EMPTY,
             protected: List::EMPTY,
             capacity,
             protected_capacity: capacity / 2,
-            window,
+            window: ticks(window),
+            epoch: None,
+            last_found: NIL,
             evicted: 0,
         }
     }
@@ -165,8 +212,7 @@ impl Tracker {
     /// grows by one for each distinct target within the window.
     pub fn record(&mut self, source: IpAddr, target: Target, now: Instant) -> u32 {
         let slot = self.slot_for(source, now);
-        let state = &mut self.slots[slot as usize].state;
-        let hits = state.record(target);
+        let hits = self.slots[slot as usize].record(target);
         self.promote_if_deserved(slot);
         hits
     }
@@ -175,31 +221,31 @@ impl Tracker {
     /// from eviction by sources that never did.
     pub fn mark_verified(&mut self, source: IpAddr, now: Instant) {
         let slot = self.slot_for(source, now);
-        self.slots[slot as usize].state.verified = true;
+        self.slots[slot as usize].marks |= VERIFIED;
         self.promote_if_deserved(slot);
     }
 
     /// Whether `source` completed a handshake while it was remembered.
     pub fn is_verified(&self, source: &IpAddr) -> bool {
-        self.index
-            .get(source)
-            .is_some_and(|&slot| self.slots[slot as usize].state.verified)
+        let key = key(*source);
+        self.find(key, self.bucket_of(key))
+            .is_some_and(|slot| self.slots[slot as usize].is(VERIFIED))
     }
 
     /// Forgets a source, e.g. once it is blocked: its history is no longer needed.
     pub fn forget(&mut self, source: &IpAddr) {
-        if let Some(slot) = self.index.remove(source) {
-            self.unlink(slot);
-            self.release_slot(slot);
+        let key = key(*source);
+        if let Some(slot) = self.find(key, self.bucket_of(key)) {
+            self.remove(slot);
         }
     }
 
     pub fn len(&self) -> usize {
-        self.index.len()
+        self.probation.len + self.protected.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.len() == 0
     }
 
     /// Sources in the protected segment: those that touched two targets or more, or verified.
@@ -212,26 +258,61 @@ impl Tracker {
         self.evicted
     }
 
+    /// `now` as a tick; the first moment given is tick 0, and earlier ones count as it.
+    fn tick(&mut self, now: Instant) -> Tick {
+        let epoch = *self.epoch.get_or_insert(now);
+        ticks(now.saturating_duration_since(epoch))
+    }
+
+    /// The bucket `key` hashes to.
+    fn bucket_of(&self, key: u128) -> usize {
+        // The high half of the hash scaled to the bucket count: no division, no power of two.
+        let high = self.hasher.hash_one(key) >> 32;
+        ((high * self.buckets.len() as u64) >> 32) as usize
+    }
+
+    fn find(&self, key: u128, bucket: usize) -> Option<SlotIndex> {
+        let mut at = self.buckets[bucket];
+        while at != NIL {
+            let slot = &self.slots[at as usize];
+            if { slot.source } == key {
+                return Some(at);
+            }
+            at = slot.next_in_bucket;
+        }
+        None
+    }
+
     /// The slot of `source`, marked as seen at `now`: its own, reset if it was silent longer
     /// than the window, or a fresh one in probation.
     fn slot_for(&mut self, source: IpAddr, now: Instant) -> SlotIndex {
-        if let Some(&slot) = self.index.get(&source) {
-            let state = &mut self.slots[slot as usize].state;
-            if now.saturating_duration_since(state.last_seen) > self.window {
-                // Silence forgets the count, not the proof: the address did answer.
-                let verified = state.verified;
-                *state = SourceState::new(now);
-                state.verified = verified;
+        let now = self.tick(now);
+        let key = key(source);
+        let last = self.slots.get(self.last_found as usize);
+        let (found, bucket) = match last.filter(|last| { last.source } == key) {
+            Some(_) => (Some(self.last_found), None),
+            None => {
+                let bucket = self.bucket_of(key);
+                (self.find(key, bucket), Some(bucket))
             }
-            state.last_seen = now;
+        };
+        if let Some(slot) = found {
+            self.last_found = slot;
+            let entry = &mut self.slots[slot as usize];
+            if now.saturating_sub(entry.last_seen) > self.window {
+                entry.start_over();
+            }
+            entry.last_seen = now;
             self.touch(slot);
             return slot;
         }
-        if self.index.len() >= self.capacity {
+        if self.len() >= self.capacity {
             self.evict_one();
         }
-        let slot = self.take_slot(source, SourceState::new(now));
-        self.index.insert(source, slot);
+        let slot = self.take_slot(Slot::new(key, now));
+        let bucket = bucket.unwrap_or_else(|| self.bucket_of(key));
+        self.slots[slot as usize].next_in_bucket = self.buckets[bucket];
+        self.buckets[bucket] = slot;
         self.push_newest(slot, Segment::Probation);
         slot
     }
@@ -241,7 +322,7 @@ impl Tracker {
     /// chance to prove itself again).
     fn promote_if_deserved(&mut self, slot: SlotIndex) {
         let entry = &self.slots[slot as usize];
-        if entry.segment != Segment::Probation || !entry.state.deserves_protection() {
+        if entry.is(PROTECTED) || !entry.deserves_protection() {
             return;
         }
         if self.protected_capacity == 0 {
@@ -266,16 +347,47 @@ impl Tracker {
         if victim == NIL {
             return;
         }
-        let source = self.slots[victim as usize].source;
-        self.index.remove(&source);
-        self.unlink(victim);
-        self.release_slot(victim);
+        self.remove(victim);
         self.evicted += 1;
+    }
+
+    /// Takes a linked slot out of the index and its list, and frees it.
+    fn remove(&mut self, slot: SlotIndex) {
+        let (key, next) = {
+            let entry = &self.slots[slot as usize];
+            (entry.source, entry.next_in_bucket)
+        };
+        let bucket = self.bucket_of(key);
+        if self.buckets[bucket] == slot {
+            self.buckets[bucket] = next;
+        } else {
+            let mut at = self.buckets[bucket];
+            while self.slots[at as usize].next_in_bucket != slot {
+                at = self.slots[at as usize].next_in_bucket;
+            }
+            self.slots[at as usize].next_in_bucket = next;
+        }
+        self.unlink(slot);
+        if self.last_found == slot {
+            self.last_found = NIL;
+        }
+        let entry = &mut self.slots[slot as usize];
+        entry.marks = 0;
+        entry.next_in_bucket = NIL;
+        entry.newer = self.free;
+        self.free = slot;
+    }
+
+    fn segment(&self, slot: SlotIndex) -> Segment {
+        match self.slots[slot as usize].is(PROTECTED) {
+            true => Segment::Protected,
+            false => Segment::Probation,
+        }
     }
 
     /// Moves a linked slot to the newest end of its own segment.
     fn touch(&mut self, slot: SlotIndex) {
-        let segment = self.slots[slot as usize].segment;
+        let segment = self.segment(slot);
         if self.list(segment).newest == slot {
             return;
         }
@@ -286,7 +398,7 @@ impl Tracker {
     fn list(&mut self, segment: Segment) -> &mut List {
         match segment {
             Segment::Protected => &mut self.protected,
-            Segment::Probation | Segment::Free => &mut self.probation,
+            Segment::Probation => &mut self.probation,
         }
     }
 
@@ -294,7 +406,10 @@ impl Tracker {
         let list = *self.list(segment);
         {
             let entry = &mut self.slots[slot as usize];
-            entry.segment = segment;
+            entry.marks = match segment {
+                Segment::Protected => entry.marks | PROTECTED,
+                Segment::Probation => entry.marks & !PROTECTED,
+            };
             entry.older = list.newest;
             entry.newer = NIL;
         }
@@ -310,9 +425,10 @@ impl Tracker {
     }
 
     fn unlink(&mut self, slot: SlotIndex) {
-        let (segment, older, newer) = {
+        let segment = self.segment(slot);
+        let (older, newer) = {
             let entry = &self.slots[slot as usize];
-            (entry.segment, entry.older, entry.newer)
+            (entry.older, entry.newer)
         };
         match older {
             NIL => self.list(segment).oldest = newer,
@@ -328,17 +444,15 @@ impl Tracker {
         entry.newer = NIL;
     }
 
-    fn take_slot(&mut self, source: IpAddr, state: SourceState) -> SlotIndex {
-        let slot = Slot {
-            source,
-            state,
-            segment: Segment::Free,
-            older: NIL,
-            newer: NIL,
-        };
+    fn take_slot(&mut self, slot: Slot) -> SlotIndex {
         match self.free {
             NIL => {
-                // The arena grows until the table is full, then every slot is reused.
+                // The arena doubles until the table is full, and never past it: then every
+                // slot is reused.
+                if self.slots.len() == self.slots.capacity() {
+                    let room = self.capacity - self.slots.len();
+                    self.slots.reserve_exact(self.slots.len().max(16).min(room));
+                }
                 self.slots.push(slot);
                 (self.slots.len() - 1) as SlotIndex
             }
@@ -348,13 +462,6 @@ impl Tracker {
                 free
             }
         }
-    }
-
-    fn release_slot(&mut self, slot: SlotIndex) {
-        let entry = &mut self.slots[slot as usize];
-        entry.segment = Segment::Free;
-        entry.newer = self.free;
-        self.free = slot;
     }
 }
 
@@ -399,10 +506,10 @@ mod tests {
             let mut at = list.oldest;
             let mut previous = NIL;
             while at != NIL {
-                let slot = &t.slots[at as usize];
-                assert_eq!(slot.segment, segment);
-                assert_eq!(slot.older, previous);
-                assert_eq!(t.index.get(&slot.source), Some(&at));
+                let slot = t.slots[at as usize];
+                assert_eq!(t.segment(at), segment);
+                assert_eq!({ slot.older }, previous);
+                assert_eq!(t.find(slot.source, t.bucket_of(slot.source)), Some(at));
                 previous = at;
                 at = slot.newer;
                 count += 1;
@@ -411,9 +518,29 @@ mod tests {
             assert_eq!(count, list.len);
             seen += count;
         }
-        assert_eq!(seen, t.index.len());
-        assert!(t.index.len() <= t.capacity);
+        let chained: usize = t
+            .buckets
+            .iter()
+            .map(|&head| {
+                let mut count = 0;
+                let mut at = head;
+                while at != NIL {
+                    count += 1;
+                    at = t.slots[at as usize].next_in_bucket;
+                }
+                count
+            })
+            .sum();
+        assert_eq!(seen, chained, "every linked source is in the index once");
+        assert_eq!(seen, t.len());
+        assert!(t.len() <= t.capacity);
+        assert!(t.slots.len() <= t.capacity);
         assert!(t.protected.len <= t.protected_capacity);
+    }
+
+    #[test]
+    fn a_slot_is_61_bytes() {
+        assert_eq!(std::mem::size_of::<Slot>(), 61);
     }
 
     #[test]

@@ -138,7 +138,26 @@ fn status_list_block_unblock_and_flush_reach_the_kernel_before_they_return() -> 
         let status = cli(&config, &["status", "--json"]).json();
         Ok(status["detections"]["SYN/Normal"] == 1 && status["blocks"]["now"] == 1)
     })?;
+    // The responder times the block from the detection to the kernel's ack of the element,
+    // just after the ack.
+    wait_until("status to time the block", BLOCK_TIMEOUT, || {
+        let status = cli(&config, &["status", "--json"]).json();
+        Ok(status["trigger_to_block"]["blocks"] == 1)
+    })?;
     let status = cli(&config, &["status", "--json"]).json();
+    let timed = &status["trigger_to_block"];
+    assert!(timed["p50_us"].as_u64() > Some(0), "{status}");
+    assert!(
+        timed["p99_us"].as_u64() >= timed["p50_us"].as_u64(),
+        "{status}"
+    );
+    let counted: u64 = timed["buckets"]
+        .as_array()
+        .expect("buckets is a list")
+        .iter()
+        .filter_map(Value::as_u64)
+        .sum();
+    assert_eq!(counted, 1, "{status}");
     assert!(status["packets"]["queued"].as_u64() >= Some(1), "{status}");
     assert_eq!(status["packets"]["queued"], status["packets"]["answered"]);
     assert_eq!(status["blocks"]["ordered"], 1);
@@ -148,7 +167,11 @@ fn status_list_block_unblock_and_flush_reach_the_kernel_before_they_return() -> 
     assert_eq!(kernel["user_dropped"], 0, "{status}");
     let human = cli(&config, &["status"]);
     assert!(
-        human.success && human.stdout.contains("SYN/Normal 1"),
+        human.success
+            && human.stdout.contains("SYN/Normal 1")
+            && human
+                .stdout
+                .contains("1 timed, detection to the kernel's ack p50 < "),
         "{}",
         human.stdout
     );

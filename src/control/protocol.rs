@@ -83,6 +83,25 @@ pub struct StatusReport {
     pub kernel_queues: Vec<KernelQueue>,
     /// The CrowdSec LAPI link, when `[crowdsec]` is configured.
     pub crowdsec: Option<CrowdsecStatus>,
+    /// From detection to the element in the kernel's blocked set.
+    #[serde(default)]
+    pub trigger_to_block: TriggerToBlock,
+}
+
+/// How long detected sources took to be blocked in the kernel: the time from the pipeline's
+/// decision to the kernel's acknowledgement of the element in the blocked set (the `nft-set`
+/// action), over every such block since start.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TriggerToBlock {
+    /// Blocks timed.
+    pub blocks: u64,
+    /// Half of them took less than this many microseconds (a bucket's upper bound); None
+    /// before the first.
+    pub p50_us: Option<u64>,
+    pub p99_us: Option<u64>,
+    /// The histogram: `buckets[i]` blocks took from `2^i` to `2^(i+1)` microseconds (the first
+    /// also those under one, the last everything longer).
+    pub buckets: Vec<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::protocol::{Answer, BlockEntry, CrowdsecStatus, Reply, StatusReport};
+use super::protocol::{Answer, BlockEntry, CrowdsecStatus, Reply, StatusReport, TriggerToBlock};
 
 /// The text for `answer`; `json` picks the machine form. Refusals are the caller's to print on
 /// standard error, so they come back as `Err`.
@@ -94,6 +94,7 @@ fn status_text(s: &StatusReport, now_unix: u64) -> String {
     if let Some(crowdsec) = &s.crowdsec {
         rows.extend(crowdsec_rows(crowdsec, now_unix));
     }
+    rows.push(("to block", trigger_to_block_text(&s.trigger_to_block)));
     let width = rows.iter().map(|(label, _)| label.len()).max().unwrap_or(0);
     let mut text = String::new();
     for (label, value) in rows {
@@ -161,6 +162,17 @@ fn crowdsec_rows(c: &CrowdsecStatus, now_unix: u64) -> Vec<(&'static str, String
         rows.push(("last error", format!("{}: {error}", ago(c.last_error_at))));
     }
     rows
+}
+
+/// `3 timed, detection to the kernel's ack p50 < 64 µs, p99 < 128 µs`.
+fn trigger_to_block_text(t: &TriggerToBlock) -> String {
+    match (t.p50_us, t.p99_us) {
+        (Some(p50), Some(p99)) => format!(
+            "{} timed, detection to the kernel's ack p50 < {p50} µs, p99 < {p99} µs",
+            t.blocks
+        ),
+        _ => "no block timed yet".to_owned(),
+    }
 }
 
 fn list_text(blocks: &[BlockEntry], now_unix: u64) -> String {

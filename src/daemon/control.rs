@@ -26,7 +26,7 @@ use nix::unistd::{pipe2, read, write};
 
 use super::{reload, PacketLoop};
 use crate::control::protocol::{
-    Answer, BlockCounts, BlockEntry, PacketCounts, Reply, Request, StatusReport,
+    Answer, BlockCounts, BlockEntry, PacketCounts, Reply, Request, StatusReport, TriggerToBlock,
 };
 use crate::control::server::Handler;
 use crate::control::{self, KERNEL_QUEUES};
@@ -35,6 +35,7 @@ use crate::fleet::FleetView;
 use crate::nft::ruleset::{QueueMode, RulesetSpec};
 use crate::packet::ScanKind;
 use crate::pipeline::{self, MANUAL_KIND};
+use crate::respond::block_latency::{self, BlockLatency};
 use crate::respond::responder::{ByHand, Changed, Done, Holding, Order};
 
 /// How long the control thread waits for the packet loop and the responder to carry out a
@@ -163,6 +164,8 @@ pub struct Facts {
     pub started: Instant,
     pub queue_mode: QueueMode,
     pub queues: Vec<u16>,
+    /// The responder's histogram of detection to block in the kernel.
+    pub block_latency: Arc<BlockLatency>,
 }
 
 /// Answers control requests on the control thread.
@@ -238,6 +241,7 @@ impl ControlHandler {
             alert_lines_suppressed: get(&p.alert_lines_suppressed),
             kernel_queues,
             crowdsec: self.fleet.as_ref().map(FleetView::status),
+            trigger_to_block: trigger_to_block(&self.facts.block_latency),
         }
     }
 
@@ -319,6 +323,17 @@ impl Handler for ControlHandler {
             Request::Flush => self.command(|done| Command::Flush { done }, false),
             Request::Reload => self.command(|done| Command::Reload { done }, true),
         }
+    }
+}
+
+/// The status section of the histogram: its buckets and the two quantiles read from them.
+fn trigger_to_block(latency: &BlockLatency) -> TriggerToBlock {
+    let buckets = latency.snapshot();
+    TriggerToBlock {
+        blocks: buckets.iter().sum(),
+        p50_us: block_latency::quantile_micros(&buckets, 0.50),
+        p99_us: block_latency::quantile_micros(&buckets, 0.99),
+        buckets: buckets.to_vec(),
     }
 }
 

@@ -74,7 +74,8 @@ pub struct Handled {
     /// waiting sources' it had a token for), releases of blocks given up to make room. Empty,
     /// and not allocated, for most packets.
     pub orders: Vec<Order>,
-    /// Lines to write, in order; empty, and not allocated, for most packets.
+    /// Lines to write, in order; empty for most packets. Once written, hand the buffer back
+    /// with [`Pipeline::recycle`] and the next packet's lines reuse it.
     pub lines: Vec<LogLine>,
     /// Packets to send back (the handshake check's SYN-ACK, banner, RST), in order; empty, and
     /// not allocated, unless `verify = "handshake"` challenged or answered this one.
@@ -115,6 +116,9 @@ pub struct BlockOrder {
     pub history_line: String,
     /// Whether its `has been blocked` line fits the shared line budget.
     pub log: bool,
+    /// When the pipeline decided on the block, for the responder to time it until the kernel
+    /// has it; None for a block by hand.
+    pub detected_at: Option<Instant>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -240,6 +244,9 @@ pub struct Pipeline {
     held_back_in_span: u64,
     /// The engine's effects for one call, kept so that its capacity is reused.
     effects: Vec<Effect>,
+    /// A packet's lines buffer handed back by [`Pipeline::recycle`], reused for the next one,
+    /// so that a logged detection allocates nothing once the daemon runs.
+    spare_lines: Vec<LogLine>,
     stats: Stats,
 }
 
@@ -271,6 +278,7 @@ impl Pipeline {
             alerts: AlertLimiter::new(ALERT_LINES_PER_SPAN),
             held_back_in_span: 0,
             effects: Vec::new(),
+            spare_lines: Vec::new(),
             stats: Stats::default(),
         }
     }
@@ -294,7 +302,10 @@ impl Pipeline {
         now: Instant,
         wall_clock: SystemTime,
     ) -> Handled {
-        let mut out = Output::default();
+        let mut out = Output {
+            orders: Vec::new(),
+            lines: mem::take(&mut self.spare_lines),
+        };
         let mut replies = Vec::new();
         match arrival {
             Arrival::Queued => self.stats.queued += 1,
@@ -366,6 +377,15 @@ impl Pipeline {
             orders: out.orders,
             lines: out.lines,
             replies,
+        }
+    }
+
+    /// Hands back the lines of a [`Handled`] once they are written: their buffer serves the
+    /// next packet.
+    pub fn recycle(&mut self, mut lines: Vec<LogLine>) {
+        if lines.capacity() > self.spare_lines.capacity() {
+            lines.clear();
+            self.spare_lines = lines;
         }
     }
 
@@ -580,6 +600,7 @@ impl Pipeline {
             },
             history_line: report::history_line(wall_clock, source, MANUAL_KIND, 0),
             log: true,
+            detected_at: None,
         })
     }
 
@@ -615,7 +636,7 @@ impl Pipeline {
                 } => {
                     self.stats.blocks += 1;
                     let log = self.allow(now, &mut out.lines);
-                    let order = block_order(&detection, verified, term, wall_clock, log);
+                    let order = block_order(&detection, verified, term, now, wall_clock, log);
                     out.orders.push(Order::Block(order));
                 }
                 Effect::HeldBack { .. } => {
@@ -701,11 +722,12 @@ fn expires_at(term: Option<Duration>, wall_clock: SystemTime) -> Option<u64> {
     term.map(|t| added.saturating_add(t.as_secs().max(1)))
 }
 
-/// The responder's order for blocking `d`'s source at `wall_clock` for `term`.
+/// The responder's order for blocking `d`'s source at `now` (`wall_clock`) for `term`.
 fn block_order(
     d: &Detection,
     verified: bool,
     term: Option<Duration>,
+    now: Instant,
     wall_clock: SystemTime,
     log: bool,
 ) -> BlockOrder {
@@ -721,6 +743,7 @@ fn block_order(
         },
         history_line: report::history_line(wall_clock, d.source, d.protocol, d.port),
         log,
+        detected_at: Some(now),
     }
 }
 

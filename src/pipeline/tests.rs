@@ -591,7 +591,7 @@ fn detection(protocol: &'static str, port: u16, kind: ScanKind) -> Detection {
 fn a_block_order_records_the_block_its_evidence_and_its_history_line() {
     let wall = UNIX_EPOCH + Duration::from_secs(1_795_564_518);
     let d = detection("TCP", 25, ScanKind::SynNormal);
-    let order = block_order(&d, true, None, wall, false);
+    let order = block_order(&d, true, None, Instant::now(), wall, false);
     assert_eq!(
         order.record,
         BlockRecord {
@@ -619,7 +619,7 @@ fn a_block_order_expires_after_its_term_and_never_before_a_second() {
     let wall = UNIX_EPOCH + Duration::from_secs(1_000);
     let d = detection("UDP", 161, ScanKind::Udp);
     let expires = |term| {
-        block_order(&d, false, Some(term), wall, true)
+        block_order(&d, false, Some(term), Instant::now(), wall, true)
             .record
             .expires
     };

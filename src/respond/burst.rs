@@ -69,6 +69,7 @@ mod tests {
             record: BlockRecord::example(source, None),
             history_line: format!("history {source}"),
             log: true,
+            detected_at: None,
         }
     }
 

@@ -23,6 +23,7 @@ use nix::errno::Errno;
 use thiserror::Error;
 
 mod alert_only;
+pub mod block_latency;
 mod burst;
 pub mod command;
 pub mod detached;

@@ -10,7 +10,7 @@ use crate::config;
 use crate::nft::netlink::{Nft, NftError};
 use crate::store::BlockRecord;
 
-const ACTION_NAME: &str = "nft-set";
+pub(crate) const ACTION_NAME: &str = "nft-set";
 
 pub struct NftSetAction {
     table: String,

@@ -13,13 +13,15 @@ mod repair;
 
 use std::net::IpAddr;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime};
 
 use log::{debug, error, info, warn};
 
+use super::block_latency::BlockLatency;
 use super::burst::{Batch, Burst};
-use super::Action;
+use super::{nft_set, Action};
 use crate::config::QueueMode;
 use crate::error_text::with_causes;
 use crate::firewall::{Firewall, Installed};
@@ -72,6 +74,8 @@ pub struct ResponderSetup {
     /// Blocks deleted from the kernel's sets by hand while nfsentry was not running, already
     /// dropped from the store: the other actions release them at start.
     pub released_while_away: Vec<BlockRecord>,
+    /// Where the time from detection to the element in the kernel's set is counted.
+    pub block_latency: Arc<BlockLatency>,
 }
 
 /// Most block orders carried out as one burst.
@@ -108,6 +112,7 @@ fn run(
         sets_hold_blocks,
         released,
         released_while_away,
+        block_latency,
     } = setup;
     let blocks = match sets_hold_blocks {
         true => repair::due_entries(&store, SystemTime::now()),
@@ -135,6 +140,7 @@ fn run(
         );
     }
     responder.fleet = fleet;
+    responder.block_latency = block_latency;
     let _ = ready.send(Ok(installed));
 
     loop {
@@ -209,6 +215,8 @@ struct Responder {
     repair_due: Option<String>,
     /// The state directory refused the last write: said once, tried again at this time.
     persist_retry_at: Option<Instant>,
+    /// From detection to the element in the kernel's set, for `nfsentry status`.
+    block_latency: Arc<BlockLatency>,
 }
 
 impl Responder {
@@ -230,6 +238,7 @@ impl Responder {
             released,
             repair_due: None,
             persist_retry_at: None,
+            block_latency: Arc::default(),
         };
         let now = SystemTime::now();
         let expired = responder.take_expired(now);
@@ -305,13 +314,27 @@ impl Responder {
         let now = SystemTime::now();
         let records: Vec<&BlockRecord> = burst.iter().map(|order| &order.record).collect();
         let mut failed = false;
+        // When the kernel acknowledged the elements in the blocked sets.
+        let mut in_kernel_set = None;
         for action in &mut self.actions {
-            if let Err(e) = action.block(&records, now) {
-                failed = true;
-                match records.as_slice() {
-                    [one] => error!("block of {} failed: {e}", one.source),
-                    all => error!("block of {} sources failed: {e}", all.len()),
+            match action.block(&records, now) {
+                Ok(()) if action.name() == nft_set::ACTION_NAME => {
+                    in_kernel_set = Some(Instant::now());
                 }
+                Ok(()) => {}
+                Err(e) => {
+                    failed = true;
+                    match records.as_slice() {
+                        [one] => error!("block of {} failed: {e}", one.source),
+                        all => error!("block of {} sources failed: {e}", all.len()),
+                    }
+                }
+            }
+        }
+        if let Some(acked) = in_kernel_set {
+            for detected in burst.iter().filter_map(|order| order.detected_at) {
+                self.block_latency
+                    .record(acked.saturating_duration_since(detected));
             }
         }
         if let Some(fleet) = &self.fleet {
@@ -554,6 +577,7 @@ mod tests {
             record,
             history_line: history_line.to_owned(),
             log: true,
+            detected_at: None,
         }
     }
 

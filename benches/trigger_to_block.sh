@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Trigger to block when calm: SOURCES scanners (default 100), one after the other every 20 ms,
+# each probing one bait port once, with scan_trigger 0 and the nft-set action, so that every
+# probe is detected and blocked at once. nfsentry times each block from its detection to the
+# kernel's ack of the element in the blocked set; this prints what `nfsentry status` reports
+# (p50 and p99 are the upper bounds of log2 buckets of microseconds) and the buckets.
+#
+#   bash benches/trigger_to_block.sh [SOURCES]
+set -euo pipefail
+shopt -s inherit_errexit
+cd "$(dirname "$0")/.."
+SOURCES=${1:-100}
+TAG=nfst$$
+SCAN=$TAG-s TGT=$TAG-t
+WORK=$(mktemp -d)
+
+cleanup() {
+  for ns in "$SCAN" "$TGT"; do
+    ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true
+  done
+  wait 2>/dev/null || true
+  ip netns del "$SCAN" 2>/dev/null || true
+  ip netns del "$TGT" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Waits until the command succeeds; gives up, and ends the bench, after $1 seconds.
+wait_until() { # seconds what command...
+  local deadline=$((SECONDS + $1)) what=$2
+  shift 2
+  until "$@"; do
+    if [ "$SECONDS" -ge "$deadline" ]; then echo "bench: gave up waiting for $what" >&2; exit 1; fi
+    sleep 0.05
+  done
+}
+
+cargo build --release --quiet --bin nfsentry
+BIN=${CARGO_TARGET_DIR:-target}/release
+
+ip netns add "$SCAN"; ip netns add "$TGT"
+ip link add "$TAG-a" netns "$SCAN" type veth peer name "$TAG-b" netns "$TGT"
+ip -n "$TGT" addr add 10.215.0.2/16 dev "$TAG-b"
+for i in $(seq 1 "$SOURCES"); do
+  ip -n "$SCAN" addr add "10.215.$((i / 256 + 1)).$((i % 256))/16" dev "$TAG-a"
+done
+for ns in "$SCAN" "$TGT"; do ip -n "$ns" link set lo up; done
+ip -n "$SCAN" link set "$TAG-a" up; ip -n "$TGT" link set "$TAG-b" up
+
+cat > "$WORK/nfsentry.toml" <<CONF
+[daemon]
+state_dir = "$WORK/state"
+control_socket = "$WORK/control.sock"
+interfaces = ["$TAG-b"]
+[monitor]
+tcp_ports = [111]
+[detect]
+scan_trigger = 0
+[respond]
+actions = ["nft-set"]
+CONF
+ip netns exec "$TGT" "$BIN/nfsentry" run --config "$WORK/nfsentry.toml" > /dev/null 2> "$WORK/nfsentry.log" &
+wait_until 30 "nfsentry to start" grep -qs "watching;" "$WORK/nfsentry.log"
+
+ip netns exec "$SCAN" /usr/bin/python3 - "$SOURCES" <<'PY'
+import socket, sys, time
+for i in range(1, int(sys.argv[1]) + 1):
+    s = socket.socket()
+    s.settimeout(0.05)  # the SYN is dropped once blocked: no answer to wait for
+    s.bind((f"10.215.{i // 256 + 1}.{i % 256}", 0))
+    try:
+        s.connect(("10.215.0.2", 111))
+    except OSError:
+        pass
+    s.close()
+    time.sleep(0.02)
+PY
+
+status() { "$BIN/nfsentry" status --json --config "$WORK/nfsentry.toml"; }
+all_timed() { status | /usr/bin/python3 -c 'import json, sys
+sys.exit(json.load(sys.stdin)["trigger_to_block"]["blocks"] < int(sys.argv[1]))' "$SOURCES"; }
+wait_until 30 "every block to be timed" all_timed
+"$BIN/nfsentry" status --config "$WORK/nfsentry.toml" | grep -E '^(blocks|to block)'
+status | /usr/bin/python3 -c 'import json, sys
+t = json.load(sys.stdin)["trigger_to_block"]
+print("buckets (µs below):", ", ".join(f"{1 << (i + 1)}: {n}" for i, n in enumerate(t["buckets"]) if n))'
