@@ -160,7 +160,13 @@ impl Firewall {
         let Some(admin) = self.spec.blocked_table.clone() else {
             return;
         };
-        match self.nft.block_many(&admin, blocks) {
+        let filled = match blocks.is_empty() {
+            // Nothing to put in, which succeeds without a word from the kernel: ask whether
+            // the sets are there, so that their absence is said before the first block.
+            true => self.admin_sets_exist(&admin),
+            false => self.nft.block_many(&admin, blocks),
+        };
+        match filled {
             Ok(()) => {
                 if std::mem::take(&mut self.admin_sets_pending) {
                     info!(
@@ -184,6 +190,23 @@ impl Firewall {
                 self.admin_sets_pending = true;
             }
         }
+    }
+
+    /// Ok when the admin's table has both blocked sets; a missing one is an ENOENT refusal
+    /// naming it, as an insert into it would be.
+    fn admin_sets_exist(&mut self, admin: &str) -> Result<(), NftError> {
+        for family in [IpFamily::V4, IpFamily::V6] {
+            let set = blocked_set(family);
+            if self.nft.set_elements(admin, set)?.is_none() {
+                return Err(NftError::Refused {
+                    operation: "check",
+                    step: format!("list set inet {admin} {set}"),
+                    errno: nix::errno::Errno::ENOENT,
+                    kernel_message: None,
+                });
+            }
+        }
+        Ok(())
     }
 
     fn install_spec(
