@@ -302,6 +302,26 @@ fn keep_blocks_on_exit_leaves_the_drops_only_and_a_restart_never_lets_a_block_go
         Ok(blocked_in(&lab, TABLE)? == every)
     })?;
 
+    // Read the blocked sets over and over from before the stop until the daemon has started
+    // again: not one read may miss an element (or the table).
+    let reading = Arc::new(AtomicBool::new(true));
+    let reader = {
+        let reading = reading.clone();
+        let netns = lab.netns(Side::Target).to_owned();
+        std::thread::spawn(move || {
+            let mut reads = Vec::new();
+            while reading.load(Ordering::Relaxed) {
+                let listed = Command::new("ip")
+                    .args([
+                        "netns", "exec", &netns, "nft", "-j", "list", "table", "inet",
+                    ])
+                    .arg(TABLE)
+                    .output();
+                reads.push(listed.map(|out| String::from_utf8_lossy(&out.stdout).into_owned()));
+            }
+            reads
+        })
+    };
     daemon.stop()?;
     let listed = lab.run_in(Side::Target, &["nft", "-j", "list", "table", "inet", TABLE])?;
     let json: Value = serde_json::from_str(&listed.stdout).map_err(|source| LabError::Json {
@@ -339,26 +359,6 @@ fn keep_blocks_on_exit_leaves_the_drops_only_and_a_restart_never_lets_a_block_go
     );
     assert!(lab.http_get(IpAddr::V4(lab.scanner_v4_alt), target, HTTP_PORT)?);
 
-    // Read the blocked sets over and over while the daemon starts again: not one read may
-    // miss an element (or the table).
-    let reading = Arc::new(AtomicBool::new(true));
-    let reader = {
-        let reading = reading.clone();
-        let netns = lab.netns(Side::Target).to_owned();
-        std::thread::spawn(move || {
-            let mut reads = Vec::new();
-            while reading.load(Ordering::Relaxed) {
-                let listed = Command::new("ip")
-                    .args([
-                        "netns", "exec", &netns, "nft", "-j", "list", "table", "inet",
-                    ])
-                    .arg(TABLE)
-                    .output();
-                reads.push(listed.map(|out| String::from_utf8_lossy(&out.stdout).into_owned()));
-            }
-            reads
-        })
-    };
     daemon.start()?;
     reading.store(false, Ordering::Relaxed);
     let reads = reader.join().expect("the reader thread");
@@ -370,7 +370,10 @@ fn keep_blocks_on_exit_leaves_the_drops_only_and_a_restart_never_lets_a_block_go
                 .is_ok_and(|json| addresses.iter().all(|a| json.contains(&format!("\"{a}\""))))
         })
         .count();
-    eprintln!("restart: {whole} of {} reads held every block", reads.len());
+    eprintln!(
+        "stop and start: {whole} of {} reads held every block",
+        reads.len()
+    );
     assert!(!reads.is_empty());
     assert_eq!(
         whole,
