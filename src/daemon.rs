@@ -208,6 +208,12 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
             (QueueMode::Native, _) => "",
         }
     );
+    if let Some(admin) = &config.respond.blocked_table {
+        info!(
+            "blocks go into the sets blocked_v4 and blocked_v6 of your table inet {admin} \
+             (respond.blocked_table); nfsentry changes only their elements"
+        );
+    }
     if let Some(watch) = watch {
         let orders = order_tx.clone();
         let watching = watch.spawn(move |seen| orders.send(Order::Ruleset(seen)).is_ok());
