@@ -107,7 +107,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     }
     let sets_hold_blocks = config.respond.actions.contains(&ActionKind::NftSet);
     let released_while_away = match sets_hold_blocks {
-        true => take_over_kernel_blocks(&config.daemon.table, &mut store),
+        true => take_over_kernel_blocks(spec.blocks_table(), &mut store),
         false => Vec::new(),
     };
     // Blocks that expired while nfsentry was down are lifted by the responder at start.
@@ -118,7 +118,14 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         .collect();
 
     let signals = block_signals()?;
-    firewall::clear_stale(&config.daemon.table);
+    let keep_blocks = config.daemon.keep_blocks_on_exit && sets_hold_blocks;
+    let due: Vec<Held> = restored
+        .iter()
+        .map(|block| (block.source, block.remaining(SystemTime::now())))
+        .collect();
+    if !(keep_blocks && firewall::reduce_stale(&spec, &due)) {
+        firewall::clear_stale(&config.daemon.table);
+    }
     let mut queue = PacketQueue::open(config.daemon.queue)?;
     let mut nflog = match devices.is_empty() {
         true => None,
@@ -136,15 +143,18 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     let actions = respond::build(&config.respond, &config.daemon.table);
     // Opened now, while every capability is there, and read once the ruleset is in: what
     // happens in between waits in its buffer.
-    let watch = Watch::open(&config.daemon.table)
-        .map_err(|e| {
-            warn!(
-                "cannot follow nftables changes ({}): a deleted or flushed table is not \
+    let watch = Watch::open(
+        &config.daemon.table,
+        config.respond.blocked_table.as_deref(),
+    )
+    .map_err(|e| {
+        warn!(
+            "cannot follow nftables changes ({}): a deleted or flushed table is not \
                  repaired, nor a block deleted by hand noticed, until nfsentry restarts",
-                with_causes(&e)
-            )
-        })
-        .ok();
+            with_causes(&e)
+        )
+    })
+    .ok();
     let detached = respond::detached_status(&actions);
     // Bound while the daemon may still create the socket's directory; answered once the
     // ruleset is in. Without it nfsentry still protects the host, so a failure is logged only.
@@ -173,6 +183,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
             store,
             actions,
             sets_hold_blocks,
+            keep_blocks_on_exit: keep_blocks,
             released: released_tx,
             released_while_away,
             fleet: enforcer,
@@ -200,6 +211,12 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
             (QueueMode::Native, _) => "",
         }
     );
+    if let Some(admin) = &config.respond.blocked_table {
+        info!(
+            "blocks go into the sets blocked_v4 and blocked_v6 of your table inet {admin} \
+             (respond.blocked_table); nfsentry changes only their elements"
+        );
+    }
     if let Some(watch) = watch {
         let orders = order_tx.clone();
         let watching = watch.spawn(move |seen| orders.send(Order::Ruleset(seen)).is_ok());
@@ -298,7 +315,17 @@ fn start_fleet(
         what: "cannot start the crowdsec thread",
         source,
     })?;
-    let enforcer = Enforcer::new(&config.daemon.table, section, Some(fleet.reporter()));
+    let sets_table = config
+        .respond
+        .blocked_table
+        .as_deref()
+        .unwrap_or(&config.daemon.table);
+    let enforcer = Enforcer::new(
+        &config.daemon.table,
+        sets_table,
+        section,
+        Some(fleet.reporter()),
+    );
     Ok((Some(fleet), Some(enforcer)))
 }
 

@@ -57,11 +57,60 @@ pub fn clear_stale(table: &str) {
     }
 }
 
-/// nfsentry's tables in the kernel, from install to removal.
+/// With `keep_blocks_on_exit`, instead of [`clear_stale`]: whatever nfsentry's tables hold (the
+/// reduced table a clean stop kept, or a crashed run's whole ruleset) is replaced in one
+/// transaction by the blocked sets, holding `blocks`, and their drop rules: nothing queues
+/// while the queue is bound, and no blocked source gets through between the two runs. False
+/// when nfsentry's table holds no blocked sets (`blocked_table`) or the kernel refused; the
+/// caller then clears the tables.
+pub fn reduce_stale(spec: &RulesetSpec, blocks: &[(IpAddr, Option<Duration>)]) -> bool {
+    if !spec.holds_blocks() {
+        return false;
+    }
+    let table = &spec.table;
+    let kept = Nft::open().and_then(|mut nft| {
+        nft.install_with_blocks(&spec.kept_at_exit(), Some(QueueMode::Compat), blocks)
+    });
+    match kept {
+        Ok(_) => {
+            info!(
+                "nft table inet {table} holds only its {} blocks while the queue is bound",
+                blocks.len()
+            );
+            true
+        }
+        Err(e) => {
+            warn!(
+                "cannot keep the blocks in nft table inet {table} while the queue is bound: {}",
+                with_causes(&e)
+            );
+            false
+        }
+    }
+}
+
+/// For `check-config`: which of the blocked sets the admin's table `table` lacks (the table
+/// missing means both). One dump per set.
+pub fn missing_blocked_sets(table: &str) -> Result<Vec<&'static str>, NftError> {
+    let mut nft = Nft::open()?;
+    let mut missing = Vec::new();
+    for family in [IpFamily::V4, IpFamily::V6] {
+        if nft.set_elements(table, blocked_set(family))?.is_none() {
+            missing.push(blocked_set(family));
+        }
+    }
+    Ok(missing)
+}
+
+/// nfsentry's tables in the kernel, from install to removal; with `respond.blocked_table`, also
+/// the blocks in the admin's sets, whose table it never changes otherwise.
 pub struct Firewall {
     nft: Nft,
     spec: RulesetSpec,
     prefer: Option<QueueMode>,
+    /// With `blocked_table`: the admin's sets lacked the blocks at the last try (they were
+    /// missing, or refused them); said once, tried again every tick.
+    admin_sets_pending: bool,
 }
 
 impl Firewall {
@@ -81,15 +130,83 @@ impl Firewall {
             nft: Nft::open()?,
             spec,
             prefer,
+            admin_sets_pending: false,
         };
         let installed = firewall.install_spec(blocks)?;
+        firewall.fill_admin_sets(blocks);
         Ok((firewall, installed))
     }
 
     /// Builds the whole ruleset again, in one transaction with `blocks` in the blocked sets,
-    /// after another process deleted or emptied part of it.
+    /// after another process deleted or emptied part of it. With `blocked_table` the blocks go
+    /// into the admin's sets right after, which a reload of the admin's ruleset has emptied or
+    /// deleted along with nfsentry's table.
     pub fn repair(&mut self, blocks: &[(IpAddr, Option<Duration>)]) -> Result<Installed, NftError> {
-        self.install_spec(blocks)
+        let installed = self.install_spec(blocks)?;
+        self.fill_admin_sets(blocks);
+        Ok(installed)
+    }
+
+    /// Whether the admin's sets still wait for the blocks (see [`Firewall::fill_admin_sets`]).
+    pub fn admin_sets_pending(&self) -> bool {
+        self.admin_sets_pending
+    }
+
+    /// With `blocked_table`: puts `blocks` into the admin's sets, in one transaction. Missing
+    /// sets are said once, naming table and set; the blocks stay in the journal and the caller
+    /// tries again while [`Firewall::admin_sets_pending`]. nfsentry never creates the sets:
+    /// they are the admin's, with the admin's flags and place in the ruleset.
+    pub fn fill_admin_sets(&mut self, blocks: &[(IpAddr, Option<Duration>)]) {
+        let Some(admin) = self.spec.blocked_table.clone() else {
+            return;
+        };
+        let filled = match blocks.is_empty() {
+            // Nothing to put in, which succeeds without a word from the kernel: ask whether
+            // the sets are there, so that their absence is said before the first block.
+            true => self.admin_sets_exist(&admin),
+            false => self.nft.block_many(&admin, blocks),
+        };
+        match filled {
+            Ok(()) => {
+                if std::mem::take(&mut self.admin_sets_pending) {
+                    info!(
+                        "the sets {} and {} of table inet {admin} take blocks now: {} blocks put \
+                         in",
+                        blocked_set(IpFamily::V4),
+                        blocked_set(IpFamily::V6),
+                        blocks.len()
+                    );
+                }
+            }
+            Err(e) => {
+                if !self.admin_sets_pending {
+                    error!(
+                        "{}; {} blocks are kept in the journal and put in as soon as it takes \
+                         them (trying every second)",
+                        admin_sets_refusal(&admin, &e),
+                        blocks.len()
+                    );
+                }
+                self.admin_sets_pending = true;
+            }
+        }
+    }
+
+    /// Ok when the admin's table has both blocked sets; a missing one is an ENOENT refusal
+    /// naming it, as an insert into it would be.
+    fn admin_sets_exist(&mut self, admin: &str) -> Result<(), NftError> {
+        for family in [IpFamily::V4, IpFamily::V6] {
+            let set = blocked_set(family);
+            if self.nft.set_elements(admin, set)?.is_none() {
+                return Err(NftError::Refused {
+                    operation: "check",
+                    step: format!("list set inet {admin} {set}"),
+                    errno: nix::errno::Errno::ENOENT,
+                    kernel_message: None,
+                });
+            }
+        }
+        Ok(())
     }
 
     fn install_spec(
@@ -154,12 +271,63 @@ impl Firewall {
         );
     }
 
-    /// Removes the tables at a clean stop: nothing is queued while nfsentry is away.
+    /// Removes the tables at a clean stop: nothing is queued while nfsentry is away. The
+    /// admin's sets, with `blocked_table`, keep their elements: they are the admin's, and the
+    /// next start takes the blocks over from them.
     pub fn remove(mut self) {
         let table = &self.spec.table;
         match self.nft.remove(table) {
             Ok(()) => info!("removed nft tables inet {table} and netdev {table}"),
             Err(e) => error!("cannot remove nft table {table}: {}", with_causes(&e)),
         }
+        if let Some(admin) = &self.spec.blocked_table {
+            info!("the blocks stay in the sets of table inet {admin}");
+        }
+    }
+
+    /// A clean stop with `keep_blocks_on_exit`: one transaction replaces the ruleset by the
+    /// blocked sets, holding `blocks`, and their drop rules, so nothing is queued while
+    /// nfsentry is away and no blocked source gets through. With `blocked_table` the blocks are
+    /// in the admin's sets already, and nfsentry's table simply goes.
+    pub fn keep_blocks(mut self, blocks: &[(IpAddr, Option<Duration>)]) {
+        if !self.spec.holds_blocks() {
+            return self.remove();
+        }
+        let table = self.spec.table.clone();
+        let kept = self.spec.kept_at_exit();
+        match self.nft.install_with_blocks(&kept, self.prefer, blocks) {
+            Ok(_) => info!(
+                "left {} blocks in force in nft table inet {table} (keep_blocks_on_exit): its \
+                 blocked sets and their drop rules only, nothing queued",
+                blocks.len()
+            ),
+            Err(e) => {
+                error!(
+                    "cannot reduce nft table inet {table} to its blocked sets: {}; removing it",
+                    with_causes(&e)
+                );
+                self.remove();
+            }
+        }
+    }
+}
+
+/// Why the admin's sets did not take the blocks, in words that name table, sets and key.
+fn admin_sets_refusal(admin: &str, error: &NftError) -> String {
+    let sets = format!(
+        "{} and {}",
+        blocked_set(IpFamily::V4),
+        blocked_set(IpFamily::V6)
+    );
+    match error.errno() {
+        Some(nix::errno::Errno::ENOENT) => format!(
+            "table inet {admin} has no sets {sets} (respond.blocked_table = \"inet {admin}\"): \
+             load them with your ruleset (`nfsentry rules --blocked-sets` prints them) [{}]",
+            with_causes(error)
+        ),
+        _ => format!(
+            "the sets {sets} of table inet {admin} (respond.blocked_table) refused the blocks: {}",
+            with_causes(error)
+        ),
     }
 }

@@ -255,7 +255,11 @@ impl HeldAddress {
 
 /// The responder's half: pulled bans into the kernel, local blocks out to the worker.
 pub struct Enforcer {
+    /// nfsentry's table: the range sets.
     table: String,
+    /// The table of the blocked sets single addresses go into: the admin's with
+    /// `respond.blocked_table`, else nfsentry's.
+    sets_table: String,
     /// Opened on the responder's thread at first use.
     nft: Option<Nft>,
     reporter: Option<Reporter>,
@@ -268,10 +272,17 @@ pub struct Enforcer {
 }
 
 impl Enforcer {
-    /// `reporter` is None when push is off.
-    pub fn new(table: &str, section: &config::Crowdsec, reporter: Option<Reporter>) -> Enforcer {
+    /// `reporter` is None when push is off. `table` is nfsentry's, `sets_table` the one whose
+    /// blocked sets hold the blocks (the same unless `respond.blocked_table` is set).
+    pub fn new(
+        table: &str,
+        sets_table: &str,
+        section: &config::Crowdsec,
+        reporter: Option<Reporter>,
+    ) -> Enforcer {
         Enforcer {
             table: table.to_owned(),
+            sets_table: sets_table.to_owned(),
             nft: None,
             reporter: section.push.as_ref().and(reporter),
             actions: section.actions.clone(),
@@ -371,7 +382,7 @@ impl Enforcer {
                 }
             }
         }
-        let table = self.table.clone();
+        let table = self.sets_table.clone();
         let result = self.nft().and_then(|nft| {
             let retimed_addresses: Vec<IpAddr> = retimed.iter().map(|(a, _)| *a).collect();
             // Re-adding a present element keeps its old timeout on kernels before 6.10.
@@ -481,7 +492,7 @@ impl Enforcer {
         if back.is_empty() {
             return;
         }
-        let table = self.table.clone();
+        let table = self.sets_table.clone();
         if let Err(e) = self.nft().and_then(|nft| nft.block_many(&table, &back)) {
             error!(
                 "crowdsec: {} addresses the fleet still bans could not be put back: {e}",
@@ -501,7 +512,7 @@ impl Enforcer {
             .map(|(address, held)| (*address, held.remaining(now)))
             .filter(|(_, left)| *left != Some(Duration::ZERO))
             .collect();
-        let table = self.table.clone();
+        let table = self.sets_table.clone();
         if let Err(e) = self.nft().and_then(|nft| nft.block_many(&table, &back)) {
             error!(
                 "crowdsec: {} pulled bans could not be put back after the repair: {e}",

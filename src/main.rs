@@ -12,7 +12,7 @@ use log::{error, LevelFilter};
 use nfsentry::config::{self, Config};
 use nfsentry::control::{self, protocol::Request};
 use nfsentry::nft::ruleset::{self, QueueMode, RulesetSpec};
-use nfsentry::{daemon, host, import_portsentry, logging, respond};
+use nfsentry::{daemon, firewall, host, import_portsentry, logging, respond};
 
 /// Port-scan detector and inline blocker for nftables/NFQUEUE.
 #[derive(Parser)]
@@ -83,8 +83,11 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
         /// Print the commands and changes each blocking action makes instead.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "blocked_sets")]
         actions: bool,
+        /// Print the sets to load into your own table for `respond.blocked_table` instead.
+        #[arg(long)]
+        blocked_sets: bool,
     },
 }
 
@@ -141,6 +144,9 @@ fn main() -> ExitCode {
         Command::CheckConfig { config } => match load_checked(config) {
             Ok(c) => {
                 println!("{}", c.summary());
+                if let Some(warning) = blocked_sets_warning(&c) {
+                    eprintln!("nfsentry: {warning}");
+                }
                 ExitCode::SUCCESS
             }
             Err(refusals) => {
@@ -167,7 +173,19 @@ fn main() -> ExitCode {
         Command::Unblock { address, daemon } => ask_daemon(daemon, Request::Unblock { address }),
         Command::Flush { daemon } => ask_daemon(daemon, Request::Flush),
         Command::Reload { daemon } => ask_daemon(daemon, Request::Reload),
-        Command::Rules { config, actions } => match load(config) {
+        Command::Rules {
+            config,
+            actions,
+            blocked_sets,
+        } => match load(config) {
+            Ok(c) if blocked_sets => {
+                let table = c.respond.blocked_table.as_deref();
+                print!(
+                    "{}",
+                    ruleset::render_blocked_sets(table.unwrap_or(ruleset::EXAMPLE_BLOCKED_TABLE))
+                );
+                ExitCode::SUCCESS
+            }
             Ok(c) if actions => {
                 for line in respond::describe(&respond::build(&c.respond, &c.daemon.table)) {
                     println!("{line}");
@@ -260,6 +278,41 @@ fn load_checked(path: Option<PathBuf>) -> Result<Config, Vec<String>> {
     match problems.is_empty() {
         true => Ok(config),
         false => Err(problems),
+    }
+}
+
+/// What `check-config` says when the admin's table named by `respond.blocked_table` lacks the
+/// blocked sets, or cannot be read: a warning, not a refusal, since the daemon runs without
+/// them (keeping the blocks in its journal until they appear) and the admin's ruleset may well
+/// be loaded after nfsentry is checked. Names the file, the line, the key and the value.
+fn blocked_sets_warning(config: &Config) -> Option<String> {
+    let admin = config.respond.blocked_table.as_deref()?;
+    let place = match &config.origin {
+        config::Origin::File(path) => {
+            let line = std::fs::read_to_string(path).ok().and_then(|text| {
+                text.lines()
+                    .position(|line| line.trim_start().starts_with("blocked_table"))
+            });
+            match line {
+                Some(index) => format!("{}:{}", path.display(), index + 1),
+                None => path.display().to_string(),
+            }
+        }
+        config::Origin::Defaults => "built-in defaults".to_owned(),
+    };
+    let value = format!("respond.blocked_table: \"inet {admin}\"");
+    match firewall::missing_blocked_sets(admin) {
+        Ok(missing) if missing.is_empty() => None,
+        Ok(missing) => Some(format!(
+            "{place}: {value}: table inet {admin} has no set {} now: nfsentry keeps the blocks in \
+             its journal and puts them in once the sets exist; load them with your ruleset \
+             (`nfsentry rules --blocked-sets` prints them)",
+            missing.join(" nor ")
+        )),
+        Err(e) => Some(format!(
+            "{place}: {value}: cannot read the sets of table inet {admin}: {}",
+            nfsentry::error_text::with_causes(&e)
+        )),
     }
 }
 

@@ -95,6 +95,8 @@ fn spec(devices: &[&str]) -> RulesetSpec {
         nflog_group: NFLOG_GROUP,
         blocked_ranges: false,
         reply_mark: None,
+        blocked_table: None,
+        blocks_only: false,
     }
 }
 
@@ -539,7 +541,7 @@ fn the_watch_hears_what_nft_deletes_and_not_what_nfsentry_changes() {
     let (mut nft, mut watch) = ns.enter(|| {
         (
             Nft::open().expect("open netlink"),
-            Watch::open(TABLE).expect("join the nf_tables group"),
+            Watch::open(TABLE, None).expect("join the nf_tables group"),
         )
     });
     let blocks = [(addr("192.0.2.1"), None), (addr("192.0.2.2"), None)];

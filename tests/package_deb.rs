@@ -22,11 +22,12 @@ const STATE_DIR: &str = "/var/lib/nfsentry";
 const CONFFILE: &str = "/etc/nfsentry/nfsentry.toml";
 const UNIT: &str = "/lib/systemd/system/nfsentry.service";
 /// Every file the package must install; the man pages are compressed, as Debian wants.
-const INSTALLED: [&str; 8] = [
+const INSTALLED: [&str; 9] = [
     "/usr/sbin/nfsentry",
     CONFFILE,
     "/etc/logrotate.d/nfsentry",
     "/usr/share/nfsentry/rules/nfsentry.nft",
+    "/usr/share/nfsentry/rules/blocked-sets.nft",
     UNIT,
     "/usr/share/man/man8/nfsentry.8.gz",
     "/usr/share/man/man5/nfsentry.toml.5.gz",

@@ -34,6 +34,43 @@ fn shipped_template_matches_the_rendered_defaults() {
     assert!(rendered.contains("devices = { \"eth0\" }"));
 }
 
+/// `rules/blocked-sets.nft` is what `nfsentry rules --blocked-sets` prints without a
+/// `blocked_table` of its own, and that names the table the config gives.
+#[test]
+fn shipped_blocked_sets_template_matches_the_rendered_one() {
+    let out = Command::new(env!("CARGO_BIN_EXE_nfsentry"))
+        .args(["rules", "--blocked-sets", "--config"])
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/config/nfsentry.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/rules/blocked-sets.nft"
+    ))
+    .unwrap();
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        shipped,
+        "rules/blocked-sets.nft is stale: regenerate it with `nfsentry rules --blocked-sets`"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("fw.toml");
+    std::fs::write(&config, "[respond]\nblocked_table = \"inet fw\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_nfsentry"))
+        .args(["rules", "--blocked-sets", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let rendered = String::from_utf8(out.stdout).unwrap();
+    assert!(rendered.contains("\ntable inet fw {\n"), "{rendered}");
+}
+
 #[test]
 fn check_config_names_file_line_and_value() {
     let dir = tempfile::tempdir().unwrap();

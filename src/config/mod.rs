@@ -241,6 +241,9 @@ pub struct Daemon {
     pub queue_mode: Option<QueueMode>,
     /// `state_dir/history` is rotated to `history.1` once it would pass this many bytes.
     pub history_max_bytes: u64,
+    /// At a clean stop, leave the blocked sets and their drop rules in force (and nothing that
+    /// queues), for the next start to take over in one transaction; false removes the tables.
+    pub keep_blocks_on_exit: bool,
 }
 
 /// `[monitor]`: the final watched sets.
@@ -296,6 +299,10 @@ pub struct Respond {
     pub ipfilter_interface: Option<String>,
     /// Sent to a source that completed the handshake check (`verify = "handshake"`).
     pub port_banner: Option<String>,
+    /// The admin's own `inet` table whose `blocked_v4` / `blocked_v6` sets receive the blocks
+    /// instead of nfsentry's table; `None` keeps them in nfsentry's table. nfsentry only adds
+    /// and deletes elements there, never creates or deletes anything.
+    pub blocked_table: Option<String>,
 }
 
 impl Config {
@@ -313,6 +320,7 @@ impl Config {
                 nflog_group: DEFAULT_NFLOG_GROUP,
                 queue_mode: None,
                 history_max_bytes: DEFAULT_HISTORY_MAX_BYTES,
+                keep_blocks_on_exit: false,
             },
             monitor: Monitor {
                 tcp: DEFAULT_TCP_PORTS.into_iter().collect(),
@@ -340,6 +348,7 @@ impl Config {
                 command_timeout: DEFAULT_COMMAND_TIMEOUT,
                 ipfilter_interface: None,
                 port_banner: None,
+                blocked_table: None,
             },
             crowdsec: None,
         }

@@ -36,6 +36,7 @@ pub(crate) struct RawDaemon {
     pub(crate) nflog_group: Field<i64>,
     pub(crate) queue_mode: Field<String>,
     pub(crate) history_max_bytes: Field<i64>,
+    pub(crate) keep_blocks_on_exit: Field<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -77,6 +78,7 @@ pub(crate) struct RawRespond {
     pub(crate) port_banner: Field<String>,
     pub(crate) unverified_timeout: Field<RawDuration>,
     pub(crate) max_blocks_per_sec: Field<i64>,
+    pub(crate) blocked_table: Field<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

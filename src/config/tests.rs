@@ -153,6 +153,7 @@ fn shipped_example_sets_every_key() {
                 "nflog_group",
                 "queue_mode",
                 "history_max_bytes",
+                "keep_blocks_on_exit",
             ],
         ),
         (
@@ -194,6 +195,7 @@ fn shipped_example_sets_every_key() {
                 "command_timeout",
                 "ipfilter_interface",
                 "port_banner",
+                "blocked_table",
             ],
         ),
     ];
@@ -558,7 +560,7 @@ fn every_error_names_file_line_key_and_value() {
             "/tmp/x.toml:4: unknown key \"verdic\" in [respond] (expected one of: verdict, \
              block_timeout, max_blocks, actions, hosts_deny, hosts_deny_line, route, command, \
              command_first, command_timeout, ipfilter_interface, port_banner, unverified_timeout, \
-             max_blocks_per_sec)",
+             max_blocks_per_sec, blocked_table)",
         ),
         (
             "\n[deamon]\nqueue = 1\n",
@@ -570,7 +572,7 @@ fn every_error_names_file_line_key_and_value() {
             "/tmp/x.toml:1: unknown key \"verdic\" in [respond] (expected one of: verdict, \
              block_timeout, max_blocks, actions, hosts_deny, hosts_deny_line, route, command, \
              command_first, command_timeout, ipfilter_interface, port_banner, unverified_timeout, \
-             max_blocks_per_sec)",
+             max_blocks_per_sec, blocked_table)",
         ),
         (
             "detect = { window = \"1m\", widow = 3 }\n",
@@ -606,7 +608,7 @@ fn every_error_names_file_line_key_and_value() {
             "/tmp/x.toml:1: unknown key \"extra\" in [respond] (expected one of: verdict, \
              block_timeout, max_blocks, actions, hosts_deny, hosts_deny_line, route, command, \
              command_first, command_timeout, ipfilter_interface, port_banner, unverified_timeout, \
-             max_blocks_per_sec)",
+             max_blocks_per_sec, blocked_table)",
         ),
         (
             "daemon = 3\n",
@@ -756,6 +758,30 @@ fn every_error_names_file_line_key_and_value() {
         (
             "[daemon]\nnflog_group = 65536\n",
             "/tmp/x.toml:2: daemon.nflog_group: \"65536\" is not an NFLOG group (0-65535)",
+        ),
+        (
+            "[respond]\nblocked_table = \"filter\"\n",
+            "/tmp/x.toml:2: respond.blocked_table: \"filter\" is not \"inet NAME\" (the family \
+             and name of your table, e.g. \"inet filter\"; \"\" keeps the blocks in nfsentry's \
+             own table)",
+        ),
+        (
+            "[respond]\n\nblocked_table = \"ip filter\"\n",
+            "/tmp/x.toml:3: respond.blocked_table: \"ip filter\" is not an inet table: the sets \
+             blocked_v4 and blocked_v6 must sit in one table whose rules see IPv4 and IPv6 \
+             (\"inet NAME\")",
+        ),
+        (
+            "[respond]\nblocked_table = \"inet fil;ter\"\n",
+            "/tmp/x.toml:2: respond.blocked_table: \"inet fil;ter\" does not name a table \
+             (\"inet NAME\", NAME 1-64 characters of A-Z, a-z, 0-9, '_' and '-', starting with \
+             a letter)",
+        ),
+        (
+            "[respond]\nblocked_table = \"inet nfsentry\"\n",
+            "/tmp/x.toml:2: respond.blocked_table: \"inet nfsentry\" is nfsentry's own table \
+             (daemon.table = \"nfsentry\"), which nfsentry deletes and rebuilds; name a table of \
+             your own ruleset",
         ),
         (
             "[daemon]\nhistory_max_bytes = 4095\n",
@@ -1812,4 +1838,24 @@ fn an_ignore_list_that_covers_a_whole_family_is_refused() {
         panic!("an ignore file covering every IPv6 address was accepted");
     };
     assert_eq!((error.file, error.line), (ignore, Some(2)));
+}
+
+#[test]
+fn blocked_table_and_keep_blocks_on_exit_are_read() {
+    let text = "[daemon]\nkeep_blocks_on_exit = true\n[respond]\nblocked_table = \"inet filter\"\n";
+    let config = Config::from_toml(text, "/tmp/x.toml".as_ref()).unwrap();
+    assert!(config.daemon.keep_blocks_on_exit);
+    assert_eq!(config.respond.blocked_table.as_deref(), Some("filter"));
+    let empty = Config::from_toml("[respond]\nblocked_table = \"\"\n", "/tmp/x.toml".as_ref());
+    assert_eq!(empty.unwrap().respond.blocked_table, None);
+    let error = Config::from_toml(
+        "[daemon]\n\nkeep_blocks_on_exit = \"yes\"\n",
+        "/tmp/x.toml".as_ref(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.starts_with("/tmp/x.toml:3:") && error.contains("keep_blocks_on_exit"),
+        "{error}"
+    );
 }

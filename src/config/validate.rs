@@ -46,14 +46,31 @@ const INTERFACE_NAME_MAX_BYTES: usize = 15;
 const ADVANCED_LIMIT: i64 = 65_536;
 
 pub(super) fn validate(raw: RawConfig, source: SourceText<'_>) -> Result<Config, ConfigError> {
-    Ok(Config {
+    let config = Config {
         origin: Origin::File(source.file.to_path_buf()),
         daemon: daemon(&raw.daemon, source)?,
         monitor: monitor(&raw.monitor, source)?,
         detect: detect(&raw.detect, source)?,
         respond: respond(&raw.respond, source)?,
         crowdsec: super::crowdsec::validate(raw.crowdsec.as_ref(), &raw.respond, source)?,
-    })
+    };
+    // nfsentry deletes and rebuilds its own table whole; the admin's sets must outlive that.
+    if let (Some(admin), Some(field)) = (&config.respond.blocked_table, &raw.respond.blocked_table)
+    {
+        if *admin == config.daemon.table {
+            return Err(source.value_error(
+                &field.span(),
+                "respond.blocked_table",
+                field.get_ref(),
+                format_args!(
+                    "is nfsentry's own table (daemon.table = {:?}), which nfsentry deletes and \
+                     rebuilds; name a table of your own ruleset",
+                    config.daemon.table
+                ),
+            ));
+        }
+    }
+    Ok(config)
 }
 
 fn daemon(raw: &RawDaemon, source: SourceText<'_>) -> Result<Daemon, ConfigError> {
@@ -136,6 +153,10 @@ fn daemon(raw: &RawDaemon, source: SourceText<'_>) -> Result<Daemon, ConfigError
             "is out of range (4096 bytes to 1 TiB)",
             super::DEFAULT_HISTORY_MAX_BYTES,
         )?,
+        keep_blocks_on_exit: raw
+            .keep_blocks_on_exit
+            .as_ref()
+            .is_some_and(|keep| *keep.get_ref()),
     })
 }
 
@@ -361,6 +382,10 @@ fn respond(raw: &RawRespond, source: SourceText<'_>) -> Result<Respond, ConfigEr
         }
     };
     let command = command(source, &raw.command, &raw.actions, &actions)?;
+    let blocked_table = match non_empty(&raw.blocked_table) {
+        None => None,
+        Some(field) => Some(blocked_table(source, field)?),
+    };
     let ipfilter_interface = match non_empty(&raw.ipfilter_interface) {
         None => None,
         Some(name) => {
@@ -411,7 +436,35 @@ fn respond(raw: &RawRespond, source: SourceText<'_>) -> Result<Respond, ConfigEr
         command_timeout,
         ipfilter_interface,
         port_banner: non_empty(&raw.port_banner).map(|banner| banner.get_ref().clone()),
+        blocked_table,
     })
+}
+
+/// `respond.blocked_table`: `"inet NAME"`, the admin's table holding `blocked_v4` and
+/// `blocked_v6`. Only `inet`: one table holds both families' sets, and its rules can match
+/// both. The name is the table's, which the admin chose, so only what nft cannot name is
+/// refused. Whether the table and its sets exist is the kernel's to say, at `check-config` and
+/// at run time, since the admin's ruleset may be loaded after nfsentry starts.
+fn blocked_table(source: SourceText<'_>, field: &Spanned<String>) -> Result<String, ConfigError> {
+    let key = "respond.blocked_table";
+    let written = field.get_ref();
+    let error = |problem: &str| source.value_error(&field.span(), key, written, problem);
+    let mut words = written.split_whitespace();
+    match (words.next(), words.next(), words.next()) {
+        (Some("inet"), Some(name), None) if is_table_name(name) => Ok(name.to_owned()),
+        (Some("inet"), Some(_), None) => Err(error(&format!(
+            "does not name a table (\"inet NAME\", NAME 1-{TABLE_NAME_MAX_CHARS} characters of \
+             A-Z, a-z, 0-9, '_' and '-', starting with a letter)"
+        ))),
+        (Some("ip" | "ip6" | "arp" | "bridge" | "netdev"), Some(_), None) => Err(error(
+            "is not an inet table: the sets blocked_v4 and blocked_v6 must sit in one table \
+             whose rules see IPv4 and IPv6 (\"inet NAME\")",
+        )),
+        _ => Err(error(
+            "is not \"inet NAME\" (the family and name of your table, e.g. \"inet filter\"; \
+             \"\" keeps the blocks in nfsentry's own table)",
+        )),
+    }
 }
 
 fn actions(

@@ -64,6 +64,10 @@ pub fn merge(running: &Config, fresh: Config) -> (Config, Vec<&'static str>) {
     note(old.interfaces != new.interfaces, "daemon.interfaces");
     note(old.nflog_group != new.nflog_group, "daemon.nflog_group");
     note(old.queue_mode != new.queue_mode, "daemon.queue_mode");
+    note(
+        old.keep_blocks_on_exit != new.keep_blocks_on_exit,
+        "daemon.keep_blocks_on_exit",
+    );
     let (old, new) = (&running.detect, &fresh.detect);
     note(old.window != new.window, "detect.window");
     note(old.max_sources != new.max_sources, "detect.max_sources");
@@ -83,6 +87,10 @@ pub fn merge(running: &Config, fresh: Config) -> (Config, Vec<&'static str>) {
         || old.ipfilter_interface != new.ipfilter_interface
         || old.port_banner != new.port_banner;
     note(actions_changed, "respond.actions and their settings");
+    note(
+        running.respond.blocked_table != fresh.respond.blocked_table,
+        "respond.blocked_table",
+    );
     note(running.crowdsec != fresh.crowdsec, "[crowdsec]");
 
     let merged = Config {

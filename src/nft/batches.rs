@@ -149,13 +149,16 @@ pub(super) fn install_batch(
         );
         set
     };
-    for family in [IpFamily::V4, IpFamily::V6] {
-        declare(
-            &mut batch,
-            blocked_set(family),
-            KeyKind::address(family),
-            libc::NFT_SET_TIMEOUT as u32,
-        );
+    // With `blocked_table` the admin's table holds the blocked sets; nfsentry's has none.
+    if spec.holds_blocks() {
+        for family in [IpFamily::V4, IpFamily::V6] {
+            declare(
+                &mut batch,
+                blocked_set(family),
+                KeyKind::address(family),
+                libc::NFT_SET_TIMEOUT as u32,
+            );
+        }
     }
     if spec.blocked_ranges {
         for family in [IpFamily::V4, IpFamily::V6] {
@@ -190,6 +193,8 @@ pub(super) fn install_batch(
         ),
     ];
     let mut filled = Vec::new();
+    // Only the blocked sets are kept over a stop: nothing is queued then.
+    let interval_sets = interval_sets.into_iter().filter(|_| !spec.blocks_only);
     for (name, key, elements) in interval_sets {
         let mut set = declare(&mut batch, name, key, libc::NFT_SET_INTERVAL as u32);
         for element in elements {
@@ -207,13 +212,15 @@ pub(super) fn install_batch(
             batch.push_elements(set, ElementOp::Add, &what);
         }
     }
-    push_blocked(
-        &mut batch,
-        table,
-        ElementOp::Add,
-        blocks.iter().copied(),
-        |set| format!("add elements to inet {table_label}/{set}"),
-    );
+    if spec.holds_blocks() {
+        push_blocked(
+            &mut batch,
+            table,
+            ElementOp::Add,
+            blocks.iter().copied(),
+            |set| format!("add elements to inet {table_label}/{set}"),
+        );
+    }
 
     if spec.reply_mark.is_some() {
         push_handshake_chains(&mut batch, table);

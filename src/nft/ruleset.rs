@@ -50,6 +50,13 @@ pub struct RulesetSpec {
     /// a watched port reach the queue ahead of the blocked-set drop, so a source blocked by its
     /// first SYN can still complete the handshake and prove its address. None: no such rules.
     pub reply_mark: Option<u32>,
+    /// `respond.blocked_table`: the admin's `inet` table whose `blocked_v4` / `blocked_v6` sets
+    /// hold the blocks, and whose rules drop them. nfsentry's table then has neither those
+    /// sets nor their drop rules. `None`: they are nfsentry's own.
+    pub blocked_table: Option<String>,
+    /// Only the blocked sets and their drop rules, nothing that queues: what a clean stop with
+    /// `keep_blocks_on_exit` leaves in force (see [`RulesetSpec::kept_at_exit`]).
+    pub blocks_only: bool,
 }
 
 impl RulesetSpec {
@@ -79,18 +86,54 @@ impl RulesetSpec {
                 .as_ref()
                 .is_some_and(|crowdsec| crowdsec.pull.is_some()),
             reply_mark: (config.detect.verify == Verify::Handshake).then_some(REPLY_MARK),
+            blocked_table: config.respond.blocked_table.clone(),
+            blocks_only: false,
         }
     }
 
+    /// What stays in force between a clean stop with `keep_blocks_on_exit` and the next start:
+    /// the blocked sets and the rules that drop them, and nothing that queues, since no one
+    /// reads the queue meanwhile. No `netdev` table, no ignore or port sets, no handshake
+    /// chains; the fleet's range sets go too (the next start pulls them again). With
+    /// `blocked_table` nothing of nfsentry's holds blocks, so nothing is left:
+    /// [`RulesetSpec::holds_blocks`] says so.
+    pub fn kept_at_exit(&self) -> RulesetSpec {
+        RulesetSpec {
+            tcp_ports: Vec::new(),
+            udp_ports: Vec::new(),
+            ignore_v4: Vec::new(),
+            ignore_v6: Vec::new(),
+            ingress_devices: Vec::new(),
+            blocked_ranges: false,
+            reply_mark: None,
+            blocks_only: true,
+            ..self.clone()
+        }
+    }
+
+    /// Whether nfsentry's own table holds the blocked sets (no `blocked_table`).
+    pub fn holds_blocks(&self) -> bool {
+        self.blocked_table.is_none()
+    }
+
+    /// The table whose `blocked_v4` / `blocked_v6` sets hold the blocks: the admin's with
+    /// `blocked_table`, else nfsentry's own. Both are `inet` tables.
+    pub fn blocks_table(&self) -> &str {
+        self.blocked_table.as_deref().unwrap_or(&self.table)
+    }
+
     /// The prerouting chain, in order: [`PREROUTING_RULES`] without the range rules when there
-    /// are no range sets, behind the jump to [`HANDSHAKE_ANSWER_CHAIN`] when handshakes are
-    /// checked.
+    /// are no range sets, without the blocked-set drops when the admin's table holds the blocks,
+    /// with nothing but the drops when only blocks are kept, behind the jump to
+    /// [`HANDSHAKE_ANSWER_CHAIN`] when handshakes are checked.
     pub fn prerouting_rules(&self) -> Vec<PreroutingRule> {
         let jump = self
             .reply_mark
             .map(|_| PreroutingRule::JumpToHandshakeAnswer);
-        let rules = PREROUTING_RULES.into_iter().filter(|rule| {
-            self.blocked_ranges || !matches!(rule, PreroutingRule::DropBlockedRange(_))
+        let rules = PREROUTING_RULES.into_iter().filter(|rule| match rule {
+            PreroutingRule::DropBlocked(_) => self.holds_blocks(),
+            PreroutingRule::DropBlockedRange(_) => self.blocked_ranges,
+            _ => !self.blocks_only,
         });
         jump.into_iter().chain(rules).collect()
     }
@@ -474,18 +517,35 @@ pub fn short_header_rule_text(nflog_group: u16) -> String {
 pub fn render(spec: &RulesetSpec, mode: QueueMode) -> String {
     let mut out = String::new();
     // `writeln!` into a String cannot fail; the results are ignored on purpose throughout.
-    let _ = writeln!(
-        out,
-        "# nfsentry ruleset; the queue statements are installed as {mode}."
-    );
-    let _ = writeln!(out, "table inet {} {{", spec.table);
-    for family in [IpFamily::V4, IpFamily::V6] {
+    let _ = match spec.blocks_only {
+        true => writeln!(
+            out,
+            "# nfsentry's blocked sets, in force while it is stopped (keep_blocks_on_exit)."
+        ),
+        false => writeln!(
+            out,
+            "# nfsentry ruleset; the queue statements are installed as {mode}."
+        ),
+    };
+    if let Some(admin) = &spec.blocked_table {
         let _ = writeln!(
             out,
-            "\tset {} {{ type {}; flags timeout; }}\t# blocked scanners; an element's timeout releases it",
-            blocked_set(family),
-            address_type(family),
+            "# Blocked sources go into the sets {} and {} of your table inet {admin} \
+             (respond.blocked_table; `nfsentry rules --blocked-sets` prints them).",
+            blocked_set(IpFamily::V4),
+            blocked_set(IpFamily::V6),
         );
+    }
+    let _ = writeln!(out, "table inet {} {{", spec.table);
+    if spec.holds_blocks() {
+        for family in [IpFamily::V4, IpFamily::V6] {
+            let _ = writeln!(
+                out,
+                "\tset {} {{ type {}; flags timeout; }}\t# blocked scanners; an element's timeout releases it",
+                blocked_set(family),
+                address_type(family),
+            );
+        }
     }
     if spec.blocked_ranges {
         for family in [IpFamily::V4, IpFamily::V6] {
@@ -498,63 +558,8 @@ pub fn render(spec: &RulesetSpec, mode: QueueMode) -> String {
             );
         }
     }
-    let ignore_v4 = spec.ignore_v4_intervals();
-    let ignore_v6 = spec.ignore_v6_intervals();
-    write_interval_set(
-        &mut out,
-        ignore_set(IpFamily::V4),
-        address_type(IpFamily::V4),
-        &ignore_v4.nft_text(),
-        "sources never sent to the detector",
-    );
-    write_interval_set(
-        &mut out,
-        ignore_set(IpFamily::V6),
-        address_type(IpFamily::V6),
-        &ignore_v6.nft_text(),
-        "sources never sent to the detector",
-    );
-    for transport in [Transport::Tcp, Transport::Udp] {
-        write_interval_set(
-            &mut out,
-            port_set(transport),
-            "inet_service",
-            &spec.port_intervals(transport).nft_text(),
-            "watched ports",
-        );
-    }
-    if let Some(mark) = spec.reply_mark {
-        let _ = writeln!(
-            out,
-            "\tchain {} {{",
-            HANDSHAKE_ANSWER_CHAIN.to_string_lossy()
-        );
-        for rule in HANDSHAKE_ANSWER_RULES {
-            let _ = writeln!(
-                out,
-                "\t\t{}\t# {}",
-                rule.nft_text(spec.queue),
-                rule.reason()
-            );
-        }
-        let _ = writeln!(out, "\t}}");
-        let _ = writeln!(
-            out,
-            "\tchain {} {{",
-            HANDSHAKE_OUTPUT_CHAIN.to_string_lossy()
-        );
-        let _ = writeln!(
-            out,
-            "\t\ttype filter hook output priority raw; policy accept;\t# {HANDSHAKE_OUTPUT_PRIORITY}: before conntrack (-200)"
-        );
-        let rule = HandshakeRule::UntrackReplies(mark);
-        let _ = writeln!(
-            out,
-            "\t\t{}\t# {}",
-            rule.nft_text(spec.queue),
-            rule.reason()
-        );
-        let _ = writeln!(out, "\t}}");
+    if !spec.blocks_only {
+        write_detector_sets(&mut out, spec);
     }
     let _ = writeln!(out, "\tchain {} {{", PREROUTING_CHAIN.to_string_lossy());
     let _ = writeln!(
@@ -594,6 +599,115 @@ pub fn render(spec: &RulesetSpec, mode: QueueMode) -> String {
         let _ = writeln!(out, "}}");
     }
     out
+}
+
+/// The table the blocked-sets template names when the config names none: the usual table of a
+/// distribution's `/etc/nftables.conf`.
+pub const EXAMPLE_BLOCKED_TABLE: &str = "filter";
+
+/// The template an admin loads with their own ruleset for `respond.blocked_table`: the inet
+/// table `table` with the two blocked sets, and the drop rules to place, as comments. Flags as
+/// nfsentry's own sets have them (`timeout`: elements carry their block's time left); single
+/// addresses only, so no `interval`. `nft -f` takes it as it is, and a `table inet NAME { ... }`
+/// of the admin's in the same ruleset adds to it.
+pub fn render_blocked_sets(table: &str) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "#!/usr/sbin/nft -f\n\
+         # nfsentry: the sets `[respond] blocked_table = \"inet {table}\"` puts blocked sources in.\n\
+         # nfsentry adds and deletes their elements only; it never creates, flushes or deletes these\n\
+         # sets or anything else in your table. While they are missing it keeps the blocks in its\n\
+         # journal and puts them in once they exist. Load this file with your ruleset, e.g. in\n\
+         # /etc/nftables.conf after `flush ruleset`:\n\
+         #   include \"/usr/share/nfsentry/rules/blocked-sets.nft\"\n\
+         # Your own `table inet {table} {{ ... }}` in the same ruleset adds to this one. Then drop\n\
+         # the blocked sources where you want them dropped. Ahead of nfsentry's queue chain\n\
+         # (priority mangle, -150) a blocked scanner costs nothing more, e.g. in your table:\n\
+         #   chain drop_blocked {{\n\
+         #     type filter hook prerouting priority raw; policy accept;\n\
+         #     ip saddr @{v4} drop\n\
+         #     ip6 saddr @{v6} drop\n\
+         #   }}\n\
+         # or as the first rules of your input chain. Regenerate with:\n\
+         #   nfsentry rules --blocked-sets --config <a config with blocked_table = \"inet {table}\">",
+        v4 = blocked_set(IpFamily::V4),
+        v6 = blocked_set(IpFamily::V6),
+    );
+    let _ = writeln!(out, "table inet {table} {{");
+    for family in [IpFamily::V4, IpFamily::V6] {
+        let _ = writeln!(
+            out,
+            "\tset {} {{ type {}; flags timeout; }}\t# blocked by nfsentry; an element's timeout releases it",
+            blocked_set(family),
+            address_type(family),
+        );
+    }
+    let _ = writeln!(out, "}}");
+    out
+}
+
+/// The ignore and port sets and, with handshake checks, their chains: everything the detector
+/// needs besides the prerouting chain.
+fn write_detector_sets(out: &mut String, spec: &RulesetSpec) {
+    let ignore_v4 = spec.ignore_v4_intervals();
+    let ignore_v6 = spec.ignore_v6_intervals();
+    write_interval_set(
+        out,
+        ignore_set(IpFamily::V4),
+        address_type(IpFamily::V4),
+        &ignore_v4.nft_text(),
+        "sources never sent to the detector",
+    );
+    write_interval_set(
+        out,
+        ignore_set(IpFamily::V6),
+        address_type(IpFamily::V6),
+        &ignore_v6.nft_text(),
+        "sources never sent to the detector",
+    );
+    for transport in [Transport::Tcp, Transport::Udp] {
+        write_interval_set(
+            out,
+            port_set(transport),
+            "inet_service",
+            &spec.port_intervals(transport).nft_text(),
+            "watched ports",
+        );
+    }
+    if let Some(mark) = spec.reply_mark {
+        let _ = writeln!(
+            out,
+            "\tchain {} {{",
+            HANDSHAKE_ANSWER_CHAIN.to_string_lossy()
+        );
+        for rule in HANDSHAKE_ANSWER_RULES {
+            let _ = writeln!(
+                out,
+                "\t\t{}\t# {}",
+                rule.nft_text(spec.queue),
+                rule.reason()
+            );
+        }
+        let _ = writeln!(out, "\t}}");
+        let _ = writeln!(
+            out,
+            "\tchain {} {{",
+            HANDSHAKE_OUTPUT_CHAIN.to_string_lossy()
+        );
+        let _ = writeln!(
+            out,
+            "\t\ttype filter hook output priority raw; policy accept;\t# {HANDSHAKE_OUTPUT_PRIORITY}: before conntrack (-200)"
+        );
+        let rule = HandshakeRule::UntrackReplies(mark);
+        let _ = writeln!(
+            out,
+            "\t\t{}\t# {}",
+            rule.nft_text(spec.queue),
+            rule.reason()
+        );
+        let _ = writeln!(out, "\t}}");
+    }
 }
 
 fn address_type(family: IpFamily) -> &'static str {
@@ -638,6 +752,8 @@ mod tests {
             nflog_group: 7219,
             blocked_ranges: false,
             reply_mark: None,
+            blocked_table: None,
+            blocks_only: false,
         }
     }
 
@@ -918,6 +1034,73 @@ mod tests {
         assert_eq!(prerouting.len(), PREROUTING_RULES.len() - 2 + 1);
         // The jump's target is declared before the chain that jumps to it.
         assert!(text.find("chain handshake_answer") < text.find("chain prerouting"));
+    }
+
+    /// The rules of the prerouting chain, without comments.
+    fn prerouting(text: &str) -> Vec<String> {
+        text.lines()
+            .skip_while(|line| !line.starts_with("\tchain prerouting {"))
+            .skip(2)
+            .take_while(|line| *line != "\t}")
+            .map(|line| {
+                line.trim()
+                    .split_once("\t# ")
+                    .expect("a comment")
+                    .0
+                    .to_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn with_the_admins_table_ours_has_no_blocked_sets_nor_their_drops() {
+        let spec = RulesetSpec {
+            blocked_table: Some("filter".to_owned()),
+            ..spec()
+        };
+        assert_eq!(spec.blocks_table(), "filter");
+        let text = render(&spec, QueueMode::Native);
+        assert!(!text.contains("set blocked_v"), "{text}");
+        assert!(text.contains("your table inet filter"));
+        let rules = prerouting(&text);
+        assert_eq!(rules[0], "ct state established,related accept");
+        assert!(rules.iter().all(|rule| !rule.contains("@blocked_v")));
+        assert!(rules.iter().any(|rule| rule.contains("queue num")));
+        // Nothing of ours is left to keep over a stop.
+        assert!(spec.kept_at_exit().prerouting_rules().is_empty());
+    }
+
+    #[test]
+    fn kept_at_exit_has_the_blocked_sets_and_drops_and_nothing_that_queues() {
+        let spec = RulesetSpec {
+            reply_mark: Some(0x6e66_7379),
+            ..spec()
+        };
+        let text = render(&spec.kept_at_exit(), QueueMode::Native);
+        assert_eq!(
+            prerouting(&text),
+            [
+                "ip saddr @blocked_v4 counter drop",
+                "ip6 saddr @blocked_v6 counter drop"
+            ]
+        );
+        assert!(!text.contains("queue num"), "{text}");
+        assert!(text.starts_with("# nfsentry's blocked sets, in force while it is stopped"));
+        assert!(!text.contains("netdev") && !text.contains("handshake"));
+        assert_eq!(text.matches("\tset ").count(), 2, "{text}");
+    }
+
+    #[test]
+    fn the_blocked_sets_template_names_the_table_and_comments_the_drops() {
+        let text = render_blocked_sets("fw");
+        assert!(
+            text.contains("table inet fw {\n\tset blocked_v4 { type ipv4_addr; flags timeout; }")
+        );
+        assert!(text.contains("\tset blocked_v6 { type ipv6_addr; flags timeout; }"));
+        // The drop rules are the admin's to place: only in comments.
+        for line in text.lines().filter(|line| line.contains("saddr @blocked")) {
+            assert!(line.starts_with('#'), "{line}");
+        }
     }
 
     #[test]

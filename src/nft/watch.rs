@@ -58,8 +58,9 @@ pub struct Watch {
 
 impl Watch {
     /// Joins the notification group; needs CAP_NET_ADMIN. `table` names nfsentry's `inet` and
-    /// `netdev` tables.
-    pub fn open(table: &str) -> Result<Watch, NftError> {
+    /// `netdev` tables; `blocked_table` the admin's `inet` table holding the blocked sets
+    /// (`respond.blocked_table`), of which only the table and those two sets are followed.
+    pub fn open(table: &str, blocked_table: Option<&str>) -> Result<Watch, NftError> {
         let socket = netlink_wire::open_socket(SockProtocol::NetlinkNetFilter, RECEIVE_TIMEOUT)
             .map_err(NftError::Open)?;
         netlink_wire::join_group(&socket, libc::NFNLGRP_NFTABLES as u32).map_err(|source| {
@@ -76,7 +77,7 @@ impl Watch {
         })?;
         Ok(Watch {
             socket,
-            gathering: Gathering::new(table),
+            gathering: Gathering::new(table, blocked_table),
             buffer: vec![0; DATAGRAM_BYTES],
         })
     }
@@ -124,15 +125,34 @@ impl Watch {
 /// one at a time, so there is normally one.
 struct Gathering {
     table: String,
+    /// The admin's table holding the blocked sets, when it is not nfsentry's.
+    blocked_table: Option<String>,
     open: BTreeMap<u32, ForeignChange>,
 }
 
 impl Gathering {
-    fn new(table: &str) -> Gathering {
+    fn new(table: &str, blocked_table: Option<&str>) -> Gathering {
         Gathering {
             table: table.to_owned(),
+            blocked_table: blocked_table.map(str::to_owned),
             open: BTreeMap::new(),
         }
+    }
+
+    /// The table whose blocked sets hold the blocks.
+    fn blocks_table(&self) -> &str {
+        self.blocked_table.as_deref().unwrap_or(&self.table)
+    }
+
+    /// Whether a deleted object of the admin's table takes blocks with it: the table itself or
+    /// one of the two blocked sets. The admin's chains and rules are the admin's business.
+    fn admin_object_holds_blocks(&self, kind: ObjectKind, table: &str, name: Option<&str>) -> bool {
+        self.blocked_table.as_deref() == Some(table)
+            && match kind {
+                ObjectKind::Table => true,
+                ObjectKind::Set => name.is_some_and(is_blocked_set),
+                ObjectKind::Chain | ObjectKind::Rule => false,
+            }
     }
 
     fn forget(&mut self) {
@@ -169,7 +189,10 @@ impl Gathering {
                 family,
                 table,
                 name,
-            } if table == self.table => {
+            } if table == self.table
+                || (family == NFPROTO_INET
+                    && self.admin_object_holds_blocks(kind, &table, name.as_deref())) =>
+            {
                 let Some(family) = family_word(family) else {
                     return;
                 };
@@ -188,9 +211,12 @@ impl Gathering {
                 table,
                 set,
                 elements,
-            } if table == self.table => {
-                if set == blocked_set(IpFamily::V4) || set == blocked_set(IpFamily::V6) {
+            } if table == self.table || table == self.blocks_table() => {
+                if table == self.blocks_table() && is_blocked_set(&set) {
                     (None, elements.iter().filter_map(|e| e.address()).collect())
+                } else if table != self.table {
+                    // Another set of the admin's table.
+                    return;
                 } else {
                     (
                         Some(format!("elements of set inet {table}/{set}")),
@@ -211,6 +237,10 @@ impl Gathering {
         }
         entry.removed.extend(removed);
     }
+}
+
+fn is_blocked_set(name: &str) -> bool {
+    name == blocked_set(IpFamily::V4) || name == blocked_set(IpFamily::V6)
 }
 
 /// A deleted table takes its chains, rules and sets along; naming them all says nothing more.
@@ -274,7 +304,7 @@ mod tests {
 
     #[test]
     fn a_transaction_ends_at_its_generation_and_names_what_was_deleted() {
-        let mut watch = Gathering::new("nfsentry");
+        let mut watch = Gathering::new("nfsentry", None);
         // `nft flush ruleset`: a deleted table names neither its chains nor its sets.
         let mut flush = notification(
             5,
@@ -329,6 +359,42 @@ mod tests {
     }
 
     #[test]
+    fn in_the_admins_table_only_the_table_and_the_blocked_sets_count() {
+        let mut watch = Gathering::new("nfsentry", Some("filter"));
+        let by_nft = |damaged: &[&str], removed: &[&str]| {
+            Seen::Changed(ForeignChange {
+                port: NFT_PORT,
+                process: Some("nft".into()),
+                damaged: damaged.iter().map(|d| d.to_string()).collect(),
+                removed: removed.iter().map(|a| a.parse().unwrap()).collect(),
+            })
+        };
+        // The admin's own chains, rules and other sets are theirs to change.
+        let mut own_business = notification(
+            3,
+            NFPROTO_INET,
+            NFT_PORT,
+            &[attribute(1, &text("filter")), attribute(3, &text("input"))].concat(),
+        );
+        own_business.extend(elements(14, "filter", "trusted", &[&[192, 0, 2, 9]]));
+        own_business.extend(generation(NFT_PORT));
+        assert_eq!(watch.read(&own_business), vec![]);
+        // A block deleted from the admin's set is the same as one deleted from ours.
+        let mut by_hand = elements(14, "filter", "blocked_v4", &[&[192, 0, 2, 1]]);
+        by_hand.extend(generation(NFT_PORT));
+        assert_eq!(watch.read(&by_hand), vec![by_nft(&[], &["192.0.2.1"])]);
+        // Reloading the admin's ruleset deletes both tables.
+        let mut reload = table(2, NFPROTO_INET, "nfsentry");
+        reload.extend(table(2, NFPROTO_INET, "filter"));
+        reload.extend(table(2, NFPROTO_INET, "other"));
+        reload.extend(generation(NFT_PORT));
+        assert_eq!(
+            watch.read(&reload),
+            vec![by_nft(&["table inet nfsentry", "table inet filter"], &[])]
+        );
+    }
+
+    #[test]
     fn changes_through_this_processs_own_sockets_are_passed_over() {
         let own = crate::nft::Nft::open();
         let Ok(own) = own else {
@@ -336,7 +402,7 @@ mod tests {
             return;
         };
         let port = own.port();
-        let mut watch = Gathering::new("nfsentry");
+        let mut watch = Gathering::new("nfsentry", None);
         let mut datagram = notification(2, NFPROTO_INET, port, &attribute(1, &text("nfsentry")));
         datagram.extend(generation(port));
         assert_eq!(watch.read(&datagram), vec![]);

@@ -341,7 +341,10 @@ fn placement(kind: ActionKind, respond: &config::Respond) -> Option<Shape> {
 /// One action of `kind` as configured; nothing is opened or run.
 fn make(kind: ActionKind, respond: &config::Respond, table: &str) -> Box<dyn Action> {
     match kind {
-        ActionKind::NftSet => Box::new(NftSetAction::new(table, respond.block_timeout)),
+        ActionKind::NftSet => match &respond.blocked_table {
+            Some(admin) => Box::new(NftSetAction::in_admin_table(admin, respond.block_timeout)),
+            None => Box::new(NftSetAction::new(table, respond.block_timeout)),
+        },
         ActionKind::Route => Box::new(route::RouteAction::new(respond.route)),
         ActionKind::HostsDeny => Box::new(hosts_deny::HostsDenyAction::new(
             respond.hosts_deny.clone(),

@@ -1,6 +1,11 @@
 //! The `nft-set` action: blocked sources go into the `blocked_v4` / `blocked_v6` sets of
 //! nfsentry's own table, which the prerouting chain drops first thing; the kernel expires timed
 //! elements itself. The sets come and go with the table, which [`crate::firewall`] owns.
+//!
+//! With `respond.blocked_table` the sets are the admin's, in the admin's table, and only their
+//! elements are changed. Those sets may be missing (the admin's ruleset not loaded yet, or being
+//! reloaded): the firewall says so once and fills them when they appear, from the journal, so a
+//! missing set is no failure of a block here.
 
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
@@ -14,6 +19,8 @@ pub(crate) const ACTION_NAME: &str = "nft-set";
 
 pub struct NftSetAction {
     table: String,
+    /// The sets are the admin's (`respond.blocked_table`).
+    admin_table: bool,
     /// Only for `describe`: each element carries its block's own remaining time.
     block_timeout: Option<Duration>,
     /// Opened by `init`.
@@ -24,9 +31,23 @@ impl NftSetAction {
     pub fn new(table: &str, block_timeout: Option<Duration>) -> NftSetAction {
         NftSetAction {
             table: table.to_owned(),
+            admin_table: false,
             block_timeout,
             nft: None,
         }
+    }
+
+    /// The action on the sets of the admin's `inet` table `table`.
+    pub fn in_admin_table(table: &str, block_timeout: Option<Duration>) -> NftSetAction {
+        NftSetAction {
+            admin_table: true,
+            ..NftSetAction::new(table, block_timeout)
+        }
+    }
+
+    /// A refusal of the admin's sets for being absent waits for the firewall's refill.
+    fn missing_admin_sets(&self, error: &NftError) -> bool {
+        self.admin_table && error.errno() == Some(nix::errno::Errno::ENOENT)
     }
 
     fn nft(&mut self) -> Result<&mut Nft, ActionError> {
@@ -42,7 +63,16 @@ impl NftSetAction {
             .map(|block| (block.source, block.remaining(now)))
             .collect();
         let table = self.table.clone();
-        self.nft()?.block_many(&table, &entries).map_err(refused)
+        match self.nft()?.block_many(&table, &entries) {
+            Err(e) if self.missing_admin_sets(&e) => {
+                log::debug!(
+                    "{} blocks wait for the sets of table inet {table}",
+                    entries.len()
+                );
+                Ok(())
+            }
+            other => other.map_err(refused),
+        }
     }
 }
 
@@ -97,9 +127,11 @@ impl Action for NftSetAction {
 
     fn release(&mut self, blocks: &[&BlockRecord]) -> Result<(), ActionError> {
         let table = self.table.clone();
-        self.nft()?
-            .release_many(&table, &sources(blocks))
-            .map_err(refused)
+        match self.nft()?.release_many(&table, &sources(blocks)) {
+            // Absent sets hold nothing to release.
+            Err(e) if self.missing_admin_sets(&e) => Ok(()),
+            other => other.map_err(refused),
+        }
     }
 
     /// Deletes and adds the elements again: re-adding a present element leaves its timeout as

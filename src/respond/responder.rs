@@ -69,6 +69,9 @@ pub struct ResponderSetup {
     /// Whether the blocked sets of nfsentry's table hold the blocks (the `nft-set` action
     /// runs): the ruleset is then installed, and repaired, with them in it.
     pub sets_hold_blocks: bool,
+    /// `daemon.keep_blocks_on_exit` with the blocked sets in use: a clean stop leaves them and
+    /// their drop rules in force instead of removing the tables.
+    pub keep_blocks_on_exit: bool,
     /// Where sources released by hand go, for the packet loop to stop dropping them.
     pub released: Sender<IpAddr>,
     /// Blocks deleted from the kernel's sets by hand while nfsentry was not running, already
@@ -110,6 +113,7 @@ fn run(
         actions,
         fleet,
         sets_hold_blocks,
+        keep_blocks_on_exit,
         released,
         released_while_away,
         block_latency,
@@ -197,6 +201,8 @@ fn run(
             "{} blocks could not all be written to the state directory",
             responder.store.len()
         ));
+    } else if keep_blocks_on_exit {
+        firewall.keep_blocks(&repair::due_entries(&responder.store, SystemTime::now()));
     } else {
         firewall.remove();
     }
@@ -491,6 +497,9 @@ impl Responder {
     fn retry(&mut self, firewall: &mut impl repair::Reinstall) {
         if let Some(why) = self.repair_due.take() {
             self.repair(firewall, &why);
+        }
+        if firewall.blocked_sets_pending() {
+            firewall.fill_blocked_sets(&repair::due_entries(&self.store, SystemTime::now()));
         }
         if self.store.behind() {
             self.sync();

@@ -21,11 +21,27 @@ use crate::store::{BlockRecord, BlockStore};
 /// What a repair asks of the firewall: [`Firewall`] in the daemon, a recorder in the tests.
 pub(super) trait Reinstall {
     fn reinstall(&mut self, blocks: &[(IpAddr, Option<Duration>)]) -> Result<(), NftError>;
+
+    /// With `respond.blocked_table`: whether the admin's sets still lack the blocks.
+    fn blocked_sets_pending(&self) -> bool {
+        false
+    }
+
+    /// Tries again to put the blocks into the admin's sets.
+    fn fill_blocked_sets(&mut self, _blocks: &[(IpAddr, Option<Duration>)]) {}
 }
 
 impl Reinstall for Firewall {
     fn reinstall(&mut self, blocks: &[(IpAddr, Option<Duration>)]) -> Result<(), NftError> {
         self.repair(blocks).map(drop)
+    }
+
+    fn blocked_sets_pending(&self) -> bool {
+        self.admin_sets_pending()
+    }
+
+    fn fill_blocked_sets(&mut self, blocks: &[(IpAddr, Option<Duration>)]) {
+        self.fill_admin_sets(blocks);
     }
 }
 
