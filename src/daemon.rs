@@ -11,6 +11,7 @@
 mod control;
 mod host_edges;
 pub mod reload;
+mod shards;
 
 use std::net::IpAddr;
 use std::os::fd::AsFd;
@@ -41,6 +42,7 @@ use crate::respond::{self, Action};
 use crate::sd_notify::Notifier;
 use crate::store::{self, BlockRecord, BlockStore};
 use host_edges::{HostFollower, ReplySender};
+use shards::{ShardHandle, ToShard};
 
 #[derive(Debug, Error)]
 pub enum DaemonError {
@@ -118,7 +120,14 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
 
     let signals = block_signals()?;
     firewall::clear_stale(&config.daemon.table);
-    let mut queue = PacketQueue::open(config.daemon.queue)?;
+    // Every queue is bound now, before the rules that spread packets over them exist.
+    let mut queues = config
+        .daemon
+        .queue
+        .numbers()
+        .map(PacketQueue::open)
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut queue = queues.remove(0);
     let mut nflog = match devices.is_empty() {
         true => None,
         false => Some(
@@ -132,6 +141,12 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     };
     // Raw sockets are opened while CAP_NET_RAW is still there; sending needs no capability.
     let handshake = ReplySender::open(&config, Instant::now());
+    // Each further queue's reader sends its own replies, with its own secret: a source's ACK
+    // reaches the reader that challenged its SYN, as every packet of one source does.
+    let shard_handshakes: Vec<_> = queues
+        .iter()
+        .map(|_| ReplySender::open(&config, Instant::now()))
+        .collect();
     let actions = respond::build(&config.respond, &config.daemon.table);
     // Opened now, while every capability is there, and read once the ruleset is in: what
     // happens in between waits in its buffer.
@@ -215,16 +230,56 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         );
     }
 
+    let (replies, handshakes) = handshake.unzip();
+    let share = config.shard_share();
+    let shard_count = usize::from(config.daemon.queue.count());
+    let restored_by_shard = |shard: usize| -> Vec<BlockRecord> {
+        restored
+            .iter()
+            .filter(|block| shards::keeper_of(block.source, shard_count) == shard)
+            .cloned()
+            .collect()
+    };
+    let mut pipeline = Pipeline::new(&share, host_facts.clone()).with_handshakes(handshakes);
+    pipeline.restore_blocked(&restored_by_shard(0), Instant::now(), SystemTime::now());
+    let mut shards = Vec::with_capacity(queues.len());
+    for (index, (queue, handshake)) in queues.into_iter().zip(shard_handshakes).enumerate() {
+        let (replies, handshakes) = handshake.unzip();
+        let mut shard_pipeline =
+            Pipeline::new(&share, host_facts.clone()).with_handshakes(handshakes);
+        shard_pipeline.restore_blocked(
+            &restored_by_shard(index + 1),
+            Instant::now(),
+            SystemTime::now(),
+        );
+        let number = queue.number();
+        let shard = ShardHandle::spawn(
+            queue,
+            shard_pipeline,
+            order_tx.clone(),
+            replies,
+            config.respond.verdict,
+        )
+        .map_err(|source| DaemonError::System {
+            what: "cannot start a queue reader thread",
+            source,
+        })?;
+        debug!("NFQUEUE {number} is read by its own thread");
+        shards.push(shard);
+    }
     let published = Arc::new(control::Published::default());
+    let all_published: Vec<_> = std::iter::once(published.clone())
+        .chain(shards.iter().map(ShardHandle::published))
+        .collect();
     let control_server = control_socket.and_then(|socket| {
         let handler = control::ControlHandler::new(
             command_sender,
             order_tx.clone(),
-            published.clone(),
+            all_published,
             control::Facts {
                 started: Instant::now(),
                 queue_mode: installed.mode,
-                queues: vec![config.daemon.queue],
+                queues: config.daemon.queue.numbers().collect(),
             },
         );
         match socket.serve(Arc::new(handler)) {
@@ -239,9 +294,6 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         }
     });
 
-    let (replies, handshakes) = handshake.unzip();
-    let mut pipeline = Pipeline::new(&config, host_facts).with_handshakes(handshakes);
-    pipeline.restore_blocked(&restored, Instant::now(), SystemTime::now());
     let watching = format!("watching; {} blocks in place", restored.len());
     info!("{watching}");
     if let Err(e) = notifier.ready(&watching) {
@@ -262,12 +314,17 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         fleet,
         host_follower,
         replies,
+        shards,
     };
     let result = packet_loop.run(&mut queue, nflog.as_mut(), &signals, &commands);
     // No command is taken any more: stop answering before the responder goes.
     drop(control_server);
     let _ = packet_loop.notifier.stopping();
     packet_loop.log_status("stopping");
+    // Their last orders reach the responder ahead of its shutdown.
+    for shard in packet_loop.shards.drain(..) {
+        shard.stop();
+    }
     // The worker goes first: nothing it pulls from now on could be enforced.
     if let Some(fleet) = packet_loop.fleet.take() {
         fleet.stop();
@@ -379,6 +436,12 @@ struct PacketLoop {
     host_follower: HostFollower,
     /// With `verify = "handshake"`: where the handshake check's replies go out.
     replies: Option<ReplySender>,
+    /// The readers of the queues after the first, each on its own thread with its own shard of
+    /// the tables; empty with one queue. The first queue, the signals, the control commands,
+    /// NFLOG and the host watch stay on this thread: they are what a single queue has always
+    /// been read with, so one queue costs nothing more, and short headers are rare enough (the
+    /// kernel drops them before any queue) that one shard counting them all is no bottleneck.
+    shards: Vec<ShardHandle>,
 }
 
 impl PacketLoop {
@@ -434,12 +497,16 @@ impl PacketLoop {
             if host_ready {
                 self.follow_host();
             }
+            if let Some(e) = self.shards.iter_mut().find_map(ShardHandle::failed) {
+                return Err(e.into());
+            }
 
             // Before any packet: the responder does not wake this loop when the kernel set
             // loses an element by hand, so a packet of the released source may be what woke
             // it, and it must be judged afresh, not dropped as blocked.
             for source in self.released.try_iter() {
                 self.pipeline.release(source);
+                self.tell_shards(|| ToShard::Release(source));
             }
 
             if queue_ready {
@@ -496,6 +563,7 @@ impl PacketLoop {
     /// is now one never blocked is lifted at once.
     fn follow_host(&mut self) {
         if let Some(facts) = self.host_follower.changed() {
+            self.tell_shards(|| ToShard::HostFacts(facts.clone()));
             let lifted = self.pipeline.set_host_facts(facts, Instant::now());
             self.pass_on(lifted.orders, &lifted.lines);
         }
@@ -532,25 +600,28 @@ impl PacketLoop {
         self.pass_on(handled.orders, &handled.lines);
     }
 
-    /// Writes the lines, then hands the orders to the responder thread.
     fn pass_on(&self, orders: Vec<PipelineOrder>, lines: &[LogLine]) {
-        for line in lines {
-            write_line(line);
-        }
-        for order in orders {
-            let source = match &order {
-                PipelineOrder::Block(block) => block.record.source,
-                PipelineOrder::Release(release) => release.source,
-                PipelineOrder::Renew(renew) => renew.source,
-            };
-            if self.orders.send(Order::from(order)).is_err() {
-                error!("the responder thread is gone: {source} is dropped inline but not blocked");
-            }
+        send_orders(&self.orders, orders, lines);
+    }
+
+    /// Sends a message to every further queue's reader.
+    fn tell_shards(&self, message: impl Fn() -> ToShard) {
+        for shard in &self.shards {
+            shard.send(message());
         }
     }
 
+    /// The status of all queues' shards together.
+    fn total_status(&self) -> crate::pipeline::Status {
+        let mut total = self.pipeline.status();
+        for shard in &self.shards {
+            shards::add_status(&mut total, &shard.status());
+        }
+        total
+    }
+
     fn log_status(&self, what: &str) {
-        let mut status = format!("{}{}", self.pipeline.status(), self.detached);
+        let mut status = format!("{}{}", self.total_status(), self.detached);
         if let Some(fleet) = &self.fleet {
             status.push_str("; ");
             status.push_str(&fleet.summary());
@@ -558,6 +629,23 @@ impl PacketLoop {
         info!("{what}: {status}");
         if let Err(e) = self.notifier.status(&status) {
             debug!("cannot send the status to systemd: {e}");
+        }
+    }
+}
+
+/// Writes the lines, then hands the orders to the responder thread.
+fn send_orders(to: &mpsc::Sender<Order>, orders: Vec<PipelineOrder>, lines: &[LogLine]) {
+    for line in lines {
+        write_line(line);
+    }
+    for order in orders {
+        let source = match &order {
+            PipelineOrder::Block(block) => block.record.source,
+            PipelineOrder::Release(release) => release.source,
+            PipelineOrder::Renew(renew) => renew.source,
+        };
+        if to.send(Order::from(order)).is_err() {
+            error!("the responder thread is gone: {source} is dropped inline but not blocked");
         }
     }
 }
