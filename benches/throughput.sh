@@ -6,6 +6,15 @@
 # run, alternately.
 #
 #   bash benches/throughput.sh [SECONDS] [RUNS] [MODERATE_RATE]
+#   bash benches/throughput.sh --queues "1 2 4" [RUNS]
+#
+# With --queues, nfsentry alone (no baseline) drains a deep queue, as in (b) below with verdict
+# drop, once per number of queues listed (`daemon.queue = "0-N-1"`), all with the same sender in
+# the same run: the kernel spreads the flood over the queues by source address, and each queue
+# has its reader thread. Figures summed over the queues and over the reader threads (the main
+# thread and the `queue-N` ones); the last column is packets/s against one queue's. A spread over
+# more queues than cores only adds threads: the figures say what the machine's cores allow.
+# benches/queues_chart.py draws the table this prints.
 #
 # Traffic (examples/flood.rs): TCP SYNs to bait ports from 65536 spoofed sources over a veth pair,
 #   (a) moderate flood: MODERATE_RATE packets/s (default 10000), which both consumers keep up
@@ -30,13 +39,24 @@
 set -euo pipefail
 shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
+QUEUE_COUNTS=""
+if [ "${1:-}" = --queues ]; then
+  QUEUE_COUNTS=${2:?--queues takes a list such as \"1 2 4\"}
+  shift 2
+  set -- 2 "${1:-2}"
+fi
 WINDOW=${1:-2}
 RUNS=${2:-2}
 MODERATE_RATE=${3:-10000}
 WARMUP=1
 DEEP_FILL=10000
+# With --queues, a longer drain, so that waking several readers weighs less; still within one
+# queue's length (16384), for the one-queue case.
+[ -n "$QUEUE_COUNTS" ] && DEEP_FILL=15000
 DEEP_CYCLES=3
 QUEUE=0
+# How many queues, from QUEUE on, the consumer being measured reads.
+QUEUES=1
 BAIT_PORTS=1,11,15,79,111,119,143,540,635
 TAG=nfsb$$
 SCAN=$TAG-s TGT=$TAG-t
@@ -93,10 +113,12 @@ actions = []
 CONF
 done
 
-# queue_total queue_dropped user_dropped id_sequence of our queue, as seen by process $1 (a
-# consumer in the target namespace: /proc/PID/net is that process's namespace).
+# queue_total queue_dropped user_dropped id_sequence of our QUEUES queues, summed, as seen by
+# process $1 (a consumer in the target namespace: /proc/PID/net is that process's namespace).
 queue_counters() {
-  awk -v q="$QUEUE" '$1 == q { print $3, $6, $7, $8 }' "/proc/$1/net/netfilter/nfnetlink_queue"
+  awk -v q="$QUEUE" -v n="$QUEUES" '$1 >= q && $1 < q + n {
+      found = 1; t += $3; qd += $6; ud += $7; id += $8 }
+    END { if (found) print t, qd, ud, id }' "/proc/$1/net/netfilter/nfnetlink_queue"
 }
 # Whether the queue of process $1 holds at least $2 / at most $3 packets; false when the process
 # has no queue bound (it died, or has not bound it yet).
@@ -105,7 +127,16 @@ queue_holds() { queue_counters "$1" | awk -v lo="$2" -v hi="$3" 'NF { found = 1;
 # On-CPU nanoseconds of thread $1 (the main thread of process $1, which reads the queue in both
 # consumers); utime + stime in clock ticks where schedstat is missing.
 thread_cpu_ns() {
-  if [ -r "/proc/$1/task/$1/schedstat" ]; then
+  if [ "$QUEUES" -gt 1 ]; then
+    # Several readers: the main thread and the queue-N threads, summed.
+    local task total=0
+    for task in /proc/"$1"/task/*; do
+      if [ "${task##*/}" = "$1" ] || grep -qs '^queue-' "$task/comm"; then
+        total=$((total + $(awk '{ print $1 }' "$task/schedstat" 2>/dev/null || echo 0)))
+      fi
+    done
+    echo "$total"
+  elif [ -r "/proc/$1/task/$1/schedstat" ]; then
     awk '{ print $1 }' "/proc/$1/task/$1/schedstat"
   else
     awk -v hz="$(getconf CLK_TCK)" '{ printf "%d\n", ($14 + $15) * 1e9 / hz }' "/proc/$1/task/$1/stat"
@@ -194,6 +225,36 @@ measure_deep() { # base|nfsentry accept|drop
   } END { if (n == 0) print "nan 0", dropped, full
           else printf "%.3f %d %d %d\n", cpu / 1000 / n, n * 1e9 / wall, dropped, full }'
 }
+
+if [ -n "$QUEUE_COUNTS" ]; then
+  declare -A BY_QUEUES
+  for run in $(seq "$RUNS"); do
+    for QUEUES in $QUEUE_COUNTS; do
+      range_text=$QUEUE
+      [ "$QUEUES" -gt 1 ] && range_text="$QUEUE-$((QUEUE + QUEUES - 1))"
+      sed "s/^queue = .*/queue = \"$range_text\"/" "$WORK/drop.toml" > "$WORK/q$QUEUES.toml"
+      BY_QUEUES[$QUEUES,$run]=$(measure_deep nfsentry "q$QUEUES")
+      echo "run $run, $QUEUES queues: ${BY_QUEUES[$QUEUES,$run]}" >&2
+    done
+  done
+  cores=$(nproc)
+  echo
+  echo "nfsentry (alert-only, verdict drop) draining a deep queue spread over 1..N NFQUEUEs by"
+  echo "source address, one reader thread each; TCP SYNs from 65536 sources; $cores CPUs;"
+  echo "best of $RUNS runs (packets/s) with its CPU per packet"
+  printf '%-8s %-12s %-16s %s\n' queues packets/s "CPU us/packet" "vs 1 queue"
+  first=""
+  for QUEUES in $QUEUE_COUNTS; do
+    best=$(for run in $(seq "$RUNS"); do echo "${BY_QUEUES[$QUEUES,$run]}"; done |
+      awk '$1 != "nan"' | sort -k2,2n | tail -1)
+    rate=$(echo "$best" | awk '{ print $2 + 0 }')
+    cpu=$(echo "$best" | awk '{ print $1 }')
+    [ -z "$first" ] && first=$rate
+    printf '%-8s %-12s %-16s %s\n' "$QUEUES" "$rate" "${cpu:-n/a}" \
+      "$(awk -v r="$rate" -v f="$first" 'BEGIN { if (f > 0) printf "%.2fx", r / f; else print "n/a" }')"
+  done
+  exit 0
+fi
 
 CASES="accept,moderate accept,deep drop,moderate drop,deep"
 declare -A RESULT

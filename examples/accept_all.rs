@@ -49,7 +49,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         unsafe { signal::sigaction(sig, &action) }?;
     }
     firewall::clear_stale(&config.daemon.table);
-    let queue = PacketQueue::open(config.daemon.queue)?;
+    let queue = PacketQueue::open(config.daemon.queue.first())?;
     let devices = nfsentry::host::ingress_devices(&config);
     let spec = RulesetSpec::from_config(&config, devices);
     let (firewall, _) = Firewall::install(spec, config.daemon.queue_mode, &[])?;

@@ -11,6 +11,7 @@
 mod control;
 mod host_edges;
 pub mod reload;
+mod shards;
 
 use std::net::IpAddr;
 use std::os::fd::AsFd;
@@ -41,7 +42,9 @@ use crate::respond::responder::{self, Order, ResponderSetup};
 use crate::respond::{self, Action};
 use crate::sd_notify::Notifier;
 use crate::store::{self, BlockRecord, BlockStore};
+use crate::wake::{self, WakingReceiver};
 use host_edges::{HostFollower, ReplySender};
+use shards::{ShardHandle, ToShard};
 
 #[derive(Debug, Error)]
 pub enum DaemonError {
@@ -126,7 +129,14 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     if !(keep_blocks && firewall::reduce_stale(&spec, &due)) {
         firewall::clear_stale(&config.daemon.table);
     }
-    let mut queue = PacketQueue::open(config.daemon.queue)?;
+    // Every queue is bound now, before the rules that spread packets over them exist.
+    let mut queues = config
+        .daemon
+        .queue
+        .numbers()
+        .map(PacketQueue::open)
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut queue = queues.remove(0);
     let mut nflog = match devices.is_empty() {
         true => None,
         false => Some(
@@ -140,6 +150,12 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     };
     // Raw sockets are opened while CAP_NET_RAW is still there; sending needs no capability.
     let handshake = ReplySender::open(&config, Instant::now());
+    // Each further queue's reader sends its own replies, with its own secret: a source's ACK
+    // reaches the reader that challenged its SYN, as every packet of one source does.
+    let shard_handshakes: Vec<_> = queues
+        .iter()
+        .map(|_| ReplySender::open(&config, Instant::now()))
+        .collect();
     let actions = respond::build(&config.respond, &config.daemon.table);
     // Opened now, while every capability is there, and read once the ruleset is in: what
     // happens in between waits in its buffer.
@@ -174,7 +190,10 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     let (order_tx, order_rx) = mpsc::channel();
     let (fleet, enforcer) = start_fleet(&config, &order_tx)?;
     let (ready_tx, ready_rx) = mpsc::sync_channel(1);
-    let (released_tx, released_rx) = mpsc::channel();
+    let (released_tx, released_rx) = wake::channel().map_err(|e| DaemonError::System {
+        what: "cannot create the release channel",
+        source: e,
+    })?;
     let block_latency = Arc::new(BlockLatency::default());
     let responder = responder::spawn(
         ResponderSetup {
@@ -235,16 +254,56 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         );
     }
 
+    let (replies, handshakes) = handshake.unzip();
+    let share = config.shard_share();
+    let shard_count = usize::from(config.daemon.queue.count());
+    let restored_by_shard = |shard: usize| -> Vec<BlockRecord> {
+        restored
+            .iter()
+            .filter(|block| shards::keeper_of(block.source, shard_count) == shard)
+            .cloned()
+            .collect()
+    };
+    let mut pipeline = Pipeline::new(&share, host_facts.clone()).with_handshakes(handshakes);
+    pipeline.restore_blocked(&restored_by_shard(0), Instant::now(), SystemTime::now());
+    let mut shards = Vec::with_capacity(queues.len());
+    for (index, (queue, handshake)) in queues.into_iter().zip(shard_handshakes).enumerate() {
+        let (replies, handshakes) = handshake.unzip();
+        let mut shard_pipeline =
+            Pipeline::new(&share, host_facts.clone()).with_handshakes(handshakes);
+        shard_pipeline.restore_blocked(
+            &restored_by_shard(index + 1),
+            Instant::now(),
+            SystemTime::now(),
+        );
+        let number = queue.number();
+        let shard = ShardHandle::spawn(
+            queue,
+            shard_pipeline,
+            order_tx.clone(),
+            replies,
+            config.respond.verdict,
+        )
+        .map_err(|source| DaemonError::System {
+            what: "cannot start a queue reader thread",
+            source,
+        })?;
+        debug!("NFQUEUE {number} is read by its own thread");
+        shards.push(shard);
+    }
     let published = Arc::new(control::Published::default());
+    let all_published: Vec<_> = std::iter::once(published.clone())
+        .chain(shards.iter().map(ShardHandle::published))
+        .collect();
     let control_server = control_socket.and_then(|socket| {
         let handler = control::ControlHandler::new(
             command_sender,
             order_tx.clone(),
-            published.clone(),
+            all_published,
             control::Facts {
                 started: Instant::now(),
                 queue_mode: installed.mode,
-                queues: vec![config.daemon.queue],
+                queues: config.daemon.queue.numbers().collect(),
                 block_latency,
             },
         )
@@ -261,9 +320,6 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         }
     });
 
-    let (replies, handshakes) = handshake.unzip();
-    let mut pipeline = Pipeline::new(&config, host_facts).with_handshakes(handshakes);
-    pipeline.restore_blocked(&restored, Instant::now(), SystemTime::now());
     let watching = format!("watching; {} blocks in place", restored.len());
     info!("{watching}");
     if let Err(e) = notifier.ready(&watching) {
@@ -284,12 +340,17 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         fleet,
         host_follower,
         replies,
+        shards,
     };
     let result = packet_loop.run(&mut queue, nflog.as_mut(), &signals, &commands);
     // No command is taken any more: stop answering before the responder goes.
     drop(control_server);
     let _ = packet_loop.notifier.stopping();
     packet_loop.log_status("stopping");
+    // Their last orders reach the responder ahead of its shutdown.
+    for shard in packet_loop.shards.drain(..) {
+        shard.stop();
+    }
     // The worker goes first: nothing it pulls from now on could be enforced.
     if let Some(fleet) = packet_loop.fleet.take() {
         fleet.stop();
@@ -390,7 +451,7 @@ struct PacketLoop {
     pipeline: Pipeline,
     orders: mpsc::Sender<Order>,
     /// Sources the responder released by hand, which the pipeline must stop dropping.
-    released: mpsc::Receiver<IpAddr>,
+    released: WakingReceiver<IpAddr>,
     /// What a queued packet gets if the pipeline gave no verdict (it always gives one).
     default_verdict: Verdict,
     /// systemd's readiness, status and watchdog; does nothing outside a Type=notify unit.
@@ -411,6 +472,12 @@ struct PacketLoop {
     host_follower: HostFollower,
     /// With `verify = "handshake"`: where the handshake check's replies go out.
     replies: Option<ReplySender>,
+    /// The readers of the queues after the first, each on its own thread with its own shard of
+    /// the tables; empty with one queue. The first queue, the signals, the control commands,
+    /// NFLOG and the host watch stay on this thread: they are what a single queue has always
+    /// been read with, so one queue costs nothing more, and short headers are rare enough (the
+    /// kernel drops them before any queue) that one shard counting them all is no bottleneck.
+    shards: Vec<ShardHandle>,
 }
 
 impl PacketLoop {
@@ -424,7 +491,7 @@ impl PacketLoop {
         let mut next_status = Instant::now() + STATUS_EVERY;
         let timeout = PollTimeout::from(1000u16);
         loop {
-            let (queue_ready, nflog_ready, signal_ready, command_ready, host_ready) = {
+            let (queue_ready, nflog_ready, signal_ready, command_ready, host_ready, _) = {
                 let mut fds: Vec<PollFd> = Vec::with_capacity(5);
                 fds.push(PollFd::new(signals.as_fd(), PollFlags::POLLIN));
                 fds.push(PollFd::new(queue.fd(), PollFlags::POLLIN));
@@ -432,6 +499,8 @@ impl PacketLoop {
                 if let Some(n) = nflog.as_deref() {
                     fds.push(PollFd::new(n.as_fd(), PollFlags::POLLIN));
                 }
+                let released_index = fds.len();
+                fds.push(PollFd::new(self.released.fd(), PollFlags::POLLIN));
                 let host_index = fds.len();
                 let host_fd = self.host_follower.fd();
                 if let Some(fd) = host_fd {
@@ -458,6 +527,8 @@ impl PacketLoop {
                     readable(0),
                     readable(2),
                     host_fd.is_some() && readable(host_index),
+                    // Releases are taken below on every pass; the wake-up is what matters.
+                    readable(released_index),
                 )
             };
 
@@ -466,12 +537,16 @@ impl PacketLoop {
             if host_ready {
                 self.follow_host();
             }
+            if let Some(e) = self.shards.iter_mut().find_map(ShardHandle::failed) {
+                return Err(e.into());
+            }
 
-            // Before any packet: the responder does not wake this loop when the kernel set
-            // loses an element by hand, so a packet of the released source may be what woke
-            // it, and it must be judged afresh, not dropped as blocked.
-            for source in self.released.try_iter() {
+            // Before any packet: a packet of a source the responder has just released may have
+            // arrived with the release, and it must be judged afresh, not dropped as blocked.
+            // The release wakes this loop, which passes it on to the other queues' readers.
+            for source in self.released.take() {
                 self.pipeline.release(source);
+                self.tell_shards(|| ToShard::Release(source));
             }
 
             if queue_ready {
@@ -528,6 +603,7 @@ impl PacketLoop {
     /// is now one never blocked is lifted at once.
     fn follow_host(&mut self) {
         if let Some(facts) = self.host_follower.changed() {
+            self.tell_shards(|| ToShard::HostFacts(facts.clone()));
             let lifted = self.pipeline.set_host_facts(facts, Instant::now());
             self.pass_on(lifted.orders, &lifted.lines);
         }
@@ -566,25 +642,28 @@ impl PacketLoop {
         self.pipeline.recycle(handled.lines);
     }
 
-    /// Writes the lines, then hands the orders to the responder thread.
     fn pass_on(&self, orders: Vec<PipelineOrder>, lines: &[LogLine]) {
-        for line in lines {
-            write_line(line);
-        }
-        for order in orders {
-            let source = match &order {
-                PipelineOrder::Block(block) => block.record.source,
-                PipelineOrder::Release(release) => release.source,
-                PipelineOrder::Renew(renew) => renew.source,
-            };
-            if self.orders.send(Order::from(order)).is_err() {
-                error!("the responder thread is gone: {source} is dropped inline but not blocked");
-            }
+        send_orders(&self.orders, orders, lines);
+    }
+
+    /// Sends a message to every further queue's reader.
+    fn tell_shards(&self, message: impl Fn() -> ToShard) {
+        for shard in &self.shards {
+            shard.send(message());
         }
     }
 
+    /// The status of all queues' shards together.
+    fn total_status(&self) -> crate::pipeline::Status {
+        let mut total = self.pipeline.status();
+        for shard in &self.shards {
+            shards::add_status(&mut total, &shard.status());
+        }
+        total
+    }
+
     fn log_status(&self, what: &str) {
-        let mut status = format!("{}{}", self.pipeline.status(), self.detached);
+        let mut status = format!("{}{}", self.total_status(), self.detached);
         if let Some(fleet) = &self.fleet {
             status.push_str("; ");
             status.push_str(&fleet.summary());
@@ -592,6 +671,23 @@ impl PacketLoop {
         info!("{what}: {status}");
         if let Err(e) = self.notifier.status(&status) {
             debug!("cannot send the status to systemd: {e}");
+        }
+    }
+}
+
+/// Writes the lines, then hands the orders to the responder thread.
+fn send_orders(to: &mpsc::Sender<Order>, orders: Vec<PipelineOrder>, lines: &[LogLine]) {
+    for line in lines {
+        write_line(line);
+    }
+    for order in orders {
+        let source = match &order {
+            PipelineOrder::Block(block) => block.record.source,
+            PipelineOrder::Release(release) => release.source,
+            PipelineOrder::Renew(renew) => renew.source,
+        };
+        if to.send(Order::from(order)).is_err() {
+            error!("the responder thread is gone: {source} is dropped inline but not blocked");
         }
     }
 }

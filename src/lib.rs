@@ -16,6 +16,10 @@
 //!   crowdsec worker (LAPI, own thread) ──fleet changes──▶ responder ──blocks──▶ fleet reporter
 //! ```
 //!
+//! With several queues (`daemon.queue = "0-3"`) the kernel spreads packets over them by address,
+//! and each queue has its own reader thread and pipeline, a shard of the tables; every shard's
+//! orders go down the same channel to the one responder.
+//!
 //! One more input reaches the responder: what `nft::watch` hears another process do to
 //! nfsentry's tables, which `heal` judges as damage to repair or a release by hand; only such a
 //! release flows back to the packet loop, so the engine stops dropping that source.
@@ -95,6 +99,8 @@ pub mod respond;
 pub mod sd_notify;
 // The blocks journal and the history file.
 pub mod store;
+// A channel that wakes a thread sleeping in poll.
+pub mod wake;
 
 // ── The process ───────────────────────────────────────────────────────────────────────────
 // `nfsentry run`: start-up, privileges, signals, threads and the packet loop.

@@ -10,6 +10,7 @@ use std::process::Output;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use nfsentry::config::QueueRange;
 use nfsentry::heal::ForeignChange;
 use nfsentry::nft::watch::{Seen, Watch};
 use nfsentry::nft::{render, Nft, NftError, QueueMode, RulesetSpec};
@@ -68,7 +69,7 @@ impl NftProgram for Netns {
 fn spec(devices: &[&str]) -> RulesetSpec {
     RulesetSpec {
         table: TABLE.to_owned(),
-        queue: QUEUE,
+        queue: QueueRange::single(QUEUE),
         // Overlapping and touching ranges on purpose: the kernel must see them merged.
         tcp_ports: vec![(1, 1), (11, 11), (32771, 32772), (32772, 32774)],
         udp_ports: vec![(7, 7), (8, 9), (161, 162), (65535, 65535)],

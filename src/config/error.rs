@@ -171,8 +171,9 @@ impl SourceText<'_> {
             readable_expectation(expected)
         };
         let found = article_for_kind(entry.kind);
-        if found == expected && entry.kind == "integer" {
-            // The only way an integer fails to be an integer: it does not fit 64 bits.
+        let takes_integers = found == expected || expected.contains(" number");
+        if takes_integers && entry.kind == "integer" {
+            // The only way an integer fails where integers are taken: it does not fit 64 bits.
             format!("{key}: {} is too large", quote(&value))
         } else {
             format!("{key}: {} is {found}, expected {expected}", quote(&value))

@@ -12,6 +12,7 @@ mod error;
 mod files;
 mod ignore;
 mod ports;
+mod queues;
 mod raw;
 mod validate;
 
@@ -39,6 +40,7 @@ pub use ignore::parse_ignore_list;
 pub(crate) use ignore::parse_network;
 pub(crate) use ports::port_range_from_text;
 pub use ports::{PortRanges, PortSet, Ports};
+pub use queues::{share, QueueRange, MAX_QUEUES};
 pub(crate) use validate::gateway_problem;
 pub use validate::NFT_TIMEOUT_MAX;
 
@@ -47,7 +49,7 @@ use error::SourceText;
 /// Where the daemon looks for its configuration when not told otherwise.
 pub const DEFAULT_PATH: &str = "/etc/nfsentry/nfsentry.toml";
 
-const DEFAULT_QUEUE: u16 = 0;
+const DEFAULT_QUEUE: QueueRange = QueueRange::single(0);
 const DEFAULT_TABLE: &str = "nfsentry";
 const DEFAULT_STATE_DIR: &str = "/var/lib/nfsentry";
 /// In the unit's RuntimeDirectory, so systemd creates it owned by the daemon's user.
@@ -223,8 +225,8 @@ pub enum RouteTarget {
 /// `[daemon]`: how nfsentry hooks into the kernel and where it keeps things.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Daemon {
-    /// NFQUEUE number.
-    pub queue: u16,
+    /// The NFQUEUE numbers: one, or a range the kernel spreads packets over by address.
+    pub queue: QueueRange,
     /// Name of the nft tables nfsentry owns.
     pub table: String,
     pub state_dir: PathBuf,

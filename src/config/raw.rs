@@ -27,7 +27,7 @@ pub(crate) struct RawConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawDaemon {
-    pub(crate) queue: Field<i64>,
+    pub(crate) queue: Field<RawQueue>,
     pub(crate) table: Field<String>,
     pub(crate) state_dir: Field<String>,
     pub(crate) control_socket: Field<String>,
@@ -103,6 +103,13 @@ pub(crate) enum RawPortItem {
     Text(String),
 }
 
+/// `daemon.queue`: `0`, `"0"` or `"0-3"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RawQueue {
+    Number(i64),
+    Text(String),
+}
+
 /// A duration: a TOML integer counts seconds, a string uses units ("10m").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum RawDuration {
@@ -118,6 +125,16 @@ impl<'de> Deserialize<'de> for RawPortItem {
             expecting: "a port number or a \"first-last\" range string",
             number: RawPortItem::Number,
             text: RawPortItem::Text,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for RawQueue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<RawQueue, D::Error> {
+        deserializer.deserialize_any(NumberOrText {
+            expecting: "a queue number or a \"first-last\" range string",
+            number: RawQueue::Number,
+            text: RawQueue::Text,
         })
     }
 }

@@ -73,7 +73,7 @@ impl ConfigDir {
 fn defaults_have_the_documented_values() {
     let config = Config::defaults();
     assert_eq!(config.origin, Origin::Defaults);
-    assert_eq!(config.daemon.queue, 0);
+    assert_eq!(config.daemon.queue, QueueRange::single(0));
     assert_eq!(config.daemon.table, "nfsentry");
     assert_eq!(config.daemon.state_dir, PathBuf::from("/var/lib/nfsentry"));
     assert_eq!(config.daemon.log, LogTarget::Stderr);
@@ -332,7 +332,7 @@ ipfilter_interface = "em0"
 port_banner = "** UNAUTHORIZED ACCESS PROHIBITED **"
 "#,
     );
-    assert_eq!(config.daemon.queue, 65535);
+    assert_eq!(config.daemon.queue, QueueRange::single(65535));
     assert_eq!(config.daemon.table, "fw-Sentry_2");
     assert_eq!(config.daemon.state_dir, PathBuf::from("/run/nfsentry"));
     assert_eq!(
@@ -581,7 +581,32 @@ fn every_error_names_file_line_key_and_value() {
         ),
         (
             "[daemon]\nqueue = \"abc\"\n",
-            "/tmp/x.toml:2: daemon.queue: \"abc\" is a string, expected an integer",
+            "/tmp/x.toml:2: daemon.queue: \"abc\" is not a queue number or range (0-65535, or \
+             \"first-last\" such as \"0-3\")",
+        ),
+        (
+            "[daemon]\nqueue = \"70000\"\n",
+            "/tmp/x.toml:2: daemon.queue: \"70000\" is not a queue number or range (0-65535, or \
+             \"first-last\" such as \"0-3\")",
+        ),
+        (
+            "[daemon]\n\nqueue = \"3-1\"\n",
+            "/tmp/x.toml:3: daemon.queue: \"3-1\" is not a queue range: its first queue 3 is \
+             after its last 1",
+        ),
+        (
+            "[daemon]\nqueue = \"0-16\"\n",
+            "/tmp/x.toml:2: daemon.queue: \"0-16\" spans 17 queues; at most 16 are read",
+        ),
+        (
+            "[daemon]\nqueue = \"65535-65536\"\n",
+            "/tmp/x.toml:2: daemon.queue: \"65535-65536\" is not a queue number or range \
+             (0-65535, or \"first-last\" such as \"0-3\")",
+        ),
+        (
+            "[daemon]\nqueue = [0, 3]\n",
+            "/tmp/x.toml:2: daemon.queue: \"[0, 3]\" is an array, expected a queue number or a \
+             \"first-last\" range string",
         ),
         (
             "[respond]\ncommand_first = 1\n",
@@ -597,7 +622,8 @@ fn every_error_names_file_line_key_and_value() {
         ),
         (
             "[daemon]\nqueue = 1979-05-27\n",
-            "/tmp/x.toml:2: daemon.queue: \"1979-05-27\" is a date-time, expected an integer",
+            "/tmp/x.toml:2: daemon.queue: \"1979-05-27\" is a date-time, expected a queue \
+             number or a \"first-last\" range string",
         ),
         (
             "[detect]\nignore = [\"192.0.2.1\", 3]\n",
@@ -895,7 +921,10 @@ fn load_reads_the_file_and_names_it() {
     let path = dir.write("nfsentry.toml", b"[daemon]\nqueue = 9\n");
     let config = Config::load(&path);
     let config = config.map_err(|error| error.to_string());
-    assert_eq!(config.as_ref().map(|c| c.daemon.queue), Ok(9));
+    assert_eq!(
+        config.as_ref().map(|c| c.daemon.queue),
+        Ok(QueueRange::single(9))
+    );
     assert_eq!(config.map(|c| c.origin), Ok(Origin::File(path.clone())));
 
     let bad = dir.write("bad.toml", b"[daemon]\n\nqueue = -1\n");
@@ -1858,4 +1887,36 @@ fn blocked_table_and_keep_blocks_on_exit_are_read() {
         error.starts_with("/tmp/x.toml:3:") && error.contains("keep_blocks_on_exit"),
         "{error}"
     );
+}
+
+#[test]
+fn queue_takes_a_number_or_a_range() {
+    for (value, first, last) in [
+        ("3", 3, 3),
+        ("\"3\"", 3, 3),
+        ("\"0-3\"", 0, 3),
+        ("\"65520-65535\"", 65520, 65535),
+    ] {
+        let config = parse_ok(&format!("[daemon]\nqueue = {value}\n"));
+        assert_eq!(
+            config.daemon.queue,
+            QueueRange::new(first, last).unwrap(),
+            "{value}"
+        );
+    }
+}
+
+#[test]
+fn several_queues_share_the_global_limits() {
+    let config = parse_ok(
+        "[daemon]\nqueue = \"4-7\"\n[detect]\nmax_sources = 1001\n\
+         [respond]\nmax_blocks = 8\nmax_blocks_per_sec = 0\n",
+    );
+    let share = config.shard_share();
+    assert_eq!(share.detect.max_sources, 251);
+    assert_eq!(share.respond.max_blocks, 2);
+    assert_eq!(share.respond.max_blocks_per_sec, 0, "0 stays unlimited");
+    assert_eq!(share.daemon, config.daemon);
+    let single = parse_ok("[detect]\nmax_sources = 1001\n");
+    assert_eq!(single.shard_share(), single);
 }

@@ -18,11 +18,11 @@ use super::ignore::{ignorable, parse_ignore_list, parse_network};
 use super::ports::{port_from_number, port_range_from_text, PortSet};
 use super::raw::{
     Field, ListField, RawConfig, RawDaemon, RawDetect, RawDuration, RawMonitor, RawPortItem,
-    RawRespond,
+    RawQueue, RawRespond,
 };
 use super::{
     read_text, ActionKind, Config, ConfigWord, Daemon, Detect, LogTarget, Monitor, Origin,
-    QueueMode, Respond, RouteTarget, Verdict, Verify, DEFAULT_COMMAND_TIMEOUT,
+    QueueMode, QueueRange, Respond, RouteTarget, Verdict, Verify, DEFAULT_COMMAND_TIMEOUT,
     DEFAULT_CONTROL_SOCKET, DEFAULT_EXCLUDE_TCP, DEFAULT_EXCLUDE_UDP, DEFAULT_HOSTS_DENY,
     DEFAULT_HOSTS_DENY_LINE, DEFAULT_IGNORE, DEFAULT_MAX_BLOCKS, DEFAULT_MAX_BLOCKS_PER_SEC,
     DEFAULT_MAX_SOURCES, DEFAULT_NFLOG_GROUP, DEFAULT_QUEUE, DEFAULT_SCAN_TRIGGER,
@@ -117,14 +117,7 @@ fn daemon(raw: &RawDaemon, source: SourceText<'_>) -> Result<Daemon, ConfigError
         interfaces.push(name.get_ref().clone());
     }
     Ok(Daemon {
-        queue: integer(
-            source,
-            &raw.queue,
-            "daemon.queue",
-            0..=u16::MAX.into(),
-            "is not a queue number (0-65535)",
-            DEFAULT_QUEUE,
-        )?,
+        queue: queue(source, &raw.queue)?,
         table,
         state_dir: state_dir(source, &raw.state_dir)?,
         control_socket: absolute_path(
@@ -158,6 +151,23 @@ fn daemon(raw: &RawDaemon, source: SourceText<'_>) -> Result<Daemon, ConfigError
             .as_ref()
             .is_some_and(|keep| *keep.get_ref()),
     })
+}
+
+/// `daemon.queue`: a number, or a string with a number or a "first-last" range.
+fn queue(source: SourceText<'_>, field: &Field<RawQueue>) -> Result<QueueRange, ConfigError> {
+    let Some(field) = field else {
+        return Ok(DEFAULT_QUEUE);
+    };
+    let (text, parsed) = match field.get_ref() {
+        RawQueue::Number(number) => (
+            number.to_string(),
+            u16::try_from(*number)
+                .map(QueueRange::single)
+                .map_err(|_| "is not a queue number (0-65535)".to_owned()),
+        ),
+        RawQueue::Text(text) => (text.clone(), QueueRange::parse(text)),
+    };
+    parsed.map_err(|problem| source.value_error(&field.span(), "daemon.queue", &text, problem))
 }
 
 fn monitor(raw: &RawMonitor, source: SourceText<'_>) -> Result<Monitor, ConfigError> {

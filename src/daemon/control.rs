@@ -24,6 +24,7 @@ use log::{error, info, warn};
 use nix::fcntl::OFlag;
 use nix::unistd::{pipe2, read, write};
 
+use super::shards::ToShard;
 use super::{reload, PacketLoop};
 use crate::control::protocol::{
     Answer, BlockCounts, BlockEntry, PacketCounts, Reply, Request, StatusReport, TriggerToBlock,
@@ -172,7 +173,8 @@ pub struct Facts {
 pub struct ControlHandler {
     commands: CommandSender,
     orders: Sender<Order>,
-    published: Arc<Published>,
+    /// One per queue reader; `status` sums them.
+    published: Vec<Arc<Published>>,
     facts: Facts,
     fleet: Option<FleetView>,
 }
@@ -181,7 +183,7 @@ impl ControlHandler {
     pub fn new(
         commands: CommandSenderHandle,
         orders: Sender<Order>,
-        published: Arc<Published>,
+        published: Vec<Arc<Published>>,
         facts: Facts,
     ) -> ControlHandler {
         ControlHandler {
@@ -200,12 +202,24 @@ impl ControlHandler {
     }
 
     fn status(&self) -> StatusReport {
-        let get = |cell: &AtomicU64| cell.load(Ordering::Relaxed);
-        let p = &*self.published;
+        let sum = |cell: fn(&Published) -> &AtomicU64| -> u64 {
+            self.published
+                .iter()
+                .map(|p| cell(p).load(Ordering::Relaxed))
+                .sum()
+        };
         let detections: BTreeMap<String, u64> = ScanKind::WORDS
             .iter()
-            .zip(&p.detections)
-            .map(|(word, count)| ((*word).to_owned(), get(count)))
+            .enumerate()
+            .map(|(kind, word)| {
+                let count = self
+                    .published
+                    .iter()
+                    .filter_map(|p| p.detections.get(kind))
+                    .map(|cell| cell.load(Ordering::Relaxed))
+                    .sum();
+                ((*word).to_owned(), count)
+            })
             .filter(|(_, count)| *count > 0)
             .collect();
         let kernel_queues = std::fs::read_to_string(KERNEL_QUEUES)
@@ -223,22 +237,22 @@ impl ControlHandler {
             .to_owned(),
             queues: self.facts.queues.clone(),
             packets: PacketCounts {
-                queued: get(&p.queued),
-                answered: get(&p.answered),
-                short_headers_logged: get(&p.short_headers_logged),
-                malformed: get(&p.malformed),
+                queued: sum(|p| &p.queued),
+                answered: sum(|p| &p.answered),
+                short_headers_logged: sum(|p| &p.short_headers_logged),
+                malformed: sum(|p| &p.malformed),
             },
             detections,
             blocks: BlockCounts {
-                now: get(&p.blocks_now),
-                ordered: get(&p.blocks_ordered),
-                refused: get(&p.blocks_refused),
-                released: get(&p.blocks_released),
+                now: sum(|p| &p.blocks_now),
+                ordered: sum(|p| &p.blocks_ordered),
+                refused: sum(|p| &p.blocks_refused),
+                released: sum(|p| &p.blocks_released),
             },
-            sources_tracked: get(&p.sources_tracked),
-            sources_evicted: get(&p.sources_evicted),
-            spoofed_packets: get(&p.spoofed),
-            alert_lines_suppressed: get(&p.alert_lines_suppressed),
+            sources_tracked: sum(|p| &p.sources_tracked),
+            sources_evicted: sum(|p| &p.sources_evicted),
+            spoofed_packets: sum(|p| &p.spoofed),
+            alert_lines_suppressed: sum(|p| &p.alert_lines_suppressed),
             kernel_queues,
             crowdsec: self.fleet.as_ref().map(FleetView::status),
             trigger_to_block: trigger_to_block(&self.facts.block_latency),
@@ -386,6 +400,7 @@ impl PacketLoop {
                 }
                 Command::Unblock { address, done } => {
                     self.pipeline.release_by_hand(address);
+                    self.tell_shards(|| ToShard::Release(address));
                     self.hand_over(ByHand::Unblock {
                         source: address,
                         done,
@@ -393,6 +408,7 @@ impl PacketLoop {
                 }
                 Command::Flush { done } => {
                     self.pipeline.release_all_by_hand();
+                    self.tell_shards(|| ToShard::ReleaseAll);
                     self.hand_over(ByHand::Flush { done });
                 }
                 Command::Reload { done } => self.reload(Some(done)),
@@ -415,7 +431,10 @@ impl PacketLoop {
             }
         };
         let (merged, kept) = reload::merge(&self.config, fresh);
-        self.pipeline.reconfigure(&merged);
+        // Each queue's shard takes its share of the limits, as at start.
+        let share = merged.shard_share();
+        self.pipeline.reconfigure(&share);
+        self.tell_shards(|| ToShard::Reconfigure(Box::new(share.clone())));
         let spec = RulesetSpec::from_config(&merged, self.ingress_devices.clone());
         let mut summary = format!("reloaded: {}", merged.summary());
         if !kept.is_empty() {

@@ -129,7 +129,7 @@ mod tests {
             .monitor;
         fresh.detect.scan_trigger = 5;
         fresh.respond.block_timeout = Some(Duration::from_secs(60));
-        fresh.daemon.queue = 9;
+        fresh.daemon.queue = crate::config::QueueRange::single(9);
         fresh.detect.window = Duration::from_secs(1);
         let (merged, kept) = merge(&running, fresh.clone());
         assert_eq!(merged.monitor, fresh.monitor);

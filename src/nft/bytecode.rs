@@ -14,6 +14,7 @@ use super::ruleset::{
     blocked_range_set, blocked_set, ignore_set, port_set, HandshakeRule, IpFamily, PreroutingRule,
     QueueMode, Transport, HANDSHAKE_ANSWER_CHAIN,
 };
+use crate::config::QueueRange;
 use crate::packet::TcpFlags;
 
 /// `NFT_SOCKET_TRANSPARENT` from linux/netfilter/nf_tables.h.
@@ -46,7 +47,7 @@ pub(super) fn prerouting_rule(
     table: &CStr,
     chain: &CStr,
     rule: PreroutingRule,
-    queue: u16,
+    queue: QueueRange,
     mode: QueueMode,
     set_id: &dyn Fn(&'static str) -> u32,
 ) -> RuleObject {
@@ -192,7 +193,7 @@ pub(super) fn handshake_rule(
     table: &CStr,
     chain: &CStr,
     rule: HandshakeRule,
-    queue: u16,
+    queue: QueueRange,
     mode: QueueMode,
 ) -> RuleObject {
     let mut object = RuleObject::new(ProtoFamily::Inet, table, chain);
@@ -308,6 +309,7 @@ mod expr {
         NFT_EXTHDR_F_PRESENT, NFT_EXTHDR_OP_IPV6, XT_NFQUEUE_NAME, XT_NFQUEUE_REVISION,
         XT_NFQ_FLAG_BYPASS,
     };
+    use crate::config::QueueRange;
     use crate::nft::objects::ExprObject as Expr;
     use nftnl_sys as sys;
     use std::ffi::{CStr, CString};
@@ -412,11 +414,13 @@ mod expr {
             .u32(sys::NFTNL_EXPR_IMM_VERDICT, code)
     }
 
-    /// Native `queue num N bypass`.
-    pub(super) fn queue(number: u16) -> Expr {
+    /// Native `queue num N bypass` or `queue num N-M bypass`. Without the fanout flag the
+    /// kernel picks among several queues by a hash of the addresses, so one source always lands
+    /// on one queue; with it, by CPU, which would split a scan over the readers.
+    pub(super) fn queue(queues: QueueRange) -> Expr {
         Expr::new(c"queue")
-            .u16(sys::NFTNL_EXPR_QUEUE_NUM, number)
-            .u16(sys::NFTNL_EXPR_QUEUE_TOTAL, 1)
+            .u16(sys::NFTNL_EXPR_QUEUE_NUM, queues.first())
+            .u16(sys::NFTNL_EXPR_QUEUE_TOTAL, queues.count())
             .u16(
                 sys::NFTNL_EXPR_QUEUE_FLAGS,
                 libc::NFT_QUEUE_FLAG_BYPASS as u16,
@@ -424,11 +428,13 @@ mod expr {
     }
 
     /// The xtables NFQUEUE target through `nft_compat`, for kernels without `nft_queue`.
-    pub(super) fn xt_nfqueue(number: u16) -> Expr {
+    /// `--queue-balance first:last` for several queues: balanced by address hash, as the native
+    /// form, so NFQ_FLAG_CPU_FANOUT is never set.
+    pub(super) fn xt_nfqueue(queues: QueueRange) -> Expr {
         // xt_NFQ_info_v3 { u16 queuenum; u16 queues_total; u16 flags; }, host byte order.
         let mut info = [0u8; 6];
-        info[..2].copy_from_slice(&number.to_ne_bytes());
-        info[2..4].copy_from_slice(&1u16.to_ne_bytes());
+        info[..2].copy_from_slice(&queues.first().to_ne_bytes());
+        info[2..4].copy_from_slice(&queues.count().to_ne_bytes());
         info[4..].copy_from_slice(&XT_NFQ_FLAG_BYPASS.to_ne_bytes());
         Expr::new(c"target")
             .string(sys::NFTNL_EXPR_TG_NAME, XT_NFQUEUE_NAME)

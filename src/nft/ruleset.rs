@@ -19,6 +19,7 @@ pub use super::intervals::{IntervalBoundary, IntervalElement, IntervalKey, Inter
 /// How the queue statement reaches the kernel: the config's type, so that a mode the admin
 /// forces and a mode the installer reports are one and the same.
 pub use crate::config::QueueMode;
+use crate::config::QueueRange;
 
 /// Everything the ruleset depends on, as plain data: [`RulesetSpec::from_config`] maps the
 /// validated config onto it, and tests build one by hand.
@@ -26,8 +27,9 @@ pub use crate::config::QueueMode;
 pub struct RulesetSpec {
     /// Name of both the `inet` table and the `netdev` table.
     pub table: String,
-    /// NFQUEUE number the detector reads.
-    pub queue: u16,
+    /// The NFQUEUE numbers the detector reads; over several, the kernel spreads packets by
+    /// address (never by CPU), so one source always reaches the same reader.
+    pub queue: QueueRange,
     /// Inclusive TCP port ranges to watch; overlapping or adjacent ranges are merged.
     pub tcp_ports: Vec<(u16, u16)>,
     /// Inclusive UDP port ranges to watch; overlapping or adjacent ranges are merged.
@@ -274,7 +276,7 @@ pub const HANDSHAKE_ANSWER_RULES: [HandshakeRule; 2] = [
 
 impl HandshakeRule {
     /// The rule in `nft` syntax, without comment.
-    pub fn nft_text(self, queue: u16) -> String {
+    pub fn nft_text(self, queue: QueueRange) -> String {
         match self {
             HandshakeRule::ReturnOwnedBySocket => "socket transparent 0 return".to_owned(),
             HandshakeRule::QueueAnswer => format!("counter queue num {queue} bypass"),
@@ -431,7 +433,7 @@ impl PreroutingRule {
     }
 
     /// The rule in `nft` syntax, without comment.
-    pub fn nft_text(self, queue: u16) -> String {
+    pub fn nft_text(self, queue: QueueRange) -> String {
         let matcher = match self {
             PreroutingRule::JumpToHandshakeAnswer => format!(
                 "tcp flags == ack ct state new,invalid fib daddr type local tcp dport @{}",
@@ -743,7 +745,7 @@ mod tests {
     fn spec() -> RulesetSpec {
         RulesetSpec {
             table: "nfsentry".to_owned(),
-            queue: 0,
+            queue: QueueRange::single(0),
             tcp_ports: vec![(1, 1), (11, 11), (32771, 32774)],
             udp_ports: vec![],
             ignore_v4: vec!["127.0.0.0/8".parse().unwrap()],
@@ -950,8 +952,23 @@ mod tests {
     }
 
     #[test]
+    fn several_queues_render_as_a_queue_range() {
+        let spec = RulesetSpec {
+            queue: QueueRange::new(0, 3).unwrap(),
+            ..spec()
+        };
+        let text = render(&spec, QueueMode::Native);
+        assert!(text.contains("udp dport @udp_ports counter queue num 0-3 bypass"));
+        // Spread by address, never by CPU: one source must stay on one reader.
+        assert!(!text.contains("fanout"));
+    }
+
+    #[test]
     fn rendered_chain_has_every_rule_in_order_with_a_comment() {
-        let spec = RulesetSpec { queue: 3, ..spec() };
+        let spec = RulesetSpec {
+            queue: QueueRange::single(3),
+            ..spec()
+        };
         let text = render(&spec, QueueMode::Compat);
         let body: Vec<(&str, &str)> = text
             .lines()
@@ -996,7 +1013,7 @@ mod tests {
     fn handshake_checks_add_their_chains_and_a_jump_ahead_of_the_blocked_drop() {
         assert!(!render(&spec(), QueueMode::Native).contains("chain handshake_"));
         let spec = RulesetSpec {
-            queue: 3,
+            queue: QueueRange::single(3),
             reply_mark: Some(0x6e66_7379),
             ..spec()
         };
@@ -1165,7 +1182,7 @@ mod tests {
         let config = Config::defaults();
         let spec = RulesetSpec::from_config(&config, vec!["eth0".to_owned()]);
         assert_eq!(spec.table, "nfsentry");
-        assert_eq!(spec.queue, 0);
+        assert_eq!(spec.queue, QueueRange::single(0));
         assert_eq!(spec.nflog_group, 7219);
         assert_eq!(spec.ingress_devices, ["eth0"]);
         assert_eq!(spec.ignore_v4, ["127.0.0.0/8".parse::<Ipv4Net>().unwrap()]);

@@ -12,7 +12,7 @@ mod manual;
 mod repair;
 
 use std::net::IpAddr;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime};
@@ -31,6 +31,7 @@ use crate::nft::watch::Seen;
 use crate::pipeline::{self, BlockOrder, ReleaseOrder, RenewOrder, EXPIRED};
 use crate::report;
 use crate::store::{BlockRecord, BlockStore};
+use crate::wake::WakingSender;
 pub use manual::{ByHand, Changed, Done, Holding};
 
 /// What the packet loop and the nft watch ask of the responder: the pipeline's orders, an
@@ -73,7 +74,7 @@ pub struct ResponderSetup {
     /// their drop rules in force instead of removing the tables.
     pub keep_blocks_on_exit: bool,
     /// Where sources released by hand go, for the packet loop to stop dropping them.
-    pub released: Sender<IpAddr>,
+    pub released: WakingSender<IpAddr>,
     /// Blocks deleted from the kernel's sets by hand while nfsentry was not running, already
     /// dropped from the store: the other actions release them at start.
     pub released_while_away: Vec<BlockRecord>,
@@ -216,7 +217,7 @@ struct Responder {
     fleet: Option<Enforcer>,
     /// See [`ResponderSetup::sets_hold_blocks`].
     sets_hold_blocks: bool,
-    released: Sender<IpAddr>,
+    released: WakingSender<IpAddr>,
     /// Why the ruleset needs a repair that the kernel refused; tried again every tick.
     repair_due: Option<String>,
     /// The state directory refused the last write: said once, tried again at this time.
@@ -234,7 +235,7 @@ impl Responder {
         store: BlockStore,
         actions: Vec<Box<dyn Action>>,
         sets_hold_blocks: bool,
-        released: Sender<IpAddr>,
+        released: WakingSender<IpAddr>,
     ) -> Responder {
         let mut responder = Responder {
             store,
@@ -577,8 +578,8 @@ mod tests {
     }
 
     /// A channel for sources released by hand that nobody reads.
-    fn sink() -> Sender<IpAddr> {
-        std::sync::mpsc::channel().0
+    fn sink() -> WakingSender<IpAddr> {
+        crate::wake::channel().unwrap().0
     }
 
     fn block_order(record: BlockRecord, history_line: &str) -> BlockOrder {

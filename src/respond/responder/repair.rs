@@ -155,7 +155,6 @@ mod tests {
     use super::*;
     use crate::heal::ForeignChange;
     use nix::errno::Errno;
-    use std::sync::mpsc;
 
     /// Records the blocks of each reinstall; refuses while `refuse` is set.
     #[derive(Default)]
@@ -193,7 +192,7 @@ mod tests {
         })
     }
 
-    fn responder(dir: &std::path::Path) -> (Responder, mpsc::Receiver<IpAddr>) {
+    fn responder(dir: &std::path::Path) -> (Responder, crate::wake::WakingReceiver<IpAddr>) {
         let store = store_with(
             dir,
             &[
@@ -203,7 +202,7 @@ mod tests {
             ],
         );
         let (action, _) = recorder(false);
-        let (released, heard) = mpsc::channel();
+        let (released, heard) = crate::wake::channel().unwrap();
         (Responder::init(store, vec![action], true, released), heard)
     }
 
@@ -214,10 +213,7 @@ mod tests {
         let mut firewall = Recorded::default();
         responder.on_ruleset(by_nft(&["198.51.100.2"], &[]), &mut firewall);
         assert!(firewall.reinstalls.is_empty());
-        assert_eq!(
-            heard.try_iter().collect::<Vec<_>>(),
-            addrs(&["198.51.100.2"])
-        );
+        assert_eq!(heard.take(), addrs(&["198.51.100.2"]));
         drop(responder);
         let (reopened, _) = BlockStore::open(dir.path()).unwrap();
         let mut left: Vec<IpAddr> = reopened.live().map(|block| block.source).collect();
@@ -241,7 +237,7 @@ mod tests {
             firewall.reinstalls,
             vec![every.clone(), every.clone(), every]
         );
-        assert_eq!(heard.try_iter().count(), 0);
+        assert_eq!(heard.take().len(), 0);
         assert_eq!(responder.store.len(), 3);
     }
 
@@ -274,7 +270,12 @@ mod tests {
             &[("198.51.100.1", None), ("198.51.100.2", None)],
         );
         let (action, _) = recorder(false);
-        let mut responder = Responder::init(store, vec![action], false, mpsc::channel().0);
+        let mut responder = Responder::init(
+            store,
+            vec![action],
+            false,
+            crate::wake::channel().unwrap().0,
+        );
         let mut firewall = Recorded::default();
         // Deleting "our" elements means nothing when the sets never held them.
         responder.on_ruleset(

@@ -1,0 +1,315 @@
+//! Several queues (`daemon.queue = "0-3"`): the kernel spreads packets over them by a hash of
+//! the addresses, so every packet of one source reaches one queue, and each queue gets a reader
+//! thread that owns its own [`Pipeline`], a shard of the source and block tables. Nothing on the
+//! packet path is shared, so no lock is taken there; blocks go to the one responder through the
+//! same order channel as the first queue's.
+//!
+//! The first queue is read by the main thread, which also keeps the signals, the control
+//! socket, the NFLOG short headers and the host watch, exactly as with a single queue (which
+//! thus costs nothing more). What every shard must learn goes out from the main thread as a
+//! [`ToShard`] message, with a byte on a pipe that wakes the reader's poll: the host's new
+//! addresses, releases (by hand, or noticed by the responder in the kernel set), a flush, and a
+//! reloaded config. Releases go to every shard: the kernel's hash has a secret seed, so which
+//! shard holds a source cannot be told from here, and a shard that does not hold it does
+//! nothing.
+//!
+//! The limits the daemon keeps as a whole (`max_sources`, `max_blocks`, `max_blocks_per_sec`)
+//! are divided: each shard gets ceil(limit / queues) ([`Config::shard_share`]).
+
+use std::net::IpAddr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Instant, SystemTime};
+
+use log::{error, warn};
+use nix::fcntl::OFlag;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::unistd::{pipe2, read, write};
+
+use super::control::Published;
+use super::host_edges::ReplySender;
+use super::{send_orders, DRAIN_BATCH};
+use crate::config::{Config, Verdict};
+use crate::pipeline::{self, Arrival, Pipeline};
+use crate::queue::{PacketQueue, QueueError};
+use crate::respond::responder::Order;
+use crate::spoof::HostFacts;
+
+/// What the main thread tells a queue reader.
+pub(super) enum ToShard {
+    /// The host's addresses or routers changed.
+    HostFacts(HostFacts),
+    /// A block was lifted by hand (or deleted from the kernel set by hand).
+    Release(IpAddr),
+    /// Every block was lifted by hand.
+    ReleaseAll,
+    /// A reloaded config, already this shard's share.
+    Reconfigure(Box<Config>),
+    Stop,
+}
+
+/// The main thread's end of one queue reader.
+pub(super) struct ShardHandle {
+    queue: u16,
+    inbox: mpsc::Sender<ToShard>,
+    wake: OwnedFd,
+    /// The reader's counters, for `nfsentry status`.
+    published: Arc<Published>,
+    /// The reader's last status, for the status line.
+    status: Arc<Mutex<pipeline::Status>>,
+    thread: Option<JoinHandle<Result<(), QueueError>>>,
+}
+
+impl ShardHandle {
+    /// Starts a reader for `queue` on its own thread, with the pipeline built for it.
+    pub(super) fn spawn(
+        queue: PacketQueue,
+        pipeline: Pipeline,
+        orders: mpsc::Sender<Order>,
+        replies: Option<ReplySender>,
+        default_verdict: Verdict,
+    ) -> std::io::Result<ShardHandle> {
+        let (wake_read, wake_write) = pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
+        let (inbox_tx, inbox_rx) = mpsc::channel();
+        let published = Arc::new(Published::default());
+        let status = Arc::new(Mutex::new(pipeline.status()));
+        let number = queue.number();
+        let reader = ShardLoop {
+            queue,
+            pipeline,
+            orders,
+            replies,
+            default_verdict,
+            inbox: inbox_rx,
+            wake: wake_read,
+            published: published.clone(),
+            status: status.clone(),
+            answered: 0,
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("queue-{number}"))
+            .spawn(move || reader.run())?;
+        Ok(ShardHandle {
+            queue: number,
+            inbox: inbox_tx,
+            wake: wake_write,
+            published,
+            status,
+            thread: Some(thread),
+        })
+    }
+
+    /// Hands a message to the reader and wakes it. A reader that is gone is noticed by
+    /// [`ShardHandle::failed`].
+    pub(super) fn send(&self, message: ToShard) {
+        if self.inbox.send(message).is_ok() {
+            // A full pipe already holds a wake-up; the write end never blocks.
+            let _ = write(&self.wake, b"m");
+        }
+    }
+
+    pub(super) fn published(&self) -> Arc<Published> {
+        self.published.clone()
+    }
+
+    /// The reader's last published status.
+    pub(super) fn status(&self) -> pipeline::Status {
+        match self.status.lock() {
+            Ok(status) => *status,
+            Err(poisoned) => *poisoned.into_inner(),
+        }
+    }
+
+    /// The reader's error when its thread has ended on its own (its queue failed).
+    pub(super) fn failed(&mut self) -> Option<QueueError> {
+        if !self.thread.as_ref().is_some_and(JoinHandle::is_finished) {
+            return None;
+        }
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(Err(e))) => Some(e),
+            Some(Err(_)) => {
+                error!("the reader thread of NFQUEUE {} panicked", self.queue);
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// Tells the reader to stop and waits for it.
+    pub(super) fn stop(mut self) {
+        self.send(ToShard::Stop);
+        if let Some(thread) = self.thread.take() {
+            match thread.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => error!("{e}"),
+                Err(_) => error!("the reader thread of NFQUEUE {} panicked", self.queue),
+            }
+        }
+    }
+}
+
+/// The shard a block restored at start (or placed by hand) is kept by, for its expiry: spread
+/// evenly, so that no shard's share of `max_blocks` overflows with the blocks of a full table.
+/// The kernel's own choice of queue cannot be reproduced (its hash is seeded at boot), and
+/// need not be: the kernel set drops a blocked source before any queue sees it.
+pub(super) fn keeper_of(source: IpAddr, shards: usize) -> usize {
+    let bytes = match source {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    };
+    // FNV-1a: cheap, and spreads consecutive addresses.
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    usize::try_from(hash % shards.max(1) as u64).unwrap_or(0)
+}
+
+/// The sum of the shards' statuses, for the status line.
+pub(super) fn add_status(total: &mut pipeline::Status, shard: &pipeline::Status) {
+    total.queued += shard.queued;
+    total.short_headers_logged += shard.short_headers_logged;
+    total.malformed += shard.malformed;
+    total.detections += shard.detections;
+    total.blocks_ordered += shard.blocks_ordered;
+    total.blocks_held_back += shard.blocks_held_back;
+    total.waiting += shard.waiting;
+    total.blocks_refused += shard.blocks_refused;
+    total.blocks_evicted += shard.blocks_evicted;
+    total.blocks_verified += shard.blocks_verified;
+    total.blocked_now += shard.blocked_now;
+    total.blocked_verified += shard.blocked_verified;
+    total.blocked_unverified += shard.blocked_unverified;
+    total.sources_tracked += shard.sources_tracked;
+    total.sources_evicted += shard.sources_evicted;
+    total.alert_lines_suppressed += shard.alert_lines_suppressed;
+    for (sum, count) in total
+        .detections_by_kind
+        .iter_mut()
+        .zip(shard.detections_by_kind)
+    {
+        *sum += count;
+    }
+    total.blocks_released += shard.blocks_released;
+    total.spoofed += shard.spoofed;
+    total.challenges += shard.challenges;
+    total.handshakes += shard.handshakes;
+}
+
+/// One reader thread: its queue, its pipeline, and the main thread's messages.
+struct ShardLoop {
+    queue: PacketQueue,
+    pipeline: Pipeline,
+    orders: mpsc::Sender<Order>,
+    replies: Option<ReplySender>,
+    default_verdict: Verdict,
+    inbox: mpsc::Receiver<ToShard>,
+    wake: OwnedFd,
+    published: Arc<Published>,
+    status: Arc<Mutex<pipeline::Status>>,
+    answered: u64,
+}
+
+impl ShardLoop {
+    fn run(mut self) -> Result<(), QueueError> {
+        let timeout = PollTimeout::from(1000u16);
+        loop {
+            let (queue_ready, wake_ready) = {
+                let mut fds = [
+                    PollFd::new(self.queue.fd(), PollFlags::POLLIN),
+                    PollFd::new(self.wake.as_fd(), PollFlags::POLLIN),
+                ];
+                match poll(&mut fds, timeout) {
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                    Err(e) => {
+                        // Not expected with two valid descriptors; waiting a second keeps a
+                        // persistent failure from spinning.
+                        warn!("NFQUEUE {}: poll failed: {e}", self.queue.number());
+                        std::thread::sleep(std::time::Duration::from_secs(1));
+                    }
+                }
+                // A hung-up wake pipe means the main thread is gone: reading the inbox says so.
+                let readable = |fd: &PollFd| {
+                    fd.revents().is_some_and(|r| {
+                        r.intersects(PollFlags::POLLIN | PollFlags::POLLERR | PollFlags::POLLHUP)
+                    })
+                };
+                (readable(&fds[0]), readable(&fds[1]))
+            };
+            // Before any packet, as on the main thread: a released source's next packet is
+            // judged afresh.
+            if wake_ready && !self.take_messages() {
+                return Ok(());
+            }
+            if queue_ready {
+                let Self {
+                    queue,
+                    pipeline,
+                    orders,
+                    replies,
+                    default_verdict,
+                    answered,
+                    ..
+                } = &mut self;
+                queue.drain_packets(DRAIN_BATCH, |packet| {
+                    let now = Instant::now();
+                    let handled = pipeline.handle(
+                        packet.payload,
+                        Arrival::Queued,
+                        packet.in_ifindex,
+                        now,
+                        SystemTime::now(),
+                    );
+                    *answered += 1;
+                    if let Some(sender) = replies.as_mut() {
+                        sender.send(&handled.replies, now);
+                    }
+                    send_orders(orders, handled.orders, &handled.lines);
+                    let verdict = handled.verdict.unwrap_or(*default_verdict);
+                    // The lines buffer goes back, so that the next packet does not allocate.
+                    pipeline.recycle(handled.lines);
+                    verdict
+                })?;
+            }
+            let ticked = self.pipeline.tick(Instant::now(), SystemTime::now());
+            send_orders(&self.orders, ticked.orders, &ticked.lines);
+            self.publish();
+        }
+    }
+
+    /// Carries out the main thread's messages; false once told to stop (or the main thread is
+    /// gone).
+    fn take_messages(&mut self) -> bool {
+        let mut sink = [0u8; 64];
+        while matches!(read(&self.wake, &mut sink), Ok(n) if n > 0) {}
+        loop {
+            let message = match self.inbox.try_recv() {
+                Ok(message) => message,
+                Err(mpsc::TryRecvError::Empty) => return true,
+                Err(mpsc::TryRecvError::Disconnected) => return false,
+            };
+            match message {
+                ToShard::HostFacts(facts) => {
+                    let lifted = self.pipeline.set_host_facts(facts, Instant::now());
+                    send_orders(&self.orders, lifted.orders, &lifted.lines);
+                }
+                ToShard::Release(source) => self.pipeline.release(source),
+                ToShard::ReleaseAll => {
+                    self.pipeline.release_all_by_hand();
+                }
+                ToShard::Reconfigure(config) => self.pipeline.reconfigure(&config),
+                ToShard::Stop => return false,
+            }
+        }
+    }
+
+    /// Publishes the counters; the status snapshot only when the main thread is not reading it,
+    /// so the reader never waits.
+    fn publish(&self) {
+        let status = self.pipeline.status();
+        self.published.publish(&status, self.answered);
+        if let Ok(mut snapshot) = self.status.try_lock() {
+            *snapshot = status;
+        }
+    }
+}
