@@ -4,7 +4,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::mpsc::{self, Receiver, SendError, Sender};
+use std::sync::mpsc::{self, Receiver, SendError, Sender, TryRecvError};
 
 use nix::fcntl::OFlag;
 use nix::unistd::{pipe2, read, write};
@@ -57,9 +57,20 @@ impl<T> WakingReceiver<T> {
     /// Empties the pipe, then takes every message waiting. A message sent after the pipe was
     /// emptied wakes the next poll, so none is left behind.
     pub fn take(&self) -> Vec<T> {
+        self.clear_wake_ups();
+        self.messages.try_iter().collect()
+    }
+
+    /// Empties the pipe; call it before reading the messages with
+    /// [`WakingReceiver::try_recv`], for the reason [`WakingReceiver::take`] gives.
+    pub fn clear_wake_ups(&self) {
         let mut sink = [0u8; 64];
         while matches!(read(&self.wake, &mut sink), Ok(n) if n > 0) {}
-        self.messages.try_iter().collect()
+    }
+
+    /// The next message, or why there is none: none waiting, or every sender gone.
+    pub fn try_recv(&self) -> Result<T, TryRecvError> {
+        self.messages.try_recv()
     }
 }
 
@@ -83,6 +94,19 @@ mod tests {
         assert_eq!(rx.take(), vec![1, 2]);
         assert!(!readable(&rx), "taken messages leave no wake-up behind");
         assert!(rx.take().is_empty());
+    }
+
+    #[test]
+    fn the_receiver_learns_that_every_sender_is_gone() {
+        let (tx, rx) = channel::<u8>().unwrap();
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+        drop(tx);
+        let mut fds = [PollFd::new(rx.fd(), PollFlags::POLLIN)];
+        poll(&mut fds, PollTimeout::ZERO).unwrap();
+        assert!(fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLHUP)));
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Disconnected));
     }
 
     #[test]

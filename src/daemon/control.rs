@@ -14,15 +14,12 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use log::{error, info, warn};
-use nix::fcntl::OFlag;
-use nix::unistd::{pipe2, read, write};
 
 use super::shards::ToShard;
 use super::{reload, PacketLoop};
@@ -38,6 +35,7 @@ use crate::packet::ScanKind;
 use crate::pipeline::{self, MANUAL_KIND};
 use crate::respond::block_latency::{self, BlockLatency};
 use crate::respond::responder::{ByHand, Changed, Done, Holding, Order};
+use crate::wake::{self, WakingReceiver, WakingSender};
 
 /// How long the control thread waits for the packet loop and the responder to carry out a
 /// command: a hung legacy tool is killed after 10 s, and the client gives up after 30 s.
@@ -105,60 +103,16 @@ pub enum Command {
 }
 
 /// The packet loop's end of the command channel: a pipe to poll, and the commands.
-pub struct Commands {
-    commands: Receiver<Command>,
-    wake: OwnedFd,
-}
-
-impl Commands {
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.wake.as_fd()
-    }
-
-    /// Empties the wake-up pipe, then takes every command waiting. A command sent after the
-    /// pipe was emptied wakes the next poll, so none is left behind.
-    pub fn take(&self) -> Vec<Command> {
-        let mut sink = [0u8; 64];
-        while matches!(read(&self.wake, &mut sink), Ok(n) if n > 0) {}
-        self.commands.try_iter().collect()
-    }
-}
-
-/// The control thread's end of the command channel.
-struct CommandSender {
-    commands: Sender<Command>,
-    wake: OwnedFd,
-}
-
-impl CommandSender {
-    fn send(&self, command: Command) -> bool {
-        if self.commands.send(command).is_err() {
-            return false;
-        }
-        // A full pipe already holds a wake-up; the write end never blocks.
-        let _ = write(&self.wake, b"c");
-        true
-    }
-}
+pub type Commands = WakingReceiver<Command>;
 
 /// A command channel whose receiving end the packet loop polls.
 pub fn command_channel() -> std::io::Result<(CommandSenderHandle, Commands)> {
-    let (read_end, write_end) = pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
-    let (commands_tx, commands_rx) = mpsc::channel();
-    Ok((
-        CommandSenderHandle(CommandSender {
-            commands: commands_tx,
-            wake: write_end,
-        }),
-        Commands {
-            commands: commands_rx,
-            wake: read_end,
-        },
-    ))
+    let (sender, commands) = wake::channel()?;
+    Ok((CommandSenderHandle(sender), commands))
 }
 
 /// The sending end, handed to [`ControlHandler::new`].
-pub struct CommandSenderHandle(CommandSender);
+pub struct CommandSenderHandle(WakingSender<Command>);
 
 /// What `status` reports that does not change while running.
 pub struct Facts {
@@ -171,7 +125,7 @@ pub struct Facts {
 
 /// Answers control requests on the control thread.
 pub struct ControlHandler {
-    commands: CommandSender,
+    commands: WakingSender<Command>,
     orders: Sender<Order>,
     /// One per queue reader; `status` sums them.
     published: Vec<Arc<Published>>,
@@ -301,7 +255,7 @@ impl ControlHandler {
     /// Hands a command to the packet loop and waits for its outcome.
     fn command(&self, make: impl FnOnce(Done) -> Command, reload: bool) -> Answer {
         let (done, outcome) = mpsc::sync_channel(1);
-        if !self.commands.send(make(done)) {
+        if self.commands.send(make(done)).is_err() {
             return gone();
         }
         match wait(&outcome) {

@@ -17,15 +17,12 @@
 //! are divided: each shard gets ceil(limit / queues) ([`Config::shard_share`]).
 
 use std::net::IpAddr;
-use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime};
 
 use log::{error, warn};
-use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::unistd::{pipe2, read, write};
 
 use super::control::Published;
 use super::host_edges::ReplySender;
@@ -35,6 +32,7 @@ use crate::pipeline::{self, Arrival, Pipeline};
 use crate::queue::{PacketQueue, QueueError};
 use crate::respond::responder::Order;
 use crate::spoof::HostFacts;
+use crate::wake::{self, WakingReceiver, WakingSender};
 
 /// What the main thread tells a queue reader.
 pub(super) enum ToShard {
@@ -52,8 +50,7 @@ pub(super) enum ToShard {
 /// The main thread's end of one queue reader.
 pub(super) struct ShardHandle {
     queue: u16,
-    inbox: mpsc::Sender<ToShard>,
-    wake: OwnedFd,
+    inbox: WakingSender<ToShard>,
     /// The reader's counters, for `nfsentry status`.
     published: Arc<Published>,
     /// The reader's last status, for the status line.
@@ -70,8 +67,7 @@ impl ShardHandle {
         replies: Option<ReplySender>,
         default_verdict: Verdict,
     ) -> std::io::Result<ShardHandle> {
-        let (wake_read, wake_write) = pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
-        let (inbox_tx, inbox_rx) = mpsc::channel();
+        let (inbox_tx, inbox_rx) = wake::channel()?;
         let published = Arc::new(Published::default());
         let status = Arc::new(Mutex::new(pipeline.status()));
         let number = queue.number();
@@ -82,7 +78,6 @@ impl ShardHandle {
             replies,
             default_verdict,
             inbox: inbox_rx,
-            wake: wake_read,
             published: published.clone(),
             status: status.clone(),
             answered: 0,
@@ -93,7 +88,6 @@ impl ShardHandle {
         Ok(ShardHandle {
             queue: number,
             inbox: inbox_tx,
-            wake: wake_write,
             published,
             status,
             thread: Some(thread),
@@ -103,10 +97,7 @@ impl ShardHandle {
     /// Hands a message to the reader and wakes it. A reader that is gone is noticed by
     /// [`ShardHandle::failed`].
     pub(super) fn send(&self, message: ToShard) {
-        if self.inbox.send(message).is_ok() {
-            // A full pipe already holds a wake-up; the write end never blocks.
-            let _ = write(&self.wake, b"m");
-        }
+        let _ = self.inbox.send(message);
     }
 
     pub(super) fn published(&self) -> Arc<Published> {
@@ -203,8 +194,7 @@ struct ShardLoop {
     orders: mpsc::Sender<Order>,
     replies: Option<ReplySender>,
     default_verdict: Verdict,
-    inbox: mpsc::Receiver<ToShard>,
-    wake: OwnedFd,
+    inbox: WakingReceiver<ToShard>,
     published: Arc<Published>,
     status: Arc<Mutex<pipeline::Status>>,
     answered: u64,
@@ -217,7 +207,7 @@ impl ShardLoop {
             let (queue_ready, wake_ready) = {
                 let mut fds = [
                     PollFd::new(self.queue.fd(), PollFlags::POLLIN),
-                    PollFd::new(self.wake.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(self.inbox.fd(), PollFlags::POLLIN),
                 ];
                 match poll(&mut fds, timeout) {
                     Ok(_) | Err(nix::errno::Errno::EINTR) => {}
@@ -280,8 +270,7 @@ impl ShardLoop {
     /// Carries out the main thread's messages; false once told to stop (or the main thread is
     /// gone).
     fn take_messages(&mut self) -> bool {
-        let mut sink = [0u8; 64];
-        while matches!(read(&self.wake, &mut sink), Ok(n) if n > 0) {}
+        self.inbox.clear_wake_ups();
         loop {
             let message = match self.inbox.try_recv() {
                 Ok(message) => message,
