@@ -9,14 +9,16 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{wait_until, Daemon, Lab, LabError, Side, DAEMON_BIN, HTTP_PORT, TABLE};
+use common::{
+    spoofed_v4, spoofed_v6, wait_until, Daemon, Lab, LabError, Side, DAEMON_BIN, HTTP_PORT, TABLE,
+};
 use serde_json::Value;
 
 /// The admin's table in these tests.
@@ -61,36 +63,6 @@ fn admin_config(lab: &Lab) -> String {
         "{}blocked_table = \"inet {ADMIN_TABLE}\"\n",
         lab.config(&[])
     )
-}
-
-/// `count` addresses from 10.99.0.0/16, never the lab's own.
-fn spoofed_v4(count: u16) -> Vec<IpAddr> {
-    (0..count)
-        .map(|i| IpAddr::V4(Ipv4Addr::new(10, 99, (i / 250) as u8, (i % 250) as u8 + 1)))
-        .collect()
-}
-
-fn spoofed_v6(count: u16) -> Vec<IpAddr> {
-    (0..count)
-        .map(|i| IpAddr::V6(Ipv6Addr::new(0xfd99, 0, 0, 0, 0, 0, 0, i + 1)))
-        .collect()
-}
-
-/// A scapy list of one SYN to the bait port from each source.
-fn syns_from(lab: &Lab, sources: &[IpAddr]) -> String {
-    let packets: Vec<String> = sources
-        .iter()
-        .map(|source| match source {
-            IpAddr::V4(v4) => {
-                format!("IP(src='{v4}', dst=TARGET)/TCP(sport=40111, dport={BAIT_PORT}, flags='S')")
-            }
-            IpAddr::V6(v6) => format!(
-                "IPv6(src='{v6}', dst='{}')/TCP(sport=40111, dport={BAIT_PORT}, flags='S')",
-                lab.target_v6
-            ),
-        })
-        .collect();
-    format!("[{}]", packets.join(", "))
 }
 
 /// Both blocked sets of the inet table `table`; empty when the table or a set is missing.
@@ -216,7 +188,7 @@ fn missing_sets_are_named_then_filled_once_the_admin_loads_them() -> Result<(), 
 
     let mut daemon = lab.start_daemon(&config)?;
     let sources = spoofed_v4(3);
-    lab.scapy_send(&syns_from(&lab, &sources))?;
+    lab.scapy_send(&lab.syns_from(&sources, BAIT_PORT))?;
     let missing = "table inet filter has no sets blocked_v4 and blocked_v6";
     daemon.wait_for_log(missing, BLOCK_TIMEOUT)?;
     // Every block is journaled while the sets are missing.
@@ -252,7 +224,7 @@ fn the_admin_reloading_their_ruleset_brings_back_our_table_and_every_block() -> 
     let mut daemon = lab.start_daemon(&admin_config(&lab))?;
     let mut sources = spoofed_v4(4);
     sources.extend(spoofed_v6(2));
-    lab.scapy_send(&syns_from(&lab, &sources))?;
+    lab.scapy_send(&lab.syns_from(&sources, BAIT_PORT))?;
     let every: BTreeSet<IpAddr> = sources.iter().copied().collect();
     wait_until("every source in the admin's sets", BLOCK_TIMEOUT, || {
         Ok(blocked_in(&lab, ADMIN_TABLE)? == every)
@@ -296,7 +268,7 @@ fn keep_blocks_on_exit_leaves_the_drops_only_and_a_restart_never_lets_a_block_go
     let mut sources = spoofed_v4(3);
     sources.extend(spoofed_v6(2));
     sources.push(scanner);
-    lab.scapy_send(&syns_from(&lab, &sources))?;
+    lab.scapy_send(&lab.syns_from(&sources, BAIT_PORT))?;
     let every: BTreeSet<IpAddr> = sources.iter().copied().collect();
     wait_until("every source blocked", BLOCK_TIMEOUT, || {
         Ok(blocked_in(&lab, TABLE)? == every)

@@ -8,12 +8,14 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{wait_until, Daemon, Lab, LabError, Side, DAEMON_BIN, HTTP_PORT, TABLE};
+use common::{
+    spoofed_v4, spoofed_v6, wait_until, Daemon, Lab, LabError, Side, DAEMON_BIN, HTTP_PORT, TABLE,
+};
 use nix::sys::signal::Signal;
 use regex::Regex;
 
@@ -27,36 +29,6 @@ const REPAIR_TIMEOUT: Duration = Duration::from_secs(5);
 const LOG_FOLLOW_TIMEOUT: Duration = Duration::from_secs(3);
 /// The daemon tries a refused write again every 2 s.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(8);
-
-/// `count` addresses from 10.99.0.0/16, never the lab's own.
-fn spoofed_v4(count: u16) -> Vec<IpAddr> {
-    (0..count)
-        .map(|i| IpAddr::V4(Ipv4Addr::new(10, 99, (i / 250) as u8, (i % 250) as u8 + 1)))
-        .collect()
-}
-
-fn spoofed_v6(count: u16) -> Vec<IpAddr> {
-    (0..count)
-        .map(|i| IpAddr::V6(Ipv6Addr::new(0xfd99, 0, 0, 0, 0, 0, 0, i + 1)))
-        .collect()
-}
-
-/// A scapy list of one SYN to the bait port from each source.
-fn syns_from(lab: &Lab, sources: &[IpAddr]) -> String {
-    let packets: Vec<String> = sources
-        .iter()
-        .map(|source| match source {
-            IpAddr::V4(v4) => {
-                format!("IP(src='{v4}', dst=TARGET)/TCP(sport=40111, dport={BAIT_PORT}, flags='S')")
-            }
-            IpAddr::V6(v6) => format!(
-                "IPv6(src='{v6}', dst='{}')/TCP(sport=40111, dport={BAIT_PORT}, flags='S')",
-                lab.target_v6
-            ),
-        })
-        .collect();
-    format!("[{}]", packets.join(", "))
-}
 
 fn blocked(daemon: &Daemon<'_>) -> Result<BTreeSet<IpAddr>, LabError> {
     if !daemon.table_exists()? {
@@ -136,7 +108,7 @@ fn a_flushed_ruleset_a_deleted_table_and_a_flushed_set_come_back_with_every_bloc
     let mut daemon = lab.start_daemon(&lab.config(&[]))?;
     let mut sources = spoofed_v4(4);
     sources.extend(spoofed_v6(2));
-    lab.scapy_send(&syns_from(&lab, &sources))?;
+    lab.scapy_send(&lab.syns_from(&sources, BAIT_PORT))?;
     let every: BTreeSet<IpAddr> = sources.iter().copied().collect();
     wait_blocked("every source to be blocked", &daemon, &every, BLOCK_TIMEOUT)?;
 
@@ -230,7 +202,7 @@ fn a_block_deleted_by_hand_is_released_and_stays_released_after_a_restart() -> R
     let others = spoofed_v4(3);
     let mut sources = others.clone();
     sources.push(scanner);
-    lab.scapy_send(&syns_from(&lab, &sources))?;
+    lab.scapy_send(&lab.syns_from(&sources, BAIT_PORT))?;
     let every: BTreeSet<IpAddr> = sources.iter().copied().collect();
     wait_blocked("every source to be blocked", &daemon, &every, BLOCK_TIMEOUT)?;
     assert!(
@@ -266,7 +238,7 @@ fn a_block_deleted_by_hand_is_released_and_stays_released_after_a_restart() -> R
     assert_eq!(journaled(&journal(&lab.state_dir())?), rest);
 
     // The detector forgot the block too: a new probe blocks the host again.
-    lab.scapy_send(&syns_from(&lab, &[scanner]))?;
+    lab.scapy_send(&lab.syns_from(&[scanner], BAIT_PORT))?;
     wait_blocked(
         "the host to be blocked again",
         &daemon,
@@ -305,7 +277,7 @@ fn a_second_instance_refuses_to_start_and_changes_nothing() -> Result<(), LabErr
     let config = lab.config(&[]);
     let mut daemon = lab.start_daemon(&config)?;
     let sources = spoofed_v4(2);
-    lab.scapy_send(&syns_from(&lab, &sources))?;
+    lab.scapy_send(&lab.syns_from(&sources, BAIT_PORT))?;
     let every: BTreeSet<IpAddr> = sources.iter().copied().collect();
     wait_blocked("the sources to be blocked", &daemon, &every, BLOCK_TIMEOUT)?;
     let before = ruleset(&lab)?;
@@ -365,7 +337,7 @@ fn after_a_sigkill_in_a_burst_a_restart_restores_exactly_what_was_in_force() -> 
         .replace("[respond]\n", "[respond]\nmax_blocks_per_sec = 0\n");
     let mut daemon = lab.start_daemon(&config)?;
     let sources = spoofed_v4(400);
-    let burst = lab.scapy_send_in_background(&syns_from(&lab, &sources))?;
+    let burst = lab.scapy_send_in_background(&lab.syns_from(&sources, BAIT_PORT))?;
     wait_until("a burst of blocks under way", BLOCK_TIMEOUT, || {
         Ok(daemon.blocked_v4()?.len() >= 120)
     })?;
@@ -482,7 +454,7 @@ fn a_full_state_directory_keeps_blocks_in_force_and_catches_up_without_a_torn_li
     daemon.wait_for_log("cannot persist blocks", LOG_FOLLOW_TIMEOUT)?;
 
     let sources = spoofed_v4(40);
-    lab.scapy_send(&syns_from(&lab, &sources))?;
+    lab.scapy_send(&lab.syns_from(&sources, BAIT_PORT))?;
     let every: BTreeSet<IpAddr> = sources.iter().copied().collect();
     wait_blocked("every source to be blocked", &daemon, &every, BLOCK_TIMEOUT)?;
     assert_eq!(
@@ -535,7 +507,7 @@ fn a_read_only_state_directory_still_protects_and_hands_its_blocks_to_the_next_s
     daemon.wait_for_log("cannot persist blocks", LOG_FOLLOW_TIMEOUT)?;
 
     let later = spoofed_v6(1);
-    lab.scapy_send(&syns_from(&lab, &later))?;
+    lab.scapy_send(&lab.syns_from(&later, BAIT_PORT))?;
     let every: BTreeSet<IpAddr> = earlier.iter().chain(&later).copied().collect();
     wait_blocked(
         "the journaled and the new block",

@@ -616,6 +616,24 @@ block_timeout = "0"
         self.run_in(Side::Scanner, &args)
     }
 
+    /// A scapy list of one SYN to `port` from each source (from port 40111), for
+    /// [`Lab::scapy_send`]: IPv4 sources to the target's IPv4 address, IPv6 ones to its IPv6.
+    pub fn syns_from(&self, sources: &[IpAddr], port: u16) -> String {
+        let packets: Vec<String> = sources
+            .iter()
+            .map(|source| match source {
+                IpAddr::V4(v4) => {
+                    format!("IP(src='{v4}', dst=TARGET)/TCP(sport=40111, dport={port}, flags='S')")
+                }
+                IpAddr::V6(v6) => format!(
+                    "IPv6(src='{v6}', dst='{}')/TCP(sport=40111, dport={port}, flags='S')",
+                    self.target_v6
+                ),
+            })
+            .collect();
+        format!("[{}]", packets.join(", "))
+    }
+
     /// Sends crafted IPv4 packets from the scanner at layer 2, so the scanner's own stack can
     /// neither fix nor refuse them. `ip_layers` is a Python list expression of scapy IP
     /// packets that may use the names SCANNER and TARGET (IPv4 address strings).
@@ -1485,4 +1503,18 @@ fn release_tag(tag: &str) {
     if let Some(tags) = tags.as_mut() {
         tags.remove(tag);
     }
+}
+
+/// `count` addresses from 10.99.0.0/16, never the lab's own, for spoofed sources.
+pub fn spoofed_v4(count: u16) -> Vec<IpAddr> {
+    (0..count)
+        .map(|i| IpAddr::V4(Ipv4Addr::new(10, 99, (i / 250) as u8, (i % 250) as u8 + 1)))
+        .collect()
+}
+
+/// `count` addresses from fd99::/64, never the lab's own, for spoofed sources.
+pub fn spoofed_v6(count: u16) -> Vec<IpAddr> {
+    (0..count)
+        .map(|i| IpAddr::V6(Ipv6Addr::new(0xfd99, 0, 0, 0, 0, 0, 0, i + 1)))
+        .collect()
 }
