@@ -16,29 +16,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 FLOOD_SECONDS=${1:-20}
 EXTRA_RESPOND=${2:-}
-TAG=nfsf$$
-SCAN=$TAG-s TGT=$TAG-t
-WORK=$(mktemp -d)
-PIDS=()
-
-cleanup() {
-  for pid in "${PIDS[@]:-}"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  ip netns del "$SCAN" 2>/dev/null || true
-  ip netns del "$TGT" 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-cargo build --release --quiet --bin nfsentry
-BIN=${CARGO_TARGET_DIR:-target}/release
-
-ip netns add "$SCAN"; ip netns add "$TGT"
-ip link add "$TAG-a" netns "$SCAN" type veth peer name "$TAG-b" netns "$TGT"
-ip -n "$SCAN" addr add 10.214.0.1/24 dev "$TAG-a"
-ip -n "$TGT" addr add 10.214.0.2/24 dev "$TAG-b"
-for ns in "$SCAN" "$TGT"; do ip -n "$ns" link set lo up; done
-ip -n "$SCAN" link set "$TAG-a" up; ip -n "$TGT" link set "$TAG-b" up
+# shellcheck source=benches/lab.sh
+source benches/lab.sh
+lab_init nfsf
+lab_build --bin nfsentry
+lab_veth 10.214.0.1/24 10.214.0.2/24
 SCANNER=10.214.0.1 TARGET=10.214.0.2
 
 cat > "$WORK/nfsentry.toml" <<CONF
@@ -50,7 +32,7 @@ interfaces = ["$TAG-b"]
 $EXTRA_RESPOND
 CONF
 ip netns exec "$TGT" "$BIN/nfsentry" run --config "$WORK/nfsentry.toml" 2> "$WORK/stderr" &
-D=$!; PIDS+=("$D")
+D=$!; LAB_PIDS+=("$D")
 until grep -qs "watching;" "$WORK/daemon.log"; do
   kill -0 "$D" 2>/dev/null || { cat "$WORK/stderr"; exit 1; }
   sleep 0.1
@@ -73,7 +55,7 @@ elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
 START=$(now)
 ip netns exec "$SCAN" hping3 -q --flood --rand-source -S -p 111 "$TARGET" >/dev/null 2>&1 &
-FLOOD=$!; PIDS+=("$FLOOD")
+FLOOD=$!; LAB_PIDS+=("$FLOOD")
 
 HALF=$(awk -v s="$FLOOD_SECONDS" 'BEGIN { print s / 2 }')
 sleep "$HALF"
