@@ -12,34 +12,105 @@
 # blocked. EXTRA_RESPOND_TOML is added to [respond], e.g. 'max_blocks_per_sec = 0' to compare
 # with the rate cap off. Needs root, hping3, nmap, nft. Figures from a shared machine: compare
 # runs made together.
+#
+#   bash benches/flood.sh --sources N [LIMIT_SECONDS] [HOLD_SECONDS]
+#
+# Memory held within max_sources: the same flood, alert-only with a trigger no source reaches,
+# against a daemon with `max_sources = N`, until its status reports N sources tracked (giving up
+# after LIMIT_SECONDS, default 300), then for HOLD_SECONDS more (default 10) while the full table
+# evicts, after the default table of 65536 in the same run. Prints for each: sources tracked and
+# evicted, seconds to fill, RSS at start, peak RSS (VmHWM), RSS at the end, and the RSS added
+# per tracked source.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+MAX_SOURCES=""
+if [ "${1:-}" = --sources ]; then
+  MAX_SOURCES=${2:?--sources takes the table size, such as 1000000}
+  FILL_LIMIT=${3:-300}
+  HOLD_SECONDS=${4:-10}
+  shift 2
+  set --
+fi
 FLOOD_SECONDS=${1:-20}
 EXTRA_RESPOND=${2:-}
-TAG=nfsf$$
-SCAN=$TAG-s TGT=$TAG-t
-WORK=$(mktemp -d)
-PIDS=()
-
-cleanup() {
-  for pid in "${PIDS[@]:-}"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  ip netns del "$SCAN" 2>/dev/null || true
-  ip netns del "$TGT" 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-cargo build --release --quiet --bin nfsentry
-BIN=${CARGO_TARGET_DIR:-target}/release
-
-ip netns add "$SCAN"; ip netns add "$TGT"
-ip link add "$TAG-a" netns "$SCAN" type veth peer name "$TAG-b" netns "$TGT"
-ip -n "$SCAN" addr add 10.214.0.1/24 dev "$TAG-a"
-ip -n "$TGT" addr add 10.214.0.2/24 dev "$TAG-b"
-for ns in "$SCAN" "$TGT"; do ip -n "$ns" link set lo up; done
-ip -n "$SCAN" link set "$TAG-a" up; ip -n "$TGT" link set "$TAG-b" up
+# shellcheck source=benches/lab.sh
+source benches/lab.sh
+lab_init nfsf
+lab_build --bin nfsentry
+lab_veth 10.214.0.1/24 10.214.0.2/24
 SCANNER=10.214.0.1 TARGET=10.214.0.2
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+# With --sources: how much memory a source table of that many spoofed sources takes, the
+# default table (65536) measured first in the same run for comparison.
+if [ -n "$MAX_SOURCES" ]; then
+  # Each try runs `nfsentry status`: no need to ask twenty times a second.
+  LAB_POLL=0.25
+  # Fields of the daemon's status, from its control socket (e.g. sources_tracked).
+  status_of() { # field...
+    "$BIN/nfsentry" status --json --config "$WORK/table.toml" 2>/dev/null |
+      /usr/bin/python3 -c 'import json, sys
+status = json.load(sys.stdin)
+print(*(status[field] for field in sys.argv[1:]))' "$@" 2>/dev/null
+  }
+  # shellcheck disable=SC2317 # called by wait_until
+  table_full() { [ "$(status_of sources_tracked || echo 0)" -ge "$1" ]; }
+  kb() { awk -v k="$2" '$1 == k ":" { print $2 }' "/proc/$1/status"; }
+  # Fills the table, keeps flooding for HOLD_SECONDS more (the full table evicting), and sets
+  # ROW to "max_sources tracked evicted seconds start_kB peak_kB now_kB bytes_per_source".
+  measure_table() { # max_sources
+    rm -rf "$WORK/state" "$WORK/daemon.log"
+    # Alert-only, with a trigger no source reaches: every spoofed source is tracked, none is
+    # detected, logged or blocked, so the table is all that grows.
+    cat > "$WORK/table.toml" <<CONF
+[daemon]
+state_dir = "$WORK/state"
+log = "file:$WORK/daemon.log"
+control_socket = "$WORK/control.sock"
+interfaces = ["$TAG-b"]
+[detect]
+scan_trigger = 4000000000
+max_sources = $1
+[respond]
+verdict = "drop"
+actions = []
+CONF
+    ip netns exec "$TGT" "$BIN/nfsentry" run --config "$WORK/table.toml" 2> "$WORK/stderr" &
+    local daemon=$! flood start_kb start peak_kb now_kb counts seconds
+    LAB_PIDS+=("$daemon")
+    LAB_SHOW_ON_GIVE_UP=$WORK/stderr
+    wait_until 30 "nfsentry to start" grep -qs "watching;" "$WORK/daemon.log"
+    start_kb=$(kb "$daemon" VmRSS)
+    start=$(now)
+    ip netns exec "$SCAN" hping3 -q --flood --rand-source -S -p 111 "$TARGET" >/dev/null 2>&1 &
+    flood=$!
+    LAB_PIDS+=("$flood")
+    wait_until "$FILL_LIMIT" "$1 sources tracked" table_full "$1"
+    seconds=$(elapsed "$start")
+    sleep "$HOLD_SECONDS"
+    kill "$flood"
+    wait "$flood" 2>/dev/null || true
+    counts=$(status_of sources_tracked sources_evicted)
+    peak_kb=$(kb "$daemon" VmHWM)
+    now_kb=$(kb "$daemon" VmRSS)
+    kill -TERM "$daemon"
+    wait "$daemon" 2>/dev/null || true
+    ROW=$(echo "$1 $counts $seconds $start_kb $peak_kb $now_kb" |
+      awk '{ printf "%s %.1f\n", $0, ($6 - $5) * 1024 / $2 }')
+  }
+  echo "spoofed flood (hping3 --flood --rand-source to a bait port, alert-only, trigger never"
+  echo "reached: every source tracked, none blocked) until the source table is full, then"
+  echo "$HOLD_SECONDS s more; RSS in kB; bytes/source: (peak RSS - RSS at start) / sources tracked"
+  printf '%-12s %-16s %-10s %-8s %-14s %-18s %-10s %s\n' max_sources "sources tracked" evicted \
+    "to fill" "RSS at start" "peak RSS (VmHWM)" "RSS now" bytes/source
+  for max in 65536 "$MAX_SOURCES"; do
+    measure_table "$max"
+    # shellcheck disable=SC2086 # the fields of one row
+    printf '%-12s %-16s %-10s %-8s %-14s %-18s %-10s %s\n' $ROW
+  done
+  exit 0
+fi
 
 cat > "$WORK/nfsentry.toml" <<CONF
 [daemon]
@@ -50,7 +121,7 @@ interfaces = ["$TAG-b"]
 $EXTRA_RESPOND
 CONF
 ip netns exec "$TGT" "$BIN/nfsentry" run --config "$WORK/nfsentry.toml" 2> "$WORK/stderr" &
-D=$!; PIDS+=("$D")
+D=$!; LAB_PIDS+=("$D")
 until grep -qs "watching;" "$WORK/daemon.log"; do
   kill -0 "$D" 2>/dev/null || { cat "$WORK/stderr"; exit 1; }
   sleep 0.1
@@ -68,12 +139,10 @@ scanner_blocked() {
   blocked_set || return 1
   grep -qF "$SCANNER " "$WORK/set.txt"
 }
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
 START=$(now)
 ip netns exec "$SCAN" hping3 -q --flood --rand-source -S -p 111 "$TARGET" >/dev/null 2>&1 &
-FLOOD=$!; PIDS+=("$FLOOD")
+FLOOD=$!; LAB_PIDS+=("$FLOOD")
 
 HALF=$(awk -v s="$FLOOD_SECONDS" 'BEGIN { print s / 2 }')
 sleep "$HALF"

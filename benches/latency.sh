@@ -18,31 +18,11 @@ PROBES=${1:-2000}
 GAP_MS=${2:-2}
 BAIT_PORT=111
 OPEN_PORT=4444 # not watched, nothing listens: the kernel refuses it at once
-TAG=nfsl$$
-SCAN=$TAG-s TGT=$TAG-t
-WORK=$(mktemp -d)
-
-cleanup() {
-  for ns in "$SCAN" "$TGT"; do
-    ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true
-  done
-  wait 2>/dev/null || true
-  ip netns del "$SCAN" 2>/dev/null || true
-  ip netns del "$TGT" 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-cargo build --release --quiet --bin nfsentry
-BIN=${CARGO_TARGET_DIR:-target}/release
-
-ip netns add "$SCAN"; ip netns add "$TGT"
-ip link add "$TAG-a" netns "$SCAN" type veth peer name "$TAG-b" netns "$TGT"
-ip -n "$SCAN" addr add 10.214.0.1/24 dev "$TAG-a"
-ip -n "$TGT" addr add 10.214.0.2/24 dev "$TAG-b"
-for ns in "$SCAN" "$TGT"; do ip -n "$ns" link set lo up; done
-ip -n "$SCAN" link set "$TAG-a" up; ip -n "$TGT" link set "$TAG-b" up
+# shellcheck source=benches/lab.sh
+source benches/lab.sh
+lab_init nfsl
+lab_build --bin nfsentry
+lab_veth 10.214.0.1/24 10.214.0.2/24
 
 cat > "$WORK/nfsentry.toml" <<CONF
 [daemon]
@@ -58,13 +38,8 @@ actions = []
 CONF
 
 ip netns exec "$TGT" "$BIN/nfsentry" run --config "$WORK/nfsentry.toml" > /dev/null 2> "$WORK/nfsentry.log" &
-deadline=$((SECONDS + 30))
-until grep -qs "watching;" "$WORK/nfsentry.log"; do
-  if [ "$SECONDS" -ge "$deadline" ]; then
-    echo "bench: nfsentry did not start:" >&2; cat "$WORK/nfsentry.log" >&2; exit 1
-  fi
-  sleep 0.01
-done
+LAB_SHOW_ON_GIVE_UP=$WORK/nfsentry.log
+wait_until 30 "nfsentry to start" grep -qs "watching;" "$WORK/nfsentry.log"
 
 ip netns exec "$SCAN" /usr/bin/python3 - "$PROBES" "$GAP_MS" "$BAIT_PORT" "$OPEN_PORT" <<'PY'
 import socket, sys, time

@@ -58,42 +58,13 @@ QUEUE=0
 # How many queues, from QUEUE on, the consumer being measured reads.
 QUEUES=1
 BAIT_PORTS=1,11,15,79,111,119,143,540,635
-TAG=nfsb$$
-SCAN=$TAG-s TGT=$TAG-t
-WORK=$(mktemp -d)
-
-cleanup() {
-  # Whatever still runs in the two namespaces was started here.
-  for ns in "$SCAN" "$TGT"; do
-    ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true
-  done
-  wait 2>/dev/null || true
-  ip netns del "$SCAN" 2>/dev/null || true
-  ip netns del "$TGT" 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# Waits until the command succeeds; gives up, and ends the bench, after $1 seconds.
-wait_until() { # seconds what command...
-  local deadline=$((SECONDS + $1)) what=$2
-  shift 2
-  until "$@"; do
-    if [ "$SECONDS" -ge "$deadline" ]; then echo "bench: gave up waiting for $what" >&2; exit 1; fi
-    sleep 0.005
-  done
-}
-
-cargo build --release --quiet --bin nfsentry --example accept_all --example flood
-BIN=${CARGO_TARGET_DIR:-target}/release
-
-ip netns add "$SCAN"; ip netns add "$TGT"
-ip link add "$TAG-a" netns "$SCAN" type veth peer name "$TAG-b" netns "$TGT"
-ip -n "$SCAN" addr add 10.213.0.1/24 dev "$TAG-a"
-ip -n "$TGT" addr add 10.213.0.2/24 dev "$TAG-b"
-for ns in "$SCAN" "$TGT"; do ip -n "$ns" link set lo up; done
-ip -n "$SCAN" link set "$TAG-a" up; ip -n "$TGT" link set "$TAG-b" up
+# wait_until polls often: the drain it waits for is timed.
+LAB_POLL=0.005
+# shellcheck source=benches/lab.sh
+source benches/lab.sh
+lab_init nfsb
+lab_build --bin nfsentry --example accept_all --example flood
+lab_veth 10.213.0.1/24 10.213.0.2/24
 # The RSTs for the spoofed sources go back over the veth, as they would to a real scanner.
 ip -n "$TGT" route add 198.18.0.0/16 via 10.213.0.1
 
@@ -199,10 +170,10 @@ measure_moderate() { # base|nfsentry accept|drop
 # draining is timed, and only the reader's own CPU time counts, so the figures hold however fast
 # the sender is on a busy machine.
 measure_deep() { # base|nfsentry accept|drop
-  local consumer sender cycle start end totals=""
+  local consumer sender start end totals=""
   consumer=$(start_consumer "$1" "$2")
   sender=$(flood 0 100000)
-  for cycle in $(seq "$DEEP_CYCLES"); do
+  for _ in $(seq "$DEEP_CYCLES"); do
     kill -STOP "$consumer"
     kill -CONT "$sender"
     wait_until 30 "the queue to fill" queue_holds "$consumer" "$DEEP_FILL" 1000000000

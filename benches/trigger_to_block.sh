@@ -10,43 +10,15 @@ set -euo pipefail
 shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
 SOURCES=${1:-100}
-TAG=nfst$$
-SCAN=$TAG-s TGT=$TAG-t
-WORK=$(mktemp -d)
-
-cleanup() {
-  for ns in "$SCAN" "$TGT"; do
-    ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true
-  done
-  wait 2>/dev/null || true
-  ip netns del "$SCAN" 2>/dev/null || true
-  ip netns del "$TGT" 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# Waits until the command succeeds; gives up, and ends the bench, after $1 seconds.
-wait_until() { # seconds what command...
-  local deadline=$((SECONDS + $1)) what=$2
-  shift 2
-  until "$@"; do
-    if [ "$SECONDS" -ge "$deadline" ]; then echo "bench: gave up waiting for $what" >&2; exit 1; fi
-    sleep 0.05
-  done
-}
-
-cargo build --release --quiet --bin nfsentry
-BIN=${CARGO_TARGET_DIR:-target}/release
-
-ip netns add "$SCAN"; ip netns add "$TGT"
-ip link add "$TAG-a" netns "$SCAN" type veth peer name "$TAG-b" netns "$TGT"
-ip -n "$TGT" addr add 10.215.0.2/16 dev "$TAG-b"
+# shellcheck source=benches/lab.sh
+source benches/lab.sh
+lab_init nfst
+lab_build --bin nfsentry
+# One scanner address per source, added below.
+lab_veth "" 10.215.0.2/16
 for i in $(seq 1 "$SOURCES"); do
   ip -n "$SCAN" addr add "10.215.$((i / 256 + 1)).$((i % 256))/16" dev "$TAG-a"
 done
-for ns in "$SCAN" "$TGT"; do ip -n "$ns" link set lo up; done
-ip -n "$SCAN" link set "$TAG-a" up; ip -n "$TGT" link set "$TAG-b" up
 
 cat > "$WORK/nfsentry.toml" <<CONF
 [daemon]
