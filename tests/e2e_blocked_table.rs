@@ -360,6 +360,15 @@ fn keep_blocks_on_exit_leaves_the_drops_only_and_a_restart_never_lets_a_block_go
     Ok(())
 }
 
+/// A network namespace of the test's own, deleted when dropped.
+struct DeleteNetns(String);
+
+impl Drop for DeleteNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
 /// Whether this kernel takes a native `queue` statement, asked with `nft -c` in `netns`.
 fn native_queue(netns: &str) -> bool {
     let probe = "table inet probe { chain c { type filter hook prerouting priority 0; queue num 4000 bypass; } }";
@@ -397,6 +406,8 @@ fn every_rules_file_passes_nft_check() {
         added.is_ok_and(|status| status.success()),
         "ip netns add {netns}"
     );
+    // Deleted however the test ends, a failed assertion included.
+    let _namespace = DeleteNetns(netns.clone());
     // The shipped ruleset hooks eth0 in its netdev chain.
     let eth0 = Command::new("ip")
         .args([
@@ -447,7 +458,6 @@ fn every_rules_file_passes_nft_check() {
             Err(error) => failures.push(format!("{}: {error}", path.display())),
         }
     }
-    let _ = Command::new("ip").args(["netns", "del", &netns]).status();
     assert!(failures.is_empty(), "{failures:#?}");
     assert!(checked.len() >= 2, "{checked:?}");
     eprintln!("nft -c -f passed: {checked:?}");
