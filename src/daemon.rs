@@ -35,7 +35,7 @@ use crate::instance;
 use crate::nflog::NflogSocket;
 use crate::nft::ruleset::{QueueMode, RulesetSpec};
 use crate::nft::watch::Watch;
-use crate::pipeline::{Arrival, LogLine, Order as PipelineOrder, Pipeline, Reply};
+use crate::pipeline::{Arrival, LogLine, Order as PipelineOrder, Pipeline};
 use crate::queue::PacketQueue;
 use crate::respond::block_latency::BlockLatency;
 use crate::respond::responder::{self, Order, ResponderSetup};
@@ -610,22 +610,15 @@ impl PacketLoop {
     }
 
     fn decide_queued(&mut self, bytes: &[u8], in_ifindex: Option<u32>) -> Verdict {
-        let now = Instant::now();
-        let handled =
-            self.pipeline
-                .handle(bytes, Arrival::Queued, in_ifindex, now, SystemTime::now());
-        let verdict = handled.verdict.unwrap_or(self.default_verdict);
         self.answered += 1;
-        self.send_replies(&handled.replies, now);
-        self.pass_on(handled.orders, &handled.lines);
-        self.pipeline.recycle(handled.lines);
-        verdict
-    }
-
-    fn send_replies(&mut self, replies: &[Reply], now: Instant) {
-        if let Some(sender) = self.replies.as_mut() {
-            sender.send(replies, now);
-        }
+        judge_queued(
+            &mut self.pipeline,
+            self.replies.as_mut(),
+            &self.orders,
+            self.default_verdict,
+            bytes,
+            in_ifindex,
+        )
     }
 
     /// Short-header packets reach nfsentry through NFLOG: the kernel drops them anyway, so there
@@ -676,6 +669,28 @@ impl PacketLoop {
 }
 
 /// Writes the lines, then hands the orders to the responder thread.
+/// One queued packet through the pipeline: its replies sent, its lines written and its orders
+/// handed to the responder, its line buffer given back (so the next packet does not allocate);
+/// the verdict for the kernel. The first queue's loop and every further queue's reader judge a
+/// packet here, so all queues judge alike.
+fn judge_queued(
+    pipeline: &mut Pipeline,
+    replies: Option<&mut ReplySender>,
+    orders: &mpsc::Sender<Order>,
+    default_verdict: Verdict,
+    bytes: &[u8],
+    in_ifindex: Option<u32>,
+) -> Verdict {
+    let now = Instant::now();
+    let handled = pipeline.handle(bytes, Arrival::Queued, in_ifindex, now, SystemTime::now());
+    if let Some(sender) = replies {
+        sender.send(&handled.replies, now);
+    }
+    send_orders(orders, handled.orders, &handled.lines);
+    pipeline.recycle(handled.lines);
+    handled.verdict.unwrap_or(default_verdict)
+}
+
 fn send_orders(to: &mpsc::Sender<Order>, orders: Vec<PipelineOrder>, lines: &[LogLine]) {
     for line in lines {
         write_line(line);

@@ -26,9 +26,9 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use super::control::Published;
 use super::host_edges::ReplySender;
-use super::{send_orders, DRAIN_BATCH};
+use super::{judge_queued, send_orders, DRAIN_BATCH};
 use crate::config::{Config, Verdict};
-use crate::pipeline::{self, Arrival, Pipeline};
+use crate::pipeline::{self, Pipeline};
 use crate::queue::{PacketQueue, QueueError};
 use crate::respond::responder::Order;
 use crate::spoof::HostFacts;
@@ -156,35 +156,55 @@ pub(super) fn keeper_of(source: IpAddr, shards: usize) -> usize {
     usize::try_from(hash % shards.max(1) as u64).unwrap_or(0)
 }
 
-/// The sum of the shards' statuses, for the status line.
+/// The sum of the shards' statuses, for the status line. The shard's status is taken apart
+/// field by field, so that a counter added to it cannot be left out of the sum.
 pub(super) fn add_status(total: &mut pipeline::Status, shard: &pipeline::Status) {
-    total.queued += shard.queued;
-    total.short_headers_logged += shard.short_headers_logged;
-    total.malformed += shard.malformed;
-    total.detections += shard.detections;
-    total.blocks_ordered += shard.blocks_ordered;
-    total.blocks_held_back += shard.blocks_held_back;
-    total.waiting += shard.waiting;
-    total.blocks_refused += shard.blocks_refused;
-    total.blocks_evicted += shard.blocks_evicted;
-    total.blocks_verified += shard.blocks_verified;
-    total.blocked_now += shard.blocked_now;
-    total.blocked_verified += shard.blocked_verified;
-    total.blocked_unverified += shard.blocked_unverified;
-    total.sources_tracked += shard.sources_tracked;
-    total.sources_evicted += shard.sources_evicted;
-    total.alert_lines_suppressed += shard.alert_lines_suppressed;
-    for (sum, count) in total
-        .detections_by_kind
-        .iter_mut()
-        .zip(shard.detections_by_kind)
-    {
+    let pipeline::Status {
+        queued,
+        short_headers_logged,
+        malformed,
+        detections,
+        blocks_ordered,
+        blocks_held_back,
+        waiting,
+        blocks_refused,
+        blocks_evicted,
+        blocks_verified,
+        blocked_now,
+        blocked_verified,
+        blocked_unverified,
+        sources_tracked,
+        sources_evicted,
+        alert_lines_suppressed,
+        detections_by_kind,
+        blocks_released,
+        spoofed,
+        challenges,
+        handshakes,
+    } = *shard;
+    total.queued += queued;
+    total.short_headers_logged += short_headers_logged;
+    total.malformed += malformed;
+    total.detections += detections;
+    total.blocks_ordered += blocks_ordered;
+    total.blocks_held_back += blocks_held_back;
+    total.waiting += waiting;
+    total.blocks_refused += blocks_refused;
+    total.blocks_evicted += blocks_evicted;
+    total.blocks_verified += blocks_verified;
+    total.blocked_now += blocked_now;
+    total.blocked_verified += blocked_verified;
+    total.blocked_unverified += blocked_unverified;
+    total.sources_tracked += sources_tracked;
+    total.sources_evicted += sources_evicted;
+    total.alert_lines_suppressed += alert_lines_suppressed;
+    for (sum, count) in total.detections_by_kind.iter_mut().zip(detections_by_kind) {
         *sum += count;
     }
-    total.blocks_released += shard.blocks_released;
-    total.spoofed += shard.spoofed;
-    total.challenges += shard.challenges;
-    total.handshakes += shard.handshakes;
+    total.blocks_released += blocks_released;
+    total.spoofed += spoofed;
+    total.challenges += challenges;
+    total.handshakes += handshakes;
 }
 
 /// One reader thread: its queue, its pipeline, and the main thread's messages.
@@ -242,23 +262,15 @@ impl ShardLoop {
                     ..
                 } = &mut self;
                 queue.drain_packets(DRAIN_BATCH, |packet| {
-                    let now = Instant::now();
-                    let handled = pipeline.handle(
-                        packet.payload,
-                        Arrival::Queued,
-                        packet.in_ifindex,
-                        now,
-                        SystemTime::now(),
-                    );
                     *answered += 1;
-                    if let Some(sender) = replies.as_mut() {
-                        sender.send(&handled.replies, now);
-                    }
-                    send_orders(orders, handled.orders, &handled.lines);
-                    let verdict = handled.verdict.unwrap_or(*default_verdict);
-                    // The lines buffer goes back, so that the next packet does not allocate.
-                    pipeline.recycle(handled.lines);
-                    verdict
+                    judge_queued(
+                        pipeline,
+                        replies.as_mut(),
+                        orders,
+                        *default_verdict,
+                        packet.payload,
+                        packet.in_ifindex,
+                    )
                 })?;
             }
             let ticked = self.pipeline.tick(Instant::now(), SystemTime::now());
