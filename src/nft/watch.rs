@@ -302,6 +302,16 @@ mod tests {
         notification(15, 0, port, &attributes)
     }
 
+    /// A change made by the `nft` command: what it damaged, which blocked addresses it removed.
+    fn by_nft(damaged: &[&str], removed: &[&str]) -> Seen {
+        Seen::Changed(ForeignChange {
+            port: NFT_PORT,
+            process: Some("nft".into()),
+            damaged: damaged.iter().map(|d| d.to_string()).collect(),
+            removed: removed.iter().map(|a| a.parse().unwrap()).collect(),
+        })
+    }
+
     #[test]
     fn a_transaction_ends_at_its_generation_and_names_what_was_deleted() {
         let mut watch = Gathering::new("nfsentry", None);
@@ -320,14 +330,6 @@ mod tests {
         flush.extend(table(2, NFPROTO_NETDEV, "nfsentry"));
         flush.extend(table(2, NFPROTO_INET, "filter"));
         flush.extend(generation(NFT_PORT));
-        let by_nft = |damaged: &[&str], removed: &[&str]| {
-            Seen::Changed(ForeignChange {
-                port: NFT_PORT,
-                process: Some("nft".into()),
-                damaged: damaged.iter().map(|d| d.to_string()).collect(),
-                removed: removed.iter().map(|a| a.parse().unwrap()).collect(),
-            })
-        };
         assert_eq!(
             watch.read(&flush),
             vec![by_nft(
@@ -361,14 +363,6 @@ mod tests {
     #[test]
     fn in_the_admins_table_only_the_table_and_the_blocked_sets_count() {
         let mut watch = Gathering::new("nfsentry", Some("filter"));
-        let by_nft = |damaged: &[&str], removed: &[&str]| {
-            Seen::Changed(ForeignChange {
-                port: NFT_PORT,
-                process: Some("nft".into()),
-                damaged: damaged.iter().map(|d| d.to_string()).collect(),
-                removed: removed.iter().map(|a| a.parse().unwrap()).collect(),
-            })
-        };
         // The admin's own chains, rules and other sets are theirs to change.
         let mut own_business = notification(
             3,
