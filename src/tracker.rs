@@ -5,8 +5,8 @@
 //! moves to the *protected* segment once it has touched two distinct targets (or is verified).
 //! A full table evicts the longest-silent source of probation first, so a flood of spoofed
 //! one-packet sources churns probation only and cannot push a real scanner out between its
-//! probes once it has made two. The hash is keyed per process (SipHash with a random key), so an
-//! attacker cannot choose addresses that collide.
+//! probes once it has made two. The hash is keyed with random bits per process (see
+//! [`source_hasher`]), so an attacker cannot choose addresses that collide.
 //!
 //! Entries live in one arena of fixed-size slots, linked by index into the two lists and into
 //! the chains of a hash index whose bucket count is fixed at start: once the table has grown to
@@ -14,11 +14,32 @@
 //! source, so a full table of a million sources holds 63 MB. This module knows nothing of packets
 //! or verdicts.
 
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+use foldhash::SharedSeed;
+
+/// The hasher of the tables keyed by source address on the packet path: this tracker's index,
+/// the engine's block table and its waiting line. foldhash costs a few nanoseconds for an
+/// address where SipHash costs tens, and is keyed, here with random bits per process and per
+/// table, so addresses that collide cannot be chosen from outside.
+pub type SourceHasher = foldhash::quality::SeedableRandomState;
+
+/// A [`SourceHasher`] with a random key of its own.
+pub fn source_hasher() -> SourceHasher {
+    static SHARED: OnceLock<SharedSeed> = OnceLock::new();
+    let shared = SHARED.get_or_init(|| SharedSeed::from_u64(random_u64()));
+    SourceHasher::with_seed(random_u64(), shared)
+}
+
+/// 64 random bits. std keys each `RandomState` from the kernel's random source (getrandom(2)),
+/// so a hash under fresh keys is random too, and taking it cannot fail.
+fn random_u64() -> u64 {
+    RandomState::new().hash_one(0u64)
+}
 
 /// What a source touched: protocol number and port, packed so that a recent-target check is a
 /// comparison of plain integers. Targets without a port (IP options on ICMP, short headers) carry
@@ -167,7 +188,7 @@ impl List {
 pub struct Tracker {
     /// The first slot of each bucket's chain; one bucket per two sources the table holds.
     buckets: Box<[SlotIndex]>,
-    hasher: RandomState,
+    hasher: SourceHasher,
     slots: Vec<Slot>,
     /// Freed slots (from `forget`), reused before the arena grows; linked through `newer`.
     free: SlotIndex,
@@ -194,7 +215,7 @@ impl Tracker {
         let capacity = capacity.get().min(NIL as usize - 1);
         Tracker {
             buckets: vec![NIL; capacity.div_ceil(2)].into_boxed_slice(),
-            hasher: RandomState::new(),
+            hasher: source_hasher(),
             slots: Vec::new(),
             free: NIL,
             probation: List::EMPTY,
