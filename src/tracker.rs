@@ -75,6 +75,9 @@ const PROTECT_AT_HITS: u32 = 2;
 /// seconds to hours, and lasts 13 years; past that every source looks seen at the same time.
 type Tick = u32;
 
+/// How long one tick lasts.
+const TICK: Duration = Duration::from_millis(100);
+
 fn ticks(duration: Duration) -> Tick {
     // Whole seconds and milliseconds apart: 64-bit arithmetic, where `as_millis` is 128-bit.
     let tenths = duration.as_secs().saturating_mul(10) + u64::from(duration.subsec_millis() / 100);
@@ -162,6 +165,20 @@ fn key(source: IpAddr) -> u128 {
     }
 }
 
+/// The moments `[from, until)` that all make `tick`.
+#[derive(Debug, Clone, Copy)]
+struct TickSpan {
+    from: Instant,
+    until: Instant,
+    tick: Tick,
+}
+
+impl TickSpan {
+    fn holds(&self, now: Instant) -> bool {
+        self.from <= now && now < self.until
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Segment {
     Probation,
@@ -200,6 +217,9 @@ pub struct Tracker {
     window: Tick,
     /// The moment tick 0 stands for: the first one given.
     epoch: Option<Instant>,
+    /// The tick of the last moment given, and the moments that make that same tick: packets
+    /// that arrive close together skip the clock arithmetic.
+    current_tick: Option<TickSpan>,
     /// The slot found last: a scan sends its probes back to back, and they skip the hash.
     last_found: SlotIndex,
     evicted: u64,
@@ -224,6 +244,7 @@ impl Tracker {
             protected_capacity: capacity / 2,
             window: ticks(window),
             epoch: None,
+            current_tick: None,
             last_found: NIL,
             evicted: 0,
         }
@@ -281,8 +302,21 @@ impl Tracker {
 
     /// `now` as a tick; the first moment given is tick 0, and earlier ones count as it.
     fn tick(&mut self, now: Instant) -> Tick {
+        if let Some(span) = self.current_tick.filter(|span| span.holds(now)) {
+            return span.tick;
+        }
         let epoch = *self.epoch.get_or_insert(now);
-        ticks(now.saturating_duration_since(epoch))
+        let tick = ticks(now.saturating_duration_since(epoch));
+        // Tick t is every moment from t tenths after the epoch to just before the next tenth.
+        let from = TICK
+            .checked_mul(tick)
+            .and_then(|since_epoch| epoch.checked_add(since_epoch));
+        self.current_tick = from
+            .and_then(|from| Some((from, from.checked_add(TICK)?)))
+            .map(|(from, until)| TickSpan { from, until, tick })
+            // Not so before the epoch, nor once the ticks have run out.
+            .filter(|span| span.holds(now) && tick < Tick::MAX);
+        tick
     }
 
     /// The bucket `key` hashes to.
@@ -557,6 +591,33 @@ mod tests {
         assert!(t.len() <= t.capacity);
         assert!(t.slots.len() <= t.capacity);
         assert!(t.protected.len <= t.protected_capacity);
+    }
+
+    #[test]
+    fn a_moment_makes_the_same_tick_whether_or_not_its_tick_was_the_last() {
+        let mut t = tracker(600, 16);
+        let epoch = Instant::now();
+        let at = |millis: u64| epoch + Duration::from_millis(millis);
+        let moments = [
+            epoch,
+            at(1),
+            at(99),
+            at(100),
+            at(150),
+            at(99),
+            at(199),
+            at(200),
+            at(86_400_000),
+            at(86_400_099),
+            at(5),
+            epoch.checked_sub(Duration::from_millis(1)).unwrap_or(epoch),
+            at(50),
+        ];
+        for now in moments {
+            let plain = ticks(now.saturating_duration_since(epoch));
+            assert_eq!(t.tick(now), plain, "{:?} after the epoch", now - epoch);
+            assert_eq!(t.tick(now), plain, "and again");
+        }
     }
 
     #[test]
