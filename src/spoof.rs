@@ -207,6 +207,13 @@ impl Protected {
         }
     }
 
+    /// Whether `address` is a router of the host and not one of its own addresses: what
+    /// [`Protected::why`] names [`Protection::NextHop`], without asking the ignore list, and
+    /// with the short list of routers asked first since most addresses are not on it.
+    pub fn is_router(&self, address: IpAddr) -> bool {
+        self.next_hops.contains(address) && !self.local.contains(address)
+    }
+
     /// Of the addresses blocked now, those that are protected: when an address has just become
     /// the host's own or a router, its block must be lifted at once.
     pub fn now_protected(&self, blocked: impl IntoIterator<Item = IpAddr>) -> Vec<IpAddr> {
@@ -335,6 +342,11 @@ mod tests {
         for &(address, expected) in cases {
             assert_eq!(protected.why(ip(address)), expected, "{address}");
             assert_eq!(protected.contains(ip(address)), expected.is_some());
+            assert_eq!(
+                protected.is_router(ip(address)),
+                expected == Some(Protection::NextHop),
+                "{address}"
+            );
         }
     }
 
