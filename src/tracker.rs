@@ -100,31 +100,32 @@ const VERIFIED: u8 = 2;
 struct Slot {
     /// The address as IPv6 bits, an IPv4 one mapped (see [`key`]).
     source: u128,
-    /// The last distinct targets, a ring: the next goes to `hits % RECENT_TARGETS`, and the
-    /// first `min(hits, RECENT_TARGETS)` are filled, since every distinct target counts once.
-    recent: [PackedTarget; RECENT_TARGETS],
-    hits: u32,
-    last_seen: Tick,
+    /// The next slot in the same bucket of the index. Next to `source`, so that a walk down a
+    /// chain mostly reads one cache line per slot, not two.
+    next_in_bucket: SlotIndex,
     /// Towards the least recently seen end of its segment.
     older: SlotIndex,
     /// Towards the most recently seen end; on the free list, the next free slot.
     newer: SlotIndex,
-    /// The next slot in the same bucket of the index.
-    next_in_bucket: SlotIndex,
+    hits: u32,
+    last_seen: Tick,
     marks: u8,
+    /// The last distinct targets, a ring: the next goes to `hits % RECENT_TARGETS`, and the
+    /// first `min(hits, RECENT_TARGETS)` are filled, since every distinct target counts once.
+    recent: [PackedTarget; RECENT_TARGETS],
 }
 
 impl Slot {
     fn new(source: u128, now: Tick) -> Self {
         Slot {
             source,
-            recent: [[0; 3]; RECENT_TARGETS],
-            hits: 0,
-            last_seen: now,
+            next_in_bucket: NIL,
             older: NIL,
             newer: NIL,
-            next_in_bucket: NIL,
+            hits: 0,
+            last_seen: now,
             marks: 0,
+            recent: [[0; 3]; RECENT_TARGETS],
         }
     }
 
@@ -327,15 +328,33 @@ impl Tracker {
     }
 
     fn find(&self, key: u128, bucket: usize) -> Option<SlotIndex> {
+        self.find_or_last(key, bucket).ok()
+    }
+
+    /// The slot of `key` in `bucket`'s chain, or else the last slot of that chain (NIL when it
+    /// is empty), after which a new one is linked.
+    fn find_or_last(&self, key: u128, bucket: usize) -> Result<SlotIndex, SlotIndex> {
+        let mut last = NIL;
         let mut at = self.buckets[bucket];
         while at != NIL {
             let slot = &self.slots[at as usize];
             if { slot.source } == key {
-                return Some(at);
+                return Ok(at);
             }
+            last = at;
             at = slot.next_in_bucket;
         }
-        None
+        Err(last)
+    }
+
+    fn last_in_chain(&self, bucket: usize) -> SlotIndex {
+        let mut last = NIL;
+        let mut at = self.buckets[bucket];
+        while at != NIL {
+            last = at;
+            at = self.slots[at as usize].next_in_bucket;
+        }
+        last
     }
 
     /// The slot of `source`, marked as seen at `now`: its own, reset if it was silent longer
@@ -344,30 +363,38 @@ impl Tracker {
         let now = self.tick(now);
         let key = key(source);
         let last = self.slots.get(self.last_found as usize);
-        let (found, bucket) = match last.filter(|last| { last.source } == key) {
-            Some(_) => (Some(self.last_found), None),
+        let found = match last.filter(|last| { last.source } == key) {
+            Some(_) => Ok(self.last_found),
             None => {
                 let bucket = self.bucket_of(key);
-                (self.find(key, bucket), Some(bucket))
+                self.find_or_last(key, bucket)
+                    .map_err(|last_in_chain| (bucket, last_in_chain))
             }
         };
-        if let Some(slot) = found {
-            self.last_found = slot;
-            let entry = &mut self.slots[slot as usize];
-            if now.saturating_sub(entry.last_seen) > self.window {
-                entry.start_over();
+        let (bucket, mut last_in_chain) = match found {
+            Ok(slot) => {
+                self.last_found = slot;
+                let entry = &mut self.slots[slot as usize];
+                if now.saturating_sub(entry.last_seen) > self.window {
+                    entry.start_over();
+                }
+                entry.last_seen = now;
+                self.touch(slot);
+                return slot;
             }
-            entry.last_seen = now;
-            self.touch(slot);
-            return slot;
-        }
-        if self.len() >= self.capacity {
-            self.evict_one();
+            Err(place) => place,
+        };
+        if self.len() >= self.capacity && self.evict_one() == Some(last_in_chain) {
+            last_in_chain = self.last_in_chain(bucket);
         }
         let slot = self.take_slot(Slot::new(key, now));
-        let bucket = bucket.unwrap_or_else(|| self.bucket_of(key));
-        self.slots[slot as usize].next_in_bucket = self.buckets[bucket];
-        self.buckets[bucket] = slot;
+        // A new source goes to the end of its chain, so chains run from the longest-tracked
+        // source: the one a full table evicts is then mostly the first of its chain, taken out
+        // without a walk down the chain.
+        match last_in_chain {
+            NIL => self.buckets[bucket] = slot,
+            last => self.slots[last as usize].next_in_bucket = slot,
+        }
         self.push_newest(slot, Segment::Probation);
         slot
     }
@@ -393,17 +420,18 @@ impl Tracker {
     }
 
     /// Makes room for one source: the longest-silent in probation, or in the protected segment
-    /// when probation is empty.
-    fn evict_one(&mut self) {
+    /// when probation is empty. Returns the slot it freed.
+    fn evict_one(&mut self) -> Option<SlotIndex> {
         let victim = match self.probation.oldest {
             NIL => self.protected.oldest,
             oldest => oldest,
         };
         if victim == NIL {
-            return;
+            return None;
         }
         self.remove(victim);
         self.evicted += 1;
+        Some(victim)
     }
 
     /// Takes a linked slot out of the index and its list, and frees it.
