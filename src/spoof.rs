@@ -54,8 +54,7 @@ impl HostFacts {
     }
 
     fn is_local(&self, address: IpAddr) -> bool {
-        self.local.binary_search(&address).is_ok()
-            || self.local_nets.iter().any(|net| net.contains(&address))
+        is_listed(&self.local, address) || self.local_nets.iter().any(|net| net.contains(&address))
     }
 }
 
@@ -118,13 +117,19 @@ pub fn impossible_source(
             reason => Some(reason),
         };
     }
-    if facts.broadcasts.binary_search(&source).is_ok() {
+    if is_listed(&facts.broadcasts, source) {
         return Some(Reason::DirectedBroadcast);
     }
     if !came_in_on_loopback && facts.is_local(source) {
         return Some(Reason::OwnAddress);
     }
     None
+}
+
+/// Whether sorted `list` holds `address`. Asked for every queued packet, and some lists are
+/// mostly empty (broadcasts on an IPv6-only host, for one): an empty list is not searched.
+fn is_listed(list: &[IpAddr], address: IpAddr) -> bool {
+    !list.is_empty() && list.binary_search(&address).is_ok()
 }
 
 fn v4_reason(address: Ipv4Addr) -> Option<Reason> {
