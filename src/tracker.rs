@@ -396,7 +396,28 @@ impl Tracker {
             last => self.slots[last as usize].next_in_bucket = slot,
         }
         self.push_newest(slot, Segment::Probation);
+        if self.len() >= self.capacity {
+            // The next source to come evicts the oldest in probation, and unlinking it writes
+            // to its newer neighbour, which no recent packet touched: have that slot fetched
+            // into the cache now, while the rest of this packet's work goes on.
+            if let Some(next_victim) = self.slots.get(self.probation.oldest as usize) {
+                self.prefetch(next_victim.newer);
+            }
+        }
         slot
+    }
+
+    /// Asks the processor to fetch `slot`'s list links into the cache, without waiting for them.
+    fn prefetch(&self, slot: SlotIndex) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(entry) = self.slots.get(slot as usize) {
+            let links = std::ptr::addr_of!(entry.older).cast::<i8>();
+            // SAFETY: a prefetch is only a hint to the cache: it reads nothing into the program,
+            // cannot fault, and the address is that of a live slot anyway.
+            unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(links) }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = slot;
     }
 
     /// Moves a probation slot that has earned it into the protected segment; when that is full,
