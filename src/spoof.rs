@@ -54,8 +54,7 @@ impl HostFacts {
     }
 
     fn is_local(&self, address: IpAddr) -> bool {
-        self.local.binary_search(&address).is_ok()
-            || self.local_nets.iter().any(|net| net.contains(&address))
+        is_listed(&self.local, address) || self.local_nets.iter().any(|net| net.contains(&address))
     }
 }
 
@@ -118,13 +117,19 @@ pub fn impossible_source(
             reason => Some(reason),
         };
     }
-    if facts.broadcasts.binary_search(&source).is_ok() {
+    if is_listed(&facts.broadcasts, source) {
         return Some(Reason::DirectedBroadcast);
     }
     if !came_in_on_loopback && facts.is_local(source) {
         return Some(Reason::OwnAddress);
     }
     None
+}
+
+/// Whether sorted `list` holds `address`. Asked for every queued packet, and some lists are
+/// mostly empty (broadcasts on an IPv6-only host, for one): an empty list is not searched.
+fn is_listed(list: &[IpAddr], address: IpAddr) -> bool {
+    !list.is_empty() && list.binary_search(&address).is_ok()
 }
 
 fn v4_reason(address: Ipv4Addr) -> Option<Reason> {
@@ -205,6 +210,13 @@ impl Protected {
         } else {
             None
         }
+    }
+
+    /// Whether `address` is a router of the host and not one of its own addresses: what
+    /// [`Protected::why`] names [`Protection::NextHop`], without asking the ignore list, and
+    /// with the short list of routers asked first since most addresses are not on it.
+    pub fn is_router(&self, address: IpAddr) -> bool {
+        self.next_hops.contains(address) && !self.local.contains(address)
     }
 
     /// Of the addresses blocked now, those that are protected: when an address has just become
@@ -335,6 +347,11 @@ mod tests {
         for &(address, expected) in cases {
             assert_eq!(protected.why(ip(address)), expected, "{address}");
             assert_eq!(protected.contains(ip(address)), expected.is_some());
+            assert_eq!(
+                protected.is_router(ip(address)),
+                expected == Some(Protection::NextHop),
+                "{address}"
+            );
         }
     }
 

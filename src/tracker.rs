@@ -5,8 +5,8 @@
 //! moves to the *protected* segment once it has touched two distinct targets (or is verified).
 //! A full table evicts the longest-silent source of probation first, so a flood of spoofed
 //! one-packet sources churns probation only and cannot push a real scanner out between its
-//! probes once it has made two. The hash is keyed per process (SipHash with a random key), so an
-//! attacker cannot choose addresses that collide.
+//! probes once it has made two. The hash is keyed with random bits per process (see
+//! [`source_hasher`]), so an attacker cannot choose addresses that collide.
 //!
 //! Entries live in one arena of fixed-size slots, linked by index into the two lists and into
 //! the chains of a hash index whose bucket count is fixed at start: once the table has grown to
@@ -14,11 +14,32 @@
 //! source, so a full table of a million sources holds 63 MB. This module knows nothing of packets
 //! or verdicts.
 
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+use foldhash::SharedSeed;
+
+/// The hasher of the tables keyed by source address on the packet path: this tracker's index,
+/// the engine's block table and its waiting line. foldhash costs a few nanoseconds for an
+/// address where SipHash costs tens, and is keyed, here with random bits per process and per
+/// table, so addresses that collide cannot be chosen from outside.
+pub type SourceHasher = foldhash::quality::SeedableRandomState;
+
+/// A [`SourceHasher`] with a random key of its own.
+pub fn source_hasher() -> SourceHasher {
+    static SHARED: OnceLock<SharedSeed> = OnceLock::new();
+    let shared = SHARED.get_or_init(|| SharedSeed::from_u64(random_u64()));
+    SourceHasher::with_seed(random_u64(), shared)
+}
+
+/// 64 random bits. std keys each `RandomState` from the kernel's random source (getrandom(2)),
+/// so a hash under fresh keys is random too, and taking it cannot fail.
+fn random_u64() -> u64 {
+    RandomState::new().hash_one(0u64)
+}
 
 /// What a source touched: protocol number and port, packed so that a recent-target check is a
 /// comparison of plain integers. Targets without a port (IP options on ICMP, short headers) carry
@@ -54,6 +75,9 @@ const PROTECT_AT_HITS: u32 = 2;
 /// seconds to hours, and lasts 13 years; past that every source looks seen at the same time.
 type Tick = u32;
 
+/// How long one tick lasts.
+const TICK: Duration = Duration::from_millis(100);
+
 fn ticks(duration: Duration) -> Tick {
     // Whole seconds and milliseconds apart: 64-bit arithmetic, where `as_millis` is 128-bit.
     let tenths = duration.as_secs().saturating_mul(10) + u64::from(duration.subsec_millis() / 100);
@@ -76,31 +100,32 @@ const VERIFIED: u8 = 2;
 struct Slot {
     /// The address as IPv6 bits, an IPv4 one mapped (see [`key`]).
     source: u128,
-    /// The last distinct targets, a ring: the next goes to `hits % RECENT_TARGETS`, and the
-    /// first `min(hits, RECENT_TARGETS)` are filled, since every distinct target counts once.
-    recent: [PackedTarget; RECENT_TARGETS],
-    hits: u32,
-    last_seen: Tick,
+    /// The next slot in the same bucket of the index. Next to `source`, so that a walk down a
+    /// chain mostly reads one cache line per slot, not two.
+    next_in_bucket: SlotIndex,
     /// Towards the least recently seen end of its segment.
     older: SlotIndex,
     /// Towards the most recently seen end; on the free list, the next free slot.
     newer: SlotIndex,
-    /// The next slot in the same bucket of the index.
-    next_in_bucket: SlotIndex,
+    hits: u32,
+    last_seen: Tick,
     marks: u8,
+    /// The last distinct targets, a ring: the next goes to `hits % RECENT_TARGETS`, and the
+    /// first `min(hits, RECENT_TARGETS)` are filled, since every distinct target counts once.
+    recent: [PackedTarget; RECENT_TARGETS],
 }
 
 impl Slot {
     fn new(source: u128, now: Tick) -> Self {
         Slot {
             source,
-            recent: [[0; 3]; RECENT_TARGETS],
-            hits: 0,
-            last_seen: now,
+            next_in_bucket: NIL,
             older: NIL,
             newer: NIL,
-            next_in_bucket: NIL,
+            hits: 0,
+            last_seen: now,
             marks: 0,
+            recent: [[0; 3]; RECENT_TARGETS],
         }
     }
 
@@ -141,6 +166,20 @@ fn key(source: IpAddr) -> u128 {
     }
 }
 
+/// The moments `[from, until)` that all make `tick`.
+#[derive(Debug, Clone, Copy)]
+struct TickSpan {
+    from: Instant,
+    until: Instant,
+    tick: Tick,
+}
+
+impl TickSpan {
+    fn holds(&self, now: Instant) -> bool {
+        self.from <= now && now < self.until
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Segment {
     Probation,
@@ -167,7 +206,7 @@ impl List {
 pub struct Tracker {
     /// The first slot of each bucket's chain; one bucket per two sources the table holds.
     buckets: Box<[SlotIndex]>,
-    hasher: RandomState,
+    hasher: SourceHasher,
     slots: Vec<Slot>,
     /// Freed slots (from `forget`), reused before the arena grows; linked through `newer`.
     free: SlotIndex,
@@ -179,6 +218,9 @@ pub struct Tracker {
     window: Tick,
     /// The moment tick 0 stands for: the first one given.
     epoch: Option<Instant>,
+    /// The tick of the last moment given, and the moments that make that same tick: packets
+    /// that arrive close together skip the clock arithmetic.
+    current_tick: Option<TickSpan>,
     /// The slot found last: a scan sends its probes back to back, and they skip the hash.
     last_found: SlotIndex,
     evicted: u64,
@@ -194,7 +236,7 @@ impl Tracker {
         let capacity = capacity.get().min(NIL as usize - 1);
         Tracker {
             buckets: vec![NIL; capacity.div_ceil(2)].into_boxed_slice(),
-            hasher: RandomState::new(),
+            hasher: source_hasher(),
             slots: Vec::new(),
             free: NIL,
             probation: List::EMPTY,
@@ -203,6 +245,7 @@ impl Tracker {
             protected_capacity: capacity / 2,
             window: ticks(window),
             epoch: None,
+            current_tick: None,
             last_found: NIL,
             evicted: 0,
         }
@@ -260,8 +303,21 @@ impl Tracker {
 
     /// `now` as a tick; the first moment given is tick 0, and earlier ones count as it.
     fn tick(&mut self, now: Instant) -> Tick {
+        if let Some(span) = self.current_tick.filter(|span| span.holds(now)) {
+            return span.tick;
+        }
         let epoch = *self.epoch.get_or_insert(now);
-        ticks(now.saturating_duration_since(epoch))
+        let tick = ticks(now.saturating_duration_since(epoch));
+        // Tick t is every moment from t tenths after the epoch to just before the next tenth.
+        let from = TICK
+            .checked_mul(tick)
+            .and_then(|since_epoch| epoch.checked_add(since_epoch));
+        self.current_tick = from
+            .and_then(|from| Some((from, from.checked_add(TICK)?)))
+            .map(|(from, until)| TickSpan { from, until, tick })
+            // Not so before the epoch, nor once the ticks have run out.
+            .filter(|span| span.holds(now) && tick < Tick::MAX);
+        tick
     }
 
     /// The bucket `key` hashes to.
@@ -272,15 +328,33 @@ impl Tracker {
     }
 
     fn find(&self, key: u128, bucket: usize) -> Option<SlotIndex> {
+        self.find_or_last(key, bucket).ok()
+    }
+
+    /// The slot of `key` in `bucket`'s chain, or else the last slot of that chain (NIL when it
+    /// is empty), after which a new one is linked.
+    fn find_or_last(&self, key: u128, bucket: usize) -> Result<SlotIndex, SlotIndex> {
+        let mut last = NIL;
         let mut at = self.buckets[bucket];
         while at != NIL {
             let slot = &self.slots[at as usize];
             if { slot.source } == key {
-                return Some(at);
+                return Ok(at);
             }
+            last = at;
             at = slot.next_in_bucket;
         }
-        None
+        Err(last)
+    }
+
+    fn last_in_chain(&self, bucket: usize) -> SlotIndex {
+        let mut last = NIL;
+        let mut at = self.buckets[bucket];
+        while at != NIL {
+            last = at;
+            at = self.slots[at as usize].next_in_bucket;
+        }
+        last
     }
 
     /// The slot of `source`, marked as seen at `now`: its own, reset if it was silent longer
@@ -289,32 +363,61 @@ impl Tracker {
         let now = self.tick(now);
         let key = key(source);
         let last = self.slots.get(self.last_found as usize);
-        let (found, bucket) = match last.filter(|last| { last.source } == key) {
-            Some(_) => (Some(self.last_found), None),
+        let found = match last.filter(|last| { last.source } == key) {
+            Some(_) => Ok(self.last_found),
             None => {
                 let bucket = self.bucket_of(key);
-                (self.find(key, bucket), Some(bucket))
+                self.find_or_last(key, bucket)
+                    .map_err(|last_in_chain| (bucket, last_in_chain))
             }
         };
-        if let Some(slot) = found {
-            self.last_found = slot;
-            let entry = &mut self.slots[slot as usize];
-            if now.saturating_sub(entry.last_seen) > self.window {
-                entry.start_over();
+        let (bucket, mut last_in_chain) = match found {
+            Ok(slot) => {
+                self.last_found = slot;
+                let entry = &mut self.slots[slot as usize];
+                if now.saturating_sub(entry.last_seen) > self.window {
+                    entry.start_over();
+                }
+                entry.last_seen = now;
+                self.touch(slot);
+                return slot;
             }
-            entry.last_seen = now;
-            self.touch(slot);
-            return slot;
-        }
-        if self.len() >= self.capacity {
-            self.evict_one();
+            Err(place) => place,
+        };
+        if self.len() >= self.capacity && self.evict_one() == Some(last_in_chain) {
+            last_in_chain = self.last_in_chain(bucket);
         }
         let slot = self.take_slot(Slot::new(key, now));
-        let bucket = bucket.unwrap_or_else(|| self.bucket_of(key));
-        self.slots[slot as usize].next_in_bucket = self.buckets[bucket];
-        self.buckets[bucket] = slot;
+        // A new source goes to the end of its chain, so chains run from the longest-tracked
+        // source: the one a full table evicts is then mostly the first of its chain, taken out
+        // without a walk down the chain.
+        match last_in_chain {
+            NIL => self.buckets[bucket] = slot,
+            last => self.slots[last as usize].next_in_bucket = slot,
+        }
         self.push_newest(slot, Segment::Probation);
+        if self.len() >= self.capacity {
+            // The next source to come evicts the oldest in probation, and unlinking it writes
+            // to its newer neighbour, which no recent packet touched: have that slot fetched
+            // into the cache now, while the rest of this packet's work goes on.
+            if let Some(next_victim) = self.slots.get(self.probation.oldest as usize) {
+                self.prefetch(next_victim.newer);
+            }
+        }
         slot
+    }
+
+    /// Asks the processor to fetch `slot`'s list links into the cache, without waiting for them.
+    fn prefetch(&self, slot: SlotIndex) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(entry) = self.slots.get(slot as usize) {
+            let links = std::ptr::addr_of!(entry.older).cast::<i8>();
+            // SAFETY: a prefetch is only a hint to the cache: it reads nothing into the program,
+            // cannot fault, and the address is that of a live slot anyway.
+            unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(links) }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = slot;
     }
 
     /// Moves a probation slot that has earned it into the protected segment; when that is full,
@@ -338,17 +441,18 @@ impl Tracker {
     }
 
     /// Makes room for one source: the longest-silent in probation, or in the protected segment
-    /// when probation is empty.
-    fn evict_one(&mut self) {
+    /// when probation is empty. Returns the slot it freed.
+    fn evict_one(&mut self) -> Option<SlotIndex> {
         let victim = match self.probation.oldest {
             NIL => self.protected.oldest,
             oldest => oldest,
         };
         if victim == NIL {
-            return;
+            return None;
         }
         self.remove(victim);
         self.evicted += 1;
+        Some(victim)
     }
 
     /// Takes a linked slot out of the index and its list, and frees it.
@@ -536,6 +640,33 @@ mod tests {
         assert!(t.len() <= t.capacity);
         assert!(t.slots.len() <= t.capacity);
         assert!(t.protected.len <= t.protected_capacity);
+    }
+
+    #[test]
+    fn a_moment_makes_the_same_tick_whether_or_not_its_tick_was_the_last() {
+        let mut t = tracker(600, 16);
+        let epoch = Instant::now();
+        let at = |millis: u64| epoch + Duration::from_millis(millis);
+        let moments = [
+            epoch,
+            at(1),
+            at(99),
+            at(100),
+            at(150),
+            at(99),
+            at(199),
+            at(200),
+            at(86_400_000),
+            at(86_400_099),
+            at(5),
+            epoch.checked_sub(Duration::from_millis(1)).unwrap_or(epoch),
+            at(50),
+        ];
+        for now in moments {
+            let plain = ticks(now.saturating_duration_since(epoch));
+            assert_eq!(t.tick(now), plain, "{:?} after the epoch", now - epoch);
+            assert_eq!(t.tick(now), plain, "and again");
+        }
     }
 
     #[test]

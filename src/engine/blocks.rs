@@ -12,6 +12,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use crate::tracker::{source_hasher, SourceHasher};
+
 /// When a block ends; `None` is never, which sorts after every moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct End(pub Option<Instant>);
@@ -62,7 +64,7 @@ pub enum Room {
 }
 
 pub struct BlockTable {
-    blocks: HashMap<IpAddr, Block>,
+    blocks: HashMap<IpAddr, Block, SourceHasher>,
     unverified: BTreeSet<(End, IpAddr)>,
     verified: BTreeSet<(End, IpAddr)>,
     max: usize,
@@ -71,7 +73,7 @@ pub struct BlockTable {
 impl BlockTable {
     pub fn new(max: usize) -> BlockTable {
         BlockTable {
-            blocks: HashMap::new(),
+            blocks: HashMap::with_hasher(source_hasher()),
             unverified: BTreeSet::new(),
             verified: BTreeSet::new(),
             max,

@@ -9,11 +9,11 @@
 //! list in one preallocated arena, so every operation is O(1) and allocates nothing. This module
 //! decides nothing about blocks; the engine hands out the tokens.
 
-use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::net::IpAddr;
 
 use super::Detection;
+use crate::tracker::{source_hasher, SourceHasher};
 
 /// Levels of evidence: 1..=`HITS_LEVELS` distinct targets (more counts as the top of that
 /// range), and one above for a verified source. A source that probed thirty targets is a scanner
@@ -65,7 +65,7 @@ pub struct Waited {
 }
 
 pub struct WaitingQueue {
-    index: HashMap<IpAddr, SlotIndex, RandomState>,
+    index: HashMap<IpAddr, SlotIndex, SourceHasher>,
     entries: Vec<Entry>,
     /// Unused slots, linked through `newer`.
     free: SlotIndex,
@@ -88,7 +88,7 @@ impl WaitingQueue {
     pub fn new(capacity: usize) -> WaitingQueue {
         let capacity = capacity.clamp(1, NIL as usize);
         WaitingQueue {
-            index: HashMap::with_capacity_and_hasher(capacity, RandomState::new()),
+            index: HashMap::with_capacity_and_hasher(capacity, source_hasher()),
             entries: Vec::with_capacity(capacity),
             free: NIL,
             levels: [EMPTY; LEVELS],

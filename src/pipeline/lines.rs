@@ -114,8 +114,12 @@ impl fmt::Display for LogLine {
 #[derive(Debug)]
 pub(super) struct AlertLimiter {
     per_span: u32,
-    /// When the current span began; none before the first line or tick.
-    span_start: Option<Instant>,
+    /// When the current span ends (it began [`ALERT_SPAN`] before); none before the first
+    /// line or tick, or when the clock cannot represent its end. A comparison per packet, where
+    /// the time since its start was a subtraction.
+    span_end: Option<Instant>,
+    /// Whether a span began.
+    started: bool,
     used: u32,
     suppressed: u64,
     pub(super) suppressed_total: u64,
@@ -125,7 +129,8 @@ impl AlertLimiter {
     pub(super) fn new(per_span: u32) -> Self {
         AlertLimiter {
             per_span,
-            span_start: None,
+            span_end: None,
+            started: false,
             used: 0,
             suppressed: 0,
             suppressed_total: 0,
@@ -148,13 +153,12 @@ impl AlertLimiter {
     /// Starts a new span if the current one is over (or none began); then returns how many
     /// lines the finished span held back, zero included. None while the span goes on.
     pub(super) fn roll_over(&mut self, now: Instant) -> Option<u64> {
-        if let Some(start) = self.span_start {
-            if now.saturating_duration_since(start) < ALERT_SPAN {
-                return None;
-            }
+        if self.started && self.span_end.map_or(true, |end| now < end) {
+            return None;
         }
         let held_back = self.suppressed;
-        self.span_start = Some(now);
+        self.started = true;
+        self.span_end = now.checked_add(ALERT_SPAN);
         self.used = 0;
         self.suppressed = 0;
         Some(held_back)

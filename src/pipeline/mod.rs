@@ -398,7 +398,7 @@ impl Pipeline {
         if spoof::impossible_source(packet.src, on_loopback, &self.facts).is_some() {
             return true;
         }
-        self.protected.why(packet.src) == Some(Protection::NextHop)
+        self.protected.is_router(packet.src)
     }
 
     /// With `verify = "handshake"`, what a TCP segment to a watched port proves, and the packets
