@@ -12,6 +12,7 @@ mod control;
 mod host_edges;
 pub mod reload;
 mod shards;
+mod side_watch;
 
 use std::net::IpAddr;
 use std::os::fd::AsFd;
@@ -19,7 +20,6 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime};
 
 use log::{debug, error, info, log, warn};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use thiserror::Error;
@@ -36,7 +36,7 @@ use crate::nflog::NflogSocket;
 use crate::nft::ruleset::{QueueMode, RulesetSpec};
 use crate::nft::watch::Watch;
 use crate::pipeline::{Arrival, LogLine, Order as PipelineOrder, Pipeline};
-use crate::queue::PacketQueue;
+use crate::queue::{PacketQueue, Waiting};
 use crate::respond::block_latency::BlockLatency;
 use crate::respond::responder::{self, Order, ResponderSetup};
 use crate::respond::{self, Action};
@@ -45,6 +45,7 @@ use crate::store::{self, BlockRecord, BlockStore};
 use crate::wake::{self, WakingReceiver};
 use host_edges::{HostFollower, ReplySender};
 use shards::{ShardHandle, ToShard};
+use side_watch::SideWatch;
 
 #[derive(Debug, Error)]
 pub enum DaemonError {
@@ -489,98 +490,46 @@ impl PacketLoop {
         commands: &control::Commands,
     ) -> Result<(), DaemonError> {
         let mut next_status = Instant::now() + STATUS_EVERY;
-        let timeout = PollTimeout::from(1000u16);
+        let side = {
+            let mut watched = vec![signals.as_fd(), commands.fd(), self.released.fd()];
+            watched.extend(nflog.as_deref().map(|n| n.as_fd()));
+            watched.extend(self.host_follower.fd());
+            SideWatch::spawn("side-watch".into(), &watched, queue.waker()?).map_err(|e| {
+                DaemonError::System {
+                    what: "cannot start the thread that watches signals and commands",
+                    source: e,
+                }
+            })?
+        };
         loop {
-            let (queue_ready, nflog_ready, signal_ready, command_ready, host_ready, _) = {
-                let mut fds: Vec<PollFd> = Vec::with_capacity(5);
-                fds.push(PollFd::new(signals.as_fd(), PollFlags::POLLIN));
-                fds.push(PollFd::new(queue.fd(), PollFlags::POLLIN));
-                fds.push(PollFd::new(commands.fd(), PollFlags::POLLIN));
-                if let Some(n) = nflog.as_deref() {
-                    fds.push(PollFd::new(n.as_fd(), PollFlags::POLLIN));
-                }
-                let released_index = fds.len();
-                fds.push(PollFd::new(self.released.fd(), PollFlags::POLLIN));
-                let host_index = fds.len();
-                let host_fd = self.host_follower.fd();
-                if let Some(fd) = host_fd {
-                    fds.push(PollFd::new(fd, PollFlags::POLLIN));
-                }
-                match poll(&mut fds, timeout) {
-                    Ok(_) => {}
-                    Err(nix::errno::Errno::EINTR) => continue,
-                    Err(e) => {
-                        return Err(DaemonError::System {
-                            what: "poll failed",
-                            source: e.into(),
-                        })
-                    }
-                }
-                let readable = |i: usize| {
-                    fds.get(i)
-                        .and_then(|f| f.revents())
-                        .is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLERR))
-                };
-                (
-                    readable(1),
-                    nflog.is_some() && readable(3),
-                    readable(0),
-                    readable(2),
-                    host_fd.is_some() && readable(host_index),
-                    // Releases are taken below on every pass; the wake-up is what matters.
-                    readable(released_index),
-                )
-            };
-
-            // First, so that a packet spoofed from an address that has just become the host's
-            // own is already screened out.
-            if host_ready {
-                self.follow_host();
-            }
-            if let Some(e) = self.shards.iter_mut().find_map(ShardHandle::failed) {
-                return Err(e.into());
-            }
-
-            // Before any packet: a packet of a source the responder has just released may have
-            // arrived with the release, and it must be judged afresh, not dropped as blocked.
-            // The release wakes this loop, which passes it on to the other queues' readers.
-            for source in self.released.take() {
-                self.pipeline.release(source);
-                self.tell_shards(|| ToShard::Release(source));
-            }
-
-            if queue_ready {
-                queue.drain_packets(DRAIN_BATCH, |packet| {
-                    self.decide_queued(packet.payload, packet.in_ifindex)
-                })?;
-            }
-            if nflog_ready {
-                if let Some(n) = nflog.as_deref_mut() {
-                    let result = n.recv_batch(|logged| {
-                        self.note_short_header(logged.payload, logged.in_ifindex)
-                    });
-                    if let Err(e) = result {
-                        error!("NFLOG receive failed: {e}");
-                    }
+            // Sleeps here, in the queue's own receive, until a packet or a wake-up comes, or a
+            // second has passed.
+            let mut read = queue.receive(Waiting::UpToIdle)?;
+            let mut stop = false;
+            // Everything else, when the side watcher says something is waiting, and once a
+            // second whatever it says, so that nothing depends on it alone.
+            let attention = side.wants_attention();
+            if attention || read == 0 {
+                stop = self.attend(nflog.as_deref_mut(), signals, commands)?;
+                if attention {
+                    side.resume();
                 }
             }
-            if signal_ready {
-                match signals.read_signal() {
-                    Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32) {
-                        Ok(Signal::SIGUSR1) => self.log_status("status"),
-                        Ok(Signal::SIGHUP) => self.reload(None),
-                        Ok(signal) => {
-                            info!("{signal} received, shutting down");
-                            return Ok(());
-                        }
-                        Err(_) => {}
-                    },
-                    Ok(None) => {}
-                    Err(e) => warn!("reading signals failed: {e}"),
+            let mut answered = 0;
+            loop {
+                // Before any packet: a packet of a source the responder has just released may
+                // have arrived with the release, and it must be judged afresh, not dropped as
+                // blocked. A release wakes the side watcher too, but this costs no system call.
+                self.take_releases();
+                answered +=
+                    queue.answer(|packet| self.decide_queued(packet.payload, packet.in_ifindex))?;
+                if stop || !PacketQueue::full_read(read) || answered >= DRAIN_BATCH {
+                    break;
                 }
+                read = queue.receive(Waiting::No)?;
             }
-            if command_ready {
-                self.obey(commands);
+            if stop {
+                return Ok(());
             }
             let now = Instant::now();
             if let Err(e) = self.notifier.keep_alive(now) {
@@ -596,6 +545,57 @@ impl PacketLoop {
             }
             self.published
                 .publish(&self.pipeline.status(), self.answered);
+        }
+    }
+
+    /// Goes through everything besides the queue: the host's addresses, the other queues'
+    /// readers, releases, short headers, signals and control commands. Each is read without
+    /// waiting, so what has nothing to say costs a call at most. True when a signal says stop.
+    fn attend(
+        &mut self,
+        nflog: Option<&mut NflogSocket>,
+        signals: &SignalFd,
+        commands: &control::Commands,
+    ) -> Result<bool, DaemonError> {
+        // First, so that a packet spoofed from an address that has just become the host's
+        // own is already screened out.
+        self.follow_host();
+        if let Some(e) = self.shards.iter_mut().find_map(ShardHandle::failed) {
+            return Err(e.into());
+        }
+        self.released.clear_wake_ups();
+        self.take_releases();
+        if let Some(n) = nflog {
+            let result =
+                n.recv_batch(|logged| self.note_short_header(logged.payload, logged.in_ifindex));
+            if let Err(e) = result {
+                error!("NFLOG receive failed: {e}");
+            }
+        }
+        let mut stop = false;
+        match signals.read_signal() {
+            Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32) {
+                Ok(Signal::SIGUSR1) => self.log_status("status"),
+                Ok(Signal::SIGHUP) => self.reload(None),
+                Ok(signal) => {
+                    info!("{signal} received, shutting down");
+                    stop = true;
+                }
+                Err(_) => {}
+            },
+            Ok(None) => {}
+            Err(e) => warn!("reading signals failed: {e}"),
+        }
+        self.obey(commands);
+        Ok(stop)
+    }
+
+    /// Takes the releases the responder has sent, and passes them on to the other queues'
+    /// readers.
+    fn take_releases(&mut self) {
+        while let Ok(source) = self.released.try_recv() {
+            self.pipeline.release(source);
+            self.tell_shards(|| ToShard::Release(source));
         }
     }
 

@@ -22,7 +22,7 @@ mod socket;
 pub use exchange::{request_ack, request_batch, request_dump, Dump, RequestError, Wait};
 pub use socket::{
     enable_netlink_option, grow_receive_buffer, join_group, open_socket, receive_from_kernel,
-    OpenError, RECEIVE_BUFFER_BYTES,
+    set_receive_timeout, OpenError, RECEIVE_BUFFER_BYTES,
 };
 
 /// `struct nlmsghdr`: u32 length (header included), u16 type, u16 flags, u32 sequence, u32 port.

@@ -6,10 +6,16 @@
 //! latency and CPU for everything nfsentry watches. Packets are therefore read many per system
 //! call (recvmmsg), and the verdicts for what one call read go back in one datagram, with a run
 //! of accepts said once by a batch verdict and each drop on its own. Every packet read is
-//! answered before
-//! [`PacketQueue::drain`] returns, so nothing is held while the caller sleeps in poll, and a
-//! packet whose message cannot be read is dropped, since an unanswered packet holds its queue
-//! slot until the queue overflows.
+//! answered before [`PacketQueue::answer`] returns, so nothing is held while the caller sleeps,
+//! and a packet whose message cannot be read is dropped, since an unanswered packet holds its
+//! queue slot until the queue overflows.
+//!
+//! At a low rate each packet is a wake-up of its own, and what a wake-up costs is then most of
+//! what a packet costs. So the reader sleeps in the receive itself ([`Waiting::UpToIdle`]), not in
+//! `poll` beside other descriptors: one call to wait and read, one to answer, as the barest
+//! NFQUEUE loop does. What else the reading thread must hear about wakes it through the queue
+//! ([`QueueWaker`]): the kernel answers a no-op request with an acknowledgement on this very
+//! socket, which the receive returns with.
 //!
 //! One `PacketQueue` owns one queue number and its own socket; it is `Send`, so several queues
 //! can be read by one thread each.
@@ -20,7 +26,6 @@ use std::time::Duration;
 
 use log::{debug, warn};
 use nix::errno::Errno;
-use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::socket::SockProtocol;
 use thiserror::Error;
 
@@ -55,6 +60,9 @@ const RECEIVE_SLOTS: usize = 64;
 /// header, marks, interfaces, hardware address, timestamp...). The buffer is allocated zeroed and
 /// the kernel only writes what a packet needs, so small packets touch a page or two of a slot.
 const SLOT_BYTES: usize = 68 << 10;
+/// How long a receive that waits gives up after with nothing queued: the reading thread's
+/// timers (expiries, status, the watchdog) run at least this often.
+pub const IDLE_WAIT: Duration = Duration::from_secs(1);
 /// How long `open` waits for the kernel to answer each configuration request.
 const CONFIG_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -77,11 +85,17 @@ pub enum QueueError {
         #[source]
         source: RequestError,
     },
-    #[error("cannot make the NFQUEUE {queue} socket non-blocking: {source}")]
-    NonBlocking {
+    #[error("cannot set how long a receive on the NFQUEUE {queue} socket waits: {source}")]
+    IdleWait {
         queue: u16,
         #[source]
         source: Errno,
+    },
+    #[error("cannot make a waker for NFQUEUE {queue}: {source}")]
+    Waker {
+        queue: u16,
+        #[source]
+        source: std::io::Error,
     },
     #[error("NFQUEUE {queue} receive failed: {source}")]
     Receive {
@@ -118,6 +132,8 @@ pub struct QueueStats {
     pub batch_verdicts: u64,
     /// Verdicts the kernel had no packet for any more (ENOENT): harmless.
     pub stale_verdicts: u64,
+    /// Wake-ups another thread sent through the queue ([`QueueWaker`]).
+    pub wake_ups: u64,
     /// Times the kernel said the receive buffer overflowed: it dropped queued packets then.
     pub overruns: u64,
 }
@@ -128,6 +144,9 @@ pub struct PacketQueue {
     number: u16,
     /// RECEIVE_SLOTS buffers of SLOT_BYTES, back to back.
     slots: Vec<u8>,
+    /// What the last receive put in each slot; the first `filled` are not answered yet.
+    received: [Received; RECEIVE_SLOTS],
+    filled: usize,
     verdicts: verdicts::Verdicts,
     stats: QueueStats,
 }
@@ -162,18 +181,16 @@ impl PacketQueue {
             socket,
             number,
             slots: vec![0; RECEIVE_SLOTS * SLOT_BYTES],
+            received: [Received::default(); RECEIVE_SLOTS],
+            filled: 0,
             verdicts: verdicts::Verdicts::new(number, RECEIVE_SLOTS),
             stats: QueueStats::default(),
         };
         queue.configure()?;
-        let flags =
-            fcntl(&queue.socket, FcntlArg::F_GETFL).map_err(|source| QueueError::NonBlocking {
-                queue: number,
-                source,
-            })?;
-        let flags = OFlag::from_bits_retain(flags) | OFlag::O_NONBLOCK;
-        fcntl(&queue.socket, FcntlArg::F_SETFL(flags)).map_err(|source| {
-            QueueError::NonBlocking {
+        // Configured: from now on a receive that waits gives up after IDLE_WAIT, not after the
+        // time allowed for an answer.
+        netlink_wire::set_receive_timeout(&queue.socket, IDLE_WAIT).map_err(|source| {
+            QueueError::IdleWait {
                 queue: number,
                 source,
             }
@@ -252,77 +269,135 @@ impl PacketQueue {
     ) -> Result<usize, QueueError> {
         let mut answered = 0;
         while answered < limit {
-            let mut received = [Received::default(); RECEIVE_SLOTS];
-            let count = match receive_many(self.socket.as_fd(), &mut self.slots, &mut received) {
-                Ok(count) => count,
-                Err(Errno::EAGAIN) => break,
-                Err(Errno::EINTR) => continue,
-                Err(Errno::ENOBUFS) => {
-                    self.note_overrun();
-                    continue;
-                }
-                Err(source) => {
-                    return Err(QueueError::Receive {
-                        queue: self.number,
-                        source,
-                    })
-                }
-            };
-            self.stats.receive_calls += 1;
-            let mut refused = None;
-            let datagrams = self.slots.chunks(SLOT_BYTES).zip(&received).take(count);
-            for (slot, received) in datagrams {
-                let bytes = slot.get(..received.length).unwrap_or_default();
-                let mut on_event = |event| match event {
-                    Event::Packet(packet) => {
-                        let verdict = decide(&packet);
-                        self.verdicts.push(packet.id, verdict);
-                        self.stats.packets += 1;
-                        answered += 1;
-                    }
-                    Event::Unreadable { id } => {
-                        self.verdicts.push(id, Verdict::Drop);
-                        self.stats.packets += 1;
-                        self.stats.unreadable += 1;
-                        answered += 1;
-                    }
-                    Event::Unidentified => {
-                        self.verdicts.push_unidentified();
-                        self.stats.packets += 1;
-                        self.stats.unreadable += 1;
-                        answered += 1;
-                    }
-                    Event::Refused {
-                        errno: Errno::ENOENT,
-                    } => {
-                        self.stats.stale_verdicts += 1;
-                    }
-                    Event::Refused { errno } => {
-                        refused.get_or_insert(errno);
-                    }
-                    Event::Other => {}
-                };
-                if received.cut {
-                    on_event(wire::read_cut_datagram(bytes));
-                } else {
-                    Messages::new(bytes)
-                        .map(wire::read_message)
-                        .for_each(on_event);
-                }
-            }
-            self.flush()?;
-            if let Some(errno) = refused {
-                return Err(QueueError::VerdictRefused {
-                    queue: self.number,
-                    errno,
-                });
-            }
+            let read = self.receive(Waiting::No)?;
+            answered += self.answer(&mut decide)?;
             // A short read means the socket is empty: asking again would only cost a call.
-            if count < RECEIVE_SLOTS {
+            if read < RECEIVE_SLOTS {
                 break;
             }
         }
         Ok(answered)
+    }
+
+    /// Reads what is queued, up to one receive call's worth, waiting for the first datagram as
+    /// `wait` says; returns how many datagrams were read (0 when the wait ran out, or the call
+    /// was interrupted or overran: the caller just asks again). A full read
+    /// ([`PacketQueue::full_read`]) means more may be waiting. Whatever was read and not
+    /// answered yet is answered first, so no packet is ever left without its verdict.
+    pub fn receive(&mut self, wait: Waiting) -> Result<usize, QueueError> {
+        if self.filled > 0 {
+            self.answer(|_| Verdict::Drop)?;
+        }
+        let flags = match wait {
+            Waiting::No => libc::MSG_DONTWAIT,
+            // The first datagram waited for, the rest of the call taken as they are.
+            Waiting::UpToIdle => libc::MSG_WAITFORONE,
+        };
+        let count = match receive_many(
+            self.socket.as_fd(),
+            &mut self.slots,
+            &mut self.received,
+            flags,
+        ) {
+            Ok(count) => count,
+            Err(Errno::EAGAIN | Errno::EINTR) => 0,
+            Err(Errno::ENOBUFS) => {
+                self.note_overrun();
+                0
+            }
+            Err(source) => {
+                return Err(QueueError::Receive {
+                    queue: self.number,
+                    source,
+                })
+            }
+        };
+        if count > 0 {
+            self.stats.receive_calls += 1;
+        }
+        self.filled = count;
+        Ok(count)
+    }
+
+    /// Whether `read` datagrams fill a receive call, so that more may be waiting.
+    pub fn full_read(read: usize) -> bool {
+        read >= RECEIVE_SLOTS
+    }
+
+    /// Answers every packet the last [`receive`](Self::receive) read, as `decide` says, in one
+    /// datagram of verdicts; returns how many packets were answered.
+    pub fn answer(
+        &mut self,
+        mut decide: impl FnMut(&QueuedPacket<'_>) -> Verdict,
+    ) -> Result<usize, QueueError> {
+        let mut answered = 0;
+        let mut refused = None;
+        let count = std::mem::take(&mut self.filled);
+        let datagrams = self
+            .slots
+            .chunks(SLOT_BYTES)
+            .zip(&self.received)
+            .take(count);
+        for (slot, received) in datagrams {
+            let bytes = slot.get(..received.length).unwrap_or_default();
+            let mut on_event = |event| match event {
+                Event::Packet(packet) => {
+                    let verdict = decide(&packet);
+                    self.verdicts.push(packet.id, verdict);
+                    self.stats.packets += 1;
+                    answered += 1;
+                }
+                Event::Unreadable { id } => {
+                    self.verdicts.push(id, Verdict::Drop);
+                    self.stats.packets += 1;
+                    self.stats.unreadable += 1;
+                    answered += 1;
+                }
+                Event::Unidentified => {
+                    self.verdicts.push_unidentified();
+                    self.stats.packets += 1;
+                    self.stats.unreadable += 1;
+                    answered += 1;
+                }
+                Event::Refused {
+                    errno: Errno::ENOENT,
+                } => {
+                    self.stats.stale_verdicts += 1;
+                }
+                Event::Refused { errno } => {
+                    refused.get_or_insert(errno);
+                }
+                Event::WakeUp => self.stats.wake_ups += 1,
+                Event::Other => {}
+            };
+            if received.cut {
+                on_event(wire::read_cut_datagram(bytes));
+            } else {
+                Messages::new(bytes)
+                    .map(wire::read_message)
+                    .for_each(on_event);
+            }
+        }
+        self.flush()?;
+        if let Some(errno) = refused {
+            return Err(QueueError::VerdictRefused {
+                queue: self.number,
+                errno,
+            });
+        }
+        Ok(answered)
+    }
+
+    /// A handle another thread wakes this queue's reader with, however long its receive waits.
+    pub fn waker(&self) -> Result<QueueWaker, QueueError> {
+        let socket = self
+            .socket
+            .try_clone()
+            .map_err(|source| QueueError::Waker {
+                queue: self.number,
+                source,
+            })?;
+        Ok(QueueWaker { socket })
     }
 
     /// Sends the verdicts for everything read since the last flush, in one datagram.
@@ -379,6 +454,40 @@ impl AsFd for PacketQueue {
     }
 }
 
+/// Whether [`PacketQueue::receive`] waits for a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waiting {
+    /// Takes what is there, if anything.
+    No,
+    /// Sleeps until a datagram comes (a packet, or a [`QueueWaker`]'s wake-up), or
+    /// [`IDLE_WAIT`] has passed.
+    UpToIdle,
+}
+
+/// Wakes a queue's reader from its receive: a no-op request sent on the queue's own socket,
+/// which the kernel acknowledges on that socket. Nothing from another process could do it: the
+/// socket takes datagrams from the kernel only.
+#[derive(Debug)]
+pub struct QueueWaker {
+    socket: OwnedFd,
+}
+
+impl QueueWaker {
+    pub fn wake(&self) -> Result<(), Errno> {
+        let request = wire::wake_request();
+        loop {
+            match nix::sys::socket::send(
+                self.socket.as_raw_fd(),
+                &request,
+                nix::sys::socket::MsgFlags::empty(),
+            ) {
+                Err(Errno::EINTR) => continue,
+                other => return other.map(|_| ()),
+            }
+        }
+    }
+}
+
 /// What one slot of a receive call holds.
 #[derive(Debug, Clone, Copy, Default)]
 struct Received {
@@ -399,6 +508,7 @@ fn receive_many(
     socket: BorrowedFd<'_>,
     slots: &mut [u8],
     received: &mut [Received; RECEIVE_SLOTS],
+    flags: libc::c_int,
 ) -> Result<usize, Errno> {
     // SAFETY: all-zero is a valid iovec and mmsghdr (null pointers, zero lengths).
     let mut vectors: [libc::iovec; RECEIVE_SLOTS] = unsafe { std::mem::zeroed() };
@@ -424,7 +534,7 @@ fn receive_many(
             socket.as_raw_fd(),
             headers.as_mut_ptr(),
             used as libc::c_uint,
-            libc::MSG_DONTWAIT,
+            flags,
             std::ptr::null_mut(),
         )
     };

@@ -17,7 +17,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use nfsentry::config::Verdict;
-use nfsentry::queue::{PacketQueue, QueueError};
+use nfsentry::queue::{PacketQueue, QueueError, Waiting};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use support::Netns;
 
@@ -418,4 +418,74 @@ fn a_reader_stalled_while_thousands_of_packets_pile_up_loses_none() {
         stats.receive_calls,
         "{stats:?}"
     );
+}
+
+#[test]
+fn a_waiting_receive_returns_with_a_packet_or_a_wake_up_and_a_wake_up_is_no_packet() {
+    if !running_as_root() {
+        eprintln!("skipped: needs root to create network namespaces");
+        return;
+    }
+    let lab = Lab::create("w");
+    let mut queue = lab.open_queue();
+    let waker = queue.waker().unwrap_or_else(|e| panic!("waker: {e:?}"));
+
+    // Woken from another thread while it waits with nothing queued: the receive returns the
+    // kernel's acknowledgement of the wake-up, which is answered as nothing.
+    let waking = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(50));
+        waker.wake().unwrap_or_else(|e| panic!("wake: {e}"));
+        waker
+    });
+    let deadline = Instant::now() + DELIVERY_DEADLINE;
+    let read = loop {
+        // Each wait gives up after a second with nothing read; a busy machine may take longer
+        // to run the waking thread.
+        let read = queue
+            .receive(Waiting::UpToIdle)
+            .unwrap_or_else(|e| panic!("receive: {e:?}"));
+        if read > 0 || Instant::now() > deadline {
+            break read;
+        }
+    };
+    let waker = waking.join().unwrap_or_else(|_| panic!("waking thread"));
+    assert_eq!(read, 1, "the wake-up's acknowledgement is what was read");
+    assert_eq!(queue.answer(|_| Verdict::Drop).ok(), Some(0));
+    assert_eq!(queue.stats().wake_ups, 1, "{:?}", queue.stats());
+
+    // A packet that comes while the receive waits is read by it and answered.
+    let sender = lab.udp_sender();
+    let sending = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(50));
+        sender
+            .send(&7u32.to_be_bytes())
+            .unwrap_or_else(|e| panic!("send: {e}"));
+    });
+    let mut numbers = Vec::new();
+    let mut answered = 0;
+    let deadline = Instant::now() + DELIVERY_DEADLINE;
+    while answered == 0 {
+        assert!(Instant::now() < deadline, "the packet never came");
+        queue
+            .receive(Waiting::UpToIdle)
+            .unwrap_or_else(|e| panic!("receive: {e:?}"));
+        answered = queue
+            .answer(|packet| {
+                numbers.extend(port_and_number(packet.payload).and_then(|(_, _, n)| n));
+                Verdict::Drop
+            })
+            .unwrap_or_else(|e| panic!("answer: {e:?}"));
+    }
+    sending.join().unwrap_or_else(|_| panic!("sending thread"));
+    assert_eq!((answered, numbers), (1, vec![7]));
+    assert_eq!(
+        lab.queue_counters().0,
+        0,
+        "nothing left waiting for a verdict"
+    );
+
+    // A wake-up a drain comes across is answered as nothing, too.
+    waker.wake().unwrap_or_else(|e| panic!("wake: {e}"));
+    assert_eq!(queue.drain(1024, |_| Verdict::Drop).ok(), Some(0));
+    assert_eq!(queue.stats().wake_ups, 2, "{:?}", queue.stats());
 }

@@ -21,15 +21,15 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime};
 
-use log::{error, warn};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use log::error;
 
 use super::control::Published;
 use super::host_edges::ReplySender;
+use super::side_watch::SideWatch;
 use super::{judge_queued, send_orders, DRAIN_BATCH};
 use crate::config::{Config, Verdict};
 use crate::pipeline::{self, Pipeline};
-use crate::queue::{PacketQueue, QueueError};
+use crate::queue::{PacketQueue, QueueError, Waiting};
 use crate::respond::responder::Order;
 use crate::spoof::HostFacts;
 use crate::wake::{self, WakingReceiver, WakingSender};
@@ -222,47 +222,41 @@ struct ShardLoop {
 
 impl ShardLoop {
     fn run(mut self) -> Result<(), QueueError> {
-        let timeout = PollTimeout::from(1000u16);
+        let number = self.queue.number();
+        let side = SideWatch::spawn(
+            format!("queue-{number}-side"),
+            &[self.inbox.fd()],
+            self.queue.waker()?,
+        )
+        .map_err(|source| QueueError::Waker {
+            queue: number,
+            source,
+        })?;
         loop {
-            let (queue_ready, wake_ready) = {
-                let mut fds = [
-                    PollFd::new(self.queue.fd(), PollFlags::POLLIN),
-                    PollFd::new(self.inbox.fd(), PollFlags::POLLIN),
-                ];
-                match poll(&mut fds, timeout) {
-                    Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-                    Err(e) => {
-                        // Not expected with two valid descriptors; waiting a second keeps a
-                        // persistent failure from spinning.
-                        warn!("NFQUEUE {}: poll failed: {e}", self.queue.number());
-                        std::thread::sleep(std::time::Duration::from_secs(1));
-                    }
-                }
-                // A hung-up wake pipe means the main thread is gone: reading the inbox says so.
-                let readable = |fd: &PollFd| {
-                    fd.revents().is_some_and(|r| {
-                        r.intersects(PollFlags::POLLIN | PollFlags::POLLERR | PollFlags::POLLHUP)
-                    })
-                };
-                (readable(&fds[0]), readable(&fds[1]))
-            };
-            // Before any packet, as on the main thread: a released source's next packet is
-            // judged afresh.
-            if wake_ready && !self.take_messages() {
-                return Ok(());
+            let mut read = self.queue.receive(Waiting::UpToIdle)?;
+            let attention = side.wants_attention();
+            if attention {
+                self.inbox.clear_wake_ups();
+                side.resume();
             }
-            if queue_ready {
+            let mut answered = 0;
+            loop {
+                // Before any packet, as on the main thread: a released source's next packet is
+                // judged afresh.
+                if !self.take_messages() {
+                    return Ok(());
+                }
                 let Self {
                     queue,
                     pipeline,
                     orders,
                     replies,
                     default_verdict,
-                    answered,
+                    answered: total,
                     ..
                 } = &mut self;
-                queue.drain_packets(DRAIN_BATCH, |packet| {
-                    *answered += 1;
+                answered += queue.answer(|packet| {
+                    *total += 1;
                     judge_queued(
                         pipeline,
                         replies.as_mut(),
@@ -272,6 +266,10 @@ impl ShardLoop {
                         packet.in_ifindex,
                     )
                 })?;
+                if !PacketQueue::full_read(read) || answered >= DRAIN_BATCH {
+                    break;
+                }
+                read = self.queue.receive(Waiting::No)?;
             }
             let ticked = self.pipeline.tick(Instant::now(), SystemTime::now());
             send_orders(&self.orders, ticked.orders, &ticked.lines);
@@ -282,7 +280,6 @@ impl ShardLoop {
     /// Carries out the main thread's messages; false once told to stop (or the main thread is
     /// gone).
     fn take_messages(&mut self) -> bool {
-        self.inbox.clear_wake_ups();
         loop {
             let message = match self.inbox.try_recv() {
                 Ok(message) => message,

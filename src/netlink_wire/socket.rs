@@ -65,16 +65,22 @@ pub fn open_socket(
     bind(fd.as_raw_fd(), &no_port).map_err(OpenError::Bind)?;
     let kernel = NetlinkAddr::new(0, 0);
     connect(fd.as_raw_fd(), &kernel).map_err(OpenError::Bind)?;
+    set_receive_timeout(&fd, receive_timeout).map_err(OpenError::ReceiveTimeout)?;
+    let _ = enable_netlink_option(&fd, libc::NETLINK_EXT_ACK);
+    let _ = enable_netlink_option(&fd, libc::NETLINK_CAP_ACK);
+    Ok(fd)
+}
+
+/// How long a blocking receive on `socket` waits before it gives up with EAGAIN (at least a
+/// microsecond).
+pub fn set_receive_timeout(socket: impl AsFd, receive_timeout: Duration) -> Result<(), Errno> {
     let receive_timeout = receive_timeout.max(SHORTEST_RECEIVE_TIMEOUT);
     let timeout = TimeVal::from(libc::timeval {
         tv_sec: libc::time_t::try_from(receive_timeout.as_secs()).unwrap_or(libc::time_t::MAX),
         // Below a million, so it fits even where suseconds_t is 32 bits.
         tv_usec: receive_timeout.subsec_micros() as libc::suseconds_t,
     });
-    setsockopt(&fd, sockopt::ReceiveTimeout, &timeout).map_err(OpenError::ReceiveTimeout)?;
-    let _ = enable_netlink_option(&fd, libc::NETLINK_EXT_ACK);
-    let _ = enable_netlink_option(&fd, libc::NETLINK_CAP_ACK);
-    Ok(fd)
+    setsockopt(&socket, sockopt::ReceiveTimeout, &timeout)
 }
 
 /// Turns on a flag option of level SOL_NETLINK, such as NETLINK_EXT_ACK; nix has no wrapper for

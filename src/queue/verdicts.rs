@@ -9,11 +9,14 @@
 //! everything before the run was answered by the messages before it. A run of one gets a plain
 //! verdict, which names exactly its packet.
 //!
-//! Drops always go one by one. A batch reaches every packet still queued up to its id, including
-//! any the kernel holds that this reader never saw (packets left unanswered while the queue was
-//! being configured, say); a stray accept lets a packet through that the rules meant to show us,
-//! while a stray drop cuts a connection, so a drop names exactly the packet it is for. Drops are
-//! few in practice (probes answered in kind), and they still share the one datagram.
+//! A run of drops is batched the same way, but only once nothing this reader never saw can be
+//! left in the queue: a batch reaches every packet still queued up to its id, including any the
+//! kernel queued while the socket was being configured, which its configuration requests read
+//! past. So the first verdicts after the queue opens begin with a batch drop naming the id just
+//! before the first packet read: it sweeps those away unjudged (fail closed, as a full queue
+//! does; when there were none the kernel answers ENOENT, which the reader counts as stale and
+//! otherwise ignores). From then on every packet still queued before a run's first one has been
+//! read, and answered, by this reader.
 //!
 //! Should ids ever arrive out of order, a batch could reach a packet it was not meant for, so
 //! then every packet is answered on its own. A packet message whose id cannot be read is dropped
@@ -52,6 +55,9 @@ pub struct Verdicts {
     /// A packet without a readable id was the last one read: the next packet's id says where the
     /// batch that drops it must reach.
     unidentified_pending: bool,
+    /// Nothing this reader has not read can be queued before the packets it reads next: the
+    /// packets queued before its first one have been swept (see the module's notes).
+    swept: bool,
     encoded: Vec<u8>,
 }
 
@@ -67,6 +73,7 @@ impl Verdicts {
             queue,
             answers: Vec::with_capacity(capacity),
             unidentified_pending: false,
+            swept: false,
             encoded: Vec::with_capacity(capacity * VERDICT_MESSAGE_BYTES),
         }
     }
@@ -102,6 +109,7 @@ impl Verdicts {
             })
             .is_ok();
         if in_order {
+            self.sweep_before_first(&mut sent);
             self.encode_runs(&mut sent);
         } else {
             self.encode_singly(&mut sent);
@@ -129,7 +137,7 @@ impl Verdicts {
                         self.put(Reach::UpTo, Verdict::Drop, id.wrapping_sub(1), sent);
                     }
                     run = match run {
-                        Some((_, Verdict::Accept, length)) if verdict == Verdict::Accept => {
+                        Some((_, same, length)) if same == verdict => {
                             Some((id, verdict, length + 1))
                         }
                         Some(ended) => {
@@ -145,6 +153,32 @@ impl Verdicts {
             self.put_run(ended, sent);
         }
         self.answers = answers;
+    }
+
+    /// Before the first verdicts this reader sends: a batch drop of whatever was queued before
+    /// the first packet it read, so that batches never reach a packet it has not seen.
+    fn sweep_before_first(&mut self, sent: &mut Sent) {
+        if self.swept {
+            return;
+        }
+        let first = self.answers.iter().find_map(|answer| match answer {
+            Answer::Packet { id, .. } => Some(*id),
+            Answer::Unidentified => None,
+        });
+        // An unidentified packet first: its batch drop, up to just before the next packet,
+        // sweeps the same way.
+        if matches!(self.answers.first(), Some(Answer::Unidentified)) {
+            self.swept = first.is_some();
+            return;
+        }
+        let Some(first) = first else {
+            return;
+        };
+        // Ids start at 1: nothing can be queued before the first packet there is.
+        if first.wrapping_sub(1) != 0 {
+            self.put(Reach::UpTo, Verdict::Drop, first.wrapping_sub(1), sent);
+        }
+        self.swept = true;
     }
 
     /// Out of order: each packet on its own, and nothing batched, not even the drop of an
@@ -228,17 +262,17 @@ mod tests {
     #[test]
     fn a_run_of_accepts_is_one_batch_naming_its_last_id() {
         let mut verdicts = Verdicts::new(QUEUE, 8);
-        let answers: Vec<_> = (10..74).map(|id| (id, Accept)).collect();
+        let answers: Vec<_> = (1..65).map(|id| (id, Accept)).collect();
         assert_eq!(
             encode(&mut verdicts, &answers),
-            vec![(Reach::UpTo, Accept, 73)]
+            vec![(Reach::UpTo, Accept, 64)]
         );
         assert!(verdicts.is_empty());
         assert_eq!(verdicts.finish().0, &[] as &[u8]);
     }
 
     #[test]
-    fn runs_of_accepts_are_batched_and_every_drop_goes_singly() {
+    fn runs_of_the_same_verdict_are_batched_and_a_run_of_one_names_its_packet() {
         let mut verdicts = Verdicts::new(QUEUE, 8);
         let answers = [
             (1, Accept),
@@ -256,9 +290,7 @@ mod tests {
                 (Reach::UpTo, Accept, 2),
                 (Reach::One, Drop, 3),
                 (Reach::One, Accept, 4),
-                (Reach::One, Drop, 5),
-                (Reach::One, Drop, 6),
-                (Reach::One, Drop, 7),
+                (Reach::UpTo, Drop, 7),
                 (Reach::One, Accept, 9),
             ]
         );
@@ -275,7 +307,7 @@ mod tests {
         ];
         assert_eq!(
             encode(&mut verdicts, &answers),
-            vec![(Reach::UpTo, Accept, 1)]
+            vec![(Reach::UpTo, Drop, u32::MAX - 2), (Reach::UpTo, Accept, 1)]
         );
     }
 
@@ -293,10 +325,10 @@ mod tests {
                 (Reach::One, Drop, 7),
             ]
         );
-        // The next round batches again.
+        // The next round batches again, after sweeping what it has not seen.
         assert_eq!(
             encode(&mut verdicts, &[(8, Accept), (9, Accept)]),
-            vec![(Reach::UpTo, Accept, 9)]
+            vec![(Reach::UpTo, Drop, 7), (Reach::UpTo, Accept, 9)]
         );
     }
 
@@ -333,6 +365,30 @@ mod tests {
         assert_eq!(
             encode(&mut verdicts, &[(10, Accept)]),
             vec![(Reach::One, Accept, 10)]
+        );
+    }
+
+    #[test]
+    fn the_first_verdicts_sweep_what_was_queued_before_the_first_packet_read_and_only_they() {
+        let mut verdicts = Verdicts::new(QUEUE, 8);
+        // Packets 1 to 9 were queued while the socket was being configured, and read past.
+        assert_eq!(
+            encode(&mut verdicts, &[(10, Drop), (11, Drop), (12, Accept)]),
+            vec![
+                (Reach::UpTo, Drop, 9),
+                (Reach::UpTo, Drop, 11),
+                (Reach::One, Accept, 12)
+            ]
+        );
+        assert_eq!(
+            encode(&mut verdicts, &[(13, Drop), (14, Drop)]),
+            vec![(Reach::UpTo, Drop, 14)]
+        );
+        // A reader whose first packet is the queue's first has nothing to sweep.
+        let mut fresh = Verdicts::new(QUEUE, 8);
+        assert_eq!(
+            encode(&mut fresh, &[(1, Drop), (2, Drop)]),
+            vec![(Reach::UpTo, Drop, 2)]
         );
     }
 

@@ -103,6 +103,18 @@ pub fn fail_closed_request(queue: u16, sequence: u32) -> Vec<u8> {
     flags_request(queue, 0, fail_open, sequence)
 }
 
+/// The sequence number of wake-up requests ([`wake_request`]): their acknowledgements are
+/// wake-ups, never answers to anything else (configuration uses small numbers, verdicts none).
+pub const WAKE_SEQUENCE: u32 = u32::MAX;
+
+/// A request that does nothing but make the kernel acknowledge it on the sending socket
+/// (NLMSG_NOOP, which the kernel skips, with NLM_F_ACK): the acknowledgement wakes a reader
+/// sleeping in a receive on that socket.
+pub fn wake_request() -> Vec<u8> {
+    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16;
+    Request::new(libc::NLMSG_NOOP as u16, flags, WAKE_SEQUENCE).finish()
+}
+
 /// Whether a verdict message is about one packet or every queued packet up to an id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reach {
@@ -183,6 +195,8 @@ pub enum Event<'a> {
     /// The kernel refused a verdict: ENOENT for a packet it no longer holds (it was let go, or a
     /// batch verdict reached no packet), anything else for a message it could not take.
     Refused { errno: Errno },
+    /// The kernel's answer to a [`wake_request`]: another thread wants the reader's attention.
+    WakeUp,
     /// Anything else (an acknowledgement, another family's message): nothing to do.
     Other,
 }
@@ -193,6 +207,8 @@ pub fn read_message(message: Message<'_>) -> Event<'_> {
         return read_packet(message.payload);
     }
     match message.answer() {
+        // Whatever the kernel made of it, the answer to a wake-up only wakes.
+        Some(_) if message.sequence == WAKE_SEQUENCE => Event::WakeUp,
         Some(Answer::Refused { errno, .. }) => Event::Refused { errno },
         Some(Answer::Acknowledged) | None => Event::Other,
     }
