@@ -248,7 +248,17 @@ impl PacketQueue {
     pub fn drain_packets(
         &mut self,
         limit: usize,
-        mut decide: impl FnMut(&QueuedPacket<'_>) -> Verdict,
+        decide: impl FnMut(&QueuedPacket<'_>) -> Verdict,
+    ) -> Result<usize, QueueError> {
+        self.drain_judged(limit, &mut Deciding(decide))
+    }
+
+    /// [`drain_packets`](Self::drain_packets), with a word to the judge after the packets of
+    /// each receive call are judged and before their verdicts go back.
+    pub fn drain_judged(
+        &mut self,
+        limit: usize,
+        judge: &mut impl Judge,
     ) -> Result<usize, QueueError> {
         let mut answered = 0;
         while answered < limit {
@@ -275,7 +285,7 @@ impl PacketQueue {
                 let bytes = slot.get(..received.length).unwrap_or_default();
                 let mut on_event = |event| match event {
                     Event::Packet(packet) => {
-                        let verdict = decide(&packet);
+                        let verdict = judge.judge(&packet);
                         self.verdicts.push(packet.id, verdict);
                         self.stats.packets += 1;
                         answered += 1;
@@ -310,6 +320,7 @@ impl PacketQueue {
                         .for_each(on_event);
                 }
             }
+            judge.before_verdicts();
             self.flush()?;
             if let Some(errno) = refused {
                 return Err(QueueError::VerdictRefused {
@@ -376,6 +387,24 @@ impl PacketQueue {
 impl AsFd for PacketQueue {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.socket.as_fd()
+    }
+}
+
+/// What reads a queue through [`PacketQueue::drain_judged`]: a verdict for each packet, and
+/// whatever must be done before the kernel lets the packets of one receive call go.
+pub trait Judge {
+    fn judge(&mut self, packet: &QueuedPacket<'_>) -> Verdict;
+
+    /// Called once the packets of a receive call are judged, before their verdicts are sent.
+    fn before_verdicts(&mut self) {}
+}
+
+/// A closure that only decides.
+struct Deciding<F>(F);
+
+impl<F: FnMut(&QueuedPacket<'_>) -> Verdict> Judge for Deciding<F> {
+    fn judge(&mut self, packet: &QueuedPacket<'_>) -> Verdict {
+        (self.0)(packet)
     }
 }
 
