@@ -10,6 +10,7 @@
 
 mod control;
 mod host_edges;
+mod inline_block;
 pub mod reload;
 mod shards;
 mod side_watch;
@@ -36,7 +37,7 @@ use crate::nflog::NflogSocket;
 use crate::nft::ruleset::{QueueMode, RulesetSpec};
 use crate::nft::watch::Watch;
 use crate::pipeline::{Arrival, LogLine, Order as PipelineOrder, Pipeline};
-use crate::queue::{PacketQueue, Waiting};
+use crate::queue::{Judge, PacketQueue, QueuedPacket, Waiting};
 use crate::respond::block_latency::BlockLatency;
 use crate::respond::responder::{self, Order, ResponderSetup};
 use crate::respond::{self, Action};
@@ -44,6 +45,7 @@ use crate::sd_notify::Notifier;
 use crate::store::{self, BlockRecord, BlockStore};
 use crate::wake::{self, WakingReceiver};
 use host_edges::{HostFollower, ReplySender};
+use inline_block::InlineBlock;
 use shards::{ShardHandle, ToShard};
 use side_watch::SideWatch;
 
@@ -196,6 +198,18 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         source: e,
     })?;
     let block_latency = Arc::new(BlockLatency::default());
+    // With the blocked sets in use, each queue reader puts its blocks into them itself,
+    // through a socket of its own (CAP_NET_ADMIN is kept for every thread).
+    let inline_table = config
+        .respond
+        .blocked_table
+        .as_deref()
+        .unwrap_or(&config.daemon.table)
+        .to_owned();
+    let open_inline = || match sets_hold_blocks {
+        true => InlineBlock::open(&inline_table, block_latency.clone()),
+        false => None,
+    };
     let responder = responder::spawn(
         ResponderSetup {
             spec,
@@ -283,6 +297,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
             shard_pipeline,
             order_tx.clone(),
             replies,
+            open_inline(),
             config.respond.verdict,
         )
         .map_err(|source| DaemonError::System {
@@ -292,6 +307,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         debug!("NFQUEUE {number} is read by its own thread");
         shards.push(shard);
     }
+    let inline = open_inline();
     let published = Arc::new(control::Published::default());
     let all_published: Vec<_> = std::iter::once(published.clone())
         .chain(shards.iter().map(ShardHandle::published))
@@ -330,6 +346,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     let mut packet_loop = PacketLoop {
         pipeline,
         orders: order_tx.clone(),
+        inline,
         released: released_rx,
         default_verdict: config.respond.verdict,
         notifier,
@@ -451,6 +468,8 @@ fn take_over_kernel_blocks(table: &str, store: &mut BlockStore) -> Vec<BlockReco
 struct PacketLoop {
     pipeline: Pipeline,
     orders: mpsc::Sender<Order>,
+    /// With the blocked sets in use: this thread's own way into them.
+    inline: Option<InlineBlock>,
     /// Sources the responder released by hand, which the pipeline must stop dropping.
     released: WakingReceiver<IpAddr>,
     /// What a queued packet gets if the pipeline gave no verdict (it always gives one).
@@ -521,8 +540,7 @@ impl PacketLoop {
                 // have arrived with the release, and it must be judged afresh, not dropped as
                 // blocked. A release wakes the side watcher too, but this costs no system call.
                 self.take_releases();
-                answered +=
-                    queue.answer(|packet| self.decide_queued(packet.payload, packet.in_ifindex))?;
+                answered += queue.answer(&mut self.judging())?;
                 if stop || !PacketQueue::full_read(read) || answered >= DRAIN_BATCH {
                     break;
                 }
@@ -609,16 +627,16 @@ impl PacketLoop {
         }
     }
 
-    fn decide_queued(&mut self, bytes: &[u8], in_ifindex: Option<u32>) -> Verdict {
-        self.answered += 1;
-        judge_queued(
-            &mut self.pipeline,
-            self.replies.as_mut(),
-            &self.orders,
-            self.default_verdict,
-            bytes,
-            in_ifindex,
-        )
+    /// The first queue's judge.
+    fn judging(&mut self) -> Judging<'_> {
+        Judging {
+            pipeline: &mut self.pipeline,
+            replies: self.replies.as_mut(),
+            orders: &self.orders,
+            inline: self.inline.as_mut(),
+            default_verdict: self.default_verdict,
+            answered: &mut self.answered,
+        }
     }
 
     /// Short-header packets reach nfsentry through NFLOG: the kernel drops them anyway, so there
@@ -668,29 +686,54 @@ impl PacketLoop {
     }
 }
 
-/// Writes the lines, then hands the orders to the responder thread.
-/// One queued packet through the pipeline: its replies sent, its lines written and its orders
-/// handed to the responder, its line buffer given back (so the next packet does not allocate);
-/// the verdict for the kernel. The first queue's loop and every further queue's reader judge a
-/// packet here, so all queues judge alike.
-fn judge_queued(
-    pipeline: &mut Pipeline,
-    replies: Option<&mut ReplySender>,
-    orders: &mpsc::Sender<Order>,
+/// One queue's reader as its queue sees it. The first queue's loop and every further queue's
+/// reader judge their packets through it, so all queues judge alike.
+struct Judging<'a> {
+    pipeline: &'a mut Pipeline,
+    replies: Option<&'a mut ReplySender>,
+    orders: &'a mpsc::Sender<Order>,
+    /// With the blocked sets in use: the packets' orders and lines wait here for the blocks to
+    /// be in the kernel, until their verdicts are due.
+    inline: Option<&'a mut InlineBlock>,
     default_verdict: Verdict,
-    bytes: &[u8],
-    in_ifindex: Option<u32>,
-) -> Verdict {
-    let now = Instant::now();
-    let handled = pipeline.handle(bytes, Arrival::Queued, in_ifindex, now, SystemTime::now());
-    if let Some(sender) = replies {
-        sender.send(&handled.replies, now);
-    }
-    send_orders(orders, handled.orders, &handled.lines);
-    pipeline.recycle(handled.lines);
-    handled.verdict.unwrap_or(default_verdict)
+    answered: &'a mut u64,
 }
 
+impl Judge for Judging<'_> {
+    /// One queued packet through the pipeline: its replies sent, its lines written and its
+    /// orders handed to the responder (both held for the inline block when there is one), its
+    /// line buffer given back (so the next packet does not allocate); the verdict for the
+    /// kernel.
+    fn judge(&mut self, packet: &QueuedPacket<'_>) -> Verdict {
+        *self.answered += 1;
+        let now = Instant::now();
+        let mut handled = self.pipeline.handle(
+            packet.payload,
+            Arrival::Queued,
+            packet.in_ifindex,
+            now,
+            SystemTime::now(),
+        );
+        if let Some(sender) = self.replies.as_deref_mut() {
+            sender.send(&handled.replies, now);
+        }
+        match self.inline.as_deref_mut() {
+            Some(inline) => inline.hold(handled.orders, &mut handled.lines),
+            None => send_orders(self.orders, handled.orders, &handled.lines),
+        }
+        self.pipeline.recycle(handled.lines);
+        handled.verdict.unwrap_or(self.default_verdict)
+    }
+
+    /// The blocks the packets just judged ordered go into the kernel before their verdicts.
+    fn before_verdicts(&mut self) {
+        if let Some(inline) = self.inline.as_deref_mut() {
+            inline.commit(self.orders);
+        }
+    }
+}
+
+/// Writes the lines, then hands the orders to the responder thread.
 fn send_orders(to: &mpsc::Sender<Order>, orders: Vec<PipelineOrder>, lines: &[LogLine]) {
     for line in lines {
         write_line(line);

@@ -16,6 +16,10 @@
 //!   crowdsec worker (LAPI, own thread) ──fleet changes──▶ responder ──blocks──▶ fleet reporter
 //! ```
 //!
+//! With the `nft-set` action, each queue reader also puts the blocks its packets ordered into
+//! the kernel's blocked set itself, over its own netlink socket, before it gives those packets
+//! their verdicts (the daemon's inline block); the responder still carries every order out.
+//!
 //! With several queues (`daemon.queue = "0-3"`) the kernel spreads packets over them by address,
 //! and each queue has its own reader thread and pipeline, a shard of the tables; every shard's
 //! orders go down the same channel to the one responder.

@@ -267,10 +267,20 @@ impl PacketQueue {
         limit: usize,
         mut decide: impl FnMut(&QueuedPacket<'_>) -> Verdict,
     ) -> Result<usize, QueueError> {
+        self.drain_judged(limit, &mut decide)
+    }
+
+    /// [`drain_packets`](Self::drain_packets), with a word to the judge after the packets of
+    /// each receive call are judged and before their verdicts go back.
+    pub fn drain_judged(
+        &mut self,
+        limit: usize,
+        judge: &mut impl Judge,
+    ) -> Result<usize, QueueError> {
         let mut answered = 0;
         while answered < limit {
             let read = self.receive(Waiting::No)?;
-            answered += self.answer(&mut decide)?;
+            answered += self.answer(judge)?;
             // A short read means the socket is empty: asking again would only cost a call.
             if read < RECEIVE_SLOTS {
                 break;
@@ -286,7 +296,7 @@ impl PacketQueue {
     /// answered yet is answered first, so no packet is ever left without its verdict.
     pub fn receive(&mut self, wait: Waiting) -> Result<usize, QueueError> {
         if self.filled > 0 {
-            self.answer(|_| Verdict::Drop)?;
+            self.answer(&mut |_: &QueuedPacket<'_>| Verdict::Drop)?;
         }
         let flags = match wait {
             Waiting::No => libc::MSG_DONTWAIT,
@@ -324,12 +334,10 @@ impl PacketQueue {
         read >= RECEIVE_SLOTS
     }
 
-    /// Answers every packet the last [`receive`](Self::receive) read, as `decide` says, in one
-    /// datagram of verdicts; returns how many packets were answered.
-    pub fn answer(
-        &mut self,
-        mut decide: impl FnMut(&QueuedPacket<'_>) -> Verdict,
-    ) -> Result<usize, QueueError> {
+    /// Answers every packet the last [`receive`](Self::receive) read, as `judge` says, in one
+    /// datagram of verdicts, telling the judge before they go; returns how many packets were
+    /// answered.
+    pub fn answer(&mut self, judge: &mut impl Judge) -> Result<usize, QueueError> {
         let mut answered = 0;
         let mut refused = None;
         let count = std::mem::take(&mut self.filled);
@@ -342,7 +350,7 @@ impl PacketQueue {
             let bytes = slot.get(..received.length).unwrap_or_default();
             let mut on_event = |event| match event {
                 Event::Packet(packet) => {
-                    let verdict = decide(&packet);
+                    let verdict = judge.judge(&packet);
                     self.verdicts.push(packet.id, verdict);
                     self.stats.packets += 1;
                     answered += 1;
@@ -378,6 +386,7 @@ impl PacketQueue {
                     .for_each(on_event);
             }
         }
+        judge.before_verdicts();
         self.flush()?;
         if let Some(errno) = refused {
             return Err(QueueError::VerdictRefused {
@@ -485,6 +494,22 @@ impl QueueWaker {
                 other => return other.map(|_| ()),
             }
         }
+    }
+}
+
+/// What reads a queue through [`PacketQueue::drain_judged`]: a verdict for each packet, and
+/// whatever must be done before the kernel lets the packets of one receive call go.
+pub trait Judge {
+    fn judge(&mut self, packet: &QueuedPacket<'_>) -> Verdict;
+
+    /// Called once the packets of a receive call are judged, before their verdicts are sent.
+    fn before_verdicts(&mut self) {}
+}
+
+/// A closure that only decides.
+impl<F: FnMut(&QueuedPacket<'_>) -> Verdict> Judge for F {
+    fn judge(&mut self, packet: &QueuedPacket<'_>) -> Verdict {
+        self(packet)
     }
 }
 

@@ -17,7 +17,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use nfsentry::config::Verdict;
-use nfsentry::queue::{PacketQueue, QueueError, Waiting};
+use nfsentry::queue::{PacketQueue, QueueError, QueuedPacket, Waiting};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use support::Netns;
 
@@ -450,7 +450,10 @@ fn a_waiting_receive_returns_with_a_packet_or_a_wake_up_and_a_wake_up_is_no_pack
     };
     let waker = waking.join().unwrap_or_else(|_| panic!("waking thread"));
     assert_eq!(read, 1, "the wake-up's acknowledgement is what was read");
-    assert_eq!(queue.answer(|_| Verdict::Drop).ok(), Some(0));
+    assert_eq!(
+        queue.answer(&mut |_: &QueuedPacket<'_>| Verdict::Drop).ok(),
+        Some(0)
+    );
     assert_eq!(queue.stats().wake_ups, 1, "{:?}", queue.stats());
 
     // A packet that comes while the receive waits is read by it and answered.
@@ -470,7 +473,7 @@ fn a_waiting_receive_returns_with_a_packet_or_a_wake_up_and_a_wake_up_is_no_pack
             .receive(Waiting::UpToIdle)
             .unwrap_or_else(|e| panic!("receive: {e:?}"));
         answered = queue
-            .answer(|packet| {
+            .answer(&mut |packet: &QueuedPacket<'_>| {
                 numbers.extend(port_and_number(packet.payload).and_then(|(_, _, n)| n));
                 Verdict::Drop
             })

@@ -102,6 +102,14 @@ pub struct TriggerToBlock {
     /// The histogram: `buckets[i]` blocks took from `2^i` to `2^(i+1)` microseconds (the first
     /// also those under one, the last everything longer).
     pub buckets: Vec<u64>,
+    /// Of the blocks timed, those a queue reader put into the kernel's set itself, before the
+    /// verdict of the packet that triggered it.
+    #[serde(default)]
+    pub inline_blocks: u64,
+    /// A queue reader's commits the kernel refused (its table or sets missing), whose blocks
+    /// the responder put in instead.
+    #[serde(default)]
+    pub inline_failures: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

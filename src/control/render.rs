@@ -164,15 +164,24 @@ fn crowdsec_rows(c: &CrowdsecStatus, now_unix: u64) -> Vec<(&'static str, String
     rows
 }
 
-/// `3 timed, detection to the kernel's ack p50 < 64 µs, p99 < 128 µs`.
+/// `3 timed, detection to the kernel's ack p50 < 64 µs, p99 < 128 µs; 3 put in by the queue
+/// readers`, and how many of their commits were refused if any were.
 fn trigger_to_block_text(t: &TriggerToBlock) -> String {
-    match (t.p50_us, t.p99_us) {
+    let mut text = match (t.p50_us, t.p99_us) {
         (Some(p50), Some(p99)) => format!(
-            "{} timed, detection to the kernel's ack p50 < {p50} µs, p99 < {p99} µs",
-            t.blocks
+            "{} timed, detection to the kernel's ack p50 < {p50} µs, p99 < {p99} µs; {} put in \
+             by the queue readers",
+            t.blocks, t.inline_blocks
         ),
         _ => "no block timed yet".to_owned(),
+    };
+    if t.inline_failures > 0 {
+        text.push_str(&format!(
+            "; {} of their commits refused (the responder put those in)",
+            t.inline_failures
+        ));
     }
+    text
 }
 
 fn list_text(blocks: &[BlockEntry], now_unix: u64) -> String {

@@ -297,7 +297,10 @@ impl Handler for ControlHandler {
 /// The status section of the histogram: its buckets and the two quantiles read from them.
 fn trigger_to_block(latency: &BlockLatency) -> TriggerToBlock {
     let buckets = latency.snapshot();
+    let (inline_blocks, inline_failures) = latency.inline_counts();
     TriggerToBlock {
+        inline_blocks,
+        inline_failures,
         blocks: buckets.iter().sum(),
         p50_us: block_latency::quantile_micros(&buckets, 0.50),
         p99_us: block_latency::quantile_micros(&buckets, 0.99),

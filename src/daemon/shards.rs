@@ -25,8 +25,9 @@ use log::error;
 
 use super::control::Published;
 use super::host_edges::ReplySender;
+use super::inline_block::InlineBlock;
 use super::side_watch::SideWatch;
-use super::{judge_queued, send_orders, DRAIN_BATCH};
+use super::{send_orders, Judging, DRAIN_BATCH};
 use crate::config::{Config, Verdict};
 use crate::pipeline::{self, Pipeline};
 use crate::queue::{PacketQueue, QueueError, Waiting};
@@ -65,6 +66,7 @@ impl ShardHandle {
         pipeline: Pipeline,
         orders: mpsc::Sender<Order>,
         replies: Option<ReplySender>,
+        inline: Option<InlineBlock>,
         default_verdict: Verdict,
     ) -> std::io::Result<ShardHandle> {
         let (inbox_tx, inbox_rx) = wake::channel()?;
@@ -76,6 +78,7 @@ impl ShardHandle {
             pipeline,
             orders,
             replies,
+            inline,
             default_verdict,
             inbox: inbox_rx,
             published: published.clone(),
@@ -213,6 +216,8 @@ struct ShardLoop {
     pipeline: Pipeline,
     orders: mpsc::Sender<Order>,
     replies: Option<ReplySender>,
+    /// With the blocked sets in use: this reader's own way into them.
+    inline: Option<InlineBlock>,
     default_verdict: Verdict,
     inbox: WakingReceiver<ToShard>,
     published: Arc<Published>,
@@ -251,21 +256,20 @@ impl ShardLoop {
                     pipeline,
                     orders,
                     replies,
+                    inline,
                     default_verdict,
                     answered: total,
                     ..
                 } = &mut self;
-                answered += queue.answer(|packet| {
-                    *total += 1;
-                    judge_queued(
-                        pipeline,
-                        replies.as_mut(),
-                        orders,
-                        *default_verdict,
-                        packet.payload,
-                        packet.in_ifindex,
-                    )
-                })?;
+                let mut judging = Judging {
+                    pipeline,
+                    replies: replies.as_mut(),
+                    orders,
+                    inline: inline.as_mut(),
+                    default_verdict: *default_verdict,
+                    answered: total,
+                };
+                answered += queue.answer(&mut judging)?;
                 if !PacketQueue::full_read(read) || answered >= DRAIN_BATCH {
                     break;
                 }

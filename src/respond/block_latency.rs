@@ -1,7 +1,8 @@
 //! How long a detection takes to become a block in the kernel: from the moment the pipeline
 //! decided to block a source (carried in its order) to the moment the kernel acknowledged the
-//! element in nfsentry's blocked set. The responder records each block; `nfsentry status`
-//! reads the histogram from the control thread without a lock.
+//! element in nfsentry's blocked set. The queue reader that put the element in itself records
+//! the block (the inline block), or else the responder; `nfsentry status` reads the histogram
+//! from the control thread without a lock.
 //!
 //! The histogram has fixed log2 buckets of microseconds, as atomics: recording allocates
 //! nothing and the memory is the same after a billion blocks as after one.
@@ -13,15 +14,40 @@ use std::time::Duration;
 /// one); the last one everything from about 36 minutes on.
 pub const BUCKETS: usize = 32;
 
-/// The histogram, shared by the responder (which records) and the control thread (which reads).
+/// The histogram, shared by the queue readers and the responder (which record) and the control
+/// thread (which reads).
 #[derive(Debug, Default)]
 pub struct BlockLatency {
     buckets: [AtomicU64; BUCKETS],
+    /// Blocks a queue reader put into the kernel's set itself.
+    inline_blocks: AtomicU64,
+    /// Commits of a queue reader the kernel refused, whose blocks the responder put in.
+    inline_failures: AtomicU64,
 }
 
 impl BlockLatency {
     pub fn record(&self, latency: Duration) {
         self.buckets[bucket_of(latency)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records a block a queue reader put into the kernel's set itself.
+    pub fn record_inline(&self, latency: Duration) {
+        self.record(latency);
+        self.inline_blocks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a queue reader's commit that failed, leaving its blocks to the responder.
+    pub fn note_inline_failure(&self) {
+        self.inline_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many blocks the queue readers put in themselves, and how many of their commits
+    /// failed.
+    pub fn inline_counts(&self) -> (u64, u64) {
+        (
+            self.inline_blocks.load(Ordering::Relaxed),
+            self.inline_failures.load(Ordering::Relaxed),
+        )
     }
 
     /// The counts as of now, bucket by bucket.

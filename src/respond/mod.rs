@@ -30,7 +30,7 @@ pub mod detached;
 pub mod executor;
 pub mod hosts_deny;
 pub mod legacy;
-mod nft_set;
+pub(crate) mod nft_set;
 pub mod process;
 pub mod responder;
 pub mod route;

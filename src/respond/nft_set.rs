@@ -58,10 +58,8 @@ impl NftSetAction {
     }
 
     fn add(&mut self, blocks: &[&BlockRecord], now: SystemTime) -> Result<(), ActionError> {
-        let entries: Vec<(IpAddr, Option<Duration>)> = blocks
-            .iter()
-            .map(|block| (block.source, block.remaining(now)))
-            .collect();
+        let entries: Vec<(IpAddr, Option<Duration>)> =
+            blocks.iter().map(|block| element(block, now)).collect();
         let table = self.table.clone();
         match self.nft()?.block_many(&table, &entries) {
             Err(e) if self.missing_admin_sets(&e) => {
@@ -74,6 +72,13 @@ impl NftSetAction {
             other => other.map_err(refused),
         }
     }
+}
+
+/// A block's element in the blocked set at `now`: its address, and the time it has left as the
+/// element's timeout (none for a block without end). The queue readers' inline block
+/// (`daemon::inline_block`) puts elements in with this too, so both give one block one timeout.
+pub(crate) fn element(block: &BlockRecord, now: SystemTime) -> (IpAddr, Option<Duration>) {
+    (block.source, block.remaining(now))
 }
 
 fn refused(error: NftError) -> ActionError {
