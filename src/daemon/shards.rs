@@ -229,7 +229,7 @@ impl ShardLoop {
     fn run(mut self) -> Result<(), QueueError> {
         let number = self.queue.number();
         let side = SideWatch::spawn(
-            format!("queue-{number}-side"),
+            format!("side-watch-{number}"),
             &[self.inbox.fd()],
             self.queue.waker()?,
         )
