@@ -555,8 +555,13 @@ impl PacketLoop {
             }
             // Expiries, tokens for sources waiting to be blocked, and the summaries of what
             // the limits held back.
-            let ticked = self.pipeline.tick(now, SystemTime::now());
-            self.pass_on(ticked.orders, &ticked.lines);
+            let mut ticked = self.pipeline.tick(now, SystemTime::now());
+            hand_over(
+                self.inline.as_mut(),
+                &self.orders,
+                ticked.orders,
+                &mut ticked.lines,
+            );
             if now >= next_status {
                 self.log_status("status");
                 next_status = now + STATUS_EVERY;
@@ -642,14 +647,19 @@ impl PacketLoop {
     /// Short-header packets reach nfsentry through NFLOG: the kernel drops them anyway, so there
     /// is no verdict to give, only a source to count.
     fn note_short_header(&mut self, bytes: &[u8], in_ifindex: Option<u32>) {
-        let handled = self.pipeline.handle(
+        let mut handled = self.pipeline.handle(
             bytes,
             Arrival::ShortHeaderLog,
             in_ifindex,
             Instant::now(),
             SystemTime::now(),
         );
-        self.pass_on(handled.orders, &handled.lines);
+        hand_over(
+            self.inline.as_mut(),
+            &self.orders,
+            handled.orders,
+            &mut handled.lines,
+        );
         self.pipeline.recycle(handled.lines);
     }
 
@@ -729,6 +739,31 @@ impl Judge for Judging<'_> {
     fn before_verdicts(&mut self) {
         if let Some(inline) = self.inline.as_deref_mut() {
             inline.commit(self.orders);
+        }
+    }
+}
+
+/// Orders made outside a queue's receive call (by the tick, which hands out the tokens of
+/// rate-limited blocks, or for a short header from NFLOG): their blocks go into the kernel at
+/// once through the reader's inline block when it has one, as a receive call's do, then the
+/// lines are written (taken out of `lines`) and the orders go to the responder.
+fn hand_over(
+    inline: Option<&mut InlineBlock>,
+    to: &mpsc::Sender<Order>,
+    orders: Vec<PipelineOrder>,
+    lines: &mut Vec<LogLine>,
+) {
+    if orders.is_empty() && lines.is_empty() {
+        return;
+    }
+    match inline {
+        Some(inline) => {
+            inline.hold(orders, lines);
+            inline.commit(to);
+        }
+        None => {
+            send_orders(to, orders, lines);
+            lines.clear();
         }
     }
 }

@@ -186,3 +186,34 @@ fn a_refused_inline_commit_leaves_the_block_to_the_responder() -> Result<(), Lab
     })?;
     Ok(())
 }
+
+#[test]
+fn blocks_handed_out_by_the_rate_limit_later_go_in_inline_too() -> Result<(), LabError> {
+    let lab = Lab::new("e2einline-rate")?;
+    // One block a second: the first source is blocked by its own packet, the others wait in
+    // line and get their tokens from the reader's tick, with no packet of theirs to judge.
+    let config = lab
+        .config(&[])
+        .replace("[respond]\n", "[respond]\nmax_blocks_per_sec = 1\n");
+    let mut daemon = lab.start_daemon(&config)?;
+    daemon.wait_for_log("watching;", LOG_TIMEOUT)?;
+    let sources = spoofed_v4(3);
+
+    let pid = daemon.pid().ok_or(LabError::DaemonNotRunning)?;
+    let responder = StoppedThread::stop(pid, "responder");
+    lab.scapy_send(&lab.syns_from(&sources, BAIT_PORT))?;
+    wait_until("every source in blocked_v4", BLOCK_TIMEOUT, || {
+        let blocked = daemon.blocked_v4()?;
+        Ok(sources.iter().all(|source| blocked.contains(source)))
+    })?;
+    let timed = status(&daemon)?["trigger_to_block"].clone();
+    assert_eq!(timed["inline_blocks"], 3, "{timed}");
+
+    drop(responder);
+    wait_until("every block in the journal", LOG_TIMEOUT, || {
+        Ok(sources.iter().all(|source| in_journal(&lab, *source)))
+    })?;
+    assert_eq!(status(&daemon)?["trigger_to_block"]["blocks"], 3);
+    daemon.stop()?;
+    Ok(())
+}

@@ -6,7 +6,9 @@
 //!
 //! The orders of one receive call (up to 64 packets) are held, with their log lines, and their
 //! blocks go to the kernel in one commit once the call's packets are judged: a storm costs one
-//! commit per receive call, not one per source. Then the lines are written and every held order
+//! commit per receive call, not one per source. Blocks ordered between receive calls (the
+//! tick's, which hands rate-limited sources their tokens, and NFLOG's short headers) go in the
+//! same way, at once. Then the lines are written and every held order
 //! goes to the responder as before, which journals it, runs the other actions and adds the
 //! element again: re-adding a present element is no error, the set keeps one element, and both
 //! sides take the element's timeout from [`crate::respond::nft_set::element`], so the kernel

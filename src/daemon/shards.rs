@@ -27,7 +27,7 @@ use super::control::Published;
 use super::host_edges::ReplySender;
 use super::inline_block::InlineBlock;
 use super::side_watch::SideWatch;
-use super::{send_orders, Judging, DRAIN_BATCH};
+use super::{hand_over, send_orders, Judging, DRAIN_BATCH};
 use crate::config::{Config, Verdict};
 use crate::pipeline::{self, Pipeline};
 use crate::queue::{PacketQueue, QueueError, Waiting};
@@ -275,8 +275,13 @@ impl ShardLoop {
                 }
                 read = self.queue.receive(Waiting::No)?;
             }
-            let ticked = self.pipeline.tick(Instant::now(), SystemTime::now());
-            send_orders(&self.orders, ticked.orders, &ticked.lines);
+            let mut ticked = self.pipeline.tick(Instant::now(), SystemTime::now());
+            hand_over(
+                self.inline.as_mut(),
+                &self.orders,
+                ticked.orders,
+                &mut ticked.lines,
+            );
             self.publish();
         }
     }
