@@ -80,6 +80,9 @@ const NFLOG_COPY_BYTES: u32 = 128;
 const STATUS_EVERY: Duration = Duration::from_secs(600);
 /// Packets answered before the loop looks at signals, NFLOG and timers again.
 const DRAIN_BATCH: usize = 1024;
+/// How often the packet loop goes through everything besides its queue even when the side
+/// watcher says nothing: it wakes the loop for what comes, this is for a watcher that failed.
+const ATTEND_EVERY: Duration = Duration::from_secs(1);
 
 pub fn run(config: Config) -> Result<(), DaemonError> {
     let notifier = Notifier::from_env().unwrap_or_else(|e| {
@@ -509,6 +512,7 @@ impl PacketLoop {
         commands: &control::Commands,
     ) -> Result<(), DaemonError> {
         let mut next_status = Instant::now() + STATUS_EVERY;
+        let mut next_attend = Instant::now() + ATTEND_EVERY;
         let side = {
             let mut watched = vec![signals.as_fd(), commands.fd(), self.released.fd()];
             watched.extend(nflog.as_deref().map(|n| n.as_fd()));
@@ -526,9 +530,11 @@ impl PacketLoop {
             let mut read = queue.receive(Waiting::UpToIdle)?;
             let mut stop = false;
             // Everything else, when the side watcher says something is waiting, and once a
-            // second whatever it says, so that nothing depends on it alone.
+            // second whatever it says, busy or idle, so that nothing depends on it alone.
             let attention = side.wants_attention();
-            if attention || read == 0 {
+            let now = Instant::now();
+            if attention || now >= next_attend {
+                next_attend = now + ATTEND_EVERY;
                 stop = self.attend(nflog.as_deref_mut(), signals, commands)?;
                 if attention {
                     side.resume();
