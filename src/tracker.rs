@@ -331,30 +331,26 @@ impl Tracker {
         self.find_or_last(key, bucket).ok()
     }
 
+    /// The slots of `bucket`'s chain, first to last.
+    fn chain(&self, bucket: usize) -> impl Iterator<Item = SlotIndex> + '_ {
+        let first = self.buckets[bucket];
+        std::iter::successors((first != NIL).then_some(first), move |&at| {
+            let next = self.slots[at as usize].next_in_bucket;
+            (next != NIL).then_some(next)
+        })
+    }
+
     /// The slot of `key` in `bucket`'s chain, or else the last slot of that chain (NIL when it
     /// is empty), after which a new one is linked.
     fn find_or_last(&self, key: u128, bucket: usize) -> Result<SlotIndex, SlotIndex> {
         let mut last = NIL;
-        let mut at = self.buckets[bucket];
-        while at != NIL {
-            let slot = &self.slots[at as usize];
-            if { slot.source } == key {
+        for at in self.chain(bucket) {
+            if { self.slots[at as usize].source } == key {
                 return Ok(at);
             }
             last = at;
-            at = slot.next_in_bucket;
         }
         Err(last)
-    }
-
-    fn last_in_chain(&self, bucket: usize) -> SlotIndex {
-        let mut last = NIL;
-        let mut at = self.buckets[bucket];
-        while at != NIL {
-            last = at;
-            at = self.slots[at as usize].next_in_bucket;
-        }
-        last
     }
 
     /// The slot of `source`, marked as seen at `now`: its own, reset if it was silent longer
@@ -385,7 +381,7 @@ impl Tracker {
             Err(place) => place,
         };
         if self.len() >= self.capacity && self.evict_one() == Some(last_in_chain) {
-            last_in_chain = self.last_in_chain(bucket);
+            last_in_chain = self.chain(bucket).last().unwrap_or(NIL);
         }
         let slot = self.take_slot(Slot::new(key, now));
         // A new source goes to the end of its chain, so chains run from the longest-tracked
@@ -465,11 +461,12 @@ impl Tracker {
         if self.buckets[bucket] == slot {
             self.buckets[bucket] = next;
         } else {
-            let mut at = self.buckets[bucket];
-            while self.slots[at as usize].next_in_bucket != slot {
-                at = self.slots[at as usize].next_in_bucket;
+            let before = self
+                .chain(bucket)
+                .find(|&at| self.slots[at as usize].next_in_bucket == slot);
+            if let Some(before) = before {
+                self.slots[before as usize].next_in_bucket = next;
             }
-            self.slots[at as usize].next_in_bucket = next;
         }
         self.unlink(slot);
         if self.last_found == slot {
@@ -622,18 +619,8 @@ mod tests {
             assert_eq!(count, list.len);
             seen += count;
         }
-        let chained: usize = t
-            .buckets
-            .iter()
-            .map(|&head| {
-                let mut count = 0;
-                let mut at = head;
-                while at != NIL {
-                    count += 1;
-                    at = t.slots[at as usize].next_in_bucket;
-                }
-                count
-            })
+        let chained: usize = (0..t.buckets.len())
+            .map(|bucket| t.chain(bucket).count())
             .sum();
         assert_eq!(seen, chained, "every linked source is in the index once");
         assert_eq!(seen, t.len());
