@@ -267,22 +267,12 @@ impl PacketQueue {
         limit: usize,
         mut decide: impl FnMut(&QueuedPacket<'_>) -> Verdict,
     ) -> Result<usize, QueueError> {
-        self.drain_judged(limit, &mut decide)
-    }
-
-    /// [`drain_packets`](Self::drain_packets), with a word to the judge after the packets of
-    /// each receive call are judged and before their verdicts go back.
-    pub fn drain_judged(
-        &mut self,
-        limit: usize,
-        judge: &mut impl Judge,
-    ) -> Result<usize, QueueError> {
         let mut answered = 0;
         while answered < limit {
             let read = self.receive(Waiting::No)?;
-            answered += self.answer(judge)?;
+            answered += self.answer(&mut decide)?;
             // A short read means the socket is empty: asking again would only cost a call.
-            if read < RECEIVE_SLOTS {
+            if !Self::full_read(read) {
                 break;
             }
         }
@@ -497,8 +487,8 @@ impl QueueWaker {
     }
 }
 
-/// What reads a queue through [`PacketQueue::drain_judged`]: a verdict for each packet, and
-/// whatever must be done before the kernel lets the packets of one receive call go.
+/// What [`PacketQueue::answer`] asks: a verdict for each packet, and whatever must be done
+/// before the kernel lets the packets of one receive call go.
 pub trait Judge {
     fn judge(&mut self, packet: &QueuedPacket<'_>) -> Verdict;
 
