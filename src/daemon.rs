@@ -634,7 +634,7 @@ impl PacketLoop {
         if let Some(facts) = self.host_follower.changed() {
             self.tell_shards(|| ToShard::HostFacts(facts.clone()));
             let lifted = self.pipeline.set_host_facts(facts, Instant::now());
-            self.pass_on(lifted.orders, &lifted.lines);
+            send_orders(&self.orders, lifted.orders, &lifted.lines);
         }
     }
 
@@ -667,10 +667,6 @@ impl PacketLoop {
             &mut handled.lines,
         );
         self.pipeline.recycle(handled.lines);
-    }
-
-    fn pass_on(&self, orders: Vec<PipelineOrder>, lines: &[LogLine]) {
-        send_orders(&self.orders, orders, lines);
     }
 
     /// Sends a message to every further queue's reader.
