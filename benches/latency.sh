@@ -4,9 +4,11 @@
 # not watched is answered without it. Both are timed in the same run, alternately, from another
 # namespace over a veth pair, as the time a connect() takes to be refused (SYN out, RST back).
 #
-#   bash benches/latency.sh [PROBES] [GAP_MS]
+#   bash benches/latency.sh [PROBES] [GAP_MS] [BUSY]
 #
 # PROBES pairs (default 2000), one probe every GAP_MS milliseconds (default 2: low load).
+# BUSY (default 0) CPU-bound loops run beside them: a busy host, where a woken reader thread
+# competes for the CPU.
 # nfsentry runs alert-only with verdict "accept" and a trigger no probe reaches, so every bait
 # probe is queued, parsed, counted and accepted, and the kernel then answers it with a RST as it
 # does the unwatched port. Prints one table: p50 and p99 of each in microseconds, the ratio, and
@@ -16,6 +18,7 @@ shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
 PROBES=${1:-2000}
 GAP_MS=${2:-2}
+BUSY=${3:-0}
 BAIT_PORT=111
 OPEN_PORT=4444 # not watched, nothing listens: the kernel refuses it at once
 # shellcheck source=benches/lab.sh
@@ -41,10 +44,15 @@ ip netns exec "$TGT" "$BIN/nfsentry" run --config "$WORK/nfsentry.toml" > /dev/n
 LAB_SHOW_ON_GIVE_UP=$WORK/nfsentry.log
 wait_until 30 "nfsentry to start" grep -qs "watching;" "$WORK/nfsentry.log"
 
-ip netns exec "$SCAN" /usr/bin/python3 - "$PROBES" "$GAP_MS" "$BAIT_PORT" "$OPEN_PORT" <<'PY'
+for _ in $(seq "$BUSY"); do
+  sh -c 'while :; do :; done' &
+  LAB_PIDS+=($!)
+done
+
+ip netns exec "$SCAN" /usr/bin/python3 - "$PROBES" "$GAP_MS" "$BAIT_PORT" "$OPEN_PORT" "$BUSY" <<'PY'
 import socket, sys, time
 
-probes, gap_ms, bait, unwatched = (int(a) for a in sys.argv[1:])
+probes, gap_ms, bait, unwatched, busy = (int(a) for a in sys.argv[1:])
 target = "10.214.0.2"
 
 def refused_in_us(port):
@@ -75,7 +83,7 @@ def percentile(values, q):
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
-print(f"{probes} probes each, one pair every {gap_ms} ms; SYN to RST round trip in µs")
+print(f"{probes} probes each, one pair every {gap_ms} ms, {busy} busy loops beside; SYN to RST round trip in µs")
 print("| figure | nfsentry (queued) | baseline (unqueued) | ratio | added by the queue |")
 print("| --- | --- | --- | --- | --- |")
 for name, q in (("p50", 0.50), ("p99", 0.99)):

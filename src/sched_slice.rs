@@ -6,8 +6,11 @@
 //! shorter slice (`sched_setattr` with `sched_runtime` set, honoured since 6.12): its virtual
 //! deadline comes sooner, so it preempts on wake-up sooner, yet its share of the CPU is what it
 //! was. Unlike a real-time class, a flood that keeps the reader busy cannot take the CPU from the
-//! rest of the host. The policy, nice value and everything else the admin set (`Nice=` in the
-//! unit, say) are kept; an older kernel ignores the slice, or refuses it, and nothing changes.
+//! rest of the host. The price: a reader draining a deep queue while other work waits for the
+//! CPU is switched out after each short slice rather than a long one, a few more context
+//! switches a millisecond for the same share. The policy, nice value and everything else the
+//! admin set (`Nice=` in the unit, say) are kept; an older kernel ignores the slice, or refuses
+//! it, and nothing changes.
 
 use std::time::Duration;
 
