@@ -32,8 +32,11 @@ use thiserror::Error;
 use crate::config::Verdict;
 use crate::netlink_wire::{self, Messages, OpenError, RequestError, Wait};
 
+mod slots;
 mod verdicts;
 pub mod wire;
+
+use slots::{ReceiveSlots, RECEIVE_SLOTS};
 
 use wire::Event;
 pub use wire::QueuedPacket;
@@ -53,13 +56,6 @@ pub const QUEUE_MAX_LEN: u32 = 16384;
 /// lost a fifth of such bursts here, 8 MiB lost none.
 pub const RECEIVE_BUFFER_BYTES: usize = netlink_wire::RECEIVE_BUFFER_BYTES;
 
-/// Packets read per receive call at most. Under a deep queue one call and one verdict datagram
-/// serve this many packets; past a few dozen the saving per packet is too small to matter.
-const RECEIVE_SLOTS: usize = 64;
-/// Room for one datagram: the largest copy range plus every attribute the kernel may add (packet
-/// header, marks, interfaces, hardware address, timestamp...). The buffer is allocated zeroed and
-/// the kernel only writes what a packet needs, so small packets touch a page or two of a slot.
-const SLOT_BYTES: usize = 68 << 10;
 /// How long a receive that waits gives up after with nothing queued: the reading thread's
 /// timers (expiries, status, the watchdog) run at least this often.
 pub const IDLE_WAIT: Duration = Duration::from_secs(1);
@@ -142,10 +138,8 @@ pub struct QueueStats {
 pub struct PacketQueue {
     socket: OwnedFd,
     number: u16,
-    /// RECEIVE_SLOTS buffers of SLOT_BYTES, back to back.
-    slots: Vec<u8>,
-    /// What the last receive put in each slot; the first `filled` are not answered yet.
-    received: [Received; RECEIVE_SLOTS],
+    /// What the last receive read; the first `filled` slots are not answered yet.
+    slots: ReceiveSlots,
     filled: usize,
     verdicts: verdicts::Verdicts,
     stats: QueueStats,
@@ -180,8 +174,7 @@ impl PacketQueue {
         let mut queue = PacketQueue {
             socket,
             number,
-            slots: vec![0; RECEIVE_SLOTS * SLOT_BYTES],
-            received: [Received::default(); RECEIVE_SLOTS],
+            slots: ReceiveSlots::new(),
             filled: 0,
             verdicts: verdicts::Verdicts::new(number, RECEIVE_SLOTS),
             stats: QueueStats::default(),
@@ -230,7 +223,7 @@ impl PacketQueue {
     /// the packet slots: big enough for a packet that arrives meanwhile, so the answer behind it
     /// is still found.
     fn request(&mut self, request: &[u8], sequence: u32) -> Result<(), RequestError> {
-        let wait = Wait::new(&mut self.slots, CONFIG_ANSWER_TIMEOUT)
+        let wait = Wait::new(self.slots.buffer_mut(), CONFIG_ANSWER_TIMEOUT)
             .counting_overruns(&mut self.stats.overruns);
         netlink_wire::request_ack(&self.socket, request, sequence, wait)
     }
@@ -293,12 +286,7 @@ impl PacketQueue {
             // The first datagram waited for, the rest of the call taken as they are.
             Waiting::UpToIdle => libc::MSG_WAITFORONE,
         };
-        let count = match receive_many(
-            self.socket.as_fd(),
-            &mut self.slots,
-            &mut self.received,
-            flags,
-        ) {
+        let count = match self.slots.receive(self.socket.as_fd(), flags) {
             Ok(count) => count,
             Err(Errno::EAGAIN | Errno::EINTR) => 0,
             Err(Errno::ENOBUFS) => {
@@ -331,13 +319,7 @@ impl PacketQueue {
         let mut answered = 0;
         let mut refused = None;
         let count = std::mem::take(&mut self.filled);
-        let datagrams = self
-            .slots
-            .chunks(SLOT_BYTES)
-            .zip(&self.received)
-            .take(count);
-        for (slot, received) in datagrams {
-            let bytes = slot.get(..received.length).unwrap_or_default();
+        for (bytes, cut) in self.slots.datagrams(count) {
             let mut on_event = |event| match event {
                 Event::Packet(packet) => {
                     let verdict = judge.judge(&packet);
@@ -368,7 +350,7 @@ impl PacketQueue {
                 Event::WakeUp => self.stats.wake_ups += 1,
                 Event::Other => {}
             };
-            if received.cut {
+            if cut {
                 on_event(wire::read_cut_datagram(bytes));
             } else {
                 Messages::new(bytes)
@@ -501,66 +483,6 @@ impl<F: FnMut(&QueuedPacket<'_>) -> Verdict> Judge for F {
     fn judge(&mut self, packet: &QueuedPacket<'_>) -> Verdict {
         self(packet)
     }
-}
-
-/// What one slot of a receive call holds.
-#[derive(Debug, Clone, Copy, Default)]
-struct Received {
-    length: usize,
-    /// The datagram was longer than the slot (MSG_TRUNC): only its start is there.
-    cut: bool,
-}
-
-/// Reads up to one datagram per slot with one recvmmsg call, without waiting; returns how many
-/// slots were filled. EAGAIN when nothing is queued.
-///
-/// The sender's address is not asked for: the socket is connected to the kernel, which then
-/// refuses datagrams from anyone else (netlink_wire's socket tests show it); anything that slipped
-/// in between the socket's bind and its connect was read, and ignored, by `open`'s acknowledged
-/// requests before the first packet. Copying an address out per packet is a measurable part of
-/// reading a deep queue.
-fn receive_many(
-    socket: BorrowedFd<'_>,
-    slots: &mut [u8],
-    received: &mut [Received; RECEIVE_SLOTS],
-    flags: libc::c_int,
-) -> Result<usize, Errno> {
-    // SAFETY: all-zero is a valid iovec and mmsghdr (null pointers, zero lengths).
-    let mut vectors: [libc::iovec; RECEIVE_SLOTS] = unsafe { std::mem::zeroed() };
-    let mut headers: [libc::mmsghdr; RECEIVE_SLOTS] = unsafe { std::mem::zeroed() };
-    let mut used = 0;
-    for ((slot, vector), header) in slots
-        .chunks_mut(SLOT_BYTES)
-        .zip(vectors.iter_mut())
-        .zip(headers.iter_mut())
-    {
-        vector.iov_base = slot.as_mut_ptr().cast();
-        vector.iov_len = slot.len();
-        header.msg_hdr.msg_iov = vector;
-        header.msg_hdr.msg_iovlen = 1;
-        used += 1;
-    }
-    // SAFETY: the descriptor is open (borrowed) for the call. Each of the first `used` headers
-    // points at its own iovec, which points at its own disjoint part of `slots`; all of them
-    // outlive the call, and the kernel writes no more than their lengths. No address, control
-    // data or timeout is passed.
-    let count = unsafe {
-        libc::recvmmsg(
-            socket.as_raw_fd(),
-            headers.as_mut_ptr(),
-            used as libc::c_uint,
-            flags,
-            std::ptr::null_mut(),
-        )
-    };
-    let count = usize::try_from(Errno::result(count)?).unwrap_or_default();
-    for (header, out) in headers.iter().zip(received.iter_mut()).take(count) {
-        *out = Received {
-            length: (header.msg_len as usize).min(SLOT_BYTES),
-            cut: header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
-        };
-    }
-    Ok(count)
 }
 
 #[cfg(test)]
