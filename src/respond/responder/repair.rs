@@ -98,7 +98,11 @@ impl Responder {
             true => due_entries(&self.store, SystemTime::now()),
             false => Vec::new(),
         };
-        match firewall.reinstall(&blocks) {
+        let reinstalled = firewall.reinstall(&blocks);
+        // The sets were built anew from the journal, which may lack blocks a queue reader put
+        // in before: the responder adds those again.
+        self.deletions.of_every();
+        match reinstalled {
             Ok(()) => {
                 if let Some(fleet) = &mut self.fleet {
                     fleet.reinstalled(&self.store);
