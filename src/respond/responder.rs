@@ -33,7 +33,7 @@ use crate::pipeline::{self, BlockOrder, ReleaseOrder, RenewOrder, EXPIRED};
 use crate::report;
 use crate::store::{BlockRecord, BlockStore};
 use crate::wake::WakingSender;
-use deletions::Deletions;
+use deletions::{Deletions, Since};
 pub use manual::{ByHand, Changed, Done, Holding};
 
 /// What the packet loop and the nft watch ask of the responder: the pipeline's orders, an
@@ -325,15 +325,23 @@ impl Responder {
     /// Blocks a burst of new sources through every action, then journals them. The nft-set
     /// action leaves out the elements a queue reader put into the sets itself and nothing took
     /// out since: adding them again would cost a second commit per block, and would undo an
-    /// admin's `nft delete element` made in between.
+    /// admin's `nft delete element` made in between, which releases the block instead.
     fn block(&mut self, burst: Vec<BlockOrder>) {
         let now = SystemTime::now();
         let records: Vec<&BlockRecord> = burst.iter().map(|order| &order.record).collect();
-        let to_add: Vec<&BlockRecord> = burst
-            .iter()
-            .filter(|order| !self.still_in_set(order))
-            .map(|order| &order.record)
-            .collect();
+        let mut to_add: Vec<&BlockRecord> = Vec::with_capacity(burst.len());
+        let mut deleted_by_hand: Vec<(IpAddr, Arc<str>)> = Vec::new();
+        for order in &burst {
+            let source = order.record.source;
+            match order
+                .in_set_since
+                .map(|put_in| self.deletions.since(&source, put_in))
+            {
+                None | Some(Since::Deleted) => to_add.push(&order.record),
+                Some(Since::Kept) => {}
+                Some(Since::DeletedBy(by)) => deleted_by_hand.push((source, by)),
+            }
+        }
         let mut failed = false;
         // When the kernel acknowledged the elements in the blocked sets.
         let mut in_kernel_set = None;
@@ -377,14 +385,11 @@ impl Responder {
             }
         }
         self.sync();
-    }
-
-    /// Whether a queue reader put the block's element into the blocked sets and no delete of
-    /// the responder's may have taken it out since.
-    fn still_in_set(&self, order: &BlockOrder) -> bool {
-        order
-            .in_set_since
-            .is_some_and(|put_in| !self.deletions.since(&order.record.source, put_in))
+        // The watch told of these deletes before the blocks were journaled, when they were
+        // nobody's to release.
+        for (source, by) in deleted_by_hand {
+            self.release_by_hand(&[source], &by);
+        }
     }
 
     /// Gives blocks made verified their new end in every action and in the journal.
@@ -606,7 +611,10 @@ mod tests {
         named_recorder("recorder", refuse_init)
     }
 
-    fn named_recorder(name: &'static str, refuse_init: bool) -> (Box<dyn Action>, Calls) {
+    pub(super) fn named_recorder(
+        name: &'static str,
+        refuse_init: bool,
+    ) -> (Box<dyn Action>, Calls) {
         let calls = Calls::default();
         let action = Recorder {
             name,
@@ -815,7 +823,7 @@ mod tests {
 
     /// A block order as a queue reader hands it over once its own commit, sent at `put_in`,
     /// put the element into the kernel's set: it has been timed already.
-    fn put_in_by_a_reader(address: &str, put_in: Instant) -> BlockOrder {
+    pub(super) fn put_in_by_a_reader(address: &str, put_in: Instant) -> BlockOrder {
         BlockOrder {
             in_set_since: Some(put_in),
             ..block_order(record(address, None), &format!("h {address}"))

@@ -8,12 +8,19 @@
 //! a time, the reader takes its time before its commit and the responder after each of its own,
 //! so a delete the kernel committed after the add is always later here; ties count as later.
 //!
+//! An element another process deleted one by one is a release by hand ([`crate::heal`]), but
+//! the watch may report it before the block order that put the element in reaches the
+//! responder, when the journal does not hold the block yet: such deletes of sources not held
+//! are remembered too (at the time the responder heard of them, which is no earlier than the
+//! kernel's), and the block they hit is released by hand once journaled.
+//!
 //! Memory is bounded: times older than [`HORIZON`] are forgotten, and a block put in before
 //! what was forgotten is added again (as before the readers put blocks in), as is every block
 //! put in before more than [`MAX_SOURCES`] sources were deleted within the horizon.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long a delete is remembered. A block order reaches the responder within milliseconds of
@@ -22,10 +29,24 @@ const HORIZON: Duration = Duration::from_secs(60);
 /// Most sources remembered one by one (about 3 MiB).
 const MAX_SOURCES: usize = 1 << 16;
 
+/// What became of an element a queue reader put in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Since {
+    /// Nothing deleted it: it is in the set.
+    Kept,
+    /// The responder may have deleted it: it goes back in.
+    Deleted,
+    /// Another process deleted it, by hand: the block is released. Names who.
+    DeletedBy(Arc<str>),
+}
+
 #[derive(Debug, Default)]
 pub(super) struct Deletions {
-    /// When each source's element was last deleted, within the horizon.
+    /// When the responder last deleted each source's element, within the horizon.
     at: HashMap<IpAddr, Instant>,
+    /// When the responder heard that another process deleted the element of a source it did
+    /// not hold, and who did, within the horizon.
+    by_hand: HashMap<IpAddr, (Instant, Arc<str>)>,
     /// Any element may have been deleted at this time: the sets were rebuilt, or deletes were
     /// forgotten up to it.
     every: Option<Instant>,
@@ -44,16 +65,38 @@ impl Deletions {
         }
     }
 
-    /// Every element may just have been deleted.
+    /// Another process deleted the elements of `sources`, which the responder did not hold.
+    pub(super) fn by_hand(&mut self, sources: impl IntoIterator<Item = IpAddr>, by: &str) {
+        let now = Instant::now();
+        let by: Arc<str> = Arc::from(by);
+        for source in sources {
+            if self.by_hand.len() >= MAX_SOURCES {
+                self.of_every();
+                return;
+            }
+            self.by_hand
+                .insert(source.to_canonical(), (now, by.clone()));
+        }
+    }
+
+    /// Every element may just have been deleted. What was remembered is dominated by it:
+    /// forgetting a delete by hand puts the element back, as before the readers put blocks in.
     pub(super) fn of_every(&mut self) {
         self.at.clear();
+        self.by_hand.clear();
         self.every = Some(Instant::now());
     }
 
-    /// Whether the element of `source` may have been deleted since `put_in`.
-    pub(super) fn since(&self, source: &IpAddr, put_in: Instant) -> bool {
+    /// What became of the element of `source` that went in at `put_in`. A delete by hand since
+    /// then comes first: whatever else happened, the admin let the source go.
+    pub(super) fn since(&self, source: &IpAddr, put_in: Instant) -> Since {
         let after = |at: &Instant| *at >= put_in;
-        self.every.as_ref().is_some_and(after) || self.at.get(source).is_some_and(after)
+        match self.by_hand.get(&source.to_canonical()) {
+            Some((at, by)) if after(at) => Since::DeletedBy(by.clone()),
+            _ if self.every.as_ref().is_some_and(after) => Since::Deleted,
+            _ if self.at.get(source).is_some_and(after) => Since::Deleted,
+            _ => Since::Kept,
+        }
     }
 
     /// Forgets the deletes older than the horizon at `now`.
@@ -65,6 +108,7 @@ impl Deletions {
             return;
         }
         self.at.retain(|_, at| *at > floor);
+        self.by_hand.retain(|_, (at, _)| *at > floor);
         self.every = Some(floor);
     }
 }
@@ -83,12 +127,42 @@ mod tests {
         let before = Instant::now();
         deletions.of([source("198.51.100.1")]);
         let after = Instant::now() + Duration::from_nanos(1);
-        assert!(deletions.since(&source("198.51.100.1"), before));
-        assert!(!deletions.since(&source("198.51.100.1"), after));
-        assert!(!deletions.since(&source("198.51.100.2"), before));
+        assert_eq!(
+            deletions.since(&source("198.51.100.1"), before),
+            Since::Deleted
+        );
+        assert_eq!(deletions.since(&source("198.51.100.1"), after), Since::Kept);
+        assert_eq!(
+            deletions.since(&source("198.51.100.2"), before),
+            Since::Kept
+        );
         deletions.of_every();
-        assert!(deletions.since(&source("198.51.100.2"), before));
-        assert!(!deletions.since(&source("198.51.100.2"), after + HORIZON));
+        assert_eq!(
+            deletions.since(&source("198.51.100.2"), before),
+            Since::Deleted
+        );
+        assert_eq!(
+            deletions.since(&source("198.51.100.2"), after + HORIZON),
+            Since::Kept
+        );
+    }
+
+    #[test]
+    fn a_delete_by_hand_after_the_element_went_in_comes_first() {
+        let mut deletions = Deletions::default();
+        let before = Instant::now();
+        deletions.by_hand([source("::ffff:198.51.100.1")], "nft (netlink port 7)");
+        deletions.of([source("198.51.100.1")]);
+        let by_hand = Since::DeletedBy(Arc::from("nft (netlink port 7)"));
+        assert_eq!(deletions.since(&source("198.51.100.1"), before), by_hand);
+        let after = Instant::now() + Duration::from_nanos(1);
+        assert_eq!(deletions.since(&source("198.51.100.1"), after), Since::Kept);
+        // A rebuild of the sets forgets it, and puts the element back, as it always did.
+        deletions.of_every();
+        assert_eq!(
+            deletions.since(&source("198.51.100.1"), before),
+            Since::Deleted
+        );
     }
 
     #[test]
@@ -96,10 +170,17 @@ mod tests {
         let mut deletions = Deletions::default();
         let put_in = Instant::now();
         deletions.of([source("198.51.100.1")]);
+        deletions.by_hand([source("198.51.100.3")], "nft");
         deletions.forget_old(Instant::now() + HORIZON * 2);
-        assert!(deletions.at.is_empty());
-        assert!(deletions.since(&source("198.51.100.2"), put_in));
-        assert!(!deletions.since(&source("198.51.100.2"), put_in + HORIZON * 2));
+        assert!(deletions.at.is_empty() && deletions.by_hand.is_empty());
+        assert_eq!(
+            deletions.since(&source("198.51.100.3"), put_in),
+            Since::Deleted
+        );
+        assert_eq!(
+            deletions.since(&source("198.51.100.2"), put_in + HORIZON * 2),
+            Since::Kept
+        );
     }
 
     #[test]
@@ -108,6 +189,9 @@ mod tests {
         let put_in = Instant::now();
         deletions.of((0..=MAX_SOURCES as u32).map(|n| IpAddr::from(n.to_be_bytes())));
         assert!(deletions.at.is_empty());
-        assert!(deletions.since(&source("2001:db8::1"), put_in));
+        assert_eq!(
+            deletions.since(&source("2001:db8::1"), put_in),
+            Since::Deleted
+        );
     }
 }
