@@ -6,7 +6,8 @@
 //! Let go, the responder carries the block out as always, and the block is timed once.
 //! With the admin's sets (`respond.blocked_table`) not loaded yet, the reader's commit is
 //! refused and counted, and the responder's path takes the block; once they are loaded, the
-//! reader puts blocks into them itself.
+//! reader puts blocks into them itself. And the responder never adds such an element again: an
+//! admin's `nft delete element` made before the responder got to the block stays done.
 
 mod common;
 
@@ -15,7 +16,7 @@ use std::net::IpAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{spoofed_v4, wait_until, Daemon, Lab, LabError, HTTP_PORT};
+use common::{spoofed_v4, wait_until, Daemon, Lab, LabError, Side, HTTP_PORT, TABLE};
 use serde_json::Value;
 
 /// One SYN from scapy reaches the daemon well within this; the rest is daemon latency.
@@ -214,6 +215,98 @@ fn blocks_handed_out_by_the_rate_limit_later_go_in_inline_too() -> Result<(), La
         Ok(sources.iter().all(|source| in_journal(&lab, *source)))
     })?;
     assert_eq!(status(&daemon)?["trigger_to_block"]["blocks"], 3);
+    daemon.stop()?;
+    Ok(())
+}
+
+/// Whether the journal holds `source` blocked now: its last line for it is a `+`.
+fn journal_holds(lab: &Lab, source: IpAddr) -> bool {
+    let journal = fs::read_to_string(lab.state_dir().join("blocks")).unwrap_or_default();
+    let address = source.to_string();
+    journal
+        .lines()
+        .rev()
+        .find_map(
+            |line| match line.split_whitespace().collect::<Vec<_>>()[..] {
+                ["+", addr, ..] if addr == address => Some(true),
+                ["-", addr] if addr == address => Some(false),
+                _ => None,
+            },
+        )
+        .unwrap_or(false)
+}
+
+#[test]
+fn an_element_deleted_by_hand_before_the_responder_got_to_it_stays_deleted() -> Result<(), LabError>
+{
+    let lab = Lab::new("e2einline-hand")?;
+    lab.start_http_server(HTTP_PORT)?;
+    let mut daemon = lab.start_daemon(&lab.config(&[]))?;
+    daemon.wait_for_log("watching;", LOG_TIMEOUT)?;
+    let scanner = IpAddr::V4(lab.scanner_v4);
+    let target = IpAddr::V4(lab.target_v4);
+
+    // The nft watch is held too, so that the responder meets the block before it hears of the
+    // deletion, as it would with a watch running late.
+    let pid = daemon.pid().ok_or(LabError::DaemonNotRunning)?;
+    let responder = StoppedThread::stop(pid, "responder");
+    let watch = StoppedThread::stop(pid, "nft-watch");
+    lab.scapy_send(&lab.syns_from(&[scanner], BAIT_PORT))?;
+    wait_until("the scanner in blocked_v4", BLOCK_TIMEOUT, || {
+        Ok(daemon.blocked_v4()?.contains(&scanner))
+    })?;
+    let element = format!("{{ {scanner} }}");
+    lab.run_in(
+        Side::Target,
+        &[
+            "nft",
+            "delete",
+            "element",
+            "inet",
+            TABLE,
+            "blocked_v4",
+            &element,
+        ],
+    )?;
+    assert!(!daemon.blocked_v4()?.contains(&scanner));
+
+    // The responder journals the block and logs it, and leaves the set as the admin left it.
+    drop(responder);
+    wait_until("the block in the journal", LOG_TIMEOUT, || {
+        Ok(journal_holds(&lab, scanner))
+    })?;
+    daemon.wait_for_log(
+        format!("Host {scanner} has been blocked").as_str(),
+        LOG_TIMEOUT,
+    )?;
+    assert_eq!(
+        daemon.blocked_v4()?,
+        Vec::<IpAddr>::new(),
+        "the responder put the element deleted by hand back"
+    );
+    let timed = status(&daemon)?["trigger_to_block"].clone();
+    assert_eq!(timed["blocks"], 1, "{timed}");
+    assert_eq!(timed["inline_blocks"], 1, "{timed}");
+
+    // Once the watch reports the deletion, it is a release by hand: journaled, and the host is
+    // let in again.
+    drop(watch);
+    let released = format!(
+        "attackalert: Host {scanner} has been released (released by hand by nft (netlink port"
+    );
+    daemon.wait_for_log(released.as_str(), LOG_TIMEOUT)?;
+    wait_until("the release in the journal", LOG_TIMEOUT, || {
+        Ok(!journal_holds(&lab, scanner))
+    })?;
+    assert_eq!(
+        daemon.blocked_v4()?,
+        Vec::<IpAddr>::new(),
+        "the release by hand was undone"
+    );
+    assert!(
+        lab.http_get(scanner, target, HTTP_PORT)?,
+        "the host released by hand is still shut out"
+    );
     daemon.stop()?;
     Ok(())
 }

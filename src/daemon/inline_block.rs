@@ -8,15 +8,19 @@
 //! blocks go to the kernel in one commit once the call's packets are judged: a storm costs one
 //! commit per receive call, not one per source. Blocks ordered between receive calls (the
 //! tick's, which hands rate-limited sources their tokens, and NFLOG's short headers) go in the
-//! same way, at once. Then the lines are written and every held order
-//! goes to the responder as before, which journals it, runs the other actions and adds the
-//! element again: re-adding a present element is no error, the set keeps one element, and both
-//! sides take the element's timeout from [`crate::respond::nft_set::element`], so the kernel
-//! ends with what the responder alone would have put there. Since the orders leave only after
-//! the commit, a release ordered in the same call still reaches the responder after the
-//! block it undoes. The time from detection to this commit's acknowledgement goes into the
-//! same histogram the responder feeds, and the order leaves without its detection time, so
-//! each block is timed once.
+//! same way, at once. Then the lines are written and every held order goes to the responder,
+//! marked with when its element went in (`in_set_since`): the responder journals it and runs
+//! the other actions, but does not add the element again. A second commit per block would
+//! halve what a block storm can reach, and would put back an element an admin deleted by hand
+//! in the moment between the two. Both sides take the element's timeout from
+//! [`crate::respond::nft_set::element`], so the kernel holds what the responder alone would
+//! have put there; and where the responder deleted the source's element after this commit (a
+//! release of its earlier block carried out late, a repair from the journal that did not hold
+//! the block yet), it adds the element after all. Since the orders leave only after the
+//! commit, a release ordered in the same call still reaches the responder after the block it
+//! undoes. The time from detection to this commit's acknowledgement goes into the same
+//! histogram the responder feeds, and the order leaves without its detection time, so each
+//! block is timed once.
 //!
 //! A refused commit (the table deleted by `nft flush ruleset` and not yet repaired, the
 //! admin's sets not loaded yet) is said once per kind at debug level and counted; the orders
@@ -112,11 +116,15 @@ impl InlineBlock {
         if self.elements.is_empty() {
             return;
         }
+        // Taken before the commit goes out, so that any delete the kernel commits after this
+        // add is later than it (see `BlockOrder::in_set_since`).
+        let sent = Instant::now();
         match self.nft.block_many(&self.table, &self.elements) {
             Ok(()) => {
                 let acked = Instant::now();
                 for order in &mut self.orders {
                     if let Order::Block(block) = order {
+                        block.in_set_since = Some(sent);
                         if let Some(detected) = block.detected_at.take() {
                             self.latency
                                 .record_inline(acked.saturating_duration_since(detected));

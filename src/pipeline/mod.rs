@@ -119,6 +119,11 @@ pub struct BlockOrder {
     /// When the pipeline decided on the block, for the responder to time it until the kernel
     /// has it; None for a block by hand.
     pub detected_at: Option<Instant>,
+    /// Set by the queue reader that put the element into the kernel's blocked set itself: the
+    /// time just before it sent that commit. The responder then does not add it again, unless
+    /// it deleted the source's element since (see `respond::responder`); None: the responder
+    /// puts it in.
+    pub in_set_since: Option<Instant>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -601,6 +606,7 @@ impl Pipeline {
             history_line: report::history_line(wall_clock, source, MANUAL_KIND, 0),
             log: true,
             detected_at: None,
+            in_set_since: None,
         })
     }
 
@@ -744,6 +750,7 @@ fn block_order(
         history_line: report::history_line(wall_clock, d.source, d.protocol, d.port),
         log,
         detected_at: Some(now),
+        in_set_since: None,
     }
 }
 

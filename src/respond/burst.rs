@@ -70,6 +70,7 @@ mod tests {
             history_line: format!("history {source}"),
             log: true,
             detected_at: None,
+            in_set_since: None,
         }
     }
 

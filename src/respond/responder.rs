@@ -8,6 +8,7 @@
 //! the per-packet path never waits for a disk or a firewall. The responder decides nothing
 //! about who is blocked: the pipeline does.
 
+mod deletions;
 mod manual;
 mod repair;
 
@@ -32,6 +33,7 @@ use crate::pipeline::{self, BlockOrder, ReleaseOrder, RenewOrder, EXPIRED};
 use crate::report;
 use crate::store::{BlockRecord, BlockStore};
 use crate::wake::WakingSender;
+use deletions::{Deletions, Since};
 pub use manual::{ByHand, Changed, Done, Holding};
 
 /// What the packet loop and the nft watch ask of the responder: the pipeline's orders, an
@@ -224,6 +226,9 @@ struct Responder {
     persist_retry_at: Option<Instant>,
     /// From detection to the element in the kernel's set, for `nfsentry status`.
     block_latency: Arc<BlockLatency>,
+    /// When elements were last deleted from the blocked sets: a block a queue reader put in
+    /// before is added again.
+    deletions: Deletions,
 }
 
 impl Responder {
@@ -246,6 +251,7 @@ impl Responder {
             repair_due: None,
             persist_retry_at: None,
             block_latency: Arc::default(),
+            deletions: Deletions::default(),
         };
         let now = SystemTime::now();
         let expired = responder.take_expired(now);
@@ -316,15 +322,36 @@ impl Responder {
         }
     }
 
-    /// Blocks a burst of new sources through every action, then journals them.
+    /// Blocks a burst of new sources through every action, then journals them. The nft-set
+    /// action leaves out the elements a queue reader put into the sets itself and nothing took
+    /// out since: adding them again would cost a second commit per block, and would undo an
+    /// admin's `nft delete element` made in between, which releases the block instead.
     fn block(&mut self, burst: Vec<BlockOrder>) {
         let now = SystemTime::now();
         let records: Vec<&BlockRecord> = burst.iter().map(|order| &order.record).collect();
+        let mut to_add: Vec<&BlockRecord> = Vec::with_capacity(burst.len());
+        let mut deleted_by_hand: Vec<(IpAddr, Arc<str>)> = Vec::new();
+        for order in &burst {
+            let source = order.record.source;
+            match order
+                .in_set_since
+                .map(|put_in| self.deletions.since(&source, put_in))
+            {
+                None | Some(Since::Deleted) => to_add.push(&order.record),
+                Some(Since::Kept) => {}
+                Some(Since::DeletedBy(by)) => deleted_by_hand.push((source, by)),
+            }
+        }
         let mut failed = false;
         // When the kernel acknowledged the elements in the blocked sets.
         let mut in_kernel_set = None;
         for action in &mut self.actions {
-            match action.block(&records, now) {
+            let blocks = match action.name() == nft_set::ACTION_NAME {
+                true if to_add.is_empty() => continue,
+                true => &to_add,
+                false => &records,
+            };
+            match action.block(blocks, now) {
                 Ok(()) if action.name() == nft_set::ACTION_NAME => {
                     in_kernel_set = Some(Instant::now());
                 }
@@ -358,6 +385,11 @@ impl Responder {
             }
         }
         self.sync();
+        // The watch told of these deletes before the blocks were journaled, when they were
+        // nobody's to release.
+        for (source, by) in deleted_by_hand {
+            self.release_by_hand(&[source], &by);
+        }
     }
 
     /// Gives blocks made verified their new end in every action and in the journal.
@@ -425,6 +457,8 @@ impl Responder {
                 }
             }
         }
+        self.deletions
+            .of(records.iter().map(|record| record.source));
         if let Some(fleet) = &mut self.fleet {
             fleet.released(records);
         }
@@ -436,9 +470,16 @@ impl Responder {
         if changes.is_empty() {
             return;
         }
+        // A pulled ban let go deletes the address's element unless nfsentry blocks it itself.
+        let let_go: Vec<IpAddr> = changes
+            .iter()
+            .filter(|change| matches!(change, crate::crowdsec::Change::Release { .. }))
+            .map(|change| change.net().addr())
+            .collect();
         if let Some(fleet) = &mut self.fleet {
             fleet.apply(changes, &self.store, &mut self.actions);
         }
+        self.deletions.of(let_go);
     }
 
     /// The hook for a manual unblock (`nfsentry unblock`): the fleet forgets our decision on
@@ -496,6 +537,7 @@ impl Responder {
 
     /// The timed retries: a repair the kernel refused, and writes the state directory refused.
     fn retry(&mut self, firewall: &mut impl repair::Reinstall) {
+        self.deletions.forget_old(Instant::now());
         if let Some(why) = self.repair_due.take() {
             self.repair(firewall, &why);
         }
@@ -519,6 +561,7 @@ mod tests {
 
     /// Shares with the test every call it gets, as (verb, addresses).
     struct Recorder {
+        name: &'static str,
         calls: Calls,
         refuse_init: bool,
     }
@@ -532,7 +575,7 @@ mod tests {
 
     impl Action for Recorder {
         fn name(&self) -> &'static str {
-            "recorder"
+            self.name
         }
         fn check(&self) -> Vec<String> {
             Vec::new()
@@ -565,8 +608,16 @@ mod tests {
     }
 
     pub(super) fn recorder(refuse_init: bool) -> (Box<dyn Action>, Calls) {
+        named_recorder("recorder", refuse_init)
+    }
+
+    pub(super) fn named_recorder(
+        name: &'static str,
+        refuse_init: bool,
+    ) -> (Box<dyn Action>, Calls) {
         let calls = Calls::default();
         let action = Recorder {
+            name,
             calls: calls.clone(),
             refuse_init,
         };
@@ -588,6 +639,7 @@ mod tests {
             history_line: history_line.to_owned(),
             log: true,
             detected_at: None,
+            in_set_since: None,
         }
     }
 
@@ -767,5 +819,130 @@ mod tests {
             1,
             "one history line for the new block, none for the release or the renewal: {history}"
         );
+    }
+
+    /// A block order as a queue reader hands it over once its own commit, sent at `put_in`,
+    /// put the element into the kernel's set: it has been timed already.
+    pub(super) fn put_in_by_a_reader(address: &str, put_in: Instant) -> BlockOrder {
+        BlockOrder {
+            in_set_since: Some(put_in),
+            ..block_order(record(address, None), &format!("h {address}"))
+        }
+    }
+
+    #[test]
+    fn an_element_a_queue_reader_put_in_is_not_added_again_unless_deleted_since() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with(dir.path(), &[]);
+        let (nft, nft_calls) = named_recorder(nft_set::ACTION_NAME, false);
+        let (other, other_calls) = recorder(false);
+        let mut responder = Responder::init(store, vec![nft, other], true, sink());
+        nft_calls.lock().unwrap().clear();
+        other_calls.lock().unwrap().clear();
+        let latency = Arc::new(BlockLatency::default());
+        responder.block_latency = latency.clone();
+        let timed = || latency.snapshot().iter().sum::<u64>();
+
+        // Only the other actions see an element the reader put in; the reader timed it.
+        let put_in = Instant::now();
+        responder.block(vec![put_in_by_a_reader("198.51.100.1", put_in)]);
+        assert_eq!(
+            *nft_calls.lock().unwrap(),
+            [],
+            "the element was added a second time"
+        );
+        assert_eq!(
+            *other_calls.lock().unwrap(),
+            [("block", addresses(&["198.51.100.1"]))]
+        );
+        assert_eq!(timed(), 0);
+
+        // In a burst with a block the reader could not put in, only that one is added and
+        // timed.
+        let detected = BlockOrder {
+            detected_at: Some(Instant::now()),
+            ..block_order(record("198.51.100.2", None), "h2")
+        };
+        responder.block(vec![
+            put_in_by_a_reader("198.51.100.3", Instant::now()),
+            detected,
+        ]);
+        assert_eq!(
+            nft_calls.lock().unwrap().pop(),
+            Some(("block", addresses(&["198.51.100.2"])))
+        );
+        assert_eq!(
+            other_calls.lock().unwrap().pop(),
+            Some(("block", addresses(&["198.51.100.3", "198.51.100.2"])))
+        );
+        assert_eq!(timed(), 1);
+
+        // The source's earlier block, given up after the reader put the new one in, took the
+        // element out with it: it goes back in. One put in after that release stays as it is.
+        let before_release = Instant::now();
+        responder.carry_out(Batch {
+            releases: vec![ReleaseOrder {
+                source: "198.51.100.1".parse().unwrap(),
+                why: pipeline::EVICTED,
+                log: false,
+            }],
+            ..Batch::default()
+        });
+        let after_release = Instant::now();
+        responder.block(vec![put_in_by_a_reader("198.51.100.1", before_release)]);
+        assert_eq!(
+            nft_calls.lock().unwrap().pop(),
+            Some(("block", addresses(&["198.51.100.1"])))
+        );
+        responder.carry_out(Batch {
+            releases: vec![ReleaseOrder {
+                source: "198.51.100.1".parse().unwrap(),
+                why: pipeline::EVICTED,
+                log: false,
+            }],
+            ..Batch::default()
+        });
+        nft_calls.lock().unwrap().clear();
+        responder.block(vec![put_in_by_a_reader(
+            "198.51.100.1",
+            after_release + Duration::from_secs(1),
+        )]);
+        assert_eq!(*nft_calls.lock().unwrap(), []);
+
+        // A repair rebuilt the sets from the journal, which lacked the block: it goes back in.
+        let before_repair = Instant::now();
+        responder.repair(&mut NoFirewall, "a test");
+        responder.block(vec![put_in_by_a_reader("198.51.100.4", before_repair)]);
+        assert_eq!(
+            nft_calls.lock().unwrap().pop(),
+            Some(("block", addresses(&["198.51.100.4"])))
+        );
+
+        // Every block was journaled, however it reached the kernel.
+        drop(responder);
+        let (reopened, _) = BlockStore::open(dir.path()).unwrap();
+        let mut live: Vec<IpAddr> = reopened.live().map(|block| block.source).collect();
+        live.sort_unstable();
+        assert_eq!(
+            live,
+            addresses(&[
+                "198.51.100.1",
+                "198.51.100.2",
+                "198.51.100.3",
+                "198.51.100.4"
+            ])
+        );
+    }
+
+    /// A firewall whose reinstall always works and changes nothing.
+    struct NoFirewall;
+
+    impl repair::Reinstall for NoFirewall {
+        fn reinstall(
+            &mut self,
+            _blocks: &[(IpAddr, Option<Duration>)],
+        ) -> Result<(), crate::nft::netlink::NftError> {
+            Ok(())
+        }
     }
 }

@@ -126,6 +126,7 @@ impl Responder {
             return Err(format!("{source} is not blocked"));
         };
         let failures = self.each_action(|action| action.release(&[&record]));
+        self.deletions.of([source]);
         // The fleet forgets our decision too, or every host would keep the address out.
         self.unblocked_by_hand(source);
         self.sync();
@@ -145,6 +146,7 @@ impl Responder {
             true => Vec::new(),
             false => self.each_action(|action| action.release(&due)),
         };
+        self.deletions.of(sources.iter().copied());
         for source in &sources {
             self.unblocked_by_hand(*source);
         }

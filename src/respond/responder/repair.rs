@@ -4,6 +4,7 @@
 //! every action, journaled (so the next start does not bring it back) and passed to the packet
 //! loop. It does not read the kernel: the watch does.
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -79,6 +80,21 @@ impl Responder {
         if !judgement.released_by_hand.is_empty() {
             self.release_by_hand(&judgement.released_by_hand, &by);
         }
+        if judgement.repair.is_empty() && self.sets_hold_blocks {
+            // Elements a queue reader put in, whose block orders are still on their way here.
+            if !change.removed.is_empty() {
+                let held: HashSet<IpAddr> = held
+                    .iter()
+                    .map(|(source, _)| source.to_canonical())
+                    .collect();
+                let not_held = change
+                    .removed
+                    .iter()
+                    .copied()
+                    .filter(|removed| !held.contains(&removed.to_canonical()));
+                self.deletions.by_hand(not_held, &by);
+            }
+        }
         if judgement.repair.is_empty() {
             if judgement.released_by_hand.is_empty() {
                 debug!("{by} changed nfsentry's tables without taking anything away");
@@ -98,7 +114,11 @@ impl Responder {
             true => due_entries(&self.store, SystemTime::now()),
             false => Vec::new(),
         };
-        match firewall.reinstall(&blocks) {
+        let reinstalled = firewall.reinstall(&blocks);
+        // The sets were built anew from the journal, which may lack blocks a queue reader put
+        // in before: the responder adds those again.
+        self.deletions.of_every();
+        match reinstalled {
             Ok(()) => {
                 if let Some(fleet) = &mut self.fleet {
                     fleet.reinstalled(&self.store);
@@ -126,7 +146,7 @@ impl Responder {
     /// Releases blocks another process lifted from the kernel's sets: every action lets them
     /// go (the nft-set action's delete finds them gone already), the journal forgets them, and
     /// the packet loop stops dropping their packets inline.
-    fn release_by_hand(&mut self, sources: &[IpAddr], by: &str) {
+    pub(super) fn release_by_hand(&mut self, sources: &[IpAddr], by: &str) {
         let records: Vec<BlockRecord> = sources
             .iter()
             .filter_map(|source| self.store.remove(source))
@@ -286,5 +306,36 @@ mod tests {
         assert_eq!(responder.store.len(), 2);
         responder.on_ruleset(by_nft(&[], &["table inet nfsentry"]), &mut firewall);
         assert_eq!(firewall.reinstalls, vec![Vec::<IpAddr>::new()]);
+    }
+
+    #[test]
+    fn an_element_deleted_by_hand_before_its_block_order_came_is_released_once_journaled() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with(dir.path(), &[]);
+        let (nft, nft_calls) =
+            super::super::tests::named_recorder(crate::respond::nft_set::ACTION_NAME, false);
+        let (released, heard) = crate::wake::channel().unwrap();
+        let mut responder = Responder::init(store, vec![nft], true, released);
+        let put_in = Instant::now();
+        let mut firewall = Recorded::default();
+        // The watch's news of the delete beats the block order: nothing held, nothing done.
+        responder.on_ruleset(by_nft(&["198.51.100.7"], &[]), &mut firewall);
+        assert_eq!(heard.take().len(), 0);
+        nft_calls.lock().unwrap().clear();
+
+        responder.block(vec![super::super::tests::put_in_by_a_reader(
+            "198.51.100.7",
+            put_in,
+        )]);
+        assert_eq!(
+            *nft_calls.lock().unwrap(),
+            [("release", addrs(&["198.51.100.7"]))],
+            "the element deleted by hand was added again"
+        );
+        assert_eq!(heard.take(), addrs(&["198.51.100.7"]));
+        assert!(firewall.reinstalls.is_empty());
+        drop(responder);
+        let (reopened, _) = BlockStore::open(dir.path()).unwrap();
+        assert_eq!(reopened.len(), 0);
     }
 }
