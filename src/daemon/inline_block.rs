@@ -6,9 +6,11 @@
 //!
 //! The orders of one receive call (up to 64 packets) are held, with their log lines, and their
 //! blocks go to the kernel in one commit once the call's packets are judged: a storm costs one
-//! commit per receive call, not one per source. Blocks ordered between receive calls (the
-//! tick's, which hands rate-limited sources their tokens, and NFLOG's short headers) go in the
-//! same way, at once. Then the lines are written and every held order goes to the responder,
+//! commit per receive call, not one per source. The releases held with them (a full block
+//! table evicts its oldest block in the call that orders a new one) are taken out of the sets
+//! just before, so the sets never hold more than `max_blocks`. Blocks ordered between receive
+//! calls (the tick's, which hands rate-limited sources their tokens, and NFLOG's short headers)
+//! go in the same way, at once. Then the lines are written and every held order goes to the responder,
 //! marked with when its element went in (`in_set_since`): the responder journals it and runs
 //! the other actions, but does not add the element again. A second commit per block would
 //! halve what a block storm can reach, and would put back an element an admin deleted by hand
@@ -27,6 +29,7 @@
 //! then go to the responder untouched, which does what it always did. The verdicts wait for
 //! this commit and nothing else. It decides nothing: which sources to block is the pipeline's.
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime};
@@ -54,6 +57,10 @@ pub(super) struct InlineBlock {
     lines: Vec<LogLine>,
     /// The elements of the next commit; kept to reuse its memory.
     elements: Vec<(IpAddr, Option<Duration>)>,
+    /// The sources whose last held order is a release, taken out before the commit.
+    released: Vec<IpAddr>,
+    /// The sources a held order decided, last order first; kept to reuse its memory.
+    decided: HashSet<IpAddr>,
     latency: Arc<BlockLatency>,
     /// The kinds of failure (errno, or none) already said.
     failures_said: Vec<Option<Errno>>,
@@ -70,6 +77,8 @@ impl InlineBlock {
                 orders: Vec::new(),
                 lines: Vec::new(),
                 elements: Vec::new(),
+                released: Vec::new(),
+                decided: HashSet::new(),
                 latency,
                 failures_said: Vec::new(),
             }),
@@ -101,16 +110,40 @@ impl InlineBlock {
         send_orders(responder, std::mem::take(&mut self.orders), &[]);
     }
 
+    /// Makes the kernel's sets what the held orders, in their order, make them: per source the
+    /// last order decides. Released sources go out first, then the blocked ones go in, and only
+    /// the blocks that went in are marked as in the set, so the responder adds the rest.
+    ///
+    /// The releases matter because a full block table makes room by evicting its oldest block
+    /// in the same call that orders the new one: deleted only later by the responder, the old
+    /// element would stand beside the new one for a moment, past `max_blocks`. Absent elements
+    /// are no error there (see [`Nft::release_many`]); the responder deletes them again, which
+    /// is none either. A refused delete leaves them to the responder, as before.
     fn put_blocks_in(&mut self) {
         let now = SystemTime::now();
         self.elements.clear();
-        for order in &self.orders {
-            if let Order::Block(block) = order {
-                let element = nft_set::element(&block.record, now);
-                // A source blocked, given up and blocked again in one call goes in once.
-                if !self.elements.iter().any(|(addr, _)| *addr == element.0) {
-                    self.elements.push(element);
+        self.released.clear();
+        self.decided.clear();
+        for order in self.orders.iter().rev() {
+            match order {
+                Order::Block(block) if self.decided.insert(block.record.source) => {
+                    self.elements.push(nft_set::element(&block.record, now));
                 }
+                Order::Release(release) if self.decided.insert(release.source) => {
+                    self.released.push(release.source);
+                }
+                _ => {}
+            }
+        }
+        if !self.released.is_empty() {
+            if let Err(e) = self.nft.release_many(&self.table, &self.released) {
+                debug!(
+                    "the queue reader could not take {} released blocks out of table inet {} \
+                     itself ({}); the responder does",
+                    self.released.len(),
+                    self.table,
+                    with_causes(&e)
+                );
             }
         }
         if self.elements.is_empty() {
@@ -122,8 +155,15 @@ impl InlineBlock {
         match self.nft.block_many(&self.table, &self.elements) {
             Ok(()) => {
                 let acked = Instant::now();
+                // What is left decided is what went in.
+                for source in &self.released {
+                    self.decided.remove(source);
+                }
                 for order in &mut self.orders {
                     if let Order::Block(block) = order {
+                        if !self.decided.contains(&block.record.source) {
+                            continue;
+                        }
                         block.in_set_since = Some(sent);
                         if let Some(detected) = block.detected_at.take() {
                             self.latency
