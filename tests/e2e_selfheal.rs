@@ -280,6 +280,10 @@ fn a_second_instance_refuses_to_start_and_changes_nothing() -> Result<(), LabErr
     lab.scapy_send(&lab.syns_from(&sources, BAIT_PORT))?;
     let every: BTreeSet<IpAddr> = sources.iter().copied().collect();
     wait_blocked("the sources to be blocked", &daemon, &every, BLOCK_TIMEOUT)?;
+    // The queue reader puts blocks into the set before the responder journals them.
+    wait_until("the blocks to be journaled", BLOCK_TIMEOUT, || {
+        Ok(journal(&lab.state_dir()).is_ok_and(|text| journaled(&text) == every))
+    })?;
     let before = ruleset(&lab)?;
     let journal_before = journal(&lab.state_dir())?;
 
