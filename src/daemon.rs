@@ -41,7 +41,6 @@ use crate::queue::{Judge, PacketQueue, QueuedPacket, Waiting};
 use crate::respond::block_latency::BlockLatency;
 use crate::respond::responder::{self, Order, ResponderSetup};
 use crate::respond::{self, Action};
-use crate::sched_slice;
 use crate::sd_notify::Notifier;
 use crate::store::{self, BlockRecord, BlockStore};
 use crate::wake::{self, WakingReceiver};
@@ -512,7 +511,6 @@ impl PacketLoop {
         signals: &SignalFd,
         commands: &control::Commands,
     ) -> Result<(), DaemonError> {
-        ask_for_reader_slice(queue.number());
         let mut next_status = Instant::now() + STATUS_EVERY;
         let mut next_attend = Instant::now() + ATTEND_EVERY;
         let side = {
@@ -751,14 +749,6 @@ impl Judge for Judging<'_> {
 /// rate-limited blocks, or for a short header from NFLOG): their blocks go into the kernel at
 /// once through the reader's inline block when it has one, as a receive call's do, then the
 /// lines are written (taken out of `lines`) and the orders go to the responder.
-/// Short scheduler slices for the calling queue reader ([`sched_slice`]); said at debug level
-/// when the kernel refuses them, since the reader works the same without.
-fn ask_for_reader_slice(queue: u16) {
-    if let Err(e) = sched_slice::ask_for_slice(sched_slice::READER_SLICE) {
-        debug!("NFQUEUE {queue}: the reader keeps the default scheduler slice: {e}");
-    }
-}
-
 fn hand_over(
     inline: Option<&mut InlineBlock>,
     to: &mpsc::Sender<Order>,

@@ -105,8 +105,6 @@ pub mod sd_notify;
 pub mod store;
 // A channel that wakes a thread sleeping in poll.
 pub mod wake;
-// Short scheduler slices for the queue readers, so a packet's wait for its verdict is short.
-pub mod sched_slice;
 
 // ── The process ───────────────────────────────────────────────────────────────────────────
 // `nfsentry run`: start-up, privileges, signals, threads and the packet loop.

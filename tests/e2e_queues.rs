@@ -102,57 +102,6 @@ fn holds_socket(pid: u32, inode: u64) -> bool {
         })
 }
 
-/// Each thread of `pid`: its name and the scheduler slice it runs with (`se.slice` in
-/// /proc/PID/task/TID/sched, nanoseconds).
-fn thread_slices(pid: u32) -> Vec<(u32, String, u64)> {
-    let read = |path: &Path| {
-        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-    };
-    let mut threads = Vec::new();
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the daemon runs");
-    for task in tasks {
-        let task = task.expect("a task entry").path();
-        let tid: u32 = task.file_name().unwrap().to_string_lossy().parse().unwrap();
-        let name = read(&task.join("comm")).trim().to_owned();
-        let sched = read(&task.join("sched"));
-        let slice = sched
-            .lines()
-            .find(|line| line.starts_with("se.slice"))
-            .and_then(|line| line.split(':').nth(1))
-            .and_then(|value| value.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no se.slice for thread {tid}:\n{sched}"));
-        threads.push((tid, name, slice));
-    }
-    threads
-}
-
-/// Linux `major`.`minor` or later.
-fn kernel_at_least(major: u32, minor: u32) -> bool {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mut numbers = release
-        .split(|c: char| !c.is_ascii_digit())
-        .map(|n| n.parse::<u32>().unwrap_or(0));
-    (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0)) >= (major, minor)
-}
-
-fn assert_readers_have_short_slices(pid: u32) {
-    let threads = thread_slices(pid);
-    let readers: Vec<_> = threads
-        .iter()
-        .filter(|(tid, name, _)| *tid == pid || name.starts_with("queue-"))
-        .collect();
-    assert_eq!(readers.len(), QUEUES.len(), "{threads:?}");
-    for (_, name, slice) in &readers {
-        assert_eq!(*slice, 100_000, "reader {name}: {threads:?}");
-    }
-    assert!(
-        threads.iter().any(|(tid, name, slice)| *tid != pid
-            && !name.starts_with("queue-")
-            && *slice != 100_000),
-        "only the readers ask for short slices: {threads:?}"
-    );
-}
-
 /// `nfsentry status --json --config CONFIG`.
 fn status(config: &Path) -> Value {
     let output = Command::new(DAEMON_BIN)
@@ -211,11 +160,6 @@ fn sources_spread_over_four_queues_are_each_blocked_and_counted_once() -> Result
         );
     }
 
-    // Each queue's reader (the main thread reads queue 0) asked for the scheduler's shortest
-    // slice; the other threads run with the default. Kernels before 6.12 have no custom slices.
-    if kernel_at_least(6, 12) {
-        assert_readers_have_short_slices(pid);
-    }
     let list: Vec<String> = sources
         .iter()
         .map(|source| {

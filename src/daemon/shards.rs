@@ -228,7 +228,6 @@ struct ShardLoop {
 impl ShardLoop {
     fn run(mut self) -> Result<(), QueueError> {
         let number = self.queue.number();
-        super::ask_for_reader_slice(number);
         let side = SideWatch::spawn(
             format!("side-watch-{number}"),
             &[self.inbox.fd()],
