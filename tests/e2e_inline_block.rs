@@ -16,7 +16,7 @@ use std::net::IpAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{spoofed_v4, wait_until, Daemon, Lab, LabError, Side, HTTP_PORT, TABLE};
+use common::{spoofed_v4, wait_until, Daemon, Lab, LabError, HTTP_PORT, TABLE};
 use serde_json::Value;
 
 /// One SYN from scapy reaches the daemon well within this; the rest is daemon latency.
@@ -255,19 +255,7 @@ fn an_element_deleted_by_hand_before_the_responder_got_to_it_stays_deleted() -> 
     wait_until("the scanner in blocked_v4", BLOCK_TIMEOUT, || {
         Ok(daemon.blocked_v4()?.contains(&scanner))
     })?;
-    let element = format!("{{ {scanner} }}");
-    lab.run_in(
-        Side::Target,
-        &[
-            "nft",
-            "delete",
-            "element",
-            "inet",
-            TABLE,
-            "blocked_v4",
-            &element,
-        ],
-    )?;
+    lab.nft_delete_element(TABLE, "blocked_v4", scanner)?;
     assert!(!daemon.blocked_v4()?.contains(&scanner));
 
     // The responder journals the block and logs it, and leaves the set as the admin left it.

@@ -210,17 +210,7 @@ fn a_block_deleted_by_hand_is_released_and_stays_released_after_a_restart() -> R
         "the block does not hold"
     );
 
-    let element = format!("{{ {scanner} }}");
-    let delete = [
-        "nft",
-        "delete",
-        "element",
-        "inet",
-        TABLE,
-        "blocked_v4",
-        &element,
-    ];
-    lab.run_in(Side::Target, &delete)?;
+    lab.nft_delete_element(TABLE, "blocked_v4", scanner)?;
     let released = format!(
         "attackalert: Host {scanner} has been released (released by hand by nft (netlink port"
     );
@@ -245,7 +235,7 @@ fn a_block_deleted_by_hand_is_released_and_stays_released_after_a_restart() -> R
         &every,
         BLOCK_TIMEOUT,
     )?;
-    lab.run_in(Side::Target, &delete)?;
+    lab.nft_delete_element(TABLE, "blocked_v4", scanner)?;
     wait_until("the second release", LOG_FOLLOW_TIMEOUT, || {
         Ok(count_lines(&daemon, &released) == 2)
     })?;

@@ -830,6 +830,18 @@ mod tests {
         }
     }
 
+    /// The release of `address`'s block, evicted from a full table.
+    fn evicted(address: &str) -> Batch {
+        Batch {
+            releases: vec![ReleaseOrder {
+                source: address.parse().unwrap(),
+                why: pipeline::EVICTED,
+                log: false,
+            }],
+            ..Batch::default()
+        }
+    }
+
     #[test]
     fn an_element_a_queue_reader_put_in_is_not_added_again_unless_deleted_since() {
         let dir = tempfile::tempdir().unwrap();
@@ -880,28 +892,14 @@ mod tests {
         // The source's earlier block, given up after the reader put the new one in, took the
         // element out with it: it goes back in. One put in after that release stays as it is.
         let before_release = Instant::now();
-        responder.carry_out(Batch {
-            releases: vec![ReleaseOrder {
-                source: "198.51.100.1".parse().unwrap(),
-                why: pipeline::EVICTED,
-                log: false,
-            }],
-            ..Batch::default()
-        });
+        responder.carry_out(evicted("198.51.100.1"));
         let after_release = Instant::now();
         responder.block(vec![put_in_by_a_reader("198.51.100.1", before_release)]);
         assert_eq!(
             nft_calls.lock().unwrap().pop(),
             Some(("block", addresses(&["198.51.100.1"])))
         );
-        responder.carry_out(Batch {
-            releases: vec![ReleaseOrder {
-                source: "198.51.100.1".parse().unwrap(),
-                why: pipeline::EVICTED,
-                log: false,
-            }],
-            ..Batch::default()
-        });
+        responder.carry_out(evicted("198.51.100.1"));
         nft_calls.lock().unwrap().clear();
         responder.block(vec![put_in_by_a_reader(
             "198.51.100.1",

@@ -834,6 +834,14 @@ block_timeout = "0"
         })
     }
 
+    /// Deletes `address` from an nft set of the target namespace, as an admin would with
+    /// `nft delete element`.
+    pub fn nft_delete_element(&self, table: &str, set: &str, address: IpAddr) -> Result<()> {
+        let element = format!("{{ {address} }}");
+        let args = ["nft", "delete", "element", "inet", table, set, &element];
+        self.run_in(Side::Target, &args).map(drop)
+    }
+
     pub fn nft_table_exists(&self, table: &str) -> Result<bool> {
         let output =
             self.run_in_allow_failure(Side::Target, &["nft", "list", "table", "inet", table])?;
