@@ -2,9 +2,9 @@
 //! daemon calls (parse → classify → engine → alert limiter → block orders).
 //!
 //! Figures to read as ratios within one run: `parse_only` is the baseline, `parse_classify`
-//! adds classification, and the `handle_*` cases add the per-source state and everything the
-//! daemon's loop asks of the pipeline, for a scan from one source and for a spoofed flood where
-//! every packet is a new source and the table is full and evicting. Nothing is blocked, and the
+//! adds classification, the `track_*` cases add the per-source count alone, and the `handle_*`
+//! cases everything the daemon's loop asks of the pipeline, each for a scan from one source and
+//! for a spoofed flood where every packet is a new source and the table is full and evicting. Nothing is blocked, and the
 //! clock stands still: once the alert budget is spent, every detection is counted as a
 //! suppressed line and never formatted, as in a real flood. Each packet is in one buffer that
 //! is rewritten for the next (its port, or its source), as the daemon finds each packet in the
@@ -23,14 +23,16 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::net::Ipv4Addr;
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{criterion_group, Criterion, Throughput};
 use nfsentry::config::Config;
-use nfsentry::packet;
+use nfsentry::packet::{self, Transport};
 use nfsentry::pipeline::{Arrival, Pipeline};
 use nfsentry::spoof::HostFacts;
+use nfsentry::tracker::{Target, Tracker};
 
 /// The system allocator, counting every allocation (a growing realloc counts as one) and the
 /// bytes live at any moment.
@@ -217,6 +219,11 @@ fn print_table() {
     };
     let scanner_ns = timed(&mut pipeline(65536), Traffic::scan());
     let flood_ns = timed(&mut pipeline(4096), Traffic::spoofed());
+    let tracked = |tracker: &mut Tracker, mut traffic: Traffic| {
+        nanos_per_call(|| track_next(tracker, &mut traffic, now))
+    };
+    let scanner_tracked_ns = tracked(&mut tracker(65536), Traffic::scan());
+    let flood_tracked_ns = tracked(&mut tracker(4096), Traffic::spoofed());
 
     let scan_still = allocations_per_packet(
         &mut pipeline(65536),
@@ -242,9 +249,17 @@ fn print_table() {
     println!("| --- | --- | --- | --- |");
     for (what, ns) in [
         ("parse + classify", parse_classify),
-        ("parse + classify + track, one scanner", scanner_ns),
         (
-            "parse + classify + track, spoofed flood (4096-source table full, evicting)",
+            "parse + classify + track (the source table), one scanner",
+            scanner_tracked_ns,
+        ),
+        (
+            "parse + classify + track (the source table), spoofed flood (4096 sources, evicting)",
+            flood_tracked_ns,
+        ),
+        ("the whole pipeline as the daemon calls it, one scanner", scanner_ns),
+        (
+            "the whole pipeline as the daemon calls it, spoofed flood (4096-source table full, evicting)",
             flood_ns,
         ),
     ] {
@@ -261,6 +276,37 @@ fn print_table() {
         println!("| heap allocations/packet, {what} | {count:.3} | | |");
     }
     println!("| state bytes/tracked source ({tracked} sources) | {per_source:.1} | | |");
+}
+
+/// A source table of `capacity` sources with the default detection window.
+fn tracker(capacity: usize) -> Tracker {
+    let config = Config::defaults();
+    Tracker::new(
+        config.detect.window,
+        NonZeroUsize::new(capacity).expect("a capacity"),
+    )
+}
+
+/// The next packet of `traffic` parsed, classified and counted for its source: the figure the
+/// per-packet goal names, without the engine's decision around it.
+fn track_next(tracker: &mut Tracker, traffic: &mut Traffic, now: Instant) {
+    let parsed = packet::parse(black_box(traffic.next())).unwrap();
+    black_box(packet::classify(&parsed));
+    let target = match parsed.transport {
+        Transport::Tcp { dport, .. } => Target {
+            protocol: 6,
+            port: dport,
+        },
+        Transport::Udp { dport, .. } => Target {
+            protocol: 17,
+            port: dport,
+        },
+        Transport::Other { protocol } => Target {
+            protocol,
+            port: u16::from(protocol),
+        },
+    };
+    black_box(tracker.record(parsed.src, target, now));
 }
 
 /// The next packet of `traffic` through the pipeline, as the daemon hands it one: the step
@@ -303,6 +349,13 @@ fn bench(c: &mut Criterion) {
         group.bench_function(*name, |b| {
             b.iter(|| handle_next(p, traffic, now, wall_clock))
         });
+    }
+    let mut tracked = [
+        ("track_one_scanner", tracker(65536), Traffic::scan()),
+        ("track_spoofed_flood", tracker(4096), Traffic::spoofed()),
+    ];
+    for (name, tracker, traffic) in &mut tracked {
+        group.bench_function(*name, |b| b.iter(|| track_next(tracker, traffic, now)));
     }
     group.finish();
 }
