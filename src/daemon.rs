@@ -37,7 +37,7 @@ use crate::nflog::NflogSocket;
 use crate::nft::ruleset::{QueueMode, RulesetSpec};
 use crate::nft::watch::Watch;
 use crate::pipeline::{Arrival, LogLine, Order as PipelineOrder, Pipeline};
-use crate::queue::{Judge, PacketQueue, QueuedPacket, Waiting};
+use crate::queue::{Judge, PacketQueue, QueueError, QueuedPacket, Waiting};
 use crate::respond::block_latency::BlockLatency;
 use crate::respond::responder::{self, Order, ResponderSetup};
 use crate::respond::{self, Action};
@@ -527,7 +527,7 @@ impl PacketLoop {
         loop {
             // Sleeps here, in the queue's own receive, until a packet or a wake-up comes, or a
             // second has passed.
-            let mut read = queue.receive(Waiting::UpToIdle)?;
+            let read = queue.receive(Waiting::UpToIdle)?;
             let mut stop = false;
             // Everything else, when the side watcher says something is waiting, and once a
             // second whatever it says, busy or idle, so that nothing depends on it alone.
@@ -540,18 +540,7 @@ impl PacketLoop {
                     side.resume();
                 }
             }
-            let mut answered = 0;
-            loop {
-                // Before any packet: a packet of a source the responder has just released may
-                // have arrived with the release, and it must be judged afresh, not dropped as
-                // blocked. A release wakes the side watcher too, but this costs no system call.
-                self.take_releases();
-                answered += queue.answer(&mut self.judging())?;
-                if stop || !PacketQueue::full_read(read) || answered >= DRAIN_BATCH {
-                    break;
-                }
-                read = queue.receive(Waiting::No)?;
-            }
+            drain(queue, self, read, stop)?;
             if stop {
                 return Ok(());
             }
@@ -635,18 +624,6 @@ impl PacketLoop {
             self.tell_shards(|| ToShard::HostFacts(facts.clone()));
             let lifted = self.pipeline.set_host_facts(facts, Instant::now());
             send_orders(&self.orders, lifted.orders, &lifted.lines);
-        }
-    }
-
-    /// The first queue's judge.
-    fn judging(&mut self) -> Judging<'_> {
-        Judging {
-            pipeline: &mut self.pipeline,
-            replies: self.replies.as_mut(),
-            orders: &self.orders,
-            inline: self.inline.as_mut(),
-            default_verdict: self.default_verdict,
-            answered: &mut self.answered,
         }
     }
 
@@ -749,6 +726,60 @@ impl Judge for Judging<'_> {
 /// rate-limited blocks, or for a short header from NFLOG): their blocks go into the kernel at
 /// once through the reader's inline block when it has one, as a receive call's do, then the
 /// lines are written (taken out of `lines`) and the orders go to the responder.
+/// What a queue's reader does around the packets it answers: the main thread's
+/// [`PacketLoop`] and each further queue's reader (`shards`).
+trait Reader {
+    /// Takes, without a system call, what must come before any packet; false: stop now.
+    fn before_packets(&mut self) -> bool;
+    /// The judge of this reader's packets.
+    fn judging(&mut self) -> Judging<'_>;
+}
+
+impl Reader for PacketLoop {
+    /// A packet of a source the responder has just released may have arrived with the
+    /// release, and it must be judged afresh, not dropped as blocked. A release wakes the side
+    /// watcher too, but this costs no system call.
+    fn before_packets(&mut self) -> bool {
+        self.take_releases();
+        true
+    }
+
+    fn judging(&mut self) -> Judging<'_> {
+        Judging {
+            pipeline: &mut self.pipeline,
+            replies: self.replies.as_mut(),
+            orders: &self.orders,
+            inline: self.inline.as_mut(),
+            default_verdict: self.default_verdict,
+            answered: &mut self.answered,
+        }
+    }
+}
+
+/// Answers the `read` datagrams the last receive got, then reads on without waiting while
+/// reads come back full, up to [`DRAIN_BATCH`] packets: a deep queue drains in big batches, and
+/// the reader still gets to its timers and messages. `last`: answer these and read no more (the
+/// reader is stopping). False when the reader said stop before a batch, which then stays
+/// unanswered until the queue closes (fail closed).
+fn drain(
+    queue: &mut PacketQueue,
+    reader: &mut impl Reader,
+    mut read: usize,
+    last: bool,
+) -> Result<bool, QueueError> {
+    let mut answered = 0;
+    loop {
+        if !reader.before_packets() {
+            return Ok(false);
+        }
+        answered += queue.answer(&mut reader.judging())?;
+        if last || !PacketQueue::full_read(read) || answered >= DRAIN_BATCH {
+            return Ok(true);
+        }
+        read = queue.receive(Waiting::No)?;
+    }
+}
+
 fn hand_over(
     inline: Option<&mut InlineBlock>,
     to: &mpsc::Sender<Order>,

@@ -27,7 +27,7 @@ use super::control::Published;
 use super::host_edges::ReplySender;
 use super::inline_block::InlineBlock;
 use super::side_watch::SideWatch;
-use super::{hand_over, send_orders, Judging, DRAIN_BATCH};
+use super::{drain, hand_over, send_orders, Judging, Reader};
 use crate::config::{Config, Verdict};
 use crate::pipeline::{self, Pipeline};
 use crate::queue::{PacketQueue, QueueError, Waiting};
@@ -74,7 +74,6 @@ impl ShardHandle {
         let status = Arc::new(Mutex::new(pipeline.status()));
         let number = queue.number();
         let reader = ShardLoop {
-            queue,
             pipeline,
             orders,
             replies,
@@ -87,7 +86,7 @@ impl ShardHandle {
         };
         let thread = std::thread::Builder::new()
             .name(format!("queue-{number}"))
-            .spawn(move || reader.run())?;
+            .spawn(move || reader.run(queue))?;
         Ok(ShardHandle {
             queue: number,
             inbox: inbox_tx,
@@ -212,7 +211,6 @@ pub(super) fn add_status(total: &mut pipeline::Status, shard: &pipeline::Status)
 
 /// One reader thread: its queue, its pipeline, and the main thread's messages.
 struct ShardLoop {
-    queue: PacketQueue,
     pipeline: Pipeline,
     orders: mpsc::Sender<Order>,
     replies: Option<ReplySender>,
@@ -225,55 +223,46 @@ struct ShardLoop {
     answered: u64,
 }
 
+impl Reader for ShardLoop {
+    /// The main thread's messages, as the main thread takes its releases: a released source's
+    /// next packet is judged afresh.
+    fn before_packets(&mut self) -> bool {
+        self.take_messages()
+    }
+
+    fn judging(&mut self) -> Judging<'_> {
+        Judging {
+            pipeline: &mut self.pipeline,
+            replies: self.replies.as_mut(),
+            orders: &self.orders,
+            inline: self.inline.as_mut(),
+            default_verdict: self.default_verdict,
+            answered: &mut self.answered,
+        }
+    }
+}
+
 impl ShardLoop {
-    fn run(mut self) -> Result<(), QueueError> {
-        let number = self.queue.number();
+    fn run(mut self, mut queue: PacketQueue) -> Result<(), QueueError> {
+        let number = queue.number();
         let side = SideWatch::spawn(
             format!("side-watch-{number}"),
             &[self.inbox.fd()],
-            self.queue.waker()?,
+            queue.waker()?,
         )
         .map_err(|source| QueueError::Waker {
             queue: number,
             source,
         })?;
         loop {
-            let mut read = self.queue.receive(Waiting::UpToIdle)?;
+            let read = queue.receive(Waiting::UpToIdle)?;
             let attention = side.wants_attention();
             if attention {
                 self.inbox.clear_wake_ups();
                 side.resume();
             }
-            let mut answered = 0;
-            loop {
-                // Before any packet, as on the main thread: a released source's next packet is
-                // judged afresh.
-                if !self.take_messages() {
-                    return Ok(());
-                }
-                let Self {
-                    queue,
-                    pipeline,
-                    orders,
-                    replies,
-                    inline,
-                    default_verdict,
-                    answered: total,
-                    ..
-                } = &mut self;
-                let mut judging = Judging {
-                    pipeline,
-                    replies: replies.as_mut(),
-                    orders,
-                    inline: inline.as_mut(),
-                    default_verdict: *default_verdict,
-                    answered: total,
-                };
-                answered += queue.answer(&mut judging)?;
-                if !PacketQueue::full_read(read) || answered >= DRAIN_BATCH {
-                    break;
-                }
-                read = self.queue.receive(Waiting::No)?;
+            if !drain(&mut queue, &mut self, read, false)? {
+                return Ok(());
             }
             let mut ticked = self.pipeline.tick(Instant::now(), SystemTime::now());
             hand_over(
