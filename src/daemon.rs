@@ -347,20 +347,22 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     }
 
     let mut packet_loop = PacketLoop {
-        pipeline,
-        orders: order_tx.clone(),
-        inline,
+        judge: QueueJudge {
+            pipeline,
+            replies,
+            orders: order_tx.clone(),
+            inline,
+            default_verdict: config.respond.verdict,
+            answered: 0,
+        },
         released: released_rx,
-        default_verdict: config.respond.verdict,
         notifier,
         detached,
         config,
         ingress_devices: devices,
         published,
-        answered: 0,
         fleet,
         host_follower,
-        replies,
         shards,
     };
     let result = packet_loop.run(&mut queue, nflog.as_mut(), &signals, &commands);
@@ -469,14 +471,10 @@ fn take_over_kernel_blocks(table: &str, store: &mut BlockStore) -> Vec<BlockReco
 /// The packet loop: reads the kernel edges, hands each packet to the pipeline with the time,
 /// and carries out what comes back.
 struct PacketLoop {
-    pipeline: Pipeline,
-    orders: mpsc::Sender<Order>,
-    /// With the blocked sets in use: this thread's own way into them.
-    inline: Option<InlineBlock>,
+    /// The first queue's pipeline and where its packets' orders go.
+    judge: QueueJudge,
     /// Sources the responder released by hand, which the pipeline must stop dropping.
     released: WakingReceiver<IpAddr>,
-    /// What a queued packet gets if the pipeline gave no verdict (it always gives one).
-    default_verdict: Verdict,
     /// systemd's readiness, status and watchdog; does nothing outside a Type=notify unit.
     notifier: Notifier,
     /// The queues of the actions that run off the responder thread, for the status line.
@@ -487,14 +485,10 @@ struct PacketLoop {
     ingress_devices: Vec<String>,
     /// The counters `nfsentry status` reads.
     published: Arc<control::Published>,
-    /// Verdicts given to the kernel.
-    answered: u64,
     /// The CrowdSec worker, with `[crowdsec]`.
     fleet: Option<Fleet>,
     /// The host's addresses and routers, never counted nor blocked.
     host_follower: HostFollower,
-    /// With `verify = "handshake"`: where the handshake check's replies go out.
-    replies: Option<ReplySender>,
     /// The readers of the queues after the first, each on its own thread with its own shard of
     /// the tables; empty with one queue. The first queue, the signals, the control commands,
     /// NFLOG and the host watch stay on this thread: they are what a single queue has always
@@ -548,21 +542,13 @@ impl PacketLoop {
             if let Err(e) = self.notifier.keep_alive(now) {
                 debug!("watchdog ping failed: {e}");
             }
-            // Expiries, tokens for sources waiting to be blocked, and the summaries of what
-            // the limits held back.
-            let mut ticked = self.pipeline.tick(now, SystemTime::now());
-            hand_over(
-                self.inline.as_mut(),
-                &self.orders,
-                ticked.orders,
-                &mut ticked.lines,
-            );
+            self.judge.tick(now);
             if now >= next_status {
                 self.log_status("status");
                 next_status = now + STATUS_EVERY;
             }
             self.published
-                .publish(&self.pipeline.status(), self.answered);
+                .publish(&self.judge.pipeline.status(), self.judge.answered);
         }
     }
 
@@ -612,7 +598,7 @@ impl PacketLoop {
     /// readers.
     fn take_releases(&mut self) {
         while let Ok(source) = self.released.try_recv() {
-            self.pipeline.release(source);
+            self.judge.pipeline.release(source);
             self.tell_shards(|| ToShard::Release(source));
         }
     }
@@ -622,15 +608,15 @@ impl PacketLoop {
     fn follow_host(&mut self) {
         if let Some(facts) = self.host_follower.changed() {
             self.tell_shards(|| ToShard::HostFacts(facts.clone()));
-            let lifted = self.pipeline.set_host_facts(facts, Instant::now());
-            send_orders(&self.orders, lifted.orders, &lifted.lines);
+            let lifted = self.judge.pipeline.set_host_facts(facts, Instant::now());
+            send_orders(&self.judge.orders, lifted.orders, &lifted.lines);
         }
     }
 
     /// Short-header packets reach nfsentry through NFLOG: the kernel drops them anyway, so there
     /// is no verdict to give, only a source to count.
     fn note_short_header(&mut self, bytes: &[u8], in_ifindex: Option<u32>) {
-        let mut handled = self.pipeline.handle(
+        let mut handled = self.judge.pipeline.handle(
             bytes,
             Arrival::ShortHeaderLog,
             in_ifindex,
@@ -638,12 +624,12 @@ impl PacketLoop {
             SystemTime::now(),
         );
         hand_over(
-            self.inline.as_mut(),
-            &self.orders,
+            self.judge.inline.as_mut(),
+            &self.judge.orders,
             handled.orders,
             &mut handled.lines,
         );
-        self.pipeline.recycle(handled.lines);
+        self.judge.pipeline.recycle(handled.lines);
     }
 
     /// Sends a message to every further queue's reader.
@@ -655,7 +641,7 @@ impl PacketLoop {
 
     /// The status of all queues' shards together.
     fn total_status(&self) -> crate::pipeline::Status {
-        let mut total = self.pipeline.status();
+        let mut total = self.judge.pipeline.status();
         for shard in &self.shards {
             shards::add_status(&mut total, &shard.status());
         }
@@ -675,26 +661,44 @@ impl PacketLoop {
     }
 }
 
-/// One queue's reader as its queue sees it. The first queue's loop and every further queue's
-/// reader judge their packets through it, so all queues judge alike.
-struct Judging<'a> {
-    pipeline: &'a mut Pipeline,
-    replies: Option<&'a mut ReplySender>,
-    orders: &'a mpsc::Sender<Order>,
-    /// With the blocked sets in use: the packets' orders and lines wait here for the blocks to
-    /// be in the kernel, until their verdicts are due.
-    inline: Option<&'a mut InlineBlock>,
+/// What judges one queue's packets: its pipeline and where their orders, lines and replies go.
+/// The first queue's loop and every further queue's reader judge their packets through one, so
+/// all queues judge alike.
+struct QueueJudge {
+    pipeline: Pipeline,
+    /// With `verify = "handshake"`: where the handshake check's replies go out.
+    replies: Option<ReplySender>,
+    orders: mpsc::Sender<Order>,
+    /// With the blocked sets in use: the reader's own way into them. The packets' orders and
+    /// lines wait here for the blocks to be in the kernel, until their verdicts are due.
+    inline: Option<InlineBlock>,
+    /// What a queued packet gets if the pipeline gave no verdict (it always gives one).
     default_verdict: Verdict,
-    answered: &'a mut u64,
+    /// Verdicts given to the kernel.
+    answered: u64,
 }
 
-impl Judge for Judging<'_> {
+impl QueueJudge {
+    /// Expiries, tokens for sources waiting to be blocked, and the summaries of what the limits
+    /// held back.
+    fn tick(&mut self, now: Instant) {
+        let mut ticked = self.pipeline.tick(now, SystemTime::now());
+        hand_over(
+            self.inline.as_mut(),
+            &self.orders,
+            ticked.orders,
+            &mut ticked.lines,
+        );
+    }
+}
+
+impl Judge for QueueJudge {
     /// One queued packet through the pipeline: its replies sent, its lines written and its
     /// orders handed to the responder (both held for the inline block when there is one), its
     /// line buffer given back (so the next packet does not allocate); the verdict for the
     /// kernel.
     fn judge(&mut self, packet: &QueuedPacket<'_>) -> Verdict {
-        *self.answered += 1;
+        self.answered += 1;
         let now = Instant::now();
         let mut handled = self.pipeline.handle(
             packet.payload,
@@ -703,12 +707,12 @@ impl Judge for Judging<'_> {
             now,
             SystemTime::now(),
         );
-        if let Some(sender) = self.replies.as_deref_mut() {
+        if let Some(sender) = self.replies.as_mut() {
             sender.send(&handled.replies, now);
         }
-        match self.inline.as_deref_mut() {
+        match self.inline.as_mut() {
             Some(inline) => inline.hold(handled.orders, &mut handled.lines),
-            None => send_orders(self.orders, handled.orders, &handled.lines),
+            None => send_orders(&self.orders, handled.orders, &handled.lines),
         }
         self.pipeline.recycle(handled.lines);
         handled.verdict.unwrap_or(self.default_verdict)
@@ -716,23 +720,19 @@ impl Judge for Judging<'_> {
 
     /// The blocks the packets just judged ordered go into the kernel before their verdicts.
     fn before_verdicts(&mut self) {
-        if let Some(inline) = self.inline.as_deref_mut() {
-            inline.commit(self.orders);
+        if let Some(inline) = self.inline.as_mut() {
+            inline.commit(&self.orders);
         }
     }
 }
 
-/// Orders made outside a queue's receive call (by the tick, which hands out the tokens of
-/// rate-limited blocks, or for a short header from NFLOG): their blocks go into the kernel at
-/// once through the reader's inline block when it has one, as a receive call's do, then the
-/// lines are written (taken out of `lines`) and the orders go to the responder.
 /// What a queue's reader does around the packets it answers: the main thread's
 /// [`PacketLoop`] and each further queue's reader (`shards`).
 trait Reader {
     /// Takes, without a system call, what must come before any packet; false: stop now.
     fn before_packets(&mut self) -> bool;
     /// The judge of this reader's packets.
-    fn judging(&mut self) -> Judging<'_>;
+    fn judge(&mut self) -> &mut QueueJudge;
 }
 
 impl Reader for PacketLoop {
@@ -744,15 +744,8 @@ impl Reader for PacketLoop {
         true
     }
 
-    fn judging(&mut self) -> Judging<'_> {
-        Judging {
-            pipeline: &mut self.pipeline,
-            replies: self.replies.as_mut(),
-            orders: &self.orders,
-            inline: self.inline.as_mut(),
-            default_verdict: self.default_verdict,
-            answered: &mut self.answered,
-        }
+    fn judge(&mut self) -> &mut QueueJudge {
+        &mut self.judge
     }
 }
 
@@ -772,7 +765,7 @@ fn drain(
         if !reader.before_packets() {
             return Ok(false);
         }
-        answered += queue.answer(&mut reader.judging())?;
+        answered += queue.answer(reader.judge())?;
         if last || !PacketQueue::full_read(read) || answered >= DRAIN_BATCH {
             return Ok(true);
         }
@@ -780,6 +773,10 @@ fn drain(
     }
 }
 
+/// Orders made outside a queue's receive call (by the tick, which hands out the tokens of
+/// rate-limited blocks, or for a short header from NFLOG): their blocks go into the kernel at
+/// once through the reader's inline block when it has one, as a receive call's do, then the
+/// lines are written (taken out of `lines`) and the orders go to the responder.
 fn hand_over(
     inline: Option<&mut InlineBlock>,
     to: &mpsc::Sender<Order>,

@@ -342,7 +342,7 @@ impl PacketLoop {
                         Some(t) if t.is_zero() => None,
                         Some(t) => Some(t),
                     };
-                    let placed = self.pipeline.block_by_hand(
+                    let placed = self.judge.pipeline.block_by_hand(
                         address,
                         term,
                         Instant::now(),
@@ -356,7 +356,7 @@ impl PacketLoop {
                     }
                 }
                 Command::Unblock { address, done } => {
-                    self.pipeline.release_by_hand(address);
+                    self.judge.pipeline.release_by_hand(address);
                     self.tell_shards(|| ToShard::Release(address));
                     self.hand_over(ByHand::Unblock {
                         source: address,
@@ -364,7 +364,7 @@ impl PacketLoop {
                     });
                 }
                 Command::Flush { done } => {
-                    self.pipeline.release_all_by_hand();
+                    self.judge.pipeline.release_all_by_hand();
                     self.tell_shards(|| ToShard::ReleaseAll);
                     self.hand_over(ByHand::Flush { done });
                 }
@@ -390,7 +390,7 @@ impl PacketLoop {
         let (merged, kept) = reload::merge(&self.config, fresh);
         // Each queue's shard takes its share of the limits, as at start.
         let share = merged.shard_share();
-        self.pipeline.reconfigure(&share);
+        self.judge.pipeline.reconfigure(&share);
         self.tell_shards(|| ToShard::Reconfigure(Box::new(share.clone())));
         let spec = RulesetSpec::from_config(&merged, self.ingress_devices.clone());
         let mut summary = format!("reloaded: {}", merged.summary());
@@ -412,7 +412,7 @@ impl PacketLoop {
     }
 
     fn hand_over(&self, command: ByHand) {
-        if self.orders.send(Order::ByHand(command)).is_err() {
+        if self.judge.orders.send(Order::ByHand(command)).is_err() {
             // The command's sender is dropped with it: the control thread answers "shutting
             // down" rather than wait.
             error!("the responder thread is gone: a command from the control socket is lost");

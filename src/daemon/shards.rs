@@ -19,7 +19,7 @@
 use std::net::IpAddr;
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use log::error;
 
@@ -27,7 +27,7 @@ use super::control::Published;
 use super::host_edges::ReplySender;
 use super::inline_block::InlineBlock;
 use super::side_watch::SideWatch;
-use super::{drain, hand_over, send_orders, Judging, Reader};
+use super::{drain, send_orders, QueueJudge, Reader};
 use crate::config::{Config, Verdict};
 use crate::pipeline::{self, Pipeline};
 use crate::queue::{PacketQueue, QueueError, Waiting};
@@ -74,15 +74,17 @@ impl ShardHandle {
         let status = Arc::new(Mutex::new(pipeline.status()));
         let number = queue.number();
         let reader = ShardLoop {
-            pipeline,
-            orders,
-            replies,
-            inline,
-            default_verdict,
+            judge: QueueJudge {
+                pipeline,
+                replies,
+                orders,
+                inline,
+                default_verdict,
+                answered: 0,
+            },
             inbox: inbox_rx,
             published: published.clone(),
             status: status.clone(),
-            answered: 0,
         };
         let thread = std::thread::Builder::new()
             .name(format!("queue-{number}"))
@@ -209,18 +211,12 @@ pub(super) fn add_status(total: &mut pipeline::Status, shard: &pipeline::Status)
     total.handshakes += handshakes;
 }
 
-/// One reader thread: its queue, its pipeline, and the main thread's messages.
+/// One reader thread: its pipeline and the main thread's messages (its queue is its `run`'s).
 struct ShardLoop {
-    pipeline: Pipeline,
-    orders: mpsc::Sender<Order>,
-    replies: Option<ReplySender>,
-    /// With the blocked sets in use: this reader's own way into them.
-    inline: Option<InlineBlock>,
-    default_verdict: Verdict,
+    judge: QueueJudge,
     inbox: WakingReceiver<ToShard>,
     published: Arc<Published>,
     status: Arc<Mutex<pipeline::Status>>,
-    answered: u64,
 }
 
 impl Reader for ShardLoop {
@@ -230,15 +226,8 @@ impl Reader for ShardLoop {
         self.take_messages()
     }
 
-    fn judging(&mut self) -> Judging<'_> {
-        Judging {
-            pipeline: &mut self.pipeline,
-            replies: self.replies.as_mut(),
-            orders: &self.orders,
-            inline: self.inline.as_mut(),
-            default_verdict: self.default_verdict,
-            answered: &mut self.answered,
-        }
+    fn judge(&mut self) -> &mut QueueJudge {
+        &mut self.judge
     }
 }
 
@@ -264,13 +253,7 @@ impl ShardLoop {
             if !drain(&mut queue, &mut self, read, false)? {
                 return Ok(());
             }
-            let mut ticked = self.pipeline.tick(Instant::now(), SystemTime::now());
-            hand_over(
-                self.inline.as_mut(),
-                &self.orders,
-                ticked.orders,
-                &mut ticked.lines,
-            );
+            self.judge.tick(Instant::now());
             self.publish();
         }
     }
@@ -286,14 +269,14 @@ impl ShardLoop {
             };
             match message {
                 ToShard::HostFacts(facts) => {
-                    let lifted = self.pipeline.set_host_facts(facts, Instant::now());
-                    send_orders(&self.orders, lifted.orders, &lifted.lines);
+                    let lifted = self.judge.pipeline.set_host_facts(facts, Instant::now());
+                    send_orders(&self.judge.orders, lifted.orders, &lifted.lines);
                 }
-                ToShard::Release(source) => self.pipeline.release(source),
+                ToShard::Release(source) => self.judge.pipeline.release(source),
                 ToShard::ReleaseAll => {
-                    self.pipeline.release_all_by_hand();
+                    self.judge.pipeline.release_all_by_hand();
                 }
-                ToShard::Reconfigure(config) => self.pipeline.reconfigure(&config),
+                ToShard::Reconfigure(config) => self.judge.pipeline.reconfigure(&config),
                 ToShard::Stop => return false,
             }
         }
@@ -302,8 +285,8 @@ impl ShardLoop {
     /// Publishes the counters; the status snapshot only when the main thread is not reading it,
     /// so the reader never waits.
     fn publish(&self) {
-        let status = self.pipeline.status();
-        self.published.publish(&status, self.answered);
+        let status = self.judge.pipeline.status();
+        self.published.publish(&status, self.judge.answered);
         if let Ok(mut snapshot) = self.status.try_lock() {
             *snapshot = status;
         }
