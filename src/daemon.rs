@@ -37,7 +37,7 @@ use crate::nflog::NflogSocket;
 use crate::nft::ruleset::{QueueMode, RulesetSpec};
 use crate::nft::watch::Watch;
 use crate::pipeline::{Arrival, LogLine, Order as PipelineOrder, Pipeline};
-use crate::queue::{Judge, PacketQueue, QueueError, QueuedPacket, Waiting};
+use crate::queue::{Judge, PacketQueue, QueuedPacket, Waiting};
 use crate::respond::block_latency::BlockLatency;
 use crate::respond::responder::{self, Order, ResponderSetup};
 use crate::respond::{self, Action};
@@ -534,7 +534,9 @@ impl PacketLoop {
                     side.resume();
                 }
             }
-            drain(queue, self, read, stop)?;
+            // With a signal to stop: these packets answered, and no more read.
+            let limit = if stop { 0 } else { DRAIN_BATCH };
+            queue.drain_read(read, limit, self)?;
             if stop {
                 return Ok(());
             }
@@ -726,50 +728,22 @@ impl Judge for QueueJudge {
     }
 }
 
-/// What a queue's reader does around the packets it answers: the main thread's
-/// [`PacketLoop`] and each further queue's reader (`shards`).
-trait Reader {
-    /// Takes, without a system call, what must come before any packet; false: stop now.
-    fn before_packets(&mut self) -> bool;
-    /// The judge of this reader's packets.
-    fn judge(&mut self) -> &mut QueueJudge;
-}
-
-impl Reader for PacketLoop {
-    /// A packet of a source the responder has just released may have arrived with the
-    /// release, and it must be judged afresh, not dropped as blocked. A release wakes the side
-    /// watcher too, but this costs no system call.
-    fn before_packets(&mut self) -> bool {
+/// The first queue's reader, as its queue sees it: [`QueueJudge`] judges, and before each
+/// batch the releases the responder sent are taken. A packet of a source the responder has just
+/// released may have arrived with the release, and it must be judged afresh, not dropped as
+/// blocked. A release wakes the side watcher too, but this costs no system call.
+impl Judge for PacketLoop {
+    fn before_answer(&mut self) -> bool {
         self.take_releases();
         true
     }
 
-    fn judge(&mut self) -> &mut QueueJudge {
-        &mut self.judge
+    fn judge(&mut self, packet: &QueuedPacket<'_>) -> Verdict {
+        self.judge.judge(packet)
     }
-}
 
-/// Answers the `read` datagrams the last receive got, then reads on without waiting while
-/// reads come back full, up to [`DRAIN_BATCH`] packets: a deep queue drains in big batches, and
-/// the reader still gets to its timers and messages. `last`: answer these and read no more (the
-/// reader is stopping). False when the reader said stop before a batch, which then stays
-/// unanswered until the queue closes (fail closed).
-fn drain(
-    queue: &mut PacketQueue,
-    reader: &mut impl Reader,
-    mut read: usize,
-    last: bool,
-) -> Result<bool, QueueError> {
-    let mut answered = 0;
-    loop {
-        if !reader.before_packets() {
-            return Ok(false);
-        }
-        answered += queue.answer(reader.judge())?;
-        if last || !PacketQueue::full_read(read) || answered >= DRAIN_BATCH {
-            return Ok(true);
-        }
-        read = queue.receive(Waiting::No)?;
+    fn before_verdicts(&mut self) {
+        self.judge.before_verdicts();
     }
 }
 

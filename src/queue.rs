@@ -260,16 +260,36 @@ impl PacketQueue {
         limit: usize,
         mut decide: impl FnMut(&QueuedPacket<'_>) -> Verdict,
     ) -> Result<usize, QueueError> {
+        let read = self.receive(Waiting::No)?;
+        Ok(self
+            .drain_read(read, limit, &mut decide)?
+            .unwrap_or_default())
+    }
+
+    /// Answers the `read` datagrams the last [`receive`](Self::receive) got, then reads on
+    /// without waiting while reads come back full, until about `limit` packets are answered
+    /// (whole receive calls; 0: these only): a deep queue drains in big batches, and the caller
+    /// still gets to its signals and timers. Returns how many were answered, or None when the
+    /// judge said stop before a batch ([`Judge::before_answer`]), which then stays unanswered
+    /// until the next receive or the queue's close (fail closed).
+    pub fn drain_read(
+        &mut self,
+        mut read: usize,
+        limit: usize,
+        judge: &mut impl Judge,
+    ) -> Result<Option<usize>, QueueError> {
         let mut answered = 0;
-        while answered < limit {
-            let read = self.receive(Waiting::No)?;
-            answered += self.answer(&mut decide)?;
-            // A short read means the socket is empty: asking again would only cost a call.
-            if !Self::full_read(read) {
-                break;
+        loop {
+            if !judge.before_answer() {
+                return Ok(None);
             }
+            answered += self.answer(judge)?;
+            // A short read means the socket is empty: asking again would only cost a call.
+            if !Self::full_read(read) || answered >= limit {
+                return Ok(Some(answered));
+            }
+            read = self.receive(Waiting::No)?;
         }
-        Ok(answered)
     }
 
     /// Reads what is queued, up to one receive call's worth, waiting for the first datagram as
@@ -472,6 +492,12 @@ impl QueueWaker {
 /// What [`PacketQueue::answer`] asks: a verdict for each packet, and whatever must be done
 /// before the kernel lets the packets of one receive call go.
 pub trait Judge {
+    /// Called before each receive call's packets are judged, to take in what must come before
+    /// any of them; false: stop, and leave them unanswered for now.
+    fn before_answer(&mut self) -> bool {
+        true
+    }
+
     fn judge(&mut self, packet: &QueuedPacket<'_>) -> Verdict;
 
     /// Called once the packets of a receive call are judged, before their verdicts are sent.

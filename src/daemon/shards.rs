@@ -27,10 +27,10 @@ use super::control::Published;
 use super::host_edges::ReplySender;
 use super::inline_block::InlineBlock;
 use super::side_watch::SideWatch;
-use super::{drain, send_orders, QueueJudge, Reader};
+use super::{send_orders, QueueJudge, DRAIN_BATCH};
 use crate::config::{Config, Verdict};
 use crate::pipeline::{self, Pipeline};
-use crate::queue::{PacketQueue, QueueError, Waiting};
+use crate::queue::{Judge, PacketQueue, QueueError, QueuedPacket, Waiting};
 use crate::respond::responder::Order;
 use crate::spoof::HostFacts;
 use crate::wake::{self, WakingReceiver, WakingSender};
@@ -219,15 +219,20 @@ struct ShardLoop {
     status: Arc<Mutex<pipeline::Status>>,
 }
 
-impl Reader for ShardLoop {
-    /// The main thread's messages, as the main thread takes its releases: a released source's
-    /// next packet is judged afresh.
-    fn before_packets(&mut self) -> bool {
+/// A further queue's reader, as its queue sees it: [`QueueJudge`] judges, and before each batch
+/// the main thread's messages are carried out, as the main thread takes its releases: a released
+/// source's next packet is judged afresh.
+impl Judge for ShardLoop {
+    fn before_answer(&mut self) -> bool {
         self.take_messages()
     }
 
-    fn judge(&mut self) -> &mut QueueJudge {
-        &mut self.judge
+    fn judge(&mut self, packet: &QueuedPacket<'_>) -> Verdict {
+        self.judge.judge(packet)
+    }
+
+    fn before_verdicts(&mut self) {
+        self.judge.before_verdicts();
     }
 }
 
@@ -250,7 +255,7 @@ impl ShardLoop {
                 self.inbox.clear_wake_ups();
                 side.resume();
             }
-            if !drain(&mut queue, &mut self, read, false)? {
+            if queue.drain_read(read, DRAIN_BATCH, &mut self)?.is_none() {
                 return Ok(());
             }
             self.judge.tick(Instant::now());
