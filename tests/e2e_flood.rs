@@ -9,12 +9,11 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{wait_until, Daemon, Lab, LabError, SynSenders, DAEMON_BIN};
+use common::{wait_until, Daemon, Lab, LabError, SynSenders};
 use nix::sys::signal::Signal;
 use regex::Regex;
 
@@ -89,15 +88,11 @@ fn status_line(daemon: &mut Daemon<'_>, nth: usize) -> Result<String, LabError> 
 
 /// How many blocks the daemon has released, from `nfsentry status --json`.
 fn blocks_released(daemon: &Daemon<'_>) -> Result<u64, LabError> {
-    let output = Command::new(DAEMON_BIN)
-        .args(["status", "--json", "--config"])
-        .arg(daemon.config_path())
-        .output()
-        .map_err(|source| LabError::Spawn {
-            command: DAEMON_BIN.to_owned(),
-            source,
-        })?;
-    let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+    let status = match daemon.status_json() {
+        // An answer that is not JSON counts as none released yet, as the sampling goes on.
+        Err(LabError::Json { .. }) => serde_json::Value::Null,
+        other => other?,
+    };
     Ok(status["blocks"]["released"].as_u64().unwrap_or(0))
 }
 

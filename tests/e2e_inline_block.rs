@@ -13,11 +13,9 @@ mod common;
 
 use std::fs;
 use std::net::IpAddr;
-use std::process::Command;
 use std::time::Duration;
 
-use common::{spoofed_v4, wait_until, Daemon, Lab, LabError, HTTP_PORT, TABLE};
-use serde_json::Value;
+use common::{spoofed_v4, wait_until, Lab, LabError, HTTP_PORT, TABLE};
 
 /// One SYN from scapy reaches the daemon well within this; the rest is daemon latency.
 const BLOCK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -82,19 +80,6 @@ impl Drop for StoppedThread {
     }
 }
 
-fn status(daemon: &Daemon<'_>) -> Result<Value, LabError> {
-    let command = format!("nfsentry status --json --config {:?}", daemon.config_path());
-    let output = Command::new(common::DAEMON_BIN)
-        .args(["status", "--json", "--config"])
-        .arg(daemon.config_path())
-        .output()
-        .map_err(|source| LabError::Spawn {
-            command: command.clone(),
-            source,
-        })?;
-    serde_json::from_slice(&output.stdout).map_err(|source| LabError::Json { command, source })
-}
-
 #[test]
 fn the_queue_reader_blocks_in_the_kernel_while_the_responder_is_stopped() -> Result<(), LabError> {
     let lab = Lab::new("e2einline")?;
@@ -125,7 +110,7 @@ fn the_queue_reader_blocks_in_the_kernel_while_the_responder_is_stopped() -> Res
         !daemon.log().contains(&blocked_line),
         "the stopped responder carried the block out"
     );
-    let timed = status(&daemon)?["trigger_to_block"].clone();
+    let timed = daemon.status_json()?["trigger_to_block"].clone();
     assert_eq!(timed["blocks"], 1, "{timed}");
     assert_eq!(timed["inline_blocks"], 1, "{timed}");
     assert_eq!(timed["inline_failures"], 0, "{timed}");
@@ -137,7 +122,7 @@ fn the_queue_reader_blocks_in_the_kernel_while_the_responder_is_stopped() -> Res
         Ok(journal.contains(&scanner.to_string()))
     })?;
     assert_eq!(daemon.blocked_v4()?, [scanner], "one element for the block");
-    let timed = status(&daemon)?["trigger_to_block"].clone();
+    let timed = daemon.status_json()?["trigger_to_block"].clone();
     assert_eq!(timed["blocks"], 1, "the block was timed twice: {timed}");
     daemon.stop()?;
     Ok(())
@@ -164,7 +149,7 @@ fn a_refused_inline_commit_leaves_the_block_to_the_responder() -> Result<(), Lab
     wait_until("the first block in the journal", BLOCK_TIMEOUT, || {
         Ok(in_journal(&lab, first))
     })?;
-    let timed = status(&daemon)?["trigger_to_block"].clone();
+    let timed = daemon.status_json()?["trigger_to_block"].clone();
     assert_eq!(timed["inline_blocks"], 0, "{timed}");
     assert!(timed["inline_failures"].as_u64() >= Some(1), "{timed}");
 
@@ -183,7 +168,7 @@ fn a_refused_inline_commit_leaves_the_block_to_the_responder() -> Result<(), Lab
         Ok(admin_v4()?.contains(&second))
     })?;
     wait_until("the second block timed", BLOCK_TIMEOUT, || {
-        Ok(status(&daemon)?["trigger_to_block"]["inline_blocks"] == 1)
+        Ok(daemon.status_json()?["trigger_to_block"]["inline_blocks"] == 1)
     })?;
     Ok(())
 }
@@ -207,14 +192,14 @@ fn blocks_handed_out_by_the_rate_limit_later_go_in_inline_too() -> Result<(), La
         let blocked = daemon.blocked_v4()?;
         Ok(sources.iter().all(|source| blocked.contains(source)))
     })?;
-    let timed = status(&daemon)?["trigger_to_block"].clone();
+    let timed = daemon.status_json()?["trigger_to_block"].clone();
     assert_eq!(timed["inline_blocks"], 3, "{timed}");
 
     drop(responder);
     wait_until("every block in the journal", LOG_TIMEOUT, || {
         Ok(sources.iter().all(|source| in_journal(&lab, *source)))
     })?;
-    assert_eq!(status(&daemon)?["trigger_to_block"]["blocks"], 3);
+    assert_eq!(daemon.status_json()?["trigger_to_block"]["blocks"], 3);
     daemon.stop()?;
     Ok(())
 }
@@ -272,7 +257,7 @@ fn an_element_deleted_by_hand_before_the_responder_got_to_it_stays_deleted() -> 
         Vec::<IpAddr>::new(),
         "the responder put the element deleted by hand back"
     );
-    let timed = status(&daemon)?["trigger_to_block"].clone();
+    let timed = daemon.status_json()?["trigger_to_block"].clone();
     assert_eq!(timed["blocks"], 1, "{timed}");
     assert_eq!(timed["inline_blocks"], 1, "{timed}");
 

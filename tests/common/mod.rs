@@ -942,6 +942,20 @@ impl Daemon<'_> {
         &self.config_path
     }
 
+    /// What `nfsentry status --json` says of this daemon.
+    pub fn status_json(&self) -> Result<Value> {
+        let command = format!("nfsentry status --json --config {:?}", self.config_path);
+        let output = Command::new(DAEMON_BIN)
+            .args(["status", "--json", "--config"])
+            .arg(&self.config_path)
+            .output()
+            .map_err(|source| LabError::Spawn {
+                command: command.clone(),
+                source,
+            })?;
+        serde_json::from_slice(&output.stdout).map_err(|source| LabError::Json { command, source })
+    }
+
     /// Starts the daemon again with the same config after [`Daemon::stop`]; each start logs
     /// to its own file so later waits only see the new run.
     pub fn start(&mut self) -> Result<()> {
