@@ -3,9 +3,10 @@
 //! themselves are [`wire`]'s, and how verdicts are grouped is [`verdicts`]'s.
 //!
 //! Every queued packet waits in the kernel for its verdict, so the per-packet cost here is
-//! latency and CPU for everything nfsentry watches. Packets are therefore read many per system
-//! call (recvmmsg), and the verdicts for what one call read go back in one datagram, with a run
-//! of accepts said once by a batch verdict and each drop on its own. Every packet read is
+//! latency and CPU for everything nfsentry watches. Packets that queue up are therefore read many
+//! per system call (recvmmsg), packets that come one at a time one per call ([`offer`]), and the
+//! verdicts for what one call read go back in one datagram, a run of the same verdict said once
+//! by a batch verdict ([`verdicts`]). Every packet read is
 //! answered before [`PacketQueue::answer`] returns, so nothing is held while the caller sleeps,
 //! and a packet whose message cannot be read is dropped, since an unanswered packet holds its
 //! queue slot until the queue overflows.
@@ -22,7 +23,7 @@
 
 use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 use nix::errno::Errno;
@@ -32,10 +33,12 @@ use thiserror::Error;
 use crate::config::Verdict;
 use crate::netlink_wire::{self, Messages, OpenError, RequestError, Wait};
 
+mod offer;
 mod slots;
 mod verdicts;
 pub mod wire;
 
+use offer::ReceiveOffer;
 use slots::{ReceiveSlots, RECEIVE_SLOTS};
 
 use wire::Event;
@@ -141,6 +144,8 @@ pub struct PacketQueue {
     /// What the last receive read; the first `filled` slots are not answered yet.
     slots: ReceiveSlots,
     filled: usize,
+    /// How many slots the next waiting receive offers.
+    offer: ReceiveOffer,
     verdicts: verdicts::Verdicts,
     stats: QueueStats,
 }
@@ -176,6 +181,7 @@ impl PacketQueue {
             number,
             slots: ReceiveSlots::new(),
             filled: 0,
+            offer: ReceiveOffer::new(RECEIVE_SLOTS),
             verdicts: verdicts::Verdicts::new(number, RECEIVE_SLOTS),
             stats: QueueStats::default(),
         };
@@ -284,7 +290,8 @@ impl PacketQueue {
                 return Ok(None);
             }
             answered += self.answer(judge)?;
-            // A short read means the socket is empty: asking again would only cost a call.
+            // A short read means the socket is empty, and a read offered one slot was made
+            // because packets come one at a time: asking again would only cost a call.
             if !Self::full_read(read) || answered >= limit {
                 return Ok(Some(answered));
             }
@@ -301,12 +308,16 @@ impl PacketQueue {
         if self.filled > 0 {
             self.answer(&mut |_: &QueuedPacket<'_>| Verdict::Drop)?;
         }
-        let flags = match wait {
-            Waiting::No => libc::MSG_DONTWAIT,
+        // A receive that waits offers what the queue's pace says (see `offer`); one that does
+        // not follows a full read, so the queue is deep: all the slots.
+        let (flags, offered) = match wait {
+            Waiting::No => (libc::MSG_DONTWAIT, RECEIVE_SLOTS),
             // The first datagram waited for, the rest of the call taken as they are.
-            Waiting::UpToIdle => libc::MSG_WAITFORONE,
+            Waiting::UpToIdle => (libc::MSG_WAITFORONE, self.offer.slots()),
         };
-        let count = match self.slots.receive(self.socket.as_fd(), flags) {
+        let started = (wait == Waiting::UpToIdle && self.offer.wants_timing()).then(Instant::now);
+        let received = self.slots.receive(self.socket.as_fd(), flags, offered);
+        let count = match received {
             Ok(count) => count,
             Err(Errno::EAGAIN | Errno::EINTR) => 0,
             Err(Errno::ENOBUFS) => {
@@ -320,6 +331,10 @@ impl PacketQueue {
                 })
             }
         };
+        if wait == Waiting::UpToIdle {
+            self.offer
+                .learn(count, started.map(|started| started.elapsed()));
+        }
         if count > 0 {
             self.stats.receive_calls += 1;
         }
@@ -327,8 +342,9 @@ impl PacketQueue {
         Ok(count)
     }
 
-    /// Whether `read` datagrams fill a receive call, so that more may be waiting.
-    pub fn full_read(read: usize) -> bool {
+    /// Whether `read` datagrams fill all the slots of a receive call, so that more may be
+    /// waiting.
+    fn full_read(read: usize) -> bool {
         read >= RECEIVE_SLOTS
     }
 

@@ -1,7 +1,8 @@
 //! Checks the NFQUEUE reader against a real kernel queue in throwaway network namespaces: packets
 //! sent over a veth pair reach the reader with their metadata, its verdicts take effect (an
 //! accepted connection completes, a dropped one does not; a batch answers a whole burst, with the
-//! drops inside it kept), and a reader that stalls while packets pile up loses none. It does not
+//! drops inside it kept), a reader that stalls while packets pile up loses none, and packets
+//! that come one at a time are read one per call while a pile is read many at a time. It does not
 //! test the daemon that consumes the reader.
 //!
 //! Needs root, `ip`, and `nft` (or `iptables-nft` where the kernel lacks nft_queue); skipped, with
@@ -492,4 +493,59 @@ fn a_waiting_receive_returns_with_a_packet_or_a_wake_up_and_a_wake_up_is_no_pack
     waker.wake().unwrap_or_else(|e| panic!("wake: {e}"));
     assert_eq!(queue.drain(1024, |_| Verdict::Drop).ok(), Some(0));
     assert_eq!(queue.stats().wake_ups, 2, "{:?}", queue.stats());
+}
+
+#[test]
+fn packets_that_come_one_at_a_time_are_read_singly_and_a_pile_many_at_a_time() {
+    if !running_as_root() {
+        eprintln!("skipped: needs root to create network namespaces");
+        return;
+    }
+    let lab = Lab::create("p");
+    let mut queue = lab.open_queue();
+    let sender = lab.udp_sender();
+    let send = |number: u32| {
+        sender
+            .send(&number.to_be_bytes())
+            .unwrap_or_else(|e| panic!("send {number}: {e}"))
+    };
+    let receive = |queue: &mut PacketQueue| {
+        let read = queue
+            .receive(Waiting::UpToIdle)
+            .unwrap_or_else(|e| panic!("receive: {e:?}"));
+        queue
+            .answer(&mut |_: &QueuedPacket<'_>| Verdict::Drop)
+            .unwrap_or_else(|e| panic!("answer: {e:?}"));
+        read
+    };
+
+    // One packet alone: the receive that offered every slot read one, so the socket was empty
+    // right after it.
+    send(0);
+    lab.wait_until_queued(1);
+    assert_eq!(receive(&mut queue), 1);
+
+    // A pile: the next receive offers one slot and reads just one, finding it at once; the
+    // receives after it take the pile many at a time. A receive slowed down by a busy machine
+    // may look like one that slept, and offer one again: the pile is large enough for that.
+    let pile: u32 = 300;
+    for number in 1..=pile {
+        send(number);
+    }
+    lab.wait_until_queued(u64::from(pile));
+    let mut reads = vec![receive(&mut queue)];
+    let mut answered = reads[0];
+    let deadline = Instant::now() + DELIVERY_DEADLINE;
+    while answered < pile as usize && Instant::now() < deadline {
+        let read = receive(&mut queue);
+        answered += read;
+        reads.push(read);
+    }
+    assert_eq!(reads[0], 1, "the first receive offered one slot: {reads:?}");
+    assert_eq!(answered, pile as usize, "{reads:?}");
+    assert!(
+        reads.iter().any(|&read| read > 1),
+        "the pile was read one packet per call: {reads:?}"
+    );
+    assert_eq!(lab.queue_counters().0, 0, "nothing left waiting");
 }

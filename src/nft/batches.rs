@@ -19,6 +19,8 @@ use super::bytecode::{
 use super::objects::{
     ChainObject, ElementChunks, ElementObject, ElementOp, Hook, SetFlush, SetObject,
 };
+use crate::netlink_wire::{align4, read_u16_ne, read_u32_ne, MESSAGE_HEADER_BYTES};
+
 use super::ruleset::{
     blocked_range_set, blocked_set, ignore_set, port_set, short_header_rule_text, HandshakeRule,
     IntervalBoundary, IntervalKey, IntervalList, IpFamily, QueueMode, RulesetSpec, Transport,
@@ -49,6 +51,25 @@ impl Transaction {
             batch: Batch::new(),
             steps: Vec::new(),
         }
+    }
+
+    /// The finished batch, as the pages of bytes to send, and its steps.
+    ///
+    /// The batch's BEGIN and END messages go without NLM_F_ACK, which nftnl raises on them on
+    /// kernels from 6.10 (the first to honour it there). Nothing waits for those two answers: a
+    /// refused step is answered on its own message, and a commit that fails on the BEGIN message
+    /// whatever its flags. Each acknowledgement is a datagram of its own, which the kernel
+    /// allocates and queues and the sender must read: without them a commit of one element
+    /// takes two receive calls fewer, and leaves no END answer for the next commit to discard
+    /// (16 µs back to back became 12 µs here).
+    pub(super) fn into_pages(self) -> (Vec<Vec<u8>>, Vec<Step>) {
+        let Transaction { batch, steps } = self;
+        let finalized = batch.finalize();
+        let mut pages: Vec<Vec<u8>> = finalized.iter().map(<[u8]>::to_vec).collect();
+        for page in &mut pages {
+            unacknowledged_bounds(page);
+        }
+        (pages, steps)
     }
 
     fn push(&mut self, message: &impl NlMsg, kind: MsgType, what: String) {
@@ -83,6 +104,34 @@ impl Transaction {
         }
     }
 }
+
+/// Clears NLM_F_ACK on the batch BEGIN and END messages among the netlink messages of `page`.
+fn unacknowledged_bounds(page: &mut [u8]) {
+    let mut start = 0;
+    while let Some(length) = read_u32_ne(page, start).and_then(|l| usize::try_from(l).ok()) {
+        // A header that cannot be right ends the walk, as `Messages` ends it.
+        if length < MESSAGE_HEADER_BYTES || start.saturating_add(length) > page.len() {
+            return;
+        }
+        let flags_at = start + 6;
+        if matches!(read_u16_ne(page, start + 4), Some(BATCH_BEGIN | BATCH_END)) {
+            if let (Some(flags), Some(field)) = (
+                read_u16_ne(page, flags_at),
+                page.get_mut(flags_at..flags_at + 2),
+            ) {
+                field.copy_from_slice(&(flags & !NLM_F_ACK).to_ne_bytes());
+            }
+        }
+        start = match start.checked_add(align4(length)) {
+            Some(next) => next,
+            None => return,
+        };
+    }
+}
+
+const BATCH_BEGIN: u16 = libc::NFNL_MSG_BATCH_BEGIN as u16;
+const BATCH_END: u16 = libc::NFNL_MSG_BATCH_END as u16;
+const NLM_F_ACK: u16 = libc::NLM_F_ACK as u16;
 
 /// Records the sequence number `Batch` gives a message.
 struct SeqProbe<'m, M> {
@@ -531,5 +580,69 @@ fn push_blocked(
         if set.has_elements() {
             batch.push_elements(set, op, &what(&set.name().to_string_lossy()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netlink_wire::Messages;
+
+    /// (type, flags, sequence) of every message of the pages.
+    fn headers(pages: &[Vec<u8>]) -> Vec<(u16, u16, u32)> {
+        pages
+            .iter()
+            .flat_map(|page| Messages::new(page))
+            .map(|message| (message.kind, message.flags, message.sequence))
+            .collect()
+    }
+
+    #[test]
+    fn only_the_steps_of_a_batch_ask_for_an_acknowledgement() {
+        let table = CString::new("nfsentry").unwrap();
+        let entries = [
+            ("192.0.2.7".parse().unwrap(), None),
+            ("2001:db8::7".parse().unwrap(), None),
+        ];
+        let (pages, steps) = block_batch(&table, &entries).into_pages();
+        let headers = headers(&pages);
+        assert_eq!(headers.len(), steps.len() + 2, "{headers:?}");
+        let (first, last) = (headers[0], headers[headers.len() - 1]);
+        assert_eq!(
+            (first.0, first.1 & NLM_F_ACK),
+            (BATCH_BEGIN, 0),
+            "{headers:?}"
+        );
+        assert_eq!((last.0, last.1 & NLM_F_ACK), (BATCH_END, 0), "{headers:?}");
+        let acknowledged: Vec<u32> = headers
+            .iter()
+            .filter(|(_, flags, _)| flags & NLM_F_ACK != 0)
+            .map(|&(_, _, sequence)| sequence)
+            .collect();
+        let awaited: Vec<u32> = steps.iter().map(|step| step.seq).collect();
+        assert_eq!(acknowledged, awaited);
+    }
+
+    #[test]
+    fn a_page_cut_short_is_left_as_it_is_past_the_cut() {
+        let mut begin = [0u8; 20];
+        begin[..4].copy_from_slice(&20u32.to_ne_bytes());
+        begin[4..6].copy_from_slice(&BATCH_BEGIN.to_ne_bytes());
+        begin[6..8].copy_from_slice(&(NLM_F_ACK | 1).to_ne_bytes());
+        let mut page = begin.to_vec();
+        // A second header that claims more than is there, then garbage shorter than a header.
+        page.extend_from_slice(&400u32.to_ne_bytes());
+        page.extend_from_slice(&BATCH_END.to_ne_bytes());
+        page.extend_from_slice(&NLM_F_ACK.to_ne_bytes());
+        let mut cut = page.clone();
+        unacknowledged_bounds(&mut cut);
+        assert_eq!(read_u16_ne(&cut, 6), Some(1));
+        assert_eq!(
+            cut[20..],
+            page[20..],
+            "nothing past a header is read or written"
+        );
+        unacknowledged_bounds(&mut []);
+        unacknowledged_bounds(&mut [0xff; 3]);
     }
 }

@@ -414,9 +414,8 @@ impl Nft {
         transaction: Transaction,
         operation: &'static str,
     ) -> Result<(), CommitError> {
-        let Transaction { batch, steps } = transaction;
-        let batch = batch.finalize();
-        let pages: Vec<&[u8]> = batch.iter().collect();
+        let (pages, steps) = transaction.into_pages();
+        let pages: Vec<&[u8]> = pages.iter().map(Vec::as_slice).collect();
         let bytes: usize = pages.iter().map(|page| page.len()).sum();
         self.ensure_send_buffer(bytes)
             .map_err(CommitError::Failed)?;

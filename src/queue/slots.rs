@@ -71,8 +71,8 @@ impl ReceiveSlots {
         }
     }
 
-    /// Reads up to one datagram per slot with one recvmmsg call; returns how many slots were
-    /// filled.
+    /// Reads up to one datagram per slot, in the first `offered` slots (at least one, at most
+    /// all), with one recvmmsg call; returns how many slots were filled.
     ///
     /// The sender's address is not asked for: the socket is connected to the kernel, which then
     /// refuses datagrams from anyone else (netlink_wire's socket tests show it); anything that
@@ -83,16 +83,19 @@ impl ReceiveSlots {
         &mut self,
         socket: BorrowedFd<'_>,
         flags: libc::c_int,
+        offered: usize,
     ) -> Result<usize, Errno> {
+        let offered = offered.clamp(1, RECEIVE_SLOTS);
         // SAFETY: the descriptor is open (borrowed) for the call. Each header points at its own
         // iovec, which points at its own disjoint slot of the buffers; all are owned by `self`,
-        // borrowed mutably for the call, and the kernel writes no more than the lengths given.
+        // borrowed mutably for the call, and the kernel writes no more than the lengths given,
+        // in no more than the `offered` (<= RECEIVE_SLOTS) headers given.
         // No address, control data or timeout is passed.
         let count = unsafe {
             libc::recvmmsg(
                 socket.as_raw_fd(),
                 self.headers.cast::<libc::mmsghdr>().as_ptr(),
-                RECEIVE_SLOTS as libc::c_uint,
+                offered as libc::c_uint,
                 flags,
                 std::ptr::null_mut(),
             )
@@ -154,7 +157,9 @@ mod tests {
         // Moved, as a PacketQueue moves to its reader thread: the headers still point right.
         let mut slots =
             std::hint::black_box(Box::new(std::mem::replace(&mut slots, ReceiveSlots::new())));
-        let count = slots.receive(receiver.as_fd(), libc::MSG_DONTWAIT).unwrap();
+        let count = slots
+            .receive(receiver.as_fd(), libc::MSG_DONTWAIT, RECEIVE_SLOTS)
+            .unwrap();
         assert_eq!(count, 3);
         let read: Vec<(Vec<u8>, bool)> = slots
             .datagrams(count)
@@ -167,13 +172,48 @@ mod tests {
 
         // The same headers serve the next call: lengths and flags are the new datagrams'.
         sender.send(b"again").unwrap();
-        let count = slots.receive(receiver.as_fd(), libc::MSG_DONTWAIT).unwrap();
+        let count = slots
+            .receive(receiver.as_fd(), libc::MSG_DONTWAIT, RECEIVE_SLOTS)
+            .unwrap();
         assert_eq!(count, 1);
         let again: Vec<_> = slots.datagrams(count).collect();
         assert_eq!(again, vec![(&b"again"[..], false)]);
         assert_eq!(
-            slots.receive(receiver.as_fd(), libc::MSG_DONTWAIT),
+            slots.receive(receiver.as_fd(), libc::MSG_DONTWAIT, RECEIVE_SLOTS),
             Err(Errno::EAGAIN)
+        );
+    }
+
+    #[test]
+    fn an_offer_of_one_slot_reads_one_datagram_and_leaves_the_rest_queued() {
+        let (sender, receiver) = UnixDatagram::pair().unwrap();
+        for datagram in [&b"first"[..], b"second", b"third"] {
+            sender.send(datagram).unwrap();
+        }
+        let mut slots = ReceiveSlots::new();
+        assert_eq!(
+            slots.receive(receiver.as_fd(), libc::MSG_DONTWAIT, 1),
+            Ok(1)
+        );
+        assert_eq!(
+            slots.datagrams(1).collect::<Vec<_>>(),
+            vec![(&b"first"[..], false)]
+        );
+        // An offer of none is taken as one: the call always has a slot to fill.
+        assert_eq!(
+            slots.receive(receiver.as_fd(), libc::MSG_DONTWAIT, 0),
+            Ok(1)
+        );
+        assert_eq!(
+            slots.datagrams(1).collect::<Vec<_>>(),
+            vec![(&b"second"[..], false)]
+        );
+        let count = slots
+            .receive(receiver.as_fd(), libc::MSG_DONTWAIT, RECEIVE_SLOTS)
+            .unwrap();
+        assert_eq!(
+            slots.datagrams(count).collect::<Vec<_>>(),
+            vec![(&b"third"[..], false)]
         );
     }
 }
