@@ -109,6 +109,9 @@ CONF
     # shellcheck disable=SC2086 # the fields of one row
     printf '%-12s %-16s %-10s %-8s %-14s %-18s %-10s %s\n' $ROW
   done
+  speed_row "daemon RSS bytes/tracked source, spoofed flood until $MAX_SOURCES sources are tracked" \
+    "${ROW##* }" "" "" "printed"
+
   exit 0
 fi
 

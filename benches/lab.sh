@@ -10,6 +10,9 @@
 #
 # A bench with more to clean than the namespaces' processes adds the process ids to LAB_PIDS
 # (killed first), or defines lab_cleanup_more (run first).
+#
+# Run by benches/speed.sh, a bench also hands its headline figures to speed_row, which adds
+# them to the one table speed.sh prints (the file SPEED_ROWS names).
 # shellcheck shell=bash
 
 # How often wait_until tries its command, in seconds; a bench that times what it waits for polls
@@ -79,4 +82,11 @@ wait_until() { # seconds what command...
     fi
     sleep "$LAB_POLL"
   done
+}
+
+# One row of benches/speed.sh's table, when it runs this bench: the figure, nfsentry's value,
+# the baseline's, their ratio and the goal.
+speed_row() { # figure nfsentry baseline ratio goal
+  [ -n "${SPEED_ROWS:-}" ] || return 0
+  printf '| %s | %s | %s | %s | %s |\n' "$@" >> "$SPEED_ROWS"
 }

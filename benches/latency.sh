@@ -114,4 +114,15 @@ print("| --- | --- | --- | --- | --- | --- |")
 for name, q in (("p50", 0.50), ("p99", 0.99)):
     a, b, c = percentile(queued, q), percentile(unqueued, q), percentile(bare_queued, q)
     print(f"| {name} round trip, µs | {a:.1f} | {b:.1f} | {a / b:.2f} | {a - b:.1f} | {c - b:.1f} |")
+
+# For benches/speed.sh: what the queue adds, nfsentry's against the bare loop's.
+import os
+rows = os.environ.get("SPEED_ROWS")
+if rows:
+    with open(rows, "a") as table:
+        for name, q, goal in (("p50", 0.50, ""), ("p99", 0.99, "< 100")):
+            b = percentile(unqueued, q)
+            ours, bare = percentile(queued, q) - b, percentile(bare_queued, q) - b
+            ratio = f"{ours / bare:.2f}" if bare > 0 else ""
+            table.write(f"| latency added to a queued packet at low load{' with ' + str(busy) + ' busy loops' if busy else ''}, {name} µs (baseline: a bare NFQUEUE loop's) | {ours:.1f} | {bare:.1f} | {ratio} | {goal} |\n")
 PY

@@ -276,3 +276,15 @@ for case in $CASES; do
     "$(range "$case" 3 nfsentry %d)/$(range "$case" 4 nfsentry %d)" \
     "$(range "$case" 3 base %d)/$(range "$case" 4 base %d)"
 done
+
+for case in $CASES; do
+  case ${case#*,} in
+    moderate) label="paced, $MODERATE_RATE/s"; goal="≤ 1.0" ;;
+    deep) label="deep queue"; goal="≤ 0.6" ;;
+  esac
+  speed_row "CPU µs/packet, ${case%,*}, $label (baseline: a bare one-verdict-per-packet loop)" \
+    "$(range "$case" 1 nfsentry %.2f)" "$(range "$case" 1 base %.2f)" "$(range "$case" 1 ratio %.2f)" "$goal"
+done
+speed_row "packets lost while the reader is stopped and 10000 pile up, drop (socket/queue)" \
+  "$(range drop,deep 3 nfsentry %d)/$(range drop,deep 4 nfsentry %d)" \
+  "$(range drop,deep 3 base %d)/$(range drop,deep 4 base %d)" "" "0"

@@ -65,3 +65,13 @@ while b <= v: b *= 2
 print(b)' "$1"; }
 echo "baseline, the kernel's commit of one element alone, every 20 ms ($SOURCES commits):" \
   "p50 $base_p50 µs (< $(bucket "$base_p50")), p99 $base_p99 µs (< $(bucket "$base_p99"))"
+# The upper bound of the bucket that holds a quantile, from the daemon's status.
+below() { status | /usr/bin/python3 -c 'import json, sys
+print(json.load(sys.stdin)["trigger_to_block"][sys.argv[1]])' "$1"; }
+for q in 50 99; do
+  base=base_p$q
+  goal=""
+  if [ "$q" = 99 ]; then goal="< 100"; fi
+  speed_row "trigger to block when calm, p$q µs (baseline: the kernel's commit of one element alone)" \
+    "< $(below "p${q}_us")" "${!base} (< $(bucket "${!base}"))" "" "$goal"
+done
