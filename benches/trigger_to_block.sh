@@ -4,8 +4,9 @@
 # probe is detected and blocked at once. nfsentry times each block from its detection to the
 # kernel's ack of the element in the blocked set; this prints what `nfsentry status` reports
 # (p50 and p99 are the upper bounds of log2 buckets of microseconds) and the buckets. Then, as
-# the baseline, examples/calm_commit.rs times the kernel's own commit of one element, alone in a
-# namespace of its own, as often and as far apart: the part of the figure no reader can remove.
+# the baseline, `examples/block_storm calm` times the kernel's own commit of one element, alone
+# in a namespace of its own, as often and as far apart: the part of the figure no reader can
+# remove.
 #
 #   bash benches/trigger_to_block.sh [SOURCES]
 set -euo pipefail
@@ -15,7 +16,7 @@ SOURCES=${1:-100}
 # shellcheck source=benches/lab.sh
 source benches/lab.sh
 lab_init nfst
-lab_build --bin nfsentry --example calm_commit
+lab_build --bin nfsentry --example block_storm
 # One scanner address per source, added below.
 lab_veth "" 10.215.0.2/16
 for i in $(seq 1 "$SOURCES"); do
@@ -59,7 +60,7 @@ wait_until 30 "every block to be timed" all_timed
 status | /usr/bin/python3 -c 'import json, sys
 t = json.load(sys.stdin)["trigger_to_block"]
 print("buckets (µs below):", ", ".join(f"{1 << (i + 1)}: {n}" for i, n in enumerate(t["buckets"]) if n))'
-read -r _ base_p50 _ base_p99 < <("$BIN/examples/calm_commit" "$SOURCES" 20)
+read -r _ base_p50 _ base_p99 < <("$BIN/examples/block_storm" calm "$SOURCES" 20)
 bucket() { /usr/bin/python3 -c 'import sys; v = float(sys.argv[1]); b = 2
 while b <= v: b *= 2
 print(b)' "$1"; }

@@ -1,13 +1,22 @@
-//! Blocks under a storm: how many addresses per second nfsentry's netlink path puts into a
-//! blocked set when the responder coalesces a burst of orders into batches, against one
-//! `nft add element` process per address (what a per-block command action would cost).
+//! Blocks into a blocked set, timed: how many addresses per second nfsentry's netlink path puts
+//! into a blocked set when the responder coalesces a burst of orders into batches, against one
+//! `nft add element` process per address (what a per-block command action would cost); or, with
+//! `calm`, what the kernel itself takes to commit one block when calm.
 //!
 //!   block_storm [ADDRESSES] [NFT_PROCESSES] [BATCH]
+//!   block_storm calm [COMMITS] [GAP_MS]
 //!
-//! Defaults: 500000 addresses in batches of 4096 (the responder's largest burst), each batch
-//! one `Nft::block_many` call that waits for the kernel's ack, against 300 `nft` processes.
+//! Storm defaults: 500000 addresses in batches of 4096 (the responder's largest burst), each
+//! batch one `Nft::block_many` call that waits for the kernel's ack, against 300 `nft`
+//! processes. Prints one table: figure, nfsentry, baseline, ratio.
+//!
+//! `calm` (the baseline of `benches/trigger_to_block.sh`): COMMITS (default 100) commits of one
+//! address, GAP_MS (default 20) apart, each the netlink batch a queue reader sends for a block,
+//! timed from its send to the kernel's ack, with nothing of nfsentry's detection around it.
+//! Prints one line: `p50 MICROSECONDS p99 MICROSECONDS`.
+//!
 //! Runs in a network namespace of its own (unshare), so the table it creates goes with it when
-//! it exits; needs root. Prints one table: figure, nfsentry, baseline, ratio.
+//! it exits; needs root.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::Command;
@@ -27,12 +36,12 @@ fn nft(args: &[&str]) {
     assert!(status.success(), "nft {args:?} failed: {status}");
 }
 
-fn argument(position: usize, default: usize) -> usize {
-    std::env::args()
-        .nth(position)
+fn argument(arguments: &[String], position: usize, default: usize) -> usize {
+    arguments
+        .get(position)
         .map(|text| {
             text.parse()
-                .unwrap_or_else(|_| panic!("argument {position}: not a count: {text}"))
+                .unwrap_or_else(|_| panic!("argument {}: not a count: {text}", position + 1))
         })
         .unwrap_or(default)
 }
@@ -43,11 +52,9 @@ fn address(base: u32, i: usize) -> Ipv4Addr {
 }
 
 fn main() {
-    let addresses = argument(1, 500_000);
-    let processes = argument(2, 300);
-    let batch = argument(3, 4096).max(1);
-
+    let arguments: Vec<String> = std::env::args().skip(1).collect();
     // A namespace of our own: created here, gone when the process exits.
+    // SAFETY: unshare takes no pointers; it only moves this process to a new namespace.
     if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
         panic!(
             "cannot create a network namespace (root?): {}",
@@ -65,8 +72,17 @@ fn main() {
             &format!("{{ type {kind}; flags timeout; }}"),
         ]);
     }
+    let netlink = Nft::open().expect("nf_tables netlink socket");
+    match arguments.split_first() {
+        Some((mode, rest)) if mode == "calm" => calm(netlink, rest),
+        _ => storm(netlink, &arguments),
+    }
+}
 
-    let mut netlink = Nft::open().expect("nf_tables netlink socket");
+fn storm(mut netlink: Nft, arguments: &[String]) {
+    let addresses = argument(arguments, 0, 500_000);
+    let processes = argument(arguments, 1, 300);
+    let batch = argument(arguments, 2, 4096).max(1);
     let entries: Vec<(IpAddr, Option<Duration>)> = (0..addresses)
         .map(|i| (IpAddr::V4(address(0x0a00_0000, i)), TIMEOUT))
         .collect();
@@ -98,5 +114,28 @@ fn main() {
         "| µs per address | {:.2} | {:.0} | |",
         1e6 / ours_rate,
         1e6 / theirs_rate
+    );
+}
+
+fn calm(mut netlink: Nft, arguments: &[String]) {
+    let commits = argument(arguments, 0, 100).max(1);
+    let gap = Duration::from_millis(argument(arguments, 1, 20) as u64);
+    let mut took: Vec<Duration> = (0..commits)
+        .map(|i| {
+            std::thread::sleep(gap);
+            let address = IpAddr::V4(address(0x0a00_0000, i));
+            let start = Instant::now();
+            netlink
+                .block_many(TABLE, &[(address, TIMEOUT)])
+                .unwrap_or_else(|e| panic!("block_many of {address}: {e}"));
+            start.elapsed()
+        })
+        .collect();
+    took.sort();
+    let at = |q: f64| took[((q * took.len() as f64) as usize).min(took.len() - 1)];
+    println!(
+        "p50 {:.0} p99 {:.0}",
+        at(0.50).as_secs_f64() * 1e6,
+        at(0.99).as_secs_f64() * 1e6
     );
 }
