@@ -8,13 +8,10 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use common::{wait_until, Lab, LabError, Side, DAEMON_BIN, SCANNER_IF};
+use common::{wait_until, Lab, LabError, Side, SCANNER_IF};
 use regex::Regex;
-use serde_json::Value;
 
 type Result<T> = std::result::Result<T, LabError>;
 
@@ -102,21 +99,6 @@ fn holds_socket(pid: u32, inode: u64) -> bool {
         })
 }
 
-/// `nfsentry status --json --config CONFIG`.
-fn status(config: &Path) -> Value {
-    let output = Command::new(DAEMON_BIN)
-        .args(["status", "--json", "--config"])
-        .arg(config)
-        .output()
-        .expect("nfsentry runs");
-    assert!(
-        output.status.success(),
-        "status failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("status prints JSON")
-}
-
 #[test]
 fn sources_spread_over_four_queues_are_each_blocked_and_counted_once() -> Result<()> {
     let lab = Lab::new("queues")?;
@@ -141,7 +123,6 @@ fn sources_spread_over_four_queues_are_each_blocked_and_counted_once() -> Result
     let config = lab.config(&[]).replace("queue = 0\n", "queue = \"0-3\"\n");
     assert!(config.contains("queue = \"0-3\""), "{config}");
     let mut daemon = lab.start_daemon(&config)?;
-    let config_path = daemon.config_path().to_path_buf();
     let pid = daemon.pid().expect("the daemon runs");
 
     // Every queue is bound, each to a socket of the daemon's own.
@@ -193,7 +174,7 @@ fn sources_spread_over_four_queues_are_each_blocked_and_counted_once() -> Result
         "status to add up every queue's shard",
         BLOCK_TIMEOUT,
         || {
-            let status = status(&config_path);
+            let status = daemon.status_json()?;
             Ok(status["packets"]["queued"] == kernel_total
                 && status["packets"]["answered"] == kernel_total
                 && status["detections"]["SYN/Normal"] == u64::from(SOURCES)
@@ -201,7 +182,7 @@ fn sources_spread_over_four_queues_are_each_blocked_and_counted_once() -> Result
                 && status["blocks"]["now"] == u64::from(SOURCES))
         },
     )?;
-    let status = status(&config_path);
+    let status = daemon.status_json()?;
     assert_eq!(status["queues"], serde_json::json!(QUEUES), "{status}");
     let reported: Vec<u64> = status["kernel_queues"]
         .as_array()

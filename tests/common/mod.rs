@@ -942,7 +942,8 @@ impl Daemon<'_> {
         &self.config_path
     }
 
-    /// What `nfsentry status --json` says of this daemon.
+    /// What `nfsentry status --json` says of this daemon; a status that fails is an error,
+    /// with what it printed.
     pub fn status_json(&self) -> Result<Value> {
         let command = format!("nfsentry status --json --config {:?}", self.config_path);
         let output = Command::new(DAEMON_BIN)
@@ -953,6 +954,14 @@ impl Daemon<'_> {
                 command: command.clone(),
                 source,
             })?;
+        if !output.status.success() {
+            return Err(LabError::CommandFailed {
+                command,
+                status: output.status,
+                stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            });
+        }
         serde_json::from_slice(&output.stdout).map_err(|source| LabError::Json { command, source })
     }
 
