@@ -4,9 +4,9 @@
 //! Figures to read as ratios within one run: `parse_only` is the baseline, `parse_classify`
 //! adds classification, the `track_*` cases add the per-source count alone, and the `handle_*`
 //! cases everything the daemon's loop asks of the pipeline, each for a scan from one source and
-//! for a spoofed flood where every packet is a new source and the table is full and evicting. Nothing is blocked, and the
-//! clock stands still: once the alert budget is spent, every detection is counted as a
-//! suppressed line and never formatted, as in a real flood. Each packet is in one buffer that
+//! for a spoofed flood where every packet is a new source and the table is full and evicting.
+//! Nothing is blocked, and the clock stands still: once the alert budget is spent, every
+//! detection is counted as a suppressed line and never formatted, as in a real flood. Each packet is in one buffer that
 //! is rewritten for the next (its port, or its source), as the daemon finds each packet in the
 //! receive buffer the kernel has just written: in the cache, not one of 65536 buffers spread
 //! over 4 MB.

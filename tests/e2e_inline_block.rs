@@ -118,19 +118,13 @@ fn the_queue_reader_blocks_in_the_kernel_while_the_responder_is_stopped() -> Res
     drop(responder);
     daemon.wait_for_log(&blocked_line, LOG_TIMEOUT)?;
     wait_until("the block in the journal", LOG_TIMEOUT, || {
-        let journal = fs::read_to_string(lab.state_dir().join("blocks")).unwrap_or_default();
-        Ok(journal.contains(&scanner.to_string()))
+        Ok(lab.journaled_blocks().contains(&scanner))
     })?;
     assert_eq!(daemon.blocked_v4()?, [scanner], "one element for the block");
     let timed = daemon.status_json()?["trigger_to_block"].clone();
     assert_eq!(timed["blocks"], 1, "the block was timed twice: {timed}");
     daemon.stop()?;
     Ok(())
-}
-
-fn in_journal(lab: &Lab, source: IpAddr) -> bool {
-    let journal = fs::read_to_string(lab.state_dir().join("blocks")).unwrap_or_default();
-    journal.contains(&format!("+ {source} "))
 }
 
 #[test]
@@ -147,7 +141,7 @@ fn a_refused_inline_commit_leaves_the_block_to_the_responder() -> Result<(), Lab
     // journaled all the same.
     lab.scapy_send(&lab.syns_from(&[first], BAIT_PORT))?;
     wait_until("the first block in the journal", BLOCK_TIMEOUT, || {
-        Ok(in_journal(&lab, first))
+        Ok(lab.journaled_blocks().contains(&first))
     })?;
     let timed = daemon.status_json()?["trigger_to_block"].clone();
     assert_eq!(timed["inline_blocks"], 0, "{timed}");
@@ -197,28 +191,13 @@ fn blocks_handed_out_by_the_rate_limit_later_go_in_inline_too() -> Result<(), La
 
     drop(responder);
     wait_until("every block in the journal", LOG_TIMEOUT, || {
-        Ok(sources.iter().all(|source| in_journal(&lab, *source)))
+        Ok(sources
+            .iter()
+            .all(|source| lab.journaled_blocks().contains(source)))
     })?;
     assert_eq!(daemon.status_json()?["trigger_to_block"]["blocks"], 3);
     daemon.stop()?;
     Ok(())
-}
-
-/// Whether the journal holds `source` blocked now: its last line for it is a `+`.
-fn journal_holds(lab: &Lab, source: IpAddr) -> bool {
-    let journal = fs::read_to_string(lab.state_dir().join("blocks")).unwrap_or_default();
-    let address = source.to_string();
-    journal
-        .lines()
-        .rev()
-        .find_map(
-            |line| match line.split_whitespace().collect::<Vec<_>>()[..] {
-                ["+", addr, ..] if addr == address => Some(true),
-                ["-", addr] if addr == address => Some(false),
-                _ => None,
-            },
-        )
-        .unwrap_or(false)
 }
 
 #[test]
@@ -246,7 +225,7 @@ fn an_element_deleted_by_hand_before_the_responder_got_to_it_stays_deleted() -> 
     // The responder journals the block and logs it, and leaves the set as the admin left it.
     drop(responder);
     wait_until("the block in the journal", LOG_TIMEOUT, || {
-        Ok(journal_holds(&lab, scanner))
+        Ok(lab.journaled_blocks().contains(&scanner))
     })?;
     daemon.wait_for_log(
         format!("Host {scanner} has been blocked").as_str(),
@@ -269,7 +248,7 @@ fn an_element_deleted_by_hand_before_the_responder_got_to_it_stays_deleted() -> 
     );
     daemon.wait_for_log(released.as_str(), LOG_TIMEOUT)?;
     wait_until("the release in the journal", LOG_TIMEOUT, || {
-        Ok(!journal_holds(&lab, scanner))
+        Ok(!lab.journaled_blocks().contains(&scanner))
     })?;
     assert_eq!(
         daemon.blocked_v4()?,

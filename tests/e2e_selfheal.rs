@@ -14,7 +14,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
-    spoofed_v4, spoofed_v6, wait_until, Daemon, Lab, LabError, Side, DAEMON_BIN, HTTP_PORT, TABLE,
+    journaled, spoofed_v4, spoofed_v6, wait_until, Daemon, Lab, LabError, Side, DAEMON_BIN,
+    HTTP_PORT, TABLE,
 };
 use nix::sys::signal::Signal;
 use regex::Regex;
@@ -68,20 +69,6 @@ fn assert_journal_whole(text: &str) {
             "torn journal line {line:?} in:\n{text}"
         );
     }
-}
-
-/// The blocks the journal holds: `+` lines less `-` lines.
-fn journaled(text: &str) -> BTreeSet<IpAddr> {
-    let mut live = BTreeSet::new();
-    for line in text.lines() {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        match fields.as_slice() {
-            ["+", addr, ..] => live.insert(addr.parse().unwrap()),
-            ["-", addr] => live.remove(&addr.parse().unwrap()),
-            _ => false,
-        };
-    }
-    live
 }
 
 fn count_lines(daemon: &Daemon<'_>, needle: &str) -> usize {

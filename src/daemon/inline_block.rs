@@ -10,9 +10,9 @@
 //! table evicts its oldest block in the call that orders a new one) are taken out of the sets
 //! just before, so the sets never hold more than `max_blocks`. Blocks ordered between receive
 //! calls (the tick's, which hands rate-limited sources their tokens, and NFLOG's short headers)
-//! go in the same way, at once. Then the lines are written and every held order goes to the responder,
-//! marked with when its element went in (`in_set_since`): the responder journals it and runs
-//! the other actions, but does not add the element again. A second commit per block would
+//! go in the same way, at once. Then the lines are written and every held order goes to the
+//! responder, marked with when its element went in (`in_set_since`): the responder journals it
+//! and runs the other actions, but does not add the element again. A second commit per block would
 //! halve what a block storm can reach, and would put back an element an admin deleted by hand
 //! in the moment between the two. Both sides take the element's timeout from
 //! [`crate::respond::nft_set::element`], so the kernel holds what the responder alone would

@@ -19,8 +19,6 @@ use super::bytecode::{
 use super::objects::{
     ChainObject, ElementChunks, ElementObject, ElementOp, Hook, SetFlush, SetObject,
 };
-use crate::netlink_wire::{align4, read_u16_ne, read_u32_ne, MESSAGE_HEADER_BYTES};
-
 use super::ruleset::{
     blocked_range_set, blocked_set, ignore_set, port_set, short_header_rule_text, HandshakeRule,
     IntervalBoundary, IntervalKey, IntervalList, IpFamily, QueueMode, RulesetSpec, Transport,
@@ -28,6 +26,7 @@ use super::ruleset::{
     HANDSHAKE_OUTPUT_PRIORITY, PREROUTING_CHAIN, PREROUTING_PRIORITY, SHORT_HEADER_CHAIN,
     SHORT_HEADER_PRIORITY,
 };
+use crate::netlink_wire::{align4, read_u16_ne, read_u32_ne, MESSAGE_HEADER_BYTES};
 
 /// One message of a batch, for matching the kernel's answer to what was asked.
 #[derive(Debug, Clone)]

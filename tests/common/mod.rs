@@ -6,7 +6,7 @@
 // Each test binary compiles this module and uses a different part of it.
 #![allow(dead_code)]
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, Read};
@@ -389,6 +389,11 @@ impl Lab {
     /// The daemon's state directory in this lab's config.
     pub fn state_dir(&self) -> PathBuf {
         self.work_dir.path().join("state")
+    }
+
+    /// The blocks the daemon's journal holds now ([`journaled`]); none while it has no journal.
+    pub fn journaled_blocks(&self) -> BTreeSet<IpAddr> {
+        journaled(&fs::read_to_string(self.state_dir().join("blocks")).unwrap_or_default())
     }
 
     /// The control socket in this lab's config: one per lab, so labs never answer each other.
@@ -1548,4 +1553,18 @@ pub fn spoofed_v6(count: u16) -> Vec<IpAddr> {
     (0..count)
         .map(|i| IpAddr::V6(Ipv6Addr::new(0xfd99, 0, 0, 0, 0, 0, 0, i + 1)))
         .collect()
+}
+
+/// The blocks a journal's text holds: `+` lines less `-` lines.
+pub fn journaled(text: &str) -> BTreeSet<IpAddr> {
+    let mut live = BTreeSet::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields.as_slice() {
+            ["+", addr, ..] => live.insert(addr.parse().unwrap()),
+            ["-", addr] => live.remove(&addr.parse().unwrap()),
+            _ => false,
+        };
+    }
+    live
 }

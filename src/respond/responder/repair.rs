@@ -80,9 +80,9 @@ impl Responder {
         if !judgement.released_by_hand.is_empty() {
             self.release_by_hand(&judgement.released_by_hand, &by);
         }
-        if judgement.repair.is_empty() && self.sets_hold_blocks {
+        if judgement.repair.is_empty() {
             // Elements a queue reader put in, whose block orders are still on their way here.
-            if !change.removed.is_empty() {
+            if self.sets_hold_blocks && !change.removed.is_empty() {
                 let held: HashSet<IpAddr> = held
                     .iter()
                     .map(|(source, _)| source.to_canonical())
@@ -94,8 +94,6 @@ impl Responder {
                     .filter(|removed| !held.contains(&removed.to_canonical()));
                 self.deletions.by_hand(not_held, &by);
             }
-        }
-        if judgement.repair.is_empty() {
             if judgement.released_by_hand.is_empty() {
                 debug!("{by} changed nfsentry's tables without taking anything away");
             }
